@@ -1,0 +1,263 @@
+"""ResMLP and plain MLP as parameter sets stacked on a leading trial axis.
+
+K trials of one architecture live in one set of tensors: every Linear is a weight [K, out, in]
+and a bias [K, out], so a forward pass is a chain of batched matmuls. Tensor names follow the
+upstream state dicts (``layer_stack.{i}.weight``, ``layer_stack.{i}.blocks.{j}.layers.{0|3}.weight``)
+so a single trial's slice is a drop-in upstream-compatible state dict.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from psa.arch import Stack, format_arch
+
+MODELS = ("resmlp", "mlp")
+INPUT_FEATURES = 784
+CLASSES = 10
+
+
+@dataclass(frozen=True)
+class LinearSpec:
+    name: str  # upstream state-dict prefix of this Linear
+    in_features: int
+    out_features: int
+    role: str  # projection | transition | block_l1 | block_l2 | hidden | final
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the forward pass, over indices into ``Architecture.linears``.
+
+    ``dense``: h = dropout(relu(L(h))).  ``block``: h = relu(h + L2(dropout(relu(L1(h))))).
+    ``final``: logits = L(h).
+    """
+
+    kind: str
+    linears: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    model: str
+    stacks: tuple[Stack, ...]
+    linears: tuple[LinearSpec, ...]  # compute order
+    steps: tuple[Step, ...]
+
+    @property
+    def key(self) -> str:
+        return format_arch(list(self.stacks))
+
+    @property
+    def dropout_sites(self) -> tuple[int, ...]:
+        """Widths of the activations that dropout acts on, in forward order."""
+        widths = []
+        for step in self.steps:
+            if step.kind in ("dense", "block"):
+                widths.append(self.linears[step.linears[0]].out_features)
+        return tuple(widths)
+
+    def parameter_count(self) -> int:
+        return sum(s.out_features * (s.in_features + 1) for s in self.linears)
+
+
+def build_architecture(model: str, stacks: list[Stack]) -> Architecture:
+    if model == "resmlp":
+        return _resmlp(stacks)
+    if model == "mlp":
+        return _mlp(stacks)
+    raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+
+
+def _resmlp(stacks: list[Stack]) -> Architecture:
+    # Mirrors upstream's nn.Sequential indices: a transition is Linear, ReLU, Dropout (3 slots),
+    # a residual stack one slot; block layers are Linear(0), ReLU(1), Dropout(2), Linear(3).
+    linears: list[LinearSpec] = []
+    steps: list[Step] = []
+    slot, current = 0, INPUT_FEATURES
+    for depth, width in stacks:
+        if width != current:
+            role = "projection" if not linears else "transition"
+            linears.append(LinearSpec(f"layer_stack.{slot}", current, width, role))
+            steps.append(Step("dense", (len(linears) - 1,)))
+            slot += 3
+        for block in range(depth):
+            prefix = f"layer_stack.{slot}.blocks.{block}.layers"
+            linears.append(LinearSpec(f"{prefix}.0", width, width, "block_l1"))
+            linears.append(LinearSpec(f"{prefix}.3", width, width, "block_l2"))
+            steps.append(Step("block", (len(linears) - 2, len(linears) - 1)))
+        slot += 1
+        current = width
+    linears.append(LinearSpec(f"layer_stack.{slot}", current, CLASSES, "final"))
+    steps.append(Step("final", (len(linears) - 1,)))
+    return Architecture("resmlp", tuple(stacks), tuple(linears), tuple(steps))
+
+
+def _mlp(stacks: list[Stack]) -> Architecture:
+    # The first paper's plain MLP: per hidden layer Linear, ReLU, Dropout; then Linear to 10.
+    linears: list[LinearSpec] = []
+    steps: list[Step] = []
+    current = INPUT_FEATURES
+    for depth, width in stacks:
+        for _ in range(depth):
+            linears.append(LinearSpec(f"layers.{3 * len(linears)}", current, width, "hidden"))
+            steps.append(Step("dense", (len(linears) - 1,)))
+            current = width
+    linears.append(LinearSpec(f"layers.{3 * len(linears)}", current, CLASSES, "final"))
+    steps.append(Step("final", (len(linears) - 1,)))
+    return Architecture("mlp", tuple(stacks), tuple(linears), tuple(steps))
+
+
+def parameter_count(model: str, stacks: list[Stack]) -> int:
+    """Real parameter count of ``model`` ("resmlp" or "mlp") for these stacks."""
+    return build_architecture(model, stacks).parameter_count()
+
+
+def mlp_equivalent_parameter_count(stacks: list[Stack]) -> int:
+    """The plain-MLP count that upstream's tables printed for every architecture."""
+    return parameter_count("mlp", stacks)
+
+
+class StackedParameters:
+    """Weights [K, out, in] and biases [K, out] of every Linear, in compute order."""
+
+    def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor]):
+        self.weights = weights
+        self.biases = biases
+
+    @property
+    def trials(self) -> int:
+        return self.weights[0].shape[0]
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for pair in zip(self.weights, self.biases) for t in pair]
+
+    def clone(self) -> StackedParameters:
+        return StackedParameters(
+            [w.detach().clone() for w in self.weights], [b.detach().clone() for b in self.biases]
+        )
+
+    def copy_(self, source: StackedParameters, trials: torch.Tensor | None = None) -> None:
+        """Copy ``source`` into self, for every trial or only where the bool mask ``trials`` is set."""
+        with torch.no_grad():
+            for dst, src in zip(self.tensors(), source.tensors()):
+                if trials is None:
+                    dst.copy_(src)
+                else:
+                    dst[trials] = src[trials]
+
+    def state_dict(self, arch: Architecture, trial: int) -> dict[str, torch.Tensor]:
+        """One trial's parameters under upstream state-dict names (CPU copies)."""
+        state = {}
+        for spec, w, b in zip(arch.linears, self.weights, self.biases):
+            state[f"{spec.name}.weight"] = w[trial].detach().cpu().clone()
+            state[f"{spec.name}.bias"] = b[trial].detach().cpu().clone()
+        return state
+
+    def load_state_dict(self, arch: Architecture, trial: int, state: dict[str, torch.Tensor]):
+        """Put an upstream-named state dict into one trial's slice; shapes must match exactly."""
+        expected = {f"{s.name}.{part}" for s in arch.linears for part in ("weight", "bias")}
+        if set(state) != expected:
+            missing, unexpected = expected - set(state), set(state) - expected
+            raise ValueError(
+                f"state dict does not fit {arch.model} [{arch.key}]: "
+                f"{len(missing)} missing and {len(unexpected)} unexpected tensors"
+            )
+        with torch.no_grad():
+            for spec, w, b in zip(arch.linears, self.weights, self.biases):
+                for target, tensor in ((w, state[f"{spec.name}.weight"]),
+                                       (b, state[f"{spec.name}.bias"])):
+                    if tuple(tensor.shape) != tuple(target.shape[1:]):
+                        raise ValueError(
+                            f"tensor {spec.name} has shape {tuple(tensor.shape)}, "
+                            f"{arch.model} [{arch.key}] needs {tuple(target.shape[1:])}"
+                        )
+                    target[trial].copy_(tensor)
+
+
+def init_parameters(
+    arch: Architecture, init_seeds: list[int], device: torch.device | str = "cpu"
+) -> StackedParameters:
+    """PyTorch's default Linear init, U(-1/sqrt(in), 1/sqrt(in)) for weights and biases, per trial.
+
+    Drawn on the CPU from each trial's own generator, so a trial's weights depend only on its
+    seed, not on the device or on which other trials share the batch.
+    """
+    per_trial = []
+    for seed in init_seeds:
+        generator = torch.Generator().manual_seed(seed)
+        tensors = []
+        for spec in arch.linears:
+            bound = 1.0 / math.sqrt(spec.in_features)
+            w = torch.empty(spec.out_features, spec.in_features).uniform_(
+                -bound, bound, generator=generator
+            )
+            b = torch.empty(spec.out_features).uniform_(-bound, bound, generator=generator)
+            tensors.append((w, b))
+        per_trial.append(tensors)
+    weights, biases = [], []
+    for index in range(len(arch.linears)):
+        weights.append(torch.stack([t[index][0] for t in per_trial]).to(device))
+        biases.append(torch.stack([t[index][1] for t in per_trial]).to(device))
+    return StackedParameters(weights, biases)
+
+
+def forward(
+    arch: Architecture,
+    params: StackedParameters,
+    x: torch.Tensor,
+    group_size: int,
+    dropout_masks: list[torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Logits [K, B, 10] for inputs x [G, B, 784] shared by consecutive groups of trials.
+
+    Trials g*group_size … (g+1)*group_size-1 see input group g; their first Linear runs as one
+    GEMM against the group's concatenated weights, so a shared batch is read once.
+    ``dropout_masks``: one [K, B, width] scale tensor per dropout site (``dropout_sites``), or
+    None for no dropout.
+    """
+    h = None  # [K, B, width] once past the first Linear
+    site = 0
+    for step in arch.steps:
+        first = step.linears[0]
+        if step.kind == "block":
+            if h is None:  # a block straight on the 784 inputs: every trial needs its own copy
+                h = x.repeat_interleave(group_size, dim=0)
+            inner = torch.relu(_linear(h, params.weights[first], params.biases[first]))
+            inner = _dropout(inner, dropout_masks, site)
+            second = step.linears[1]
+            h = torch.relu(h + _linear(inner, params.weights[second], params.biases[second]))
+        else:
+            w, b = params.weights[first], params.biases[first]
+            pre = _grouped_linear(x, w, b, group_size) if h is None else _linear(h, w, b)
+            if step.kind == "final":
+                return pre
+            h = _dropout(torch.relu(pre), dropout_masks, site)
+        site += 1
+    raise ValueError(f"architecture {arch.key} has no final layer")
+
+
+def _linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    # h [K, B, in], w [K, out, in], b [K, out] -> [K, B, out]
+    return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+
+
+def _grouped_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, group_size: int):
+    # x [G, B, in] with trials grouped G x group_size: one [B, in] x [in, group_size*out] GEMM
+    # per group, then back to the trial axis [K, B, out].
+    groups, batch, inputs = x.shape
+    out = w.shape[1]
+    if group_size == 1:
+        return _linear(x, w, b)
+    w_cat = w.reshape(groups, group_size * out, inputs)
+    b_cat = b.reshape(groups, 1, group_size * out)
+    y = torch.baddbmm(b_cat, x, w_cat.transpose(1, 2))  # [G, B, group_size*out]
+    y = y.reshape(groups, batch, group_size, out).transpose(1, 2)
+    return y.reshape(groups * group_size, batch, out)
+
+
+def _dropout(h: torch.Tensor, masks: list[torch.Tensor] | None, site: int) -> torch.Tensor:
+    return h if masks is None else h * masks[site]
