@@ -1,0 +1,492 @@
+"""Results in and out: the upstream trial-table and summary markdown, and sweep's trial records.
+
+The one module that knows these formats (spec section 3). Writers emit valid GFM (a 7-cell
+separator) and print a cell per (arch, trial, mode), ``N/A`` where a trial is missing. Readers
+accept upstream's quirks: the malformed 6-cell separator, ``N/A`` and error tokens per cell (a row
+is never dropped), headers with a subset of the modes, and "No successful trials found for this
+architecture.". Every reader returns a pandas DataFrame; ``frame.attrs`` carries ``paired``
+(whether the trial rows are paired across modes) and ``archs`` (every architecture in file order,
+including those without data).
+
+Trial tables written from paired records carry the line ``<!-- psa: paired trials -->`` after the
+title: row i of every mode then shares initial weights and data order. Upstream tables lack it,
+and their row i is just the i-th line of each mode's results, so readers call them unpaired.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from psa.arch import ArchError, Stack, format_arch, parse_arch
+from psa.modes import MODE_TITLES, MODES
+
+PAIRED_MARKER = "<!-- psa: paired trials -->"
+NO_TRIALS_LINE = "No successful trials found for this architecture."
+ARCH_HEADING = "### Architecture: "
+MISSING_CELL = "N/A"
+# Summary token for a mode that has neither records nor a reported error (not run yet).
+NO_RESULTS = "NO_RESULTS"
+MODEL_TITLES = {"resmlp": "ResMLP", "mlp": "SimpleMLP"}
+TRIALS_FILE_NAME = "trials.jsonl"
+REQUIRED_RECORD_KEYS = ("arch", "mode", "trial", "val_bounty")
+LONG_COLUMNS = ["arch", "trial", "mode", "accuracy", "status"]
+SUMMARY_COLUMNS = ["arch", "parameters", "mode", "mean", "std", "min", "max", "n", "status"]
+
+_TITLE_TO_MODE = {title.lower(): mode for mode, title in MODE_TITLES.items()}
+_SEPARATOR = re.compile(r"^\|[\s:\-|]+$")
+_ERROR_TOKEN = re.compile(r"^(?:[A-Z][A-Z0-9_]*|(?:CLIENT_)?ERROR:.*)$")
+_PERCENT = re.compile(r"^(-?\d+(?:\.\d+)?)\s*%?$")
+_SHAPE = re.compile(r"^Results Shape \{([^}]+)\} Parameters \{([\d,]+)\}\s*$")
+_MODE_LINE = re.compile(r"^\*\s+(\w+):\s*(.*?)\s*$")
+_STATS = re.compile(
+    r"^Mean=(-?[\d.]+)%\s*\|\s*Std=([\d.]+)%\s*\|\s*Min=(-?[\d.]+)%\s*\|\s*Max=(-?[\d.]+)%"
+    r"\s*\(n=(\d+)\)$"
+)
+
+
+class ResultsFormatError(ValueError):
+    """A results file that does not follow the trial-table, summary or records format."""
+
+
+def _fail(path: str | Path, number: int, message: str) -> ResultsFormatError:
+    return ResultsFormatError(f"{Path(path).name}:{number}: {message}")
+
+
+def canonical_arch(arch: str | list[Stack]) -> str:
+    """The table key of an architecture: ``"4*17"`` for ``"4*17"``, ``"[4*17]"`` or [(4, 17)]."""
+    if not isinstance(arch, str):
+        return format_arch(list(arch))
+    text = arch.strip()
+    return format_arch(parse_arch(text if text.startswith("[") else f"[{text}]"))
+
+
+def arch_stacks(arch: str) -> list[Stack]:
+    """The (depth, width) stacks of a table key such as ``"4*17"``."""
+    return parse_arch(f"[{arch}]")
+
+
+def model_title(model: str) -> str:
+    """``ResMLP`` or ``SimpleMLP``: the titles and figure-file prefixes of a model."""
+    try:
+        return MODEL_TITLES[model]
+    except KeyError:
+        raise ValueError(f"unknown model {model!r}; choose one of {sorted(MODEL_TITLES)}") from None
+
+
+def records_frame(records: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
+    """Per-trial records (dicts or a DataFrame) as a DataFrame with canonical arch keys.
+
+    A repeated (arch, mode, trial) keeps the last record, as a rerun appends to trials.jsonl.
+    """
+    frame = records.copy() if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
+    paired_attr = frame.attrs.get("paired")
+    if "val_bounty" not in frame.columns and "accuracy" in frame.columns:
+        frame = frame.rename(columns={"accuracy": "val_bounty"})
+    if frame.empty:
+        return pd.DataFrame(columns=list(REQUIRED_RECORD_KEYS))
+    missing = [key for key in REQUIRED_RECORD_KEYS if key not in frame.columns]
+    if missing:
+        raise ValueError(f"trial records lack {', '.join(missing)}")
+    unknown = sorted(set(frame["mode"]) - set(MODES))
+    if unknown:
+        raise ValueError(f"trial records name unknown modes {unknown}; modes are {list(MODES)}")
+    frame["arch"] = [canonical_arch(arch) for arch in frame["arch"]]
+    frame["trial"] = frame["trial"].astype(int)
+    frame["val_bounty"] = frame["val_bounty"].astype(float)
+    key = (
+        ["arch", "model", "mode", "trial"]
+        if "model" in frame.columns
+        else ["arch", "mode", "trial"]
+    )
+    frame = frame.drop_duplicates(key, keep="last").reset_index(drop=True)
+    if paired_attr is not None:
+        frame.attrs["paired"] = paired_attr
+    return frame
+
+
+def records_are_paired(frame: pd.DataFrame) -> bool:
+    """True when every record says its trial shares init and data order across modes."""
+    if "paired" in frame.columns:
+        return bool(len(frame)) and bool(frame["paired"].fillna(False).astype(bool).all())
+    return bool(frame.attrs.get("paired", False))
+
+
+def _arch_order(frame: pd.DataFrame, arch_order: Iterable | None) -> list[str]:
+    present = list(dict.fromkeys(frame["arch"]))
+    if arch_order is None:
+        return present
+    order = list(dict.fromkeys(canonical_arch(arch) for arch in arch_order))
+    return order + [arch for arch in present if arch not in order]
+
+
+def _atomic_write(text: str, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def render_trials_markdown(
+    records: Iterable[Mapping] | pd.DataFrame,
+    model: str = "resmlp",
+    arch_order: Iterable | None = None,
+    paired: bool | None = None,
+) -> str:
+    """The trial table (spec section 3) as text: one row per trial index, a cell per mode.
+
+    ``paired`` defaults to what the records say (their ``paired`` field).
+    """
+    frame = records_frame(records)
+    paired = records_are_paired(frame) if paired is None else paired
+    title = model_title(model)
+    lines = [f"# Persistent Stochastic Ablation - {title} Raw Trial Data", ""]
+    if paired:
+        lines += [PAIRED_MARKER, ""]
+    lines += ["## Raw Trial Data", ""]
+    header = "| Trial | " + " | ".join(MODE_TITLES[mode] for mode in MODES) + " |"
+    separator = "|:-----:|" + ":----:|" * len(MODES)
+    for arch in _arch_order(frame, arch_order):
+        lines += [f"{ARCH_HEADING}{arch}", ""]
+        rows = frame[frame["arch"] == arch]
+        if rows.empty:
+            lines += [NO_TRIALS_LINE, ""]
+            continue
+        cells = rows.pivot(index="trial", columns="mode", values="val_bounty")
+        lines += [header, separator]
+        for trial, values in cells.sort_index().iterrows():
+            row = [
+                MISSING_CELL if pd.isna(values.get(mode)) else f"{values[mode]:.2f}%"
+                for mode in MODES
+            ]
+            lines.append(f"| {trial} | " + " | ".join(row) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def write_trials_markdown(
+    records: Iterable[Mapping] | pd.DataFrame,
+    path: str | Path,
+    model: str = "resmlp",
+    arch_order: Iterable | None = None,
+    paired: bool | None = None,
+) -> Path:
+    """Write the trial table atomically (a temp file, then os.replace)."""
+    return _atomic_write(render_trials_markdown(records, model, arch_order, paired), path)
+
+
+def mode_statistics(long: pd.DataFrame) -> pd.DataFrame:
+    """Per (arch, mode): mean, population std (ddof=0), min, max and n of the numeric accuracies."""
+    numeric = long.dropna(subset=["accuracy"])
+    columns = ["arch", "mode", "mean", "std", "min", "max", "n"]
+    if numeric.empty:
+        return pd.DataFrame(columns=columns)
+    grouped = numeric.groupby(["arch", "mode"], sort=False)["accuracy"]
+    stats = grouped.agg(
+        mean="mean",
+        std=lambda values: float(np.std(values, ddof=0)),
+        min="min",
+        max="max",
+        n="size",
+    )
+    return stats.reset_index()[columns]
+
+
+def render_summary_markdown(
+    records: Iterable[Mapping] | pd.DataFrame,
+    model: str = "resmlp",
+    arch_order: Iterable | None = None,
+    errors: Mapping[tuple[str, str], str] | None = None,
+) -> str:
+    """The summary (spec section 3) as text, with the model's real parameter count.
+
+    ``errors`` maps (arch, mode) to a token (``NO_JOB_FOUND``, ``ERROR: …``) printed instead of the
+    statistics. A mode with neither records nor an error prints ``NO_RESULTS``.
+    """
+    from psa.model import parameter_count
+
+    frame = records_frame(records)
+    errors = {(canonical_arch(arch), mode): token for (arch, mode), token in (errors or {}).items()}
+    long = frame.rename(columns={"val_bounty": "accuracy"})
+    stats = mode_statistics(long).set_index(["arch", "mode"])
+    archs = _arch_order(frame, arch_order)
+    archs += [arch for arch, _ in errors if arch not in archs]
+    lines = [f"# Persistent Stochastic Ablation - {model_title(model)} Results Summary", ""]
+    lines += ["## Statistical Summary", ""]
+    for arch in archs:
+        parameters = parameter_count(model, arch_stacks(arch))
+        lines.append(f"Results Shape {{{arch}}} Parameters {{{parameters:,}}}")
+        for mode in MODES:
+            title = MODE_TITLES[mode]
+            if (arch, mode) in errors:
+                lines.append(f"* {title}: {errors[arch, mode]}")
+            elif (arch, mode) in stats.index:
+                row = stats.loc[(arch, mode)]
+                lines.append(
+                    f"* {title}: Mean={row['mean']:.2f}% | Std={row['std']:.2f}% | "
+                    f"Min={row['min']:.2f}% | Max={row['max']:.2f}% (n={int(row['n'])})"
+                )
+            else:
+                lines.append(f"* {title}: {NO_RESULTS}")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary_markdown(
+    records: Iterable[Mapping] | pd.DataFrame,
+    path: str | Path,
+    model: str = "resmlp",
+    arch_order: Iterable | None = None,
+    errors: Mapping[tuple[str, str], str] | None = None,
+) -> Path:
+    """Write the summary atomically (a temp file, then os.replace)."""
+    return _atomic_write(render_summary_markdown(records, model, arch_order, errors), path)
+
+
+def _split_row(line: str) -> list[str]:
+    body = line.strip()
+    body = body[1:] if body.startswith("|") else body
+    body = body[:-1] if body.endswith("|") else body
+    return [cell.strip() for cell in body.split("|")]
+
+
+def _parse_cell(text: str) -> tuple[float, str] | None:
+    if text == MISSING_CELL:
+        return math.nan, MISSING_CELL
+    match = _PERCENT.match(text)
+    if match:
+        return float(match.group(1)), "ok"
+    if _ERROR_TOKEN.match(text):
+        return math.nan, text
+    return None
+
+
+def _header_modes(cells: list[str], path: str | Path, number: int) -> list[str]:
+    if not cells or cells[0].lower() != "trial":
+        raise _fail(path, number, "a table must start with a '| Trial | None | ... |' header")
+    modes = []
+    for title in cells[1:]:
+        if title.lower() not in _TITLE_TO_MODE:
+            known = ", ".join(MODE_TITLES.values())
+            raise _fail(path, number, f"unknown mode column {title!r}; expected some of {known}")
+        modes.append(_TITLE_TO_MODE[title.lower()])
+    return modes
+
+
+def parse_trials_markdown(text: str, path: str | Path = "<trials>") -> pd.DataFrame:
+    """Parse trial-table text into long form (arch, trial, mode, accuracy, status).
+
+    ``accuracy`` is NaN where a cell is ``N/A`` or an error token; ``status`` is ``ok``, ``N/A`` or
+    the token.
+    """
+    rows: list[tuple] = []
+    archs: list[str] = []
+    paired = False
+    arch: str | None = None
+    modes: list[str] | None = None
+    seen_trials: set[tuple[str, int]] = set()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith(ARCH_HEADING.strip()):
+            key = line[len(ARCH_HEADING.strip()) :].strip()
+            try:
+                arch = canonical_arch(key)
+            except ArchError as error:
+                raise _fail(path, number, f"bad architecture heading: {error}") from None
+            if arch in archs:
+                raise _fail(path, number, f"architecture {arch} appears twice")
+            archs.append(arch)
+            modes = None
+        elif line == PAIRED_MARKER:
+            paired = True
+        elif line.startswith("#") or (line.startswith("<!--") and line.endswith("-->")):
+            continue
+        elif line == NO_TRIALS_LINE:
+            if arch is None:
+                raise _fail(path, number, "'No successful trials' before any architecture heading")
+        elif line.startswith("|"):
+            if arch is None:
+                raise _fail(path, number, "table row before any '### Architecture:' heading")
+            if _SEPARATOR.match(line) and "-" in line:
+                if modes is None:
+                    raise _fail(path, number, "table separator without a header row above it")
+                continue
+            cells = _split_row(line)
+            if modes is None:
+                modes = _header_modes(cells, path, number)
+                continue
+            if len(cells) != len(modes) + 1:
+                raise _fail(
+                    path, number, f"row has {len(cells)} cells, the header has {len(modes) + 1}"
+                )
+            if not cells[0].isdigit():
+                raise _fail(path, number, f"trial index {cells[0]!r} is not a positive integer")
+            trial = int(cells[0])
+            if (arch, trial) in seen_trials:
+                raise _fail(path, number, f"trial {trial} of {arch} appears twice")
+            seen_trials.add((arch, trial))
+            for mode, cell in zip(modes, cells[1:], strict=True):
+                parsed = _parse_cell(cell)
+                if parsed is None:
+                    raise _fail(
+                        path,
+                        number,
+                        f"cell {cell!r} ({MODE_TITLES[mode]}) is not a percentage, "
+                        f"{MISSING_CELL} or an error token",
+                    )
+                rows.append((arch, trial, mode, *parsed))
+        else:
+            raise _fail(path, number, f"unrecognised line {line[:60]!r}")
+    frame = pd.DataFrame(rows, columns=LONG_COLUMNS)
+    frame["trial"] = frame["trial"].astype(int)
+    frame["accuracy"] = frame["accuracy"].astype(float)
+    frame.attrs.update(paired=paired, archs=archs)
+    return frame
+
+
+def _read_text(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ResultsFormatError(f"cannot read results file {path}: {error}") from None
+
+
+def read_trials_markdown(path: str | Path) -> pd.DataFrame:
+    """Read a trial table (psa's or upstream's) into long form; see parse_trials_markdown."""
+    return parse_trials_markdown(_read_text(path), path)
+
+
+def parse_summary_markdown(text: str, path: str | Path = "<summary>") -> pd.DataFrame:
+    """Parse summary text into (arch, parameters, mode, mean, std, min, max, n, status)."""
+    rows: list[tuple] = []
+    archs: list[str] = []
+    arch: str | None = None
+    parameters = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#") or line.startswith("<!--"):
+            continue
+        shape = _SHAPE.match(line)
+        if shape:
+            try:
+                arch = canonical_arch(shape.group(1))
+            except ArchError as error:
+                raise _fail(path, number, f"bad architecture in 'Results Shape': {error}") from None
+            archs.append(arch)
+            parameters = int(shape.group(2).replace(",", ""))
+            continue
+        entry = _MODE_LINE.match(line)
+        if not entry:
+            raise _fail(path, number, f"unrecognised line {line[:60]!r}")
+        if arch is None:
+            raise _fail(path, number, "mode line before any 'Results Shape {...}' line")
+        title, content = entry.groups()
+        if title.lower() not in _TITLE_TO_MODE:
+            raise _fail(path, number, f"unknown mode {title!r}")
+        mode = _TITLE_TO_MODE[title.lower()]
+        stats = _STATS.match(content)
+        if stats:
+            mean, std, low, high = (float(value) for value in stats.groups()[:4])
+            rows.append((arch, parameters, mode, mean, std, low, high, int(stats.group(5)), "ok"))
+        elif content.startswith("Mean="):
+            raise _fail(path, number, f"malformed statistics {content[:60]!r}")
+        elif content:
+            rows.append((arch, parameters, mode, *[math.nan] * 4, 0, content))
+        else:
+            raise _fail(path, number, f"mode {title} has neither statistics nor an error token")
+    frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    frame.attrs.update(archs=archs)
+    return frame
+
+
+def read_summary_markdown(path: str | Path) -> pd.DataFrame:
+    """Read a summary file; error modes keep their token in ``status`` and NaN statistics."""
+    return parse_summary_markdown(_read_text(path), path)
+
+
+def trials_jsonl_path(source: str | Path) -> Path:
+    """``<results-dir>/trials.jsonl`` for a results dir, or the given .jsonl file itself."""
+    source = Path(source)
+    return source / TRIALS_FILE_NAME if source.is_dir() else source
+
+
+def read_trial_records(source: str | Path, model: str | None = None) -> pd.DataFrame:
+    """Read sweep's per-trial records from a results dir or a trials.jsonl file.
+
+    One row per record with the JSON keys as columns; ``model`` keeps only that model's records.
+    """
+    path = trials_jsonl_path(source)
+    records = []
+    for number, raw in enumerate(_read_text(path).splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as error:
+            raise _fail(path, number, f"not a JSON object ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise _fail(path, number, "not a JSON object")
+        missing = [key for key in REQUIRED_RECORD_KEYS if key not in record]
+        if missing:
+            raise _fail(path, number, f"record lacks {', '.join(missing)}")
+        if record["mode"] not in MODES:
+            raise _fail(path, number, f"unknown mode {record['mode']!r}")
+        try:
+            record["arch"] = canonical_arch(str(record["arch"]))
+            record["val_bounty"] = float(record["val_bounty"])
+            record["trial"] = int(record["trial"])
+        except (ArchError, TypeError, ValueError) as error:
+            raise _fail(path, number, f"bad record: {error}") from None
+        records.append(record)
+    frame = records_frame(records)
+    if model is not None and "model" in frame.columns:
+        frame = frame[frame["model"] == model].reset_index(drop=True)
+    frame.attrs.update(paired=records_are_paired(frame), archs=list(dict.fromkeys(frame["arch"])))
+    return frame
+
+
+def records_long_form(frame: pd.DataFrame) -> pd.DataFrame:
+    """Trial records as the long form the trial-table reader returns (accuracy = val bounty)."""
+    long = frame.rename(columns={"val_bounty": "accuracy"}).assign(status="ok")[LONG_COLUMNS]
+    long = long.reset_index(drop=True)
+    long.attrs.update(paired=records_are_paired(frame), archs=list(dict.fromkeys(frame["arch"])))
+    return long
+
+
+def read_trials(source: str | Path, model: str | None = None) -> pd.DataFrame:
+    """Trials in long form from a trial table (.md), a trials.jsonl or a results dir."""
+    path = Path(source)
+    if path.is_dir() or path.suffix == ".jsonl":
+        return records_long_form(read_trial_records(path, model))
+    return read_trials_markdown(path)
+
+
+def is_paired(frame: pd.DataFrame) -> bool:
+    """Whether a frame from one of the readers holds trials paired across modes."""
+    return bool(frame.attrs.get("paired", False))
+
+
+def wide_trials(long: pd.DataFrame, arch: str) -> pd.DataFrame:
+    """One architecture's trials as a table: index trial, a column per mode (NaN where missing)."""
+    rows = long[long["arch"] == arch]
+    table = rows.pivot(index="trial", columns="mode", values="accuracy")
+    return table.reindex(columns=list(MODES)).sort_index()
