@@ -1,0 +1,223 @@
+"""The last-known-good (LKG) checkpoint: a real safetensors file plus one JSON metadata string.
+
+Loading never unpickles: a file that is not safetensors with PSA metadata is refused with one
+message naming the file and how to start fresh. Writes are atomic (temp file in the same folder,
+fsync, rename, fsync of the folder), so a crash leaves either the old or the new checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+
+import psa
+from psa.arch import ArchError, format_arch, parse_arch
+from psa.modes import MODES
+
+SCHEMA_VERSION = 1
+METADATA_KEY = "psa"
+DEFAULT_NAME = "mnist_lkg.safetensors"
+HYPERPARAMETER_KEYS = ("lr", "batch_size", "weight_decay", "dropout", "precision")
+MODELS = ("resmlp", "mlp")
+
+_NUMBER = (int, float)
+# Required top-level keys and their JSON types (bool is excluded from numbers below).
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "schema": (int,),
+    "model": (str,),
+    "arch": (str,),
+    "hyperparameters": (dict,),
+    "seed": (int,),
+    "data_seed": (int,),
+    "loops_completed": (int,),
+    "bounty": (*_NUMBER, type(None)),
+    "bounty_loop": (int, type(None)),
+    "mode_history": (list,),
+    "psa_version": (str,),
+    "torch_version": (str,),
+}
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; the message names the file and what to do."""
+
+
+def make_metadata(
+    *,
+    model: str,
+    arch: str,
+    hyperparameters: dict[str, Any],
+    seed: int,
+    data_seed: int,
+    mode: str,
+) -> dict[str, Any]:
+    """Metadata of a fresh run: nothing trained yet, ``mode`` used from loop 1."""
+    metadata = {
+        "schema": SCHEMA_VERSION,
+        "model": model,
+        "arch": arch,
+        "hyperparameters": dict(hyperparameters),
+        "seed": seed,
+        "data_seed": data_seed,
+        "loops_completed": 0,
+        "bounty": None,
+        "bounty_loop": None,
+        "mode_history": [{"mode": mode, "first_loop": 1}],
+        "psa_version": psa.__version__,
+        "torch_version": torch.__version__,
+    }
+    validate_metadata(metadata)
+    return metadata
+
+
+def validate_metadata(metadata: Any) -> None:
+    """Raise ValueError describing the first way ``metadata`` breaks the schema."""
+    if not isinstance(metadata, dict):
+        raise ValueError("metadata is not a JSON object")
+    if metadata.get("schema") != SCHEMA_VERSION:
+        raise ValueError(f"schema {metadata.get('schema')!r}, expected {SCHEMA_VERSION}")
+    for key, types in _FIELDS.items():
+        if key not in metadata:
+            raise ValueError(f"metadata lacks {key!r}")
+        value = metadata[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise ValueError(f"metadata {key!r} has the wrong type ({type(value).__name__})")
+    if metadata["model"] not in MODELS:
+        raise ValueError(f"unknown model {metadata['model']!r}")
+    try:
+        parse_arch(f"[{metadata['arch']}]")
+    except ArchError as error:
+        raise ValueError(f"bad arch: {error}") from None
+    missing = [key for key in HYPERPARAMETER_KEYS if key not in metadata["hyperparameters"]]
+    if missing:
+        raise ValueError(f"hyperparameters lack {', '.join(missing)}")
+    if metadata["loops_completed"] < 0:
+        raise ValueError("loops_completed is negative")
+    for entry in metadata["mode_history"]:
+        if (
+            not isinstance(entry, dict)
+            or entry.get("mode") not in MODES
+            or not isinstance(entry.get("first_loop"), int)
+        ):
+            raise ValueError(f"bad mode_history entry {entry!r}")
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
+    """Write ``tensors`` and ``metadata`` to ``path`` atomically; the old file survives a crash."""
+    path = Path(path)
+    validate_metadata(metadata)
+    # Own contiguous CPU copies: safetensors refuses shared or strided storage, and device tensors.
+    cpu = {
+        name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in tensors.items()
+    }
+    payload = safetensors.torch.save(
+        cpu, metadata={"format": "pt", METADATA_KEY: json.dumps(metadata)}
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(payload)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp_name, 0o644)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint written by save_checkpoint: (CPU tensors, metadata)."""
+    path = Path(path)
+    try:
+        payload = path.read_bytes()
+    except OSError as error:
+        raise CheckpointError(_refusal(path, f"cannot be read: {error.strerror}")) from None
+    try:
+        tensors = safetensors.torch.load(payload)
+    except Exception as error:  # the Rust SafetensorError is not exported as a stable class
+        raise CheckpointError(
+            _refusal(path, f"is not a valid safetensors file ({error})")
+        ) from None
+    try:
+        metadata = json.loads(_header(payload).get("__metadata__", {})[METADATA_KEY])
+        validate_metadata(metadata)
+    except (KeyError, TypeError, ValueError) as error:
+        reason = (
+            "has no PSA metadata" if isinstance(error, KeyError) else f"has bad metadata: {error}"
+        )
+        raise CheckpointError(_refusal(path, f"{reason}, so it was not written by psa")) from None
+    return tensors, metadata
+
+
+def check_compatible(metadata: dict[str, Any], model: str, arch: str, path: str | Path) -> None:
+    """Refuse to resume a checkpoint of another model kind or architecture than asked for."""
+    stored_model, stored_arch = metadata["model"], _canonical(metadata["arch"])
+    wanted_arch = _canonical(arch)
+    if stored_model == model and stored_arch == wanted_arch:
+        return
+    flags = [
+        flag
+        for flag, differs in (
+            ("--model", stored_model != model),
+            ("--arch", stored_arch != wanted_arch),
+        )
+        if differs
+    ]
+    verb = "asks" if len(flags) == 1 else "ask"
+    raise CheckpointError(
+        f"{path} holds a {stored_model} [{stored_arch}] but {' and '.join(flags)} {verb} for "
+        f"{model} [{wanted_arch}]; use --model-dir for a new run or {_clean_command(Path(path))} "
+        "to start fresh"
+    )
+
+
+def _canonical(arch: str) -> str:
+    text = arch.strip()
+    try:
+        return format_arch(parse_arch(text if text.startswith("[") else f"[{text}]"))
+    except ArchError:
+        return text
+
+
+def _header(payload: bytes) -> dict[str, Any]:
+    """The JSON header of a safetensors payload (already validated by safetensors.torch.load)."""
+    length = int.from_bytes(payload[:8], "little")
+    return json.loads(payload[8 : 8 + length])
+
+
+def _refusal(path: Path, reason: str) -> str:
+    return f"checkpoint {path} {reason}; move it away or run {_clean_command(path)} to start fresh"
+
+
+def _clean_command(path: Path) -> str:
+    """The clean invocation that deletes exactly this checkpoint."""
+    folder = path.parent
+    command = "poetry run clean"
+    if folder.resolve() != Path("models").resolve():
+        command += f" --model-dir {folder}"
+    if path.name != DEFAULT_NAME:
+        command += f" {path.name}"
+    return f"`{command}`"
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Persist the rename itself; not every platform can open a directory."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
