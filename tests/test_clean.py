@@ -1,0 +1,189 @@
+"""``clean`` and ``clean-all``: delete inside the model dir only, ask before deleting several."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+from psa.commands import clean
+
+
+@pytest.fixture
+def models(tmp_path: Path, monkeypatch) -> Path:
+    """A model dir as train leaves it, plus an unrelated run and the git placeholder."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name in [
+        "mnist_lkg.safetensors",
+        "mnist_lkg.20250101-120000.jsonl",
+        "mnist_lkg.20250102-090000.jsonl",
+        "other.safetensors",
+        "notes.txt",
+        ".gitkeep",
+    ]:
+        (folder / name).write_text(name)
+    (folder / "repro" / "4x4_none_t1").mkdir(parents=True)
+    (folder / "repro" / "4x4_none_t1" / "mnist_lkg.safetensors").write_text("repro")
+    return folder
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """Give the command a terminal that answers ``reply`` to the prompt."""
+
+    def answer(reply: str) -> None:
+        stdin = io.StringIO(reply)
+        stdin.isatty = lambda: True
+        monkeypatch.setattr(sys, "stdin", stdin)
+
+    return answer
+
+
+@pytest.fixture
+def no_terminal(monkeypatch):
+    stdin = io.StringIO("y\n")
+    stdin.isatty = lambda: False
+    monkeypatch.setattr(sys, "stdin", stdin)
+
+
+def remaining(folder: Path) -> set[str]:
+    return {str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()}
+
+
+def test_default_deletes_the_checkpoint_and_its_run_logs_only(models):
+    clean.main(["--yes"])
+    assert remaining(models) == {
+        "other.safetensors",
+        "notes.txt",
+        ".gitkeep",
+        "repro/4x4_none_t1/mnist_lkg.safetensors",
+    }
+
+
+def test_a_lone_checkpoint_is_deleted_without_asking(models, no_terminal):
+    for log in models.glob("mnist_lkg.*.jsonl"):
+        log.unlink()
+    clean.main([])
+    assert not (models / "mnist_lkg.safetensors").exists()
+
+
+def test_several_files_without_a_terminal_or_yes_are_refused(models, no_terminal, capsys):
+    before = remaining(models)
+    with pytest.raises(SystemExit) as refused:
+        clean.main([])
+    assert "no terminal" in str(refused.value) and "--yes" in str(refused.value)
+    assert remaining(models) == before
+
+
+def test_the_prompt_deletes_on_yes(models, terminal):
+    terminal("y\n")
+    clean.main(["other.safetensors", "notes.txt"])
+    assert "other.safetensors" not in remaining(models)
+    assert "notes.txt" not in remaining(models)
+
+
+@pytest.mark.parametrize("reply", ["\n", "n\n", "nope\n", ""])
+def test_the_prompt_keeps_everything_unless_the_answer_is_yes(models, terminal, reply, capsys):
+    terminal(reply)
+    before = remaining(models)
+    clean.main(["other.safetensors", "notes.txt"])
+    assert remaining(models) == before
+    assert "Nothing deleted" in capsys.readouterr().out
+
+
+def test_all_deletes_every_file_in_the_model_dir_but_gitkeep(models):
+    clean.main(["--all", "--yes"])
+    assert remaining(models) == {".gitkeep"}
+    assert models.is_dir()
+
+
+def test_clean_all_is_clean_with_all(models):
+    clean.main_all(["--yes"])
+    assert remaining(models) == {".gitkeep"}
+
+
+def test_dry_run_lists_and_keeps_everything(models, capsys):
+    before = remaining(models)
+    clean.main_all(["--dry-run"])
+    output = capsys.readouterr().out
+    assert remaining(models) == before
+    assert "would delete models/notes.txt" in output
+    assert ".gitkeep" not in output
+
+
+def test_bare_names_resolve_in_a_custom_model_dir(models, tmp_path):
+    custom = tmp_path / "elsewhere"
+    custom.mkdir()
+    (custom / "run.safetensors").write_text("x")
+    clean.main(["--model-dir", str(custom), "run.safetensors"])
+    assert not (custom / "run.safetensors").exists()
+    assert (models / "other.safetensors").exists()
+
+
+def test_default_clean_honours_the_model_dir(models, tmp_path):
+    custom = tmp_path / "runs"
+    custom.mkdir()
+    (custom / "mnist_lkg.safetensors").write_text("x")
+    clean.main(["--model-dir", str(custom)])
+    assert not (custom / "mnist_lkg.safetensors").exists()
+    assert (models / "mnist_lkg.safetensors").exists()
+
+
+@pytest.mark.parametrize("name", ["models/../outside.txt", "outside.txt", "absolute"])
+def test_paths_outside_the_model_dir_are_refused(models, name):
+    outside = models.parent / "outside.txt"
+    outside.write_text("precious")
+    target = str(outside) if name == "absolute" else f"./{name}"
+    with pytest.raises(SystemExit) as refused:
+        clean.main(["--yes", "--model-dir", "models", target])
+    assert "outside the model dir" in str(refused.value)
+    assert outside.read_text() == "precious"
+
+
+def test_a_symlink_to_a_file_outside_is_refused(models):
+    outside = models.parent / "outside.txt"
+    outside.write_text("precious")
+    (models / "link.txt").symlink_to(outside)
+    with pytest.raises(SystemExit, match="outside the model dir"):
+        clean.main(["link.txt"])
+    assert (models / "link.txt").is_symlink()
+    assert outside.read_text() == "precious"
+
+
+def test_all_skips_links_out_of_the_model_dir(models, capsys):
+    outside = models.parent / "data"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("precious")
+    (models / "linked-folder").symlink_to(outside, target_is_directory=True)
+    (models / "linked-file").symlink_to(outside / "keep.txt")
+    clean.main(["--all", "--yes"])
+    assert (outside / "keep.txt").read_text() == "precious"
+    assert "links outside" in capsys.readouterr().err
+
+
+def test_one_missing_name_deletes_nothing(models):
+    with pytest.raises(SystemExit, match="absent.txt does not exist"):
+        clean.main(["--yes", "notes.txt", "absent.txt"])
+    assert (models / "notes.txt").exists()
+
+
+def test_gitkeep_and_folders_are_refused_by_name(models):
+    with pytest.raises(SystemExit, match="never deleted"):
+        clean.main([".gitkeep"])
+    with pytest.raises(SystemExit, match="is a folder"):
+        clean.main(["repro"])
+
+
+def test_all_and_names_together_are_refused(models):
+    with pytest.raises(SystemExit, match="not both"):
+        clean.main(["--all", "notes.txt"])
+
+
+def test_an_absent_model_dir_means_nothing_to_delete(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    clean.main([])
+    assert "Nothing to delete" in capsys.readouterr().out
