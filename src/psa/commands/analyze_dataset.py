@@ -1,0 +1,149 @@
+"""``analyze-dataset``: class balance and ZeroR baselines of MNIST and of the seed-1337 split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from psa.data import (
+    NUM_CLASSES,
+    DatasetError,
+    DatasetStats,
+    MNISTAnalysis,
+    analyze_mnist,
+    default_data_dir,
+    load_mnist,
+)
+from psa.device import DeviceError, resolve_device
+
+TIMING_REPEATS = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="analyze-dataset",
+        description=(
+            "Class counts, percentages and the ZeroR baseline (always predict the most frequent "
+            "class) of the MNIST train and test sets and of the 50k/10k train/validation split."
+        ),
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder holding the MNIST files (default: $SM_CHANNEL_TRAINING, else dataset/)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("auto", "text", "json"),
+        default="auto",
+        help="auto: a rich table on a terminal, plain text otherwise (default: auto)",
+    )
+    parser.add_argument(
+        "--time-load",
+        action="store_true",
+        help=f"also time the data preparation the trainer does (best of {TIMING_REPEATS})",
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="device for --time-load: cpu, cuda, mps (default: best available)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    arguments = build_parser().parse_args(argv)
+    data_dir = arguments.data_dir or default_data_dir()
+    try:
+        analysis = analyze_mnist(data_dir)
+        timing = _time_load(data_dir, arguments.device) if arguments.time_load else None
+    except (DatasetError, DeviceError) as error:
+        sys.exit(f"psa: {error}")
+
+    console = Console()
+    if arguments.format == "json":
+        report = {"data_dir": str(data_dir), **_as_json(analysis)}
+        if timing is not None:
+            report["load_seconds"] = timing
+        print(json.dumps(report, indent=2))
+        return
+    if arguments.format == "auto" and console.is_terminal:
+        console.print(rich_table(analysis, data_dir))
+    else:
+        print(text_table(analysis, data_dir))
+    if timing is not None:
+        print(
+            f"Data ready in {timing['first']:.3f} s (best of {TIMING_REPEATS}: "
+            f"{timing['best']:.3f} s) on {timing['device']}: verify, read, split, normalise."
+        )
+
+
+def _sets(analysis: MNISTAnalysis) -> list[DatasetStats]:
+    return [getattr(analysis, field.name) for field in fields(analysis)]
+
+
+def _cell(stats: DatasetStats, digit: int) -> str:
+    return f"{stats.class_counts[digit]:,} ({stats.class_percentages[digit]:.2f}%)"
+
+
+def _rows(analysis: MNISTAnalysis) -> list[list[str]]:
+    sets = _sets(analysis)
+    rows = [[str(digit)] + [_cell(stats, digit) for stats in sets] for digit in range(NUM_CLASSES)]
+    rows.append(["Total"] + [f"{stats.total_samples:,}" for stats in sets])
+    rows.append(
+        ["ZeroR"] + [f"class {stats.zeror_class}: {stats.zeror_accuracy:.2f}%" for stats in sets]
+    )
+    return rows
+
+
+def text_table(analysis: MNISTAnalysis, data_dir: Path) -> str:
+    header = ["Class"] + [stats.name for stats in _sets(analysis)]
+    rows = [header, *_rows(analysis)]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    lines = [f"MNIST class balance and ZeroR baselines ({data_dir})"]
+    for index, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
+        lines.append("  ".join(cells).rstrip())
+        if index == 0 or index == NUM_CLASSES:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def rich_table(analysis: MNISTAnalysis, data_dir: Path) -> Table:
+    table = Table(title=f"MNIST class balance and ZeroR baselines ({data_dir})")
+    table.add_column("Class")
+    for stats in _sets(analysis):
+        table.add_column(stats.name, justify="right")
+    rows = _rows(analysis)
+    for index, row in enumerate(rows):
+        table.add_row(
+            *row,
+            end_section=index == NUM_CLASSES - 1,
+            style="bold" if index == len(rows) - 1 else None,
+        )
+    return table
+
+
+def _as_json(analysis: MNISTAnalysis) -> dict:
+    return {field.name: asdict(getattr(analysis, field.name)) for field in fields(analysis)}
+
+
+def _time_load(data_dir: Path, device_name: str | None) -> dict:
+    device = resolve_device(device_name)
+    seconds = []
+    for _ in range(TIMING_REPEATS):
+        start = time.perf_counter()
+        splits = load_mnist(data_dir, device)
+        # Wait for queued device work so the time covers the data really being ready.
+        float(splits.test_x[-1, -1])
+        seconds.append(time.perf_counter() - start)
+    return {"first": seconds[0], "best": min(seconds), "device": str(device)}
