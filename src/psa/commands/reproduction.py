@@ -1,0 +1,171 @@
+"""``generate-reproduction-tests``: the paper's grid as one `train` command per trial.
+
+Prints the six commands of each architecture, then writes a bash script that runs every trial of
+every mode in its own model dir, seeded as ``sweep`` seeds it, and stops at the first failure
+naming the command that failed. (``sweep`` runs the same grid batched and resumable.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from psa.arch import ArchError, Stack, arch_flag, arch_slug, read_config_file
+from psa.modes import MODES
+from psa.seeds import trial_run_seed
+
+DEFAULT_CONFIGS = Path("reproduction/configurations.txt")
+DEFAULT_OUTPUT = Path("reproduction/run_reproduction.sh")
+DEFAULT_MODEL_ROOT = "./models/repro"
+DEFAULT_SEED = 1234
+MODE_FLAGS = {"decay": ["--weight-decay", "1e-4"], "dropout": ["--dropout", "0.1"]}
+TRAIN = "scripts/poetry run train"
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="generate-reproduction-tests",
+        description=(
+            "Print the train commands of the reproduction grid and write a bash script that runs "
+            "every trial (architectures x 6 modes x trials), each in its own model dir."
+        ),
+    )
+    parser.add_argument(
+        "--configs",
+        type=Path,
+        default=DEFAULT_CONFIGS,
+        help=f"one L*W per line, # comments (default: {DEFAULT_CONFIGS})",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=DEFAULT_OUTPUT,
+        help=f"where to write the script (default: {DEFAULT_OUTPUT})",
+    )
+    parser.add_argument(
+        "--trials", type=positive_int, default=10, help="trials per mode (default: 10)"
+    )
+    parser.add_argument(
+        "--meta-loops", type=positive_int, default=100, help="meta-loops per trial (default: 100)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help="base seed; trial t of every mode trains with sweep's run seed of (base, t), so "
+        f"the modes of a trial share initialisation and data order (default: {DEFAULT_SEED})",
+    )
+    parser.add_argument(
+        "--model-root",
+        default=DEFAULT_MODEL_ROOT,
+        help=f"folder of the per-trial model dirs (default: {DEFAULT_MODEL_ROOT})",
+    )
+    return parser
+
+
+def train_command(
+    stacks: list[Stack], mode: str, trial: int, meta_loops: int, seed: int, model_root: str
+) -> str:
+    """One trial as one shell command line."""
+    model_dir = f"{model_root.rstrip('/')}/{arch_slug(stacks)}_{mode}_t{trial}/"
+    rest = [
+        "--ablation-mode",
+        mode,
+        *MODE_FLAGS.get(mode, []),
+        "--meta-loops",
+        str(meta_loops),
+        "--model-dir",
+        model_dir,
+        "--seed",
+        str(trial_run_seed(seed, trial)),
+    ]
+    # Upstream's spelling, --arch "[L*W]": safe in double quotes (digits, *, comma, space).
+    return f'{TRAIN} --arch "{arch_flag(stacks)}" {shlex.join(rest)}'
+
+
+def script_text(
+    configs: list[list[Stack]], trials: int, meta_loops: int, seed: int, model_root: str
+) -> str:
+    total = len(configs) * len(MODES) * trials
+    root = shlex.quote(model_root)
+    header = [
+        "#!/usr/bin/env bash",
+        "# Written by `generate-reproduction-tests`: "
+        f"{len(configs)} architectures x {len(MODES)} modes x {trials} trials = {total} runs "
+        f"of {meta_loops} meta-loops.",
+        "# Run it from the repository root. Each trial trains in its own model dir under "
+        f"{model_root}; trial t of every mode uses the same --seed (paired design).",
+        "set -euo pipefail",
+        "trap 'echo \"run_reproduction.sh: stopped at the first failure; this command failed: "
+        "$BASH_COMMAND\" >&2' ERR",
+        f"if [ ! -x scripts/poetry ]; then {_fail('run this from the repository root')}; fi",
+        f'if [ -n "$(find {root} -type f -print -quit 2>/dev/null)" ]; then '
+        + _fail(
+            f"{model_root} holds an earlier run, which train would resume; move it away or "
+            f"delete it with: scripts/poetry run clean-all --yes --model-dir {model_root}"
+        )
+        + "; fi",
+        "",
+    ]
+    commands = [
+        train_command(stacks, mode, trial, meta_loops, seed, model_root)
+        for stacks in configs
+        for trial in range(1, trials + 1)
+        for mode in MODES
+    ]
+    footer = ["", f"echo {shlex.quote(f'run_reproduction.sh: all {total} runs finished')}"]
+    return "\n".join(header + commands + footer) + "\n"
+
+
+def _fail(message: str) -> str:
+    return f"echo {shlex.quote('run_reproduction.sh: ' + message)} >&2; exit 1"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    try:
+        configs = read_config_file(arguments.configs)
+    except ArchError as error:
+        sys.exit(f"psa: {error}")
+
+    text = script_text(
+        configs, arguments.trials, arguments.meta_loops, arguments.seed, arguments.model_root
+    )
+    output = arguments.output
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+        output.chmod(0o755)
+    except OSError as error:
+        sys.exit(f"psa: cannot write {output}: {error.strerror}")
+
+    print("=== Individual Commands ===")
+    for stacks in configs:
+        print(f"# Architecture: {arch_flag(stacks)} ({arch_slug(stacks)})")
+        for mode in MODES:
+            print(
+                train_command(
+                    stacks, mode, 1, arguments.meta_loops, arguments.seed, arguments.model_root
+                )
+            )
+        print()
+    print("=== Batch Script Generation ===")
+    runs = len(configs) * len(MODES) * arguments.trials
+    print(
+        f"Wrote {output}: {runs:,} runs ({len(configs)} architectures x {len(MODES)} modes x "
+        f"{arguments.trials} trials, {arguments.meta_loops} meta-loops each). "
+        f"Run it from the repository root: bash {output}"
+    )

@@ -1,0 +1,200 @@
+"""``generate-reproduction-tests``: a runnable script with one command per line and every trial."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from psa.commands import reproduction
+from psa.modes import MODES
+
+TRAINER_FLAGS = {
+    "--arch", "--ablation-mode", "--lr", "--batch-size", "--meta-loops", "--model-dir",
+    "--num-workers", "--device", "--weight-decay", "--dropout", "--seed", "--data-seed",
+    "--model", "--precision",
+}  # fmt: skip
+HEADER_LINES = 7  # shebang, two comments, set, trap, two guards
+
+
+@pytest.fixture
+def configs(tmp_path: Path) -> Path:
+    path = tmp_path / "configs.txt"
+    path.write_text("# two small ones\n2*4\n\n[1*8, 2*4]  # mixed\n")
+    return path
+
+
+@pytest.fixture
+def generated(tmp_path: Path, configs: Path, capsys) -> tuple[Path, str]:
+    script = tmp_path / "repo" / "reproduction" / "run_reproduction.sh"
+    reproduction.main(
+        ["--configs", str(configs), "--output", str(script), "--trials", "3", "--meta-loops", "5"]
+    )
+    return script, capsys.readouterr().out
+
+
+def train_lines(script: Path) -> list[list[str]]:
+    return [
+        shlex.split(line)
+        for line in script.read_text().splitlines()
+        if line.startswith("scripts/poetry run train ")
+    ]
+
+
+def flags(words: list[str]) -> dict[str, str]:
+    pairs = words[3:]
+    assert len(pairs) % 2 == 0, words
+    return dict(zip(pairs[::2], pairs[1::2], strict=True))
+
+
+def test_the_script_is_valid_bash(generated):
+    script, _ = generated
+    subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+def test_every_line_is_a_comment_or_exactly_one_command(generated):
+    script, _ = generated
+    lines = script.read_text().splitlines()
+    assert lines[0] == "#!/usr/bin/env bash"
+    assert "set -euo pipefail" in lines
+    for line in lines[HEADER_LINES:]:
+        if not line or line.startswith("#"):
+            continue
+        words = shlex.split(line)
+        assert not {";", "&&", "||", "|", "&"} & set(words), line
+        assert words[:3] in (["scripts/poetry", "run", "train"], ["echo", words[1]]), line
+        if words[0] != "echo":
+            parsed = flags(words)
+            assert set(parsed) <= TRAINER_FLAGS, line
+            assert len(parsed) == (len(words) - 3) // 2, f"repeated flag in {line}"
+
+
+def test_every_trial_of_every_mode_and_arch_is_run_once_in_its_own_model_dir(generated):
+    script, _ = generated
+    runs = [flags(words) for words in train_lines(script)]
+    assert len(runs) == 2 * len(MODES) * 3
+    combos = {(run["--arch"], run["--ablation-mode"], run["--model-dir"]) for run in runs}
+    assert len(combos) == len(runs)
+    assert len({run["--model-dir"] for run in runs}) == len(runs)
+    assert {run["--arch"] for run in runs} == {"[2*4]", "[1*8, 2*4]"}
+    assert "./models/repro/1x8-2x4_hidden_t3/" in {run["--model-dir"] for run in runs}
+    assert all(run["--meta-loops"] == "5" for run in runs)
+
+
+def test_modes_carry_their_hyperparameter_and_only_theirs(generated):
+    script, _ = generated
+    for run in map(flags, train_lines(script)):
+        mode = run["--ablation-mode"]
+        assert ("--weight-decay" in run) == (mode == "decay")
+        assert ("--dropout" in run) == (mode == "dropout")
+        if mode == "decay":
+            assert float(run["--weight-decay"]) == 1e-4
+        if mode == "dropout":
+            assert float(run["--dropout"]) == 0.1
+
+
+def test_a_trial_index_shares_its_seed_across_modes_and_trials_differ(generated):
+    script, _ = generated
+    seeds = defaultdict(set)
+    for run in map(flags, train_lines(script)):
+        trial = run["--model-dir"].rstrip("/").rsplit("_t", 1)[1]
+        seeds[trial].add(run["--seed"])
+    assert all(len(values) == 1 for values in seeds.values())
+    assert len({next(iter(values)) for values in seeds.values()}) == 3
+
+
+def test_the_same_arguments_write_the_same_script(generated, configs, tmp_path):
+    script, _ = generated
+    again = tmp_path / "again.sh"
+    reproduction.main(
+        ["--configs", str(configs), "--output", str(again), "--trials", "3", "--meta-loops", "5"]
+    )
+    assert again.read_text() == script.read_text()
+    reproduction.main(["--configs", str(configs), "--output", str(again), "--seed", "7"])
+    assert again.read_text() != script.read_text()
+
+
+def test_stdout_lists_six_commands_per_architecture(generated):
+    _, output = generated
+    lines = output.splitlines()
+    assert lines[0] == "=== Individual Commands ==="
+    assert lines[1] == "# Architecture: [2*4] (2x4)"
+    assert [shlex.split(line)[6] for line in lines[2:8]] == list(MODES)
+    assert "# Architecture: [1*8, 2*4] (1x8-2x4)" in lines
+    assert "=== Batch Script Generation ===" in lines
+
+
+def fake_repo(script: Path, fail_on: str | None = None) -> Path:
+    """A repo root whose scripts/poetry records each call and fails the one matching fail_on."""
+    root = script.parent.parent
+    (root / "scripts").mkdir()
+    poetry = root / "scripts" / "poetry"
+    check = f'case "$*" in *{fail_on}*) exit 3;; esac' if fail_on else ""
+    poetry.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$*" >> calls.log\n{check}\n')
+    poetry.chmod(0o755)
+    return root
+
+
+def run_script(script: Path, root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(script)], cwd=root, capture_output=True, text=True)
+
+
+def test_the_script_runs_every_command_with_its_arguments_intact(generated):
+    script, _ = generated
+    root = fake_repo(script)
+    finished = run_script(script, root)
+    assert finished.returncode == 0, finished.stderr
+    calls = (root / "calls.log").read_text().splitlines()
+    assert len(calls) == 36
+    assert calls[0].startswith("run train --arch [2*4] --ablation-mode none")
+    assert "all 36 runs finished" in finished.stdout
+
+
+def test_the_first_failure_stops_the_script_and_names_the_command(generated):
+    script, _ = generated
+    root = fake_repo(script, fail_on="2x4_full_t2/")
+    finished = run_script(script, root)
+    assert finished.returncode != 0
+    assert "stopped at the first failure" in finished.stderr
+    assert "--model-dir ./models/repro/2x4_full_t2/" in finished.stderr
+    calls = (root / "calls.log").read_text().splitlines()
+    assert "--model-dir ./models/repro/2x4_full_t2/" in calls[-1]
+    assert len(calls) == len(MODES) + 4
+
+
+def test_the_script_refuses_to_resume_an_earlier_run(generated):
+    script, _ = generated
+    root = fake_repo(script)
+    earlier = root / "models" / "repro" / "2x4_none_t1"
+    earlier.mkdir(parents=True)
+    (earlier / "mnist_lkg.safetensors").write_text("x")
+    finished = run_script(script, root)
+    assert finished.returncode == 1
+    assert "holds an earlier run" in finished.stderr and "clean-all --yes" in finished.stderr
+    assert not (root / "calls.log").exists()
+
+
+def test_the_script_must_run_from_the_repository_root(generated, tmp_path):
+    script, _ = generated
+    finished = run_script(script, tmp_path)
+    assert finished.returncode == 1
+    assert "repository root" in finished.stderr
+
+
+def test_a_bad_configs_line_is_reported_with_its_location(tmp_path):
+    configs = tmp_path / "bad.txt"
+    configs.write_text("4*4\n4x4\n")
+    with pytest.raises(SystemExit) as failed:
+        reproduction.main(["--configs", str(configs), "--output", str(tmp_path / "out.sh")])
+    assert f"{configs}:2" in str(failed.value)
+    assert not (tmp_path / "out.sh").exists()
+
+
+@pytest.mark.parametrize("argv", [["--trials", "0"], ["--meta-loops", "x"]])
+def test_bad_counts_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as failed:
+        reproduction.main(argv)
+    assert failed.value.code == 2
