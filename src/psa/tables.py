@@ -469,6 +469,9 @@ def records_long_form(frame: pd.DataFrame) -> pd.DataFrame:
     long = frame.rename(columns={"val_bounty": "accuracy"}).assign(status="ok")[LONG_COLUMNS]
     long = long.reset_index(drop=True)
     long.attrs.update(paired=records_are_paired(frame), archs=list(dict.fromkeys(frame["arch"])))
+    loops = frame["meta_loops"].dropna().unique() if "meta_loops" in frame.columns else []
+    if len(loops) == 1:
+        long.attrs["meta_loops"] = int(loops[0])
     return long
 
 
@@ -490,3 +493,26 @@ def wide_trials(long: pd.DataFrame, arch: str) -> pd.DataFrame:
     rows = long[long["arch"] == arch]
     table = rows.pivot(index="trial", columns="mode", values="accuracy")
     return table.reindex(columns=list(MODES)).sort_index()
+
+
+def read_mode_statistics(source: str | Path, model: str | None = None) -> pd.DataFrame:
+    """Per (arch, mode) mean, std, min, max, n from a summary, a trial table or trial records.
+
+    A summary's error modes are left out. ``attrs`` keeps ``archs`` and, for records,
+    ``meta_loops``.
+    """
+    path = Path(source)
+    if path.is_file() and path.suffix != ".jsonl":
+        text = _read_text(path)
+        if any(line.startswith("Results Shape {") for line in text.splitlines()):
+            summary = parse_summary_markdown(text, path)
+            stats = summary[summary["status"] == "ok"].drop(columns=["parameters", "status"])
+            stats = stats.reset_index(drop=True)
+            stats.attrs.update(archs=summary.attrs["archs"])
+            return stats
+        long = parse_trials_markdown(text, path)
+    else:
+        long = read_trials(path, model)
+    stats = mode_statistics(long)
+    stats.attrs.update(long.attrs)
+    return stats
