@@ -68,7 +68,8 @@ def draw_target(arch: Architecture, mode: str, rng: random.Random) -> AblationTa
 def apply_ablation(params: StackedParameters, trial: int, target: AblationTarget) -> None:
     """Zero ``target`` in trial ``trial`` of ``params`` (in place)."""
     with torch.no_grad():
-        params.weights[target.linear][trial, target.neuron, :] = 0.0
+        # Weights are stored [K, in, out]: a neuron's row is a column here, and vice versa.
+        params.weights[target.linear][trial, :, target.neuron] = 0.0
         params.biases[target.linear][trial, target.neuron] = 0.0
         if target.successor is not None:
-            params.weights[target.successor][trial, :, target.neuron] = 0.0
+            params.weights[target.successor][trial, target.neuron, :] = 0.0

@@ -122,7 +122,12 @@ def mlp_equivalent_parameter_count(stacks: list[Stack]) -> int:
 
 
 class StackedParameters:
-    """Weights [K, out, in] and biases [K, out] of every Linear, in compute order."""
+    """Weights and biases of every Linear, in compute order, stacked on a leading trial axis.
+
+    Weights are kept transposed, [K, in, out], so that forward and backward run as batched
+    matmuls without copying a transposed weight gradient every step. ``state_dict`` and
+    ``load_state_dict`` convert to and from the usual [out, in] layout.
+    """
 
     def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor]):
         self.weights = weights
@@ -153,7 +158,7 @@ class StackedParameters:
         """One trial's parameters under upstream state-dict names (CPU copies)."""
         state = {}
         for spec, w, b in zip(arch.linears, self.weights, self.biases):
-            state[f"{spec.name}.weight"] = w[trial].detach().cpu().clone()
+            state[f"{spec.name}.weight"] = w[trial].detach().t().cpu().contiguous()
             state[f"{spec.name}.bias"] = b[trial].detach().cpu().clone()
         return state
 
@@ -168,14 +173,14 @@ class StackedParameters:
             )
         with torch.no_grad():
             for spec, w, b in zip(arch.linears, self.weights, self.biases):
-                for target, tensor in ((w, state[f"{spec.name}.weight"]),
-                                       (b, state[f"{spec.name}.bias"])):
-                    if tuple(tensor.shape) != tuple(target.shape[1:]):
+                for target, tensor in ((w[trial].t(), state[f"{spec.name}.weight"]),
+                                       (b[trial], state[f"{spec.name}.bias"])):
+                    if tuple(tensor.shape) != tuple(target.shape):
                         raise ValueError(
                             f"tensor {spec.name} has shape {tuple(tensor.shape)}, "
-                            f"{arch.model} [{arch.key}] needs {tuple(target.shape[1:])}"
+                            f"{arch.model} [{arch.key}] needs {tuple(target.shape)}"
                         )
-                    target[trial].copy_(tensor)
+                    target.copy_(tensor)
 
 
 def init_parameters(
@@ -196,7 +201,7 @@ def init_parameters(
                 -bound, bound, generator=generator
             )
             b = torch.empty(spec.out_features).uniform_(-bound, bound, generator=generator)
-            tensors.append((w, b))
+            tensors.append((w.t(), b))
         per_trial.append(tensors)
     weights, biases = [], []
     for index in range(len(arch.linears)):
@@ -241,20 +246,22 @@ def forward(
 
 
 def _linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    # h [K, B, in], w [K, out, in], b [K, out] -> [K, B, out]
-    return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+    # h [K, B, in], w [K, in, out], b [K, out] -> [K, B, out]
+    return torch.baddbmm(b.unsqueeze(1), h, w)
 
 
 def _grouped_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, group_size: int):
     # x [G, B, in] with trials grouped G x group_size: one [B, in] x [in, group_size*out] GEMM
     # per group, then back to the trial axis [K, B, out].
     groups, batch, inputs = x.shape
-    out = w.shape[1]
+    out = w.shape[2]
     if group_size == 1:
         return _linear(x, w, b)
-    w_cat = w.reshape(groups, group_size * out, inputs)
+    # [G*gs, in, out] -> [G, in, gs*out]: each group's weights side by side
+    w_cat = w.reshape(groups, group_size, inputs, out).permute(0, 2, 1, 3)
+    w_cat = w_cat.reshape(groups, inputs, group_size * out)
     b_cat = b.reshape(groups, 1, group_size * out)
-    y = torch.baddbmm(b_cat, x, w_cat.transpose(1, 2))  # [G, B, group_size*out]
+    y = torch.baddbmm(b_cat, x, w_cat)  # [G, B, group_size*out]
     y = y.reshape(groups, batch, group_size, out).transpose(1, 2)
     return y.reshape(groups * group_size, batch, out)
 

@@ -1,0 +1,261 @@
+"""The PSA meta-loop over K trials of one architecture, trained in lockstep.
+
+Each trial has its own LKG weights, LKG accuracy (its bounty), optimizer state, ablation draws and
+mode; trials that share a data-order seed (the modes of one trial index) share every batch. One
+loop, for every trial at once:
+
+    restore LKG -> ablate (ablative modes) -> train one epoch with a fresh AdamW
+    -> validate -> promote to LKG on strict improvement
+
+A single ``train`` run is this engine with K = 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from psa.ablation import AblationTarget, apply_ablation, draw_target
+from psa.model import Architecture, StackedParameters, forward, init_parameters
+from psa.seeds import RunSeeds, loop_seed
+
+PRECISIONS = ("fp32", "bf16")
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+EVAL_BYTES = 256 * 2**20  # activation budget of one evaluation chunk
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    lr: float = 1e-4
+    batch_size: int = 256
+    weight_decay: float = 1e-4  # used in decay mode only
+    dropout: float = 0.1  # used in dropout mode only
+    precision: str = "fp32"
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    mode: str
+    seeds: RunSeeds
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Device-resident tensors: inputs [N, 784] normalised, labels [N] int64."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+@dataclass
+class LoopReport:
+    loop: int  # global loop number, 1-based
+    targets: list[AblationTarget | None]
+    val_accuracy: list[float]
+    lkg_accuracy: list[float]
+    promoted: list[bool]
+    train_seconds: float  # wall time of the batched epoch (all K trials)
+
+
+@dataclass
+class TrialState:
+    lkg_accuracy: float = -1.0
+    bounty_loop: int = 0
+    history: list[str] = field(default_factory=list)
+
+
+class Engine:
+    def __init__(
+        self,
+        arch: Architecture,
+        trials: list[TrialSpec],
+        hyper: Hyperparameters,
+        data: Splits,
+        loops_completed: int = 0,
+    ):
+        if hyper.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {hyper.precision!r}")
+        self.arch, self.trials, self.hyper, self.data = arch, trials, hyper, data
+        self.device = data.train_x.device
+        self.loops_completed = loops_completed
+        self.group_size, self.data_seeds = _data_groups(trials)
+        self.params = init_parameters(arch, [t.seeds.init for t in trials], self.device)
+        for tensor in self.params.tensors():
+            tensor.requires_grad_(True)
+        self.lkg = self.params.clone()
+        self.state = [TrialState() for _ in trials]
+        self._decay = self._per_trial([hyper.weight_decay if t.mode == "decay" else 0.0
+                                      for t in trials])
+        self._dropout_trials = [k for k, t in enumerate(trials) if t.mode == "dropout"]
+
+    @property
+    def size(self) -> int:
+        return len(self.trials)
+
+    def load_lkg(self, trial: int, state_dict: dict[str, torch.Tensor]) -> None:
+        """Start trial ``trial`` from saved LKG weights (upstream names); call ``revalidate`` next."""
+        self.lkg.load_state_dict(self.arch, trial, state_dict)
+        self.params.copy_(self.lkg)
+
+    def revalidate(self, bounty_loops: list[int] | None = None) -> list[float]:
+        """Re-evaluate every LKG on the validation set and take that as its accuracy."""
+        accuracies = self.evaluate(self.lkg, self.data.val_x, self.data.val_y)
+        for k, accuracy in enumerate(accuracies):
+            self.state[k].lkg_accuracy = accuracy
+            if bounty_loops is not None:
+                self.state[k].bounty_loop = bounty_loops[k]
+        return accuracies
+
+    def run_loop(self, ablate: bool = True) -> LoopReport:
+        """One meta-loop for every trial. ``ablate=False`` for the first loop of a session."""
+        loop = self.loops_completed + 1
+        self.params.copy_(self.lkg)
+        targets = self._ablate(loop) if ablate else [None] * self.size
+        train_seconds = self._train_epoch(loop)
+        val = self.evaluate(self.params, self.data.val_x, self.data.val_y)
+        promoted = [v > s.lkg_accuracy for v, s in zip(val, self.state)]
+        self._promote(promoted, val, loop)
+        self.loops_completed = loop
+        return LoopReport(
+            loop=loop,
+            targets=targets,
+            val_accuracy=val,
+            lkg_accuracy=[s.lkg_accuracy for s in self.state],
+            promoted=promoted,
+            train_seconds=train_seconds,
+        )
+
+    def test_accuracy(self) -> list[float]:
+        """Test accuracy of every trial's LKG."""
+        return self.evaluate(self.lkg, self.data.test_x, self.data.test_y)
+
+    def _ablate(self, loop: int) -> list[AblationTarget | None]:
+        targets = []
+        for k, trial in enumerate(self.trials):
+            rng = random.Random(loop_seed(trial.seeds.ablation, loop))
+            target = draw_target(self.arch, trial.mode, rng)
+            if target is not None:
+                apply_ablation(self.params, k, target)
+            targets.append(target)
+        return targets
+
+    def _train_epoch(self, loop: int) -> float:
+        start = time.perf_counter()
+        hyper, params = self.hyper, self.params
+        n = self.data.train_x.shape[0]
+        orders = torch.stack([
+            torch.randperm(n, generator=torch.Generator().manual_seed(loop_seed(seed, loop)))
+            for seed in self.data_seeds
+        ]).to(self.device)  # [G, N]: one batch order per data group
+        optimizer = _adamw(params.tensors(), hyper.lr)
+        dropout_rngs = self._dropout_generators(loop)
+        tensors = params.tensors()
+        for first in range(0, n, hyper.batch_size):
+            index = orders[:, first:first + hyper.batch_size]
+            x, y = self.data.train_x[index], self.data.train_y[index]  # [G, b, 784], [G, b]
+            masks = self._dropout_masks(y.shape[1], dropout_rngs)
+            with self._autocast():
+                logits = forward(self.arch, params, x, self.group_size, masks)
+            targets = y.repeat_interleave(self.group_size, dim=0)
+            # Sum over trials of each trial's mean loss: every trial gets its own gradient.
+            loss = F.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"
+            ) / y.shape[1]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self._decay is not None:  # AdamW's decoupled decay, per trial, before the step
+                with torch.no_grad():
+                    for tensor, factor in zip(tensors, self._decay):
+                        tensor.mul_(factor)
+            optimizer.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start
+
+    @torch.no_grad()
+    def evaluate(self, params: StackedParameters, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+        """Accuracy in % of every trial on (x, y); every trial reads the same inputs."""
+        widest = max(spec.out_features for spec in self.arch.linears)
+        chunk = max(256, min(x.shape[0], EVAL_BYTES // (12 * self.size * widest)))
+        correct = torch.zeros(self.size, dtype=torch.int64, device=self.device)
+        for first in range(0, x.shape[0], chunk):
+            with self._autocast():
+                logits = forward(self.arch, params, x[None, first:first + chunk], self.size)
+            correct += (logits.argmax(-1) == y[first:first + chunk]).sum(-1)
+        return (correct.double() * 100.0 / x.shape[0]).tolist()
+
+    def _promote(self, promoted: list[bool], val: list[float], loop: int) -> None:
+        if not any(promoted):
+            return
+        mask = torch.tensor(promoted, device=self.device)
+        self.lkg.copy_(self.params, mask)
+        for k, better in enumerate(promoted):
+            if better:
+                self.state[k].lkg_accuracy = val[k]
+                self.state[k].bounty_loop = loop
+
+    def _per_trial(self, weight_decays: list[float]) -> list[torch.Tensor] | None:
+        if not any(weight_decays):
+            return None
+        factor = torch.tensor([1.0 - self.hyper.lr * wd for wd in weight_decays],
+                              device=self.device)
+        return [factor.view(-1, *([1] * (t.dim() - 1))) for t in self.params.tensors()]
+
+    def _dropout_generators(self, loop: int) -> list[torch.Generator]:
+        return [
+            torch.Generator(device=self.device).manual_seed(
+                loop_seed(self.trials[k].seeds.ablation ^ 0x5EED, loop))
+            for k in self._dropout_trials
+        ]
+
+    def _dropout_masks(self, batch: int, rngs: list[torch.Generator]) -> list[torch.Tensor] | None:
+        """Per dropout site, a [K, batch, width] scale: 0 or 1/(1-p) for dropout-mode trials, 1
+        elsewhere. Each dropout trial draws from its own generator, whatever else is batched."""
+        if not rngs:
+            return None
+        p = self.hyper.dropout
+        widths = self.arch.dropout_sites
+        units = sum(widths)
+        keep = torch.stack([
+            torch.rand(batch, units, generator=rng, device=self.device) for rng in rngs
+        ]) >= p
+        scale = torch.ones(self.size, batch, units, device=self.device)
+        scale[self._dropout_trials] = keep.float() / (1.0 - p)
+        return list(torch.split(scale, list(widths), dim=2))
+
+    def _autocast(self):
+        if self.hyper.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def _adamw(tensors: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    # Weight decay is applied per trial by the engine, so the optimizer itself has none.
+    return torch.optim.AdamW(tensors, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=0.0,
+                             fused=True)
+
+
+def _data_groups(trials: list[TrialSpec]) -> tuple[int, list[int]]:
+    """(group size, data seed per group) when trials come in equal consecutive runs of one data
+    seed; otherwise every trial is its own group (still correct, one gather per trial)."""
+    seeds = [t.seeds.data for t in trials]
+    runs: list[list[int]] = []
+    for seed in seeds:
+        if runs and runs[-1][0] == seed:
+            runs[-1].append(seed)
+        else:
+            runs.append([seed])
+    sizes = {len(run) for run in runs}
+    if len(sizes) == 1 and len({run[0] for run in runs}) == len(runs):
+        return sizes.pop(), [run[0] for run in runs]
+    return 1, seeds
