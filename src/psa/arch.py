@@ -70,7 +70,7 @@ def resmlp_parameter_estimate(stacks: list[Stack]) -> int:
 
 
 def format_arch(stacks: list[Stack]) -> str:
-    """The canonical key of an architecture as the result tables print it: ``4*17`` or ``4*4, 2*8``."""
+    """The canonical key that result tables print: ``4*17`` or ``4*4, 2*8``."""
     return ", ".join(f"{depth}*{width}" for depth, width in stacks)
 
 

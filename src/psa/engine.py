@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from psa.ablation import AblationTarget, apply_ablation, draw_target
+from psa.data import MnistSplits
 from psa.model import Architecture, StackedParameters, forward, init_parameters
 from psa.seeds import RunSeeds, loop_seed
 
@@ -43,18 +44,6 @@ class Hyperparameters:
 class TrialSpec:
     mode: str
     seeds: RunSeeds
-
-
-@dataclass(frozen=True)
-class Splits:
-    """Device-resident tensors: inputs [N, 784] normalised, labels [N] int64."""
-
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
 
 
 @dataclass
@@ -80,7 +69,7 @@ class Engine:
         arch: Architecture,
         trials: list[TrialSpec],
         hyper: Hyperparameters,
-        data: Splits,
+        data: MnistSplits,
         loops_completed: int = 0,
     ):
         if hyper.precision not in PRECISIONS:
@@ -94,8 +83,9 @@ class Engine:
             tensor.requires_grad_(True)
         self.lkg = self.params.clone()
         self.state = [TrialState() for _ in trials]
-        self._decay = self._per_trial([hyper.weight_decay if t.mode == "decay" else 0.0
-                                      for t in trials])
+        self._decay = self._per_trial(
+            [hyper.weight_decay if t.mode == "decay" else 0.0 for t in trials]
+        )
         self._dropout_trials = [k for k, t in enumerate(trials) if t.mode == "dropout"]
 
     @property
@@ -103,7 +93,7 @@ class Engine:
         return len(self.trials)
 
     def load_lkg(self, trial: int, state_dict: dict[str, torch.Tensor]) -> None:
-        """Start trial ``trial`` from saved LKG weights (upstream names); call ``revalidate`` next."""
+        """Start trial ``trial`` from saved LKG weights (upstream names); then ``revalidate``."""
         self.lkg.load_state_dict(self.arch, trial, state_dict)
         self.params.copy_(self.lkg)
 
@@ -153,24 +143,31 @@ class Engine:
         start = time.perf_counter()
         hyper, params = self.hyper, self.params
         n = self.data.train_x.shape[0]
-        orders = torch.stack([
-            torch.randperm(n, generator=torch.Generator().manual_seed(loop_seed(seed, loop)))
-            for seed in self.data_seeds
-        ]).to(self.device)  # [G, N]: one batch order per data group
+        orders = torch.stack(
+            [
+                torch.randperm(n, generator=torch.Generator().manual_seed(loop_seed(seed, loop)))
+                for seed in self.data_seeds
+            ]
+        ).to(self.device)  # [G, N]: one batch order per data group
         optimizer = _adamw(params.tensors(), hyper.lr)
         dropout_rngs = self._dropout_generators(loop)
         tensors = params.tensors()
         for first in range(0, n, hyper.batch_size):
-            index = orders[:, first:first + hyper.batch_size]
+            index = orders[:, first : first + hyper.batch_size]
             x, y = self.data.train_x[index], self.data.train_y[index]  # [G, b, 784], [G, b]
             masks = self._dropout_masks(y.shape[1], dropout_rngs)
             with self._autocast():
                 logits = forward(self.arch, params, x, self.group_size, masks)
             targets = y.repeat_interleave(self.group_size, dim=0)
             # Sum over trials of each trial's mean loss: every trial gets its own gradient.
-            loss = F.cross_entropy(
-                logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"
-            ) / y.shape[1]
+            loss = (
+                F.cross_entropy(
+                    logits.float().reshape(-1, logits.shape[-1]),
+                    targets.reshape(-1),
+                    reduction="sum",
+                )
+                / y.shape[1]
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self._decay is not None:  # AdamW's decoupled decay, per trial, before the step
@@ -190,8 +187,8 @@ class Engine:
         correct = torch.zeros(self.size, dtype=torch.int64, device=self.device)
         for first in range(0, x.shape[0], chunk):
             with self._autocast():
-                logits = forward(self.arch, params, x[None, first:first + chunk], self.size)
-            correct += (logits.argmax(-1) == y[first:first + chunk]).sum(-1)
+                logits = forward(self.arch, params, x[None, first : first + chunk], self.size)
+            correct += (logits.argmax(-1) == y[first : first + chunk]).sum(-1)
         return (correct.double() * 100.0 / x.shape[0]).tolist()
 
     def _promote(self, promoted: list[bool], val: list[float], loop: int) -> None:
@@ -207,14 +204,16 @@ class Engine:
     def _per_trial(self, weight_decays: list[float]) -> list[torch.Tensor] | None:
         if not any(weight_decays):
             return None
-        factor = torch.tensor([1.0 - self.hyper.lr * wd for wd in weight_decays],
-                              device=self.device)
+        factor = torch.tensor(
+            [1.0 - self.hyper.lr * wd for wd in weight_decays], device=self.device
+        )
         return [factor.view(-1, *([1] * (t.dim() - 1))) for t in self.params.tensors()]
 
     def _dropout_generators(self, loop: int) -> list[torch.Generator]:
         return [
             torch.Generator(device=self.device).manual_seed(
-                loop_seed(self.trials[k].seeds.ablation ^ 0x5EED, loop))
+                loop_seed(self.trials[k].seeds.ablation ^ 0x5EED, loop)
+            )
             for k in self._dropout_trials
         ]
 
@@ -226,9 +225,12 @@ class Engine:
         p = self.hyper.dropout
         widths = self.arch.dropout_sites
         units = sum(widths)
-        keep = torch.stack([
-            torch.rand(batch, units, generator=rng, device=self.device) for rng in rngs
-        ]) >= p
+        keep = (
+            torch.stack(
+                [torch.rand(batch, units, generator=rng, device=self.device) for rng in rngs]
+            )
+            >= p
+        )
         scale = torch.ones(self.size, batch, units, device=self.device)
         scale[self._dropout_trials] = keep.float() / (1.0 - p)
         return list(torch.split(scale, list(widths), dim=2))
@@ -241,8 +243,9 @@ class Engine:
 
 def _adamw(tensors: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
     # Weight decay is applied per trial by the engine, so the optimizer itself has none.
-    return torch.optim.AdamW(tensors, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=0.0,
-                             fused=True)
+    return torch.optim.AdamW(
+        tensors, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=0.0, fused=True
+    )
 
 
 def _data_groups(trials: list[TrialSpec]) -> tuple[int, list[int]]:

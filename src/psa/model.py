@@ -1,9 +1,10 @@
 """ResMLP and plain MLP as parameter sets stacked on a leading trial axis.
 
-K trials of one architecture live in one set of tensors: every Linear is a weight [K, out, in]
+K trials of one architecture live in one set of tensors: every Linear is a weight [K, in, out]
 and a bias [K, out], so a forward pass is a chain of batched matmuls. Tensor names follow the
-upstream state dicts (``layer_stack.{i}.weight``, ``layer_stack.{i}.blocks.{j}.layers.{0|3}.weight``)
-so a single trial's slice is a drop-in upstream-compatible state dict.
+upstream state dicts (``layer_stack.{i}.weight``,
+``layer_stack.{i}.blocks.{j}.layers.{0|3}.weight``), so one trial's slice converts to an
+upstream-compatible state dict.
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ class StackedParameters:
         )
 
     def copy_(self, source: StackedParameters, trials: torch.Tensor | None = None) -> None:
-        """Copy ``source`` into self, for every trial or only where the bool mask ``trials`` is set."""
+        """Copy ``source`` in: every trial, or those where the bool mask ``trials`` is set."""
         with torch.no_grad():
             for dst, src in zip(self.tensors(), source.tensors()):
                 if trials is None:
@@ -173,8 +174,10 @@ class StackedParameters:
             )
         with torch.no_grad():
             for spec, w, b in zip(arch.linears, self.weights, self.biases):
-                for target, tensor in ((w[trial].t(), state[f"{spec.name}.weight"]),
-                                       (b[trial], state[f"{spec.name}.bias"])):
+                for target, tensor in (
+                    (w[trial].t(), state[f"{spec.name}.weight"]),
+                    (b[trial], state[f"{spec.name}.bias"]),
+                ):
                     if tuple(tensor.shape) != tuple(target.shape):
                         raise ValueError(
                             f"tensor {spec.name} has shape {tuple(tensor.shape)}, "
@@ -225,8 +228,7 @@ def forward(
     None for no dropout.
     """
     h = None  # [K, B, width] once past the first Linear
-    site = 0
-    for step in arch.steps:
+    for site, step in enumerate(arch.steps):
         first = step.linears[0]
         if step.kind == "block":
             if h is None:  # a block straight on the 784 inputs: every trial needs its own copy
@@ -241,7 +243,6 @@ def forward(
             if step.kind == "final":
                 return pre
             h = _dropout(torch.relu(pre), dropout_masks, site)
-        site += 1
     raise ValueError(f"architecture {arch.key} has no final layer")
 
 
