@@ -1,0 +1,201 @@
+"""The grid of SageMaker jobs: sweep's grid flags -> one job per architecture (or per arch x mode).
+
+Job names are deterministic: ``<prefix>-<slug>-<mode|all|mix>-<hash>``, where the hash covers every
+setting that changes results, so a rerun with the same flags finds its own jobs and a rerun with
+other hyperparameters never mistakes them for its own. A relaunch after a failure appends
+``-r<attempt>`` because SageMaker never reuses a job name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import psa
+from psa.arch import Stack, arch_flag, arch_slug, argparse_arch, format_arch, read_config_file
+from psa.modes import MODES
+
+NAME_LIMIT = 63  # SageMaker training job names: [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}
+ATTEMPT_RESERVE = len("-r99")
+HASH_LENGTH = 8
+
+TRIALS = 10
+META_LOOPS = 100
+LR = 1e-4
+BATCH_SIZE = 256
+WEIGHT_DECAY = 1e-4
+DROPOUT = 0.1
+SEED = 1234
+PRECISIONS = ("fp32", "bf16")
+MODELS = ("resmlp", "mlp")
+
+
+def default_configs_path() -> Path:
+    """reproduction/configurations.txt of this checkout, found from the package, not the CWD."""
+    in_checkout = Path(psa.__file__).resolve().parents[2] / "reproduction" / "configurations.txt"
+    return in_checkout if in_checkout.is_file() else Path("reproduction/configurations.txt")
+
+
+def parse_modes(text: str) -> tuple[str, ...]:
+    """``"none,full"`` -> modes in canonical order; argparse type=."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in MODES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown mode(s) {', '.join(unknown) or '(none given)'}; choose from {','.join(MODES)}"
+        )
+    return tuple(mode for mode in MODES if mode in names)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
+
+
+def add_grid_flags(parser: argparse.ArgumentParser) -> None:
+    """The grid flags of `sweep`, plus how the grid is cut into jobs."""
+    group = parser.add_argument_group("grid (the same flags as sweep)")
+    group.add_argument(
+        "--configs",
+        type=Path,
+        help="one L*W per line (default: reproduction/configurations.txt of this checkout)",
+    )
+    group.add_argument(
+        "--arch", type=argparse_arch, help='one architecture instead of --configs, e.g. "[4*17]"'
+    )
+    group.add_argument(
+        "--modes", type=parse_modes, default=MODES, help=f"default: {','.join(MODES)}"
+    )
+    group.add_argument("--trials", type=_positive_int, default=TRIALS, help=f"default: {TRIALS}")
+    group.add_argument(
+        "--meta-loops", type=_positive_int, default=META_LOOPS, help=f"default: {META_LOOPS}"
+    )
+    group.add_argument("--model", choices=MODELS, default="resmlp", help="default: resmlp")
+    group.add_argument("--lr", type=float, default=LR, help=f"default: {LR}")
+    group.add_argument(
+        "--batch-size", type=_positive_int, default=BATCH_SIZE, help=f"default: {BATCH_SIZE}"
+    )
+    group.add_argument(
+        "--weight-decay", type=float, default=WEIGHT_DECAY, help=f"default: {WEIGHT_DECAY}"
+    )
+    group.add_argument("--dropout", type=float, default=DROPOUT, help=f"default: {DROPOUT}")
+    group.add_argument("--seed", type=int, default=SEED, help=f"default: {SEED}")
+    group.add_argument("--precision", choices=PRECISIONS, default="fp32", help="default: fp32")
+    group.add_argument(
+        "--job-per",
+        choices=("arch", "mode"),
+        default="arch",
+        help="one job per architecture with all its trials batched (default), "
+        "or one per architecture x mode as upstream ran",
+    )
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One training job: an architecture, its modes, and every setting that changes results."""
+
+    stacks: tuple[Stack, ...]
+    modes: tuple[str, ...]
+    trials: int
+    meta_loops: int
+    model: str
+    lr: float
+    batch_size: int
+    weight_decay: float
+    dropout: float
+    seed: int
+    precision: str
+
+    @property
+    def arch(self) -> str:
+        return format_arch(list(self.stacks))
+
+    @property
+    def mode_label(self) -> str:
+        if len(self.modes) == 1:
+            return self.modes[0]
+        return "all" if self.modes == MODES else "mix"
+
+    def settings_hash(self) -> str:
+        identity = {
+            "arch": self.arch,
+            "modes": list(self.modes),
+            "trials": self.trials,
+            "meta_loops": self.meta_loops,
+            "model": self.model,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "weight_decay": self.weight_decay,
+            "dropout": self.dropout,
+            "seed": self.seed,
+            "precision": self.precision,
+        }
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        return digest[:HASH_LENGTH]
+
+    def base_name(self, job_prefix: str) -> str:
+        """The job name of the first attempt; long slugs are cut (the hash keeps names unique)."""
+        tail = f"-{self.mode_label}-{self.settings_hash()}"
+        room = NAME_LIMIT - ATTEMPT_RESERVE - len(job_prefix) - 1 - len(tail)
+        slug = arch_slug(list(self.stacks))[:room].rstrip("-")
+        return f"{job_prefix}-{slug}{tail}"
+
+    def entry_arguments(self) -> dict[str, str]:
+        """The in-job entry's flags (without dashes) and their values."""
+        return {
+            "arch": arch_flag(list(self.stacks)),
+            "modes": ",".join(self.modes),
+            "trials": str(self.trials),
+            "meta-loops": str(self.meta_loops),
+            "model": self.model,
+            "lr": repr(self.lr),
+            "batch-size": str(self.batch_size),
+            "weight-decay": repr(self.weight_decay),
+            "dropout": repr(self.dropout),
+            "seed": str(self.seed),
+            "precision": self.precision,
+        }
+
+
+def plan_jobs(args: argparse.Namespace) -> list[JobSpec]:
+    """The jobs of a grid, in configurations-file order. Raises ArchError on a bad configs file."""
+    if args.arch is not None:
+        architectures = [args.arch]
+    else:
+        architectures = read_config_file(args.configs or default_configs_path())
+    groups = [(mode,) for mode in args.modes] if args.job_per == "mode" else [tuple(args.modes)]
+    return [
+        JobSpec(
+            stacks=tuple(stacks),
+            modes=modes,
+            trials=args.trials,
+            meta_loops=args.meta_loops,
+            model=args.model,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            weight_decay=args.weight_decay,
+            dropout=args.dropout,
+            seed=args.seed,
+            precision=args.precision,
+        )
+        for stacks in architectures
+        for modes in groups
+    ]
+
+
+def attempt_name(base: str, attempt: int) -> str:
+    return base if attempt == 0 else f"{base}-r{attempt}"
+
+
+def attempt_of(name: str, base: str) -> int | None:
+    """The attempt number of `name` if it is an attempt of `base`, else None."""
+    if name == base:
+        return 0
+    match = re.fullmatch(re.escape(base) + r"-r(\d+)", name)
+    return int(match.group(1)) if match else None

@@ -1,0 +1,104 @@
+"""Helpers shared by the tests of psa.cloud: an isolated AWS environment and fake job outputs."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+BUCKET = "psa-test-bucket"
+PREFIX = "psa-experiment"
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/psa-test"
+
+# Settings and credentials the tests control; anything else from the developer's shell is dropped.
+_CLEARED = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_SAGEMAKER_ROLE",
+    "AWS_ACCOUNT_ID",
+    "S3_BUCKET_NAME",
+    "S3_PREFIX",
+    "JOB_NAME_PREFIX",
+    "INSTANCE_TYPE",
+    "USE_SPOT_INSTANCES",
+    "MAX_RUN_SECONDS",
+    "MAX_WAIT_SECONDS",
+    "VOLUME_SIZE_GB",
+    "TRAINING_IMAGE_URI",
+    "PRICE_PER_HOUR",
+    "S3_PRICE_PER_GB_MONTH",
+)
+
+
+def isolated_aws_env(monkeypatch, tmp_path, credentials: bool = True, **settings: str) -> None:
+    """Dummy credentials (or none), no config files, no instance metadata; cwd = tmp_path."""
+    for name in _CLEARED:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    if credentials:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    else:
+        monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+        monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+
+
+def trial_record(arch: str, mode: str, trial: int, bounty: float, **extra) -> dict:
+    record = {
+        "arch": arch,
+        "model": "resmlp",
+        "mode": mode,
+        "trial": trial,
+        "paired": True,
+        "meta_loops": 3,
+        "loops_run": 3,
+        "val_bounty": bounty,
+        "bounty_loop": 2,
+        "test_accuracy": bounty - 0.5,
+    }
+    record.update(extra)
+    return record
+
+
+def loop_record(arch: str, mode: str, trial: int, loop: int, current: float, lkg: float) -> dict:
+    return {
+        "run_id": "run",
+        "arch": arch,
+        "model": "resmlp",
+        "mode": mode,
+        "trial": trial,
+        "loop": loop,
+        "ablation": None,
+        "val_accuracy": current,
+        "lkg_accuracy": lkg,
+        "promoted": current >= lkg,
+        "train_seconds": 0.1,
+    }
+
+
+def model_tar(files: dict[str, bytes | str]) -> bytes:
+    """A model.tar.gz as SageMaker packs /opt/ml/model (members relative, no leading ./)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, content in files.items():
+            data = content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def jsonl(records: list[dict]) -> str:
+    return "".join(json.dumps(record) + "\n" for record in records)

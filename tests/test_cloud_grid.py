@@ -1,0 +1,134 @@
+import argparse
+import re
+from dataclasses import replace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from psa.arch import arch_flag
+from psa.cloud.grid import (
+    NAME_LIMIT,
+    JobSpec,
+    add_grid_flags,
+    attempt_name,
+    attempt_of,
+    parse_modes,
+    plan_jobs,
+)
+from psa.modes import MODES
+
+SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+def grid(argv):
+    parser = argparse.ArgumentParser()
+    add_grid_flags(parser)
+    return parser.parse_args(argv)
+
+
+def spec(**changes):
+    base = JobSpec(
+        stacks=((4, 17),),
+        modes=MODES,
+        trials=10,
+        meta_loops=100,
+        model="resmlp",
+        lr=1e-4,
+        batch_size=256,
+        weight_decay=1e-4,
+        dropout=0.1,
+        seed=1234,
+        precision="fp32",
+    )
+    return replace(base, **changes)
+
+
+def test_job_names_are_deterministic_and_readable():
+    assert spec().base_name("psa") == spec().base_name("psa")
+    assert re.fullmatch(r"psa-4x17-all-[0-9a-f]{8}", spec().base_name("psa"))
+    assert spec(modes=("hidden",)).base_name("psa").startswith("psa-4x17-hidden-")
+    assert spec(modes=("none", "full")).base_name("psa").startswith("psa-4x17-mix-")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"trials": 3},
+        {"meta_loops": 5},
+        {"model": "mlp"},
+        {"lr": 1e-3},
+        {"batch_size": 128},
+        {"weight_decay": 0.0},
+        {"dropout": 0.2},
+        {"seed": 7},
+        {"precision": "bf16"},
+        {"modes": ("none", "decay")},
+    ],
+)
+def test_any_setting_that_changes_results_changes_the_name(change):
+    assert spec(**change).base_name("psa") != spec().base_name("psa")
+
+
+stacks = st.lists(
+    st.tuples(st.integers(1, 10_000), st.integers(1, 100_000)), min_size=1, max_size=12
+).map(
+    lambda pairs: tuple((d, w) for i, (d, w) in enumerate(pairs) if i == 0 or w != pairs[i - 1][1])
+)
+
+
+@given(
+    stacks=stacks,
+    modes=st.sampled_from([MODES, ("output",), ("none", "dropout")]),
+    prefix=st.from_regex(r"[a-z0-9][a-z0-9-]{0,9}", fullmatch=True),
+    attempt=st.integers(0, 99),
+)
+def test_every_name_is_a_valid_sagemaker_job_name(stacks, modes, prefix, attempt):
+    name = attempt_name(spec(stacks=stacks, modes=modes).base_name(prefix), attempt)
+    assert len(name) <= NAME_LIMIT
+    assert SAGEMAKER_NAME.match(name)
+
+
+def test_long_architectures_keep_distinct_names():
+    long_a = tuple((1, width) for width in range(100, 140))
+    long_b = long_a[:-1] + ((1, 999),)
+    assert spec(stacks=long_a).base_name("psa") != spec(stacks=long_b).base_name("psa")
+
+
+def test_attempts_are_recognised_only_for_their_own_base():
+    base = "psa-4x17-all-0123abcd"
+    assert attempt_of(base, base) == 0
+    assert attempt_of(attempt_name(base, 3), base) == 3
+    assert attempt_of(base + "-r", base) is None
+    assert attempt_of("psa-4x17-all-0123abce", base) is None
+
+
+def test_a_configs_file_gives_one_job_per_arch_or_per_arch_and_mode(tmp_path):
+    configs = tmp_path / "configs.txt"
+    configs.write_text("# two archs\n4*17\n2*8\n")
+    per_arch = plan_jobs(grid(["--configs", str(configs)]))
+    assert [job.arch for job in per_arch] == ["4*17", "2*8"]
+    assert all(job.modes == MODES for job in per_arch)
+    per_mode = plan_jobs(grid(["--configs", str(configs), "--job-per", "mode"]))
+    assert len(per_mode) == 12
+    assert [job.modes for job in per_mode[:6]] == [(mode,) for mode in MODES]
+
+
+def test_arch_flag_replaces_the_configs_file():
+    jobs = plan_jobs(grid(["--arch", "[2*8, 3*8]", "--modes", "full,none"]))
+    assert len(jobs) == 1
+    assert jobs[0].arch == "5*8"
+    assert jobs[0].modes == ("none", "full")
+    assert jobs[0].entry_arguments()["arch"] == arch_flag([(5, 8)])
+
+
+def test_the_default_configs_file_is_the_reproduction_grid_wherever_it_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert len(plan_jobs(grid([]))) == 98
+
+
+def test_unknown_modes_are_rejected():
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown mode"):
+        parse_modes("none,sideways")
+    with pytest.raises(SystemExit):
+        grid(["--modes", ""])
