@@ -1,0 +1,16 @@
+"""SageMaker entry point: run this job's share of the PSA grid with the bundled `psa` package.
+
+The PyTorch training image runs ``python train.py --arch "[L*W]" --modes ... --trials ...`` from
+/opt/ml/code, where sagemaker-runner's sourcedir.tar.gz put this file, requirements.txt and a copy
+of the package. All the logic lives in psa.cloud.entry.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from psa.cloud.entry import main  # noqa: E402 -- after the path set-up above
+
+if __name__ == "__main__":
+    sys.exit(main())

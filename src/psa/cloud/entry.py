@@ -1,0 +1,206 @@
+"""What runs inside a SageMaker training job (aws/sagemaker/train.py calls `main`).
+
+The job runs `sweep` for one architecture: all its trials batched, or one mode as upstream did.
+The sweep writes into /opt/ml/checkpoints (synced to S3 and restored after a spot interruption,
+so a restarted job skips the trials it already finished); at the end everything is copied to
+/opt/ml/model, which SageMaker packs into model.tar.gz, together with upstream's results.txt.
+Per-loop and per-trial records are echoed to stdout as JSON lines so CloudWatch holds them too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from psa.arch import arch_flag, argparse_arch
+from psa.cloud.grid import MODELS, PRECISIONS, parse_modes
+from psa.modes import MODES
+
+CHECKPOINT_DIR = Path("/opt/ml/checkpoints")
+MODEL_DIR = Path("/opt/ml/model")
+RESULTS_SUBDIR = "sweep"
+RELAY_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    model_dir: Path  # packed into model.tar.gz at the end of the job
+    work_dir: Path  # where the sweep writes; survives spot interruptions when checkpointed
+    data_channel: Path | None  # the "training" input channel with the MNIST .gz files
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="train.py", description="Run one SageMaker job's share of the PSA grid."
+    )
+    parser.add_argument("--arch", type=argparse_arch, required=True)
+    parser.add_argument("--modes", type=parse_modes, default=MODES)
+    parser.add_argument("--trials", type=int, required=True)
+    parser.add_argument("--meta-loops", type=int, required=True)
+    parser.add_argument("--model", choices=MODELS, default="resmlp")
+    parser.add_argument("--lr", type=float, required=True)
+    parser.add_argument("--batch-size", type=int, required=True)
+    parser.add_argument("--weight-decay", type=float, required=True)
+    parser.add_argument("--dropout", type=float, required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    return parser.parse_args(argv)
+
+
+def job_paths(environ: dict[str, str], checkpoint_dir: Path | None = None) -> JobPaths:
+    checkpoint_dir = CHECKPOINT_DIR if checkpoint_dir is None else checkpoint_dir
+    model_dir = Path(environ.get("SM_MODEL_DIR", str(MODEL_DIR)))
+    work_dir = checkpoint_dir / RESULTS_SUBDIR if checkpoint_dir.is_dir() else model_dir
+    channel = environ.get("SM_CHANNEL_TRAINING")
+    return JobPaths(model_dir, work_dir, Path(channel) if channel else None)
+
+
+def sweep_argv(args: argparse.Namespace, results_dir: Path, data_dir: Path | None) -> list[str]:
+    argv = [
+        "--arch",
+        arch_flag(args.arch),
+        "--modes",
+        ",".join(args.modes),
+        "--trials",
+        str(args.trials),
+        "--meta-loops",
+        str(args.meta_loops),
+        "--model",
+        args.model,
+        "--lr",
+        repr(args.lr),
+        "--batch-size",
+        str(args.batch_size),
+        "--weight-decay",
+        repr(args.weight_decay),
+        "--dropout",
+        repr(args.dropout),
+        "--seed",
+        str(args.seed),
+        "--precision",
+        args.precision,
+        "--results-dir",
+        str(results_dir),
+    ]
+    if data_dir is not None:
+        argv += ["--data-dir", str(data_dir)]
+    return argv
+
+
+def stage_dataset(channel: Path, destination: Path) -> Path:
+    """Copy the channel's files to a writable folder: the data module unpacks next to them."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for source in sorted(channel.iterdir()):
+        if source.is_file():
+            shutil.copy2(source, destination / source.name)
+    return destination
+
+
+def read_trial_records(results_dir: Path) -> list[dict]:
+    path = results_dir / "trials.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_results_txt(results_dir: Path, modes: tuple[str, ...]) -> list[Path]:
+    """Upstream's results.txt: one ``%.2f`` validation bounty per line, in trial order.
+
+    A one-mode job writes results.txt; a job of several modes writes results-<mode>.txt each.
+    """
+    records = read_trial_records(results_dir)
+    written = []
+    for mode in modes:
+        bounties = [
+            record["val_bounty"]
+            for record in sorted(records, key=lambda r: r["trial"])
+            if record["mode"] == mode
+        ]
+        name = "results.txt" if len(modes) == 1 else f"results-{mode}.txt"
+        path = results_dir / name
+        path.write_text("".join(f"{bounty:.2f}\n" for bounty in bounties))
+        written.append(path)
+    return written
+
+
+class RecordRelay:
+    """Echo new lines of trials.jsonl and logs/**/*.jsonl to stdout, each file read once."""
+
+    def __init__(self, results_dir: Path, out=None):
+        self.results_dir = results_dir
+        self.out = out or sys.stdout
+        self.offsets: dict[Path, int] = {}
+        self.lock = threading.Lock()
+
+    def flush(self) -> int:
+        """Print every complete line not printed yet; return how many."""
+        with self.lock:
+            printed = 0
+            files = sorted(self.results_dir.glob("logs/**/*.jsonl"))
+            files.append(self.results_dir / "trials.jsonl")
+            for path in files:
+                printed += self._relay(path)
+            self.out.flush()
+            return printed
+
+    def _relay(self, path: Path) -> int:
+        if not path.is_file():
+            return 0
+        offset = self.offsets.get(path, 0)
+        if path.stat().st_size < offset:  # rewritten by a resumed sweep: echo it again
+            offset = 0
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            chunk = handle.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self.offsets[path] = offset + len(complete)
+        lines = [line for line in complete.decode().splitlines() if line.strip()]
+        for line in lines:
+            self.out.write(line + "\n")
+        return len(lines)
+
+    def run_every(self, seconds: float, stop: threading.Event) -> None:
+        while not stop.wait(seconds):
+            self.flush()
+
+
+def publish(work_dir: Path, model_dir: Path) -> None:
+    """Copy the sweep's results into the model dir (skipped when the sweep wrote there)."""
+    if work_dir.resolve() == model_dir.resolve():
+        return
+    model_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(work_dir, model_dir, dirs_exist_ok=True)
+
+
+def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> int:
+    args = parse_args(argv)
+    paths = job_paths(os.environ if environ is None else environ)
+    paths.work_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = None
+    if paths.data_channel is not None:
+        data_dir = stage_dataset(paths.data_channel, Path(tempfile.gettempdir()) / "psa-dataset")
+    argv_for_sweep = sweep_argv(args, paths.work_dir, data_dir)
+    print("psa job: sweep " + " ".join(argv_for_sweep), flush=True)
+
+    from psa.commands import sweep  # the engine is imported only inside the job
+
+    relay = RecordRelay(paths.work_dir)
+    stop = threading.Event()
+    thread = threading.Thread(target=relay.run_every, args=(RELAY_SECONDS, stop), daemon=True)
+    thread.start()
+    try:
+        status = sweep.main(argv_for_sweep) or 0
+    finally:
+        stop.set()
+        thread.join()
+        relay.flush()
+        write_results_txt(paths.work_dir, args.modes)
+        publish(paths.work_dir, paths.model_dir)
+    return status
