@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torchvision.datasets import MNIST
 
 import psa
 
@@ -194,8 +195,6 @@ def validation_zeror(data_dir: str | Path | None = None) -> float:
 
 
 def _load_raw(data_dir: str | Path | None) -> tuple[torch.Tensor, ...]:
-    from torchvision.datasets import MNIST
-
     root = materialise(default_data_dir() if data_dir is None else data_dir)
     try:
         train = MNIST(str(root), train=True, download=False)
@@ -305,8 +304,6 @@ def _write_atomically(target: Path, write) -> None:
 
 def _download(data_dir: Path) -> None:
     """Last resort when neither the shipped .gz nor the raw file exists: torchvision's download."""
-    from torchvision.datasets import MNIST
-
     missing = [
         _shipped(data_dir, name)
         for name in MNIST_FILES

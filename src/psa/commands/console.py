@@ -1,0 +1,119 @@
+"""Terminal output of the training commands: rich tables and bars on a terminal, one plain
+line per meta-loop everywhere else (CI, SageMaker, pipes), in a format log parsers read."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from psa.arch import arch_flag
+from psa.engine import LoopReport, TrialState
+from psa.model import Architecture
+
+
+def loop_line(index: int, total: int, report: LoopReport, state: TrialState, k: int = 0) -> str:
+    """``Loop k/N (Global: g) | Current: x% | LKG: y% | Bounty: z% | …`` (upstream's log form)."""
+    verdict = "NEW LKG" if report.promoted[k] else "no improvement"
+    return (
+        f"Loop {index}/{total} (Global: {report.loop}) | Current: {report.val_accuracy[k]:.2f}% "
+        f"| LKG: {state.lkg_accuracy:.2f}% | Bounty: {state.lkg_accuracy:.2f}% @ "
+        f"{state.bounty_loop} | {verdict} | {report.train_seconds:.2f}s"
+    )
+
+
+class TrainingDisplay:
+    def __init__(self, arch: Architecture, args, device, seeds):
+        self.console = Console(highlight=False)
+        self.rich = self.console.is_terminal
+        self.arch, self.args, self.device, self.seeds = arch, args, device, seeds
+        self._progress: Progress | None = None
+
+    def print(self, text: str) -> None:
+        target = self._progress.console if self._progress is not None else self.console
+        if self.rich:
+            target.print(text)
+        else:
+            print(text, flush=True)
+
+    def header(self, data_seconds: float, checkpoint: Path) -> None:
+        arch, args = self.arch, self.args
+        if self.rich:
+            self.console.print(architecture_table(arch))
+        self.print(
+            f"{arch.model} {arch_flag(list(arch.stacks))} | {arch.parameter_count():,} parameters"
+            f" | mode {args.ablation_mode} | device {self.device.type} | precision "
+            f"{args.precision} | seed {self.seeds.run} (data seed {self.seeds.data})"
+        )
+        self.print(f"Data ready in {data_seconds:.2f}s | checkpoint {checkpoint}")
+
+    def resumed(self, metadata: dict, lkg_accuracy: float, last_mode: str) -> None:
+        self.print(
+            f"Resuming from {metadata['loops_completed']} completed meta-loops: LKG re-evaluated "
+            f"at {lkg_accuracy:.2f}% (stored bounty {metadata['bounty']:.2f}% @ "
+            f"{metadata['bounty_loop']})"
+        )
+        if last_mode != self.args.ablation_mode:
+            self.print(f"Ablation mode switched: {last_mode} -> {self.args.ablation_mode}")
+
+    @contextlib.contextmanager
+    def progress(self, total: int) -> Iterator[Callable[[], None]]:
+        if not self.rich:
+            yield lambda: None
+            return
+        columns = (
+            TextColumn("meta-loops"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=self.console, transient=True) as progress:
+            self._progress = progress
+            task = progress.add_task("train", total=total)
+            try:
+                yield lambda: progress.advance(task)
+            finally:
+                self._progress = None
+
+    def loop(self, index: int, report: LoopReport, state: TrialState) -> None:
+        self.print(loop_line(index, self.args.meta_loops, report, state))
+        target = report.targets[0]
+        if self.args.debug and target is not None:
+            described = target.describe(self.arch)
+            self.print(f"  ablated neuron {described['neuron']} of {described['layer']}")
+
+    def interrupted(self) -> None:
+        self.print("Interrupted: the LKG checkpoint holds every completed meta-loop.")
+
+    def finished(self, state: TrialState, test_accuracy: float, loops: int) -> None:
+        checkpoint = Path(self.args.model_dir)
+        self.print(f"Final LKG model stored in: {checkpoint}")
+        self.print(
+            f"Final Bounty (best validation accuracy): {state.lkg_accuracy:.2f}% @ "
+            f"{state.bounty_loop}/{loops}"
+        )
+        self.print(f"Final Test Accuracy: {test_accuracy:.2f}%")
+
+
+def architecture_table(arch: Architecture) -> Table:
+    table = Table(title=f"{arch.model} {arch_flag(list(arch.stacks))}")
+    for column in ("#", "layer", "role", "in", "out", "parameters"):
+        table.add_column(
+            column, justify="right" if column in ("#", "in", "out", "parameters") else "left"
+        )
+    for index, spec in enumerate(arch.linears):
+        table.add_row(
+            str(index),
+            spec.name,
+            spec.role,
+            str(spec.in_features),
+            str(spec.out_features),
+            f"{spec.out_features * (spec.in_features + 1):,}",
+        )
+    table.add_section()
+    table.add_row("", "total", "", "", "", f"{arch.parameter_count():,}")
+    return table

@@ -1,0 +1,248 @@
+"""``train``: PSA on one network, resumable from its LKG checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from psa.arch import argparse_arch, format_arch
+from psa.checkpoint import (
+    DEFAULT_NAME,
+    CheckpointError,
+    check_compatible,
+    load_checkpoint,
+    make_metadata,
+    save_checkpoint,
+)
+from psa.commands.console import TrainingDisplay
+from psa.data import DatasetError, load_mnist
+from psa.device import CHOICES as DEVICE_CHOICES
+from psa.device import DeviceError, resolve_device
+from psa.engine import PRECISIONS, Engine, Hyperparameters, TrialSpec
+from psa.model import MODELS, build_architecture
+from psa.modes import MODES
+from psa.records import JsonLines, loop_record
+from psa.seeds import fresh_seed, run_seeds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train",
+        description="Train one network with Persistent Stochastic Ablation on MNIST. Rerunning "
+        "on the same --model-dir resumes from its last-known-good checkpoint.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--arch",
+        type=argparse_arch,
+        default="[1*1024]",
+        help='layers as COUNT*WIDTH segments, e.g. "[4*4, 2*8]"',
+    )
+    parser.add_argument(
+        "--model",
+        choices=MODELS,
+        default="resmlp",
+        help="residual MLP, or the plain MLP of the first paper",
+    )
+    parser.add_argument("--ablation-mode", choices=MODES, default="none")
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=_positive_int, default=256)
+    parser.add_argument("--meta-loops", type=_positive_int, default=100)
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path("models"),
+        help="where the LKG checkpoint and run logs live (SAGEMAKER_MODEL_DIR overrides it)",
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        default=1e-4,
+        help="AdamW weight decay, used in decay mode only",
+    )
+    parser.add_argument(
+        "--dropout", type=_probability, default=0.1, help="dropout rate, used in dropout mode only"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="run seed (initialisation, ablation draws, dropout); drawn and "
+        "printed when omitted; a resumed run keeps its stored seed",
+    )
+    parser.add_argument(
+        "--data-seed",
+        type=int,
+        default=None,
+        help="seed of the batch order (default: derived from --seed)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="bf16 autocasts the matmuls; weights, optimizer and LKG stay fp32",
+    )
+    parser.add_argument(
+        "--device",
+        choices=DEVICE_CHOICES,
+        default="auto",
+        help="auto picks CUDA, then MPS, then CPU",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="MNIST folder (default: the shipped dataset/)"
+    )
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=4,
+        help="accepted for compatibility; not needed, the data stays on the device",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="print the ablation target and timings of every loop"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `poetry run train -- --flags`, the upstream README's form
+        argv = argv[1:]
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (CheckpointError, DatasetError, DeviceError) as error:
+        sys.exit(f"train: {error}")
+
+
+def run(args: argparse.Namespace) -> None:
+    model_dir = Path(os.environ.get("SAGEMAKER_MODEL_DIR") or args.model_dir)
+    checkpoint = model_dir / DEFAULT_NAME
+    arch = build_architecture(args.model, args.arch)
+    device = resolve_device(args.device)
+    hyper = Hyperparameters(
+        args.lr, args.batch_size, args.weight_decay, args.dropout, args.precision
+    )
+
+    metadata = None
+    if checkpoint.exists():
+        tensors, metadata = load_checkpoint(checkpoint)
+        check_compatible(metadata, args.model, format_arch(args.arch), checkpoint)
+
+    started = time.perf_counter()
+    data = load_mnist(args.data_dir, device)
+    data_seconds = time.perf_counter() - started
+
+    if metadata is None:
+        seed = fresh_seed() if args.seed is None else args.seed
+        seeds = run_seeds(seed, args.ablation_mode, args.data_seed)
+        metadata = make_metadata(
+            model=args.model,
+            arch=format_arch(args.arch),
+            hyperparameters=_hyper_dict(hyper),
+            seed=seeds.run,
+            data_seed=seeds.data,
+            mode=args.ablation_mode,
+        )
+    else:
+        seed = metadata["seed"] if args.seed is None else args.seed
+        data_seed = metadata["data_seed"] if args.data_seed is None else args.data_seed
+        seeds = run_seeds(seed, args.ablation_mode, data_seed)
+    engine = Engine(
+        arch,
+        [TrialSpec(args.ablation_mode, seeds)],
+        hyper,
+        data,
+        loops_completed=metadata["loops_completed"],
+    )
+
+    display = TrainingDisplay(arch, args, device, seeds)
+    display.header(data_seconds, checkpoint)
+    resumed = metadata["loops_completed"] > 0
+    if resumed:
+        engine.load_lkg(0, tensors)
+        engine.revalidate([metadata["bounty_loop"] or 0])
+        last_mode = metadata["mode_history"][-1]["mode"]
+        if last_mode != args.ablation_mode:
+            metadata["mode_history"].append(
+                {"mode": args.ablation_mode, "first_loop": engine.loops_completed + 1}
+            )
+        display.resumed(metadata, engine.state[0].lkg_accuracy, last_mode)
+    metadata.update(seed=seeds.run, data_seed=seeds.data, hyperparameters=_hyper_dict(hyper))
+
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    log = JsonLines(model_dir / f"{checkpoint.stem}.{run_id}.jsonl")
+    signal.signal(signal.SIGTERM, _interrupt)  # a spot reclaim or `kill` stops like Ctrl-C
+    try:
+        with display.progress(args.meta_loops) as advance:
+            for session_loop in range(1, args.meta_loops + 1):
+                # The first loop of every session trains the LKG unablated (upstream parity).
+                report = engine.run_loop(ablate=session_loop > 1)
+                state = engine.state[0]
+                metadata.update(
+                    loops_completed=report.loop,
+                    bounty=state.lkg_accuracy,
+                    bounty_loop=state.bounty_loop,
+                )
+                save_checkpoint(checkpoint, engine.lkg.state_dict(arch, 0), metadata)
+                log.write(
+                    loop_record(
+                        run_id=run_id,
+                        arch=arch,
+                        mode=args.ablation_mode,
+                        trial=1,
+                        loop=report.loop,
+                        target=report.targets[0],
+                        val_accuracy=report.val_accuracy[0],
+                        lkg_accuracy=state.lkg_accuracy,
+                        promoted=report.promoted[0],
+                        train_seconds=report.train_seconds,
+                    )
+                )
+                display.loop(session_loop, report, state)
+                advance()
+    except KeyboardInterrupt:
+        display.interrupted()
+    finally:
+        log.close()
+    if engine.loops_completed == 0:
+        return
+    display.finished(engine.state[0], engine.test_accuracy()[0], engine.loops_completed)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _hyper_dict(hyper: Hyperparameters) -> dict:
+    return {
+        "lr": hyper.lr,
+        "batch_size": hyper.batch_size,
+        "weight_decay": hyper.weight_decay,
+        "dropout": hyper.dropout,
+        "precision": hyper.precision,
+    }
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{value} must be in [0, 1)")
+    return value
