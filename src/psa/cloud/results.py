@@ -1,0 +1,268 @@
+"""sagemaker-results-parser: the jobs' model.tar.gz on S3 -> a local results dir like sweep's.
+
+For each job of the grid (the same flags as sagemaker-runner) it takes the newest attempt that has
+an output, reads its per-trial records (trials.jsonl) or, for upstream's jobs, results.txt, and
+writes into --output-dir: trials.jsonl, the per-loop logs, settings.json and the trial-table and
+summary markdown (through psa.tables, the writer sweep uses). Downloads go to a temporary dir and
+nothing is written until every job has been read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from botocore.exceptions import ClientError
+
+from psa.arch import ArchError, arch_slug
+from psa.cloud.aws import cli_errors, client, with_backoff
+from psa.cloud.grid import JobSpec, add_grid_flags, attempt_of, plan_jobs
+from psa.cloud.listing import list_objects
+from psa.cloud.settings import Settings, add_settings_flags, load_settings, require
+from psa.tables import records_frame, write_summary_markdown, write_trials_markdown
+
+PROG = "sagemaker-results-parser"
+NO_JOB_FOUND = "NO_JOB_FOUND"
+FAILED_OR_INCOMPLETE = "FAILED_OR_INCOMPLETE"
+RESULTS_NOT_FOUND = "RESULTS_NOT_FOUND"
+EMPTY_RESULTS = "EMPTY_RESULTS"
+_LOOP_LOG = re.compile(r"^logs/[A-Za-z0-9x-]+/[a-z]+-t\d+\.jsonl$")
+
+
+@dataclass
+class JobResult:
+    """What one job's output gave: records, per-loop logs, or an error token per mode."""
+
+    spec: JobSpec
+    job: str | None = None
+    records: list[dict] = field(default_factory=list)
+    loop_logs: dict[str, bytes] = field(default_factory=dict)
+    settings: dict | None = None
+    errors: dict[str, str] = field(default_factory=dict)  # mode -> token
+
+
+def find_output(
+    keys: list[str], prefix: str, candidates: list[str]
+) -> tuple[str | None, str | None]:
+    """The newest candidate job with a model.tar.gz: (job, key), or (None, error token)."""
+    present = set(keys)
+    for job in reversed(candidates):
+        key = f"{prefix}/{job}/output/model.tar.gz"
+        if key in present:
+            return job, key
+    return None, FAILED_OR_INCOMPLETE if candidates else NO_JOB_FOUND
+
+
+def candidate_jobs(keys: list[str], prefix: str, spec: JobSpec, settings: Settings, naming: str):
+    """The job dirs under the prefix that ran this spec, oldest first."""
+    dirs = sorted({key[len(prefix) + 1 :].split("/", 1)[0] for key in keys})
+    if naming == "upstream":
+        return [name for name in dirs if name.startswith(upstream_stem(spec, settings))]
+    base = spec.base_name(settings.job_prefix)
+    numbered = [(attempt_of(name, base), name) for name in dirs]
+    return [name for number, name in sorted(n for n in numbered if n[0] is not None)]
+
+
+def upstream_stem(spec: JobSpec, settings: Settings) -> str:
+    """Upstream named its jobs ``psa-LxW-mode-<timestamp>``."""
+    return f"{settings.job_prefix}-{arch_slug(list(spec.stacks))}-{spec.modes[0]}-"
+
+
+def read_output(archive_path: Path, result: JobResult) -> None:
+    """Fill `result` from a model.tar.gz: records (trials.jsonl, else results*.txt) and logs."""
+    spec = result.spec
+    try:
+        with tarfile.open(archive_path, "r:gz") as archive:
+            members = {
+                PurePosixPath(member.name).as_posix().removeprefix("./"): member
+                for member in archive.getmembers()
+                if member.isfile()
+            }
+            contents = {
+                name: archive.extractfile(member).read()
+                for name, member in members.items()
+                if name in ("trials.jsonl", "settings.json")
+                or name.startswith("results")
+                or _LOOP_LOG.match(name)
+            }
+    except (tarfile.TarError, OSError, EOFError) as error:
+        result.errors = {mode: f"ERROR: unreadable model.tar.gz ({error})" for mode in spec.modes}
+        return
+    try:
+        if "trials.jsonl" in contents:
+            records = _parse_records(contents["trials.jsonl"])
+        else:
+            records = _records_from_results_txt(contents, spec)
+        if "settings.json" in contents:
+            result.settings = json.loads(contents["settings.json"])
+    except ValueError as error:
+        result.errors = {mode: f"ERROR: {error}" for mode in spec.modes}
+        return
+    if records is None:
+        result.errors = {mode: RESULTS_NOT_FOUND for mode in spec.modes}
+        return
+    result.records = [r for r in records if r["mode"] in spec.modes]
+    result.loop_logs = {name: data for name, data in contents.items() if _LOOP_LOG.match(name)}
+    found = {record["mode"] for record in result.records}
+    result.errors = {mode: EMPTY_RESULTS for mode in spec.modes if mode not in found}
+
+
+def _parse_records(data: bytes) -> list[dict]:
+    records = []
+    for number, line in enumerate(data.decode().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise ValueError(f"trials.jsonl line {number} is not JSON") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"trials.jsonl line {number} is not a JSON object")
+        records.append(record)
+    records_frame(records)  # raises ValueError on missing keys or unknown modes
+    return records
+
+
+def _records_from_results_txt(contents: dict[str, bytes], spec: JobSpec) -> list[dict] | None:
+    """Upstream outputs: one ``%.2f`` validation bounty per line; records carry only that."""
+    if len(spec.modes) == 1 and "results.txt" in contents:
+        files = {spec.modes[0]: contents["results.txt"]}
+    else:
+        files = {
+            m: contents[f"results-{m}.txt"] for m in spec.modes if f"results-{m}.txt" in contents
+        }
+    if not files:
+        return None
+    records = []
+    for mode, data in files.items():
+        lines = [line.strip() for line in data.decode().splitlines() if line.strip()]
+        for trial, line in enumerate(lines, start=1):
+            try:
+                bounty = float(line)
+            except ValueError:
+                raise ValueError(
+                    f"results.txt line {trial} is not a number: {line[:30]!r}"
+                ) from None
+            records.append(
+                {
+                    "arch": spec.arch,
+                    "model": spec.model,
+                    "mode": mode,
+                    "trial": trial,
+                    "val_bounty": bounty,
+                }
+            )
+    return records
+
+
+def collect(s3, settings: Settings, specs: list[JobSpec], naming: str, scratch: Path):
+    """Read every job's newest output; per-job problems become error tokens, not exceptions."""
+    keys = [key for key, _ in list_objects(s3, settings.bucket, f"{settings.prefix}/")]
+    results = []
+    for index, spec in enumerate(specs):
+        result = JobResult(spec)
+        candidates = candidate_jobs(keys, settings.prefix, spec, settings, naming)
+        job, key_or_token = find_output(keys, settings.prefix, candidates)
+        if job is None:
+            result.job = candidates[-1] if candidates else None
+            result.errors = {mode: key_or_token for mode in spec.modes}
+        else:
+            result.job = job
+            archive = scratch / f"{index}.tar.gz"
+            try:
+                response = with_backoff(
+                    lambda key=key_or_token: s3.get_object(Bucket=settings.bucket, Key=key)
+                )
+                with archive.open("wb") as handle:
+                    shutil.copyfileobj(response["Body"], handle)
+            except ClientError as error:
+                code = error.response.get("Error", {}).get("Code", "")
+                result.errors = {mode: f"CLIENT_ERROR: {code}" for mode in spec.modes}
+            else:
+                read_output(archive, result)
+                archive.unlink()
+        results.append(result)
+    return results
+
+
+def write_results_dir(results: list[JobResult], output_dir: Path, model: str) -> Path:
+    records = [record for result in results for record in result.records]
+    arch_order = list(dict.fromkeys(result.spec.arch for result in results))
+    errors = {
+        (result.spec.arch, mode): token
+        for result in results
+        for mode, token in result.errors.items()
+    }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(record) + "\n" for record in records)
+    (output_dir / "trials.jsonl").write_text(lines)
+    for result in results:
+        for name, data in result.loop_logs.items():
+            path = output_dir / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    settings = next((result.settings for result in results if result.settings), None)
+    if settings is not None:
+        (output_dir / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
+    write_trials_markdown(records, output_dir / f"psa_{model}_trials.md", model, arch_order)
+    summary = output_dir / f"psa_{model}_summary.md"
+    write_summary_markdown(records, summary, model, arch_order, errors)
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Collect the SageMaker jobs' outputs from S3 into trial and summary tables.",
+    )
+    add_grid_flags(parser)
+    parser.add_argument(
+        "--naming",
+        choices=("psa", "upstream"),
+        default="psa",
+        help="psa: jobs named by sagemaker-runner (default); upstream: psa-LxW-mode-<timestamp> "
+        "jobs with only results.txt (one job per arch x mode)",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("results/sagemaker"),
+        help="where the results dir is written (default: results/sagemaker)",
+    )
+    add_settings_flags(parser, ("region", "bucket", "prefix", "job_prefix"))
+    return parser
+
+
+@cli_errors(PROG)
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.naming == "upstream":
+        args.job_per = "mode"
+    try:
+        specs = plan_jobs(args)
+    except ArchError as error:
+        parser.error(str(error))
+    settings = load_settings(args)
+    require(settings, "region", "bucket")
+    s3 = client("s3", settings)
+    with tempfile.TemporaryDirectory(prefix="psa-results-") as scratch:
+        results = collect(s3, settings, specs, args.naming, Path(scratch))
+    for result in results:
+        found = len(result.records)
+        problems = ", ".join(f"{mode} {token}" for mode, token in result.errors.items())
+        label = result.job or result.spec.base_name(settings.job_prefix)
+        print(f"{label}: {found} trial record(s)" + (f"; {problems}" if problems else ""))
+    summary = write_results_dir(results, args.output_dir, args.model)
+    total = sum(len(result.records) for result in results)
+    print(
+        f"{total} trial record(s) from {len(results)} job(s) -> {summary.parent}", file=sys.stderr
+    )
+    return 0
