@@ -39,23 +39,36 @@ def parse_arch(text: str) -> list[Stack]:
             raise ArchError(
                 f"segment {segment.strip()!r} of {text!r} is not COUNT*WIDTH, e.g. {EXAMPLE}"
             )
-        count, width = int(match.group(1)), int(match.group(2))
+        count, width = _size(match.group(1)), _size(match.group(2))
         if not 1 <= count <= MAX_DEPTH:
-            raise ArchError(f"layer count {count} in {text!r} must be between 1 and {MAX_DEPTH}")
+            raise ArchError(
+                f"layer count {count} in {text!r} must be between 1 and {MAX_DEPTH}, e.g. {EXAMPLE}"
+            )
         if not 1 <= width <= MAX_WIDTH:
-            raise ArchError(f"width {width} in {text!r} must be between 1 and {MAX_WIDTH}")
+            raise ArchError(
+                f"width {width} in {text!r} must be between 1 and {MAX_WIDTH}, e.g. {EXAMPLE}"
+            )
         if stacks and stacks[-1][1] == width:
             stacks[-1] = (stacks[-1][0] + count, width)
         else:
             stacks.append((count, width))
     if sum(depth for depth, _ in stacks) > MAX_DEPTH:
-        raise ArchError(f"architecture {text!r} has more than {MAX_DEPTH} layers in all")
+        raise ArchError(
+            f"architecture {text!r} has more than {MAX_DEPTH} layers in all; "
+            f"choose a smaller one, e.g. {EXAMPLE}"
+        )
     if resmlp_parameter_estimate(stacks) > MAX_PARAMETERS:
         raise ArchError(
             f"architecture {text!r} has more than {MAX_PARAMETERS:,} parameters; "
             f"choose a smaller one, e.g. {EXAMPLE}"
         )
     return stacks
+
+
+def _size(digits: str) -> int:
+    # int() refuses digit strings beyond 4,300 digits; any number that long is absurd anyway.
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else 10**18
 
 
 def resmlp_parameter_estimate(stacks: list[Stack]) -> int:
