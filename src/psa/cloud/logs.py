@@ -1,0 +1,159 @@
+"""sagemaker-get-training-logs and sagemaker-logs-parser.
+
+get-training-logs: CloudWatch Logs -> ``<output-dir>/<job>/<stream>.log``, resumable, with
+``<output-dir>/download_summary.json``. logs-parser: those files -> per-loop tables (current
+accuracy, LKG, LKG growth; a row per trial, a column per meta-loop, the final test accuracy) and
+the per-loop JSON lines of the results-dir layout (``logs/<slug>/<mode>-t<trial>.jsonl``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+from psa.arch import arch_slug, parse_arch
+from psa.cloud.aws import cli_errors, client
+from psa.cloud.cloudwatch import LOG_GROUP, download_job, jobs_with_logs
+from psa.cloud.grid import MODELS
+from psa.cloud.jobs import read_jobs_file
+from psa.cloud.logparse import loop_table, merge_jobs, parse_job_log
+from psa.cloud.settings import add_settings_flags, load_settings, require
+
+DOWNLOAD_PROG = "sagemaker-get-training-logs"
+PARSE_PROG = "sagemaker-logs-parser"
+DEFAULT_LOGS_DIR = Path("results/sagemaker-logs")
+
+
+def _download_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=DOWNLOAD_PROG,
+        description="Download training-job logs from CloudWatch Logs (resumable).",
+    )
+    parser.add_argument("--job", action="append", default=[], help="a job name (repeatable)")
+    parser.add_argument("--jobs-file", type=Path, help="job names, one per line")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=DEFAULT_LOGS_DIR,
+        help=f"default: {DEFAULT_LOGS_DIR}; <job>/<stream>.log files and download_summary.json",
+    )
+    add_settings_flags(parser, ("region", "job_prefix"))
+    return parser
+
+
+@cli_errors(DOWNLOAD_PROG)
+def download_main(argv: list[str] | None = None) -> int:
+    args = _download_parser().parse_args(argv)
+    settings = load_settings(args)
+    require(settings, "region")
+    jobs = list(args.job)
+    if args.jobs_file is not None:
+        jobs += read_jobs_file(args.jobs_file)
+    logs = client("logs", settings)
+    if not jobs:
+        jobs = jobs_with_logs(logs, settings.job_prefix)
+        if not jobs:
+            print(f"no log streams of jobs named {settings.job_prefix}-… in {LOG_GROUP}")
+            return 0
+    results = []
+    for job in dict.fromkeys(jobs):
+        result = download_job(logs, job, args.output_dir)
+        results.append(result)
+        print(
+            f"{job}: {result.status} ({result.new_events} new / {result.events} events, "
+            f"{result.streams} stream(s), {result.bytes:,} bytes)"
+        )
+    counts = Counter(result.status.split(":")[0] for result in results)
+    summary = {
+        "log_group": LOG_GROUP,
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "totals": {
+            "jobs": len(results),
+            "events": sum(result.events for result in results),
+            "bytes": sum(result.bytes for result in results),
+            **{status: count for status, count in sorted(counts.items())},
+        },
+        "jobs": [vars(result) for result in results],
+    }
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "download_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    told = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+    print(f"{len(results)} job(s): {told}; summary in {args.output_dir / 'download_summary.json'}")
+    if counts.get("empty") or counts.get("no log streams"):
+        print("empty or missing logs: the job may not have started yet, or it printed nothing")
+    return 1 if counts.get("error") else 0
+
+
+def _parse_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PARSE_PROG,
+        description="Per-loop tables and per-loop JSON lines from downloaded training-job logs.",
+    )
+    parser.add_argument(
+        "--logs-dir",
+        type=Path,
+        default=DEFAULT_LOGS_DIR,
+        help=f"what sagemaker-get-training-logs wrote (default: {DEFAULT_LOGS_DIR})",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("results/sagemaker"),
+        help="default: results/sagemaker (the results dir sagemaker-results-parser writes)",
+    )
+    parser.add_argument(
+        "--model",
+        choices=MODELS,
+        default="resmlp",
+        help="the model upstream's logs are of, and the tables' file-name prefix (default: resmlp)",
+    )
+    return parser
+
+
+def read_job_logs(logs_dir: Path) -> dict[str, list[str]]:
+    """job -> its log lines, streams in name order (a spot restart opens a later stream)."""
+    jobs: dict[str, list[str]] = {}
+    for path in sorted(logs_dir.rglob("*.log")):
+        job = path.relative_to(logs_dir).parts[0]
+        jobs.setdefault(job, []).extend(path.read_text(errors="replace").splitlines())
+    return jobs
+
+
+def parse_main(argv: list[str] | None = None) -> int:
+    parser = _parse_parser()
+    args = parser.parse_args(argv)
+    if not args.logs_dir.is_dir():
+        parser.error(f"logs dir {args.logs_dir} does not exist; run {DOWNLOAD_PROG} first")
+    jobs = read_job_logs(args.logs_dir)
+    if not jobs:
+        parser.error(f"no .log files under {args.logs_dir}; run {DOWNLOAD_PROG} first")
+    parsed = [(job, parse_job_log(job, lines, args.model)) for job, lines in jobs.items()]
+    for job, trials in parsed:
+        if not trials:
+            print(f"{job}: no per-loop lines", file=sys.stderr)
+    trials = merge_jobs(parsed)
+    if not trials:
+        sys.exit(f"{PARSE_PROG}: no per-loop lines in {len(jobs)} job log(s) under {args.logs_dir}")
+
+    output = args.output_dir
+    output.mkdir(parents=True, exist_ok=True)
+    written = []
+    for kind, suffix in (("current", "convergence"), ("lkg", "lkg"), ("growth", "lkg_growth")):
+        path = output / f"psa_{args.model}_trials_{suffix}.md"
+        path.write_text(loop_table(trials, kind))
+        written.append(path)
+    for trial in trials:
+        slug = arch_slug(parse_arch(f"[{trial.arch}]"))
+        path = output / "logs" / slug / f"{trial.mode}-t{trial.trial}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(trial.loops[k]) + "\n" for k in sorted(trial.loops)))
+    loops = sum(len(trial.loops) for trial in trials)
+    print(f"{len(trials)} trial(s), {loops} loop record(s) from {len(jobs)} job log(s)")
+    for path in written:
+        print(f"wrote {path}")
+    print(f"wrote {output / 'logs'}/<arch>/<mode>-t<trial>.jsonl")
+    return 0
