@@ -110,15 +110,21 @@ def validate_metadata(metadata: Any) -> None:
 
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
     """Write ``tensors`` and ``metadata`` to ``path`` atomically; the old file survives a crash."""
-    path = Path(path)
     validate_metadata(metadata)
+    write_safetensors_atomically(path, tensors, {METADATA_KEY: json.dumps(metadata)})
+
+
+def write_safetensors_atomically(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+) -> None:
+    """A safetensors file written to a temp file in the same folder, fsynced, then renamed over
+    ``path``: a kill at any instant leaves either the old file or the new one."""
+    path = Path(path)
     # Own contiguous CPU copies: safetensors refuses shared or strided storage, and device tensors.
     cpu = {
         name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in tensors.items()
     }
-    payload = safetensors.torch.save(
-        cpu, metadata={"format": "pt", METADATA_KEY: json.dumps(metadata)}
-    )
+    payload = safetensors.torch.save(cpu, metadata={"format": "pt", **metadata})
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -1,0 +1,259 @@
+"""``sweep``: the paper's grid (configurations x modes x trials x meta-loops) on one machine."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import signal
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from psa.arch import ArchError, argparse_arch, format_arch, read_config_file
+from psa.commands.train import _positive_int, _probability
+from psa.data import DatasetError, load_mnist
+from psa.device import CHOICES as DEVICE_CHOICES
+from psa.device import DeviceError, resolve_device
+from psa.engine import PRECISIONS
+from psa.model import MODELS, build_architecture
+from psa.modes import MODES
+from psa.seeds import fresh_seed
+from psa.sweep import (
+    ChunkRunner,
+    Settings,
+    SweepError,
+    finished_trials,
+    grid,
+    memory_budget,
+    plan_chunks,
+    prepare_results_dir,
+    saved_chunks,
+    stored_seed,
+    trial_bytes,
+    write_tables,
+)
+from psa.tables import ResultsFormatError
+
+# Rough CPU cost model for --dry-run: sustained GFLOP/s of the batched engine and a fixed cost
+# per Linear per step (kernel launches); bench measures the real figures.
+DRY_RUN_GFLOPS = 120.0
+DRY_RUN_SECONDS_PER_LINEAR_STEP = 60e-6
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sweep",
+        description="Run configurations x modes x trials of PSA, batching the trials of each "
+        "architecture. Killed and rerun with the same arguments, it resumes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--configs",
+        type=Path,
+        default=Path("reproduction/configurations.txt"),
+        help="one L*W architecture per line",
+    )
+    parser.add_argument(
+        "--arch",
+        type=argparse_arch,
+        action="append",
+        default=None,
+        help='run this architecture instead of --configs (repeatable), e.g. "[4*17]"',
+    )
+    parser.add_argument("--modes", type=_modes, default=list(MODES), help="comma-separated modes")
+    parser.add_argument("--trials", type=_positive_int, default=10)
+    parser.add_argument("--meta-loops", type=_positive_int, default=100)
+    parser.add_argument("--model", choices=MODELS, default="resmlp")
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=_positive_int, default=256)
+    parser.add_argument(
+        "--weight-decay", type=float, default=1e-4, help="AdamW weight decay of decay-mode trials"
+    )
+    parser.add_argument(
+        "--dropout", type=_probability, default=0.1, help="dropout rate of dropout-mode trials"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="base seed; drawn and recorded when omitted (a rerun reuses the results dir's seed)",
+    )
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument(
+        "--max-batch",
+        type=_positive_int,
+        default=None,
+        help="most trials trained together (default: from free memory)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan, trials per batch and an estimated time; run nothing",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (ArchError, SweepError, DatasetError, DeviceError, ResultsFormatError) as error:
+        sys.exit(f"sweep: {error}")
+
+
+def run(args: argparse.Namespace) -> None:
+    configs = args.arch if args.arch else read_config_file(args.configs)
+    arch_order = [format_arch(stacks) for stacks in configs]
+    seed = args.seed if args.seed is not None else stored_seed(args.results_dir)
+    settings = Settings(
+        args.model,
+        args.lr,
+        args.batch_size,
+        args.weight_decay,
+        args.dropout,
+        args.meta_loops,
+        fresh_seed() if seed is None else seed,
+        args.precision,
+    )
+    device = resolve_device(args.device)
+    done = (
+        finished_trials(args.results_dir, args.model)
+        if (args.results_dir / "settings.json").exists()
+        else set()
+    )
+    budget = memory_budget(device)
+    chunks = []
+    for stacks, pending in grid(configs, args.modes, args.trials, done):
+        resumed = saved_chunks(args.results_dir, stacks, pending)
+        taken = {t for chunk in resumed for t in chunk.trials}
+        arch = build_architecture(args.model, stacks)
+        limit = args.max_batch or max(1, budget // trial_bytes(arch, args.batch_size))
+        rest = [t for t in pending if t not in taken]
+        chunks += resumed + plan_chunks(stacks, rest, limit)
+
+    console = Console(highlight=False, stderr=False)
+    if args.dry_run:
+        print_plan(console, chunks, settings, len(done))
+        return
+    prepare_results_dir(args.results_dir, settings)
+    write_tables(args.results_dir, args.model, arch_order)
+    total = sum(len(c.trials) for c in chunks) * settings.meta_loops
+    if not chunks:
+        console.print(f"Nothing to run: every trial is recorded in {args.results_dir}.")
+        return
+    console.print(
+        f"Sweep: {len(chunks)} batches, {total // settings.meta_loops} trials x "
+        f"{settings.meta_loops} meta-loops | base seed {settings.seed} | "
+        f"device {device.type} | results in {args.results_dir}"
+    )
+    data = load_mnist(args.data_dir, device)
+    signal.signal(signal.SIGTERM, _interrupt)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+    with progress:
+        task = progress.add_task("trial-loops", total=total)
+        for number, chunk in enumerate(chunks, start=1):
+            label = (
+                f"[{format_arch(chunk.stacks)}] batch {number}/{len(chunks)} "
+                f"(K={len(chunk.trials)})"
+            )
+            progress.update(task, description=label)
+
+            def on_loop(chunk, report, engine, label=label):
+                progress.advance(task, len(chunk.trials))
+                if not console.is_terminal:
+                    best = max(report.lkg_accuracy)
+                    print(
+                        f"{label} loop {report.loop}/{settings.meta_loops} | best LKG "
+                        f"{best:.2f}% | {report.train_seconds:.2f}s",
+                        flush=True,
+                    )
+
+            try:
+                ChunkRunner(args.results_dir, settings, data, on_loop).run(chunk)
+            except KeyboardInterrupt:
+                console.print(
+                    "Interrupted: finished trials are recorded and unfinished batches "
+                    "saved; rerun the same command to resume."
+                )
+                sys.exit(130)
+            write_tables(args.results_dir, args.model, arch_order)
+    console.print(
+        f"Done: {total // settings.meta_loops} trials recorded in "
+        f"{args.results_dir / 'trials.jsonl'}"
+    )
+
+
+def print_plan(console: Console, chunks, settings: Settings, finished: int) -> None:
+    console.print(
+        f"Plan: {sum(len(c.trials) for c in chunks)} trials to run "
+        f"({finished} already recorded), {settings.meta_loops} meta-loops each, "
+        f"model {settings.model}, base seed {settings.seed}"
+    )
+    total_seconds = 0.0
+    for chunk in chunks:
+        arch = build_architecture(settings.model, chunk.stacks)
+        seconds = estimate_seconds(arch, len(chunk.trials), settings)
+        total_seconds += seconds
+        modes = sorted({t.mode for t in chunk.trials})
+        indices = sorted({t.index for t in chunk.trials})
+        console.print(
+            f"  [{arch.key}] K={len(chunk.trials)} (trials {indices[0]}-{indices[-1]}"
+            f", modes {','.join(modes)}) ~{_duration(seconds)}"
+        )
+    console.print(
+        f"Estimated time: ~{_duration(total_seconds)} (rough CPU model; "
+        "`bench` measures this machine)"
+    )
+
+
+def estimate_seconds(arch, trials: int, settings: Settings) -> float:
+    steps = math.ceil(50_000 / settings.batch_size)
+    flops = 6.0 * arch.parameter_count() * 50_000 * trials
+    overhead = steps * len(arch.linears) * DRY_RUN_SECONDS_PER_LINEAR_STEP * 3
+    return (flops / (DRY_RUN_GFLOPS * 1e9) + overhead) * settings.meta_loops
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}min"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _modes(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise argparse.ArgumentTypeError(
+            f"unknown mode(s) {', '.join(unknown) or '(none given)'}; choose from {','.join(MODES)}"
+        )
+    return list(dict.fromkeys(modes))
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    main()
