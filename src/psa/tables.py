@@ -95,10 +95,12 @@ def records_frame(records: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=list(REQUIRED_RECORD_KEYS))
     missing = [key for key in REQUIRED_RECORD_KEYS if key not in frame.columns]
     if missing:
-        raise ValueError(f"trial records lack {', '.join(missing)}")
+        raise ResultsFormatError(f"trial records lack {', '.join(missing)}")
     unknown = sorted(set(frame["mode"]) - set(MODES))
     if unknown:
-        raise ValueError(f"trial records name unknown modes {unknown}; modes are {list(MODES)}")
+        raise ResultsFormatError(
+            f"trial records name unknown modes {unknown}; modes are {list(MODES)}"
+        )
     frame["arch"] = [canonical_arch(arch) for arch in frame["arch"]]
     frame["trial"] = frame["trial"].astype(int)
     frame["val_bounty"] = frame["val_bounty"].astype(float)
@@ -128,7 +130,7 @@ def _arch_order(frame: pd.DataFrame, arch_order: Iterable | None) -> list[str]:
     return order + [arch for arch in present if arch not in order]
 
 
-def _atomic_write(text: str, path: str | Path) -> Path:
+def write_text_atomically(text: str, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -189,7 +191,7 @@ def write_trials_markdown(
     paired: bool | None = None,
 ) -> Path:
     """Write the trial table atomically (a temp file, then os.replace)."""
-    return _atomic_write(render_trials_markdown(records, model, arch_order, paired), path)
+    return write_text_atomically(render_trials_markdown(records, model, arch_order, paired), path)
 
 
 def mode_statistics(long: pd.DataFrame) -> pd.DataFrame:
@@ -257,7 +259,7 @@ def write_summary_markdown(
     errors: Mapping[tuple[str, str], str] | None = None,
 ) -> Path:
     """Write the summary atomically (a temp file, then os.replace)."""
-    return _atomic_write(render_summary_markdown(records, model, arch_order, errors), path)
+    return write_text_atomically(render_summary_markdown(records, model, arch_order, errors), path)
 
 
 def _split_row(line: str) -> list[str]:
@@ -475,9 +477,27 @@ def records_long_form(frame: pd.DataFrame) -> pd.DataFrame:
     return long
 
 
+def trials_table_name(model: str) -> str:
+    return f"psa_{model}_trials.md"
+
+
+def summary_name(model: str) -> str:
+    return f"psa_{model}_summary.md"
+
+
 def read_trials(source: str | Path, model: str | None = None) -> pd.DataFrame:
-    """Trials in long form from a trial table (.md), a trials.jsonl or a results dir."""
+    """Trials in long form from a trial table (.md), a trials.jsonl or a results dir.
+
+    A results dir is read from its trials.jsonl, or else from its ``psa_<model>_trials.md``.
+    """
     path = Path(source)
+    if path.is_dir() and not (path / TRIALS_FILE_NAME).exists():
+        table = path / trials_table_name(model or "resmlp")
+        if not table.exists():
+            raise ResultsFormatError(
+                f"results dir {path} holds neither {TRIALS_FILE_NAME} nor {table.name}"
+            )
+        return read_trials_markdown(table)
     if path.is_dir() or path.suffix == ".jsonl":
         return records_long_form(read_trial_records(path, model))
     return read_trials_markdown(path)

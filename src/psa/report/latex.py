@@ -138,8 +138,9 @@ def trial_accuracy_table(
             if mode not in rows.index:
                 cells.append("N/A")
                 continue
-            cell = f"${rows.loc[mode, 'mean']:.2f} \\pm {rows.loc[mode, 'std']:.2f}$"
-            cells.append(rf"\bfseries {cell}" if mode in best else cell)
+            value = f"{rows.loc[mode, 'mean']:.2f} \\pm {rows.loc[mode, 'std']:.2f}"
+            # \bfseries does not reach inside math mode; \mathbf does.
+            cells.append(f"$\\mathbf{{{value}}}$" if mode in best else f"${value}$")
         named = "/".join(rf"\texttt{{{mode}}}" for mode in best)
         winner = f"Tie: {named}" if len(best) > 1 else named
         lines.append(f"${arch}$ & " + " & ".join(cells) + f" & {winner} \\\\")
