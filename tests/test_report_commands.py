@@ -1,0 +1,222 @@
+import json
+
+import pytest
+
+from psa.modes import MODES
+from psa.report.commands import (
+    architecture_table_main,
+    classify_regimes_main,
+    convergence_main,
+    design_space_main,
+    heatmaps_main,
+    parse_targets,
+    trial_accuracy_table_main,
+)
+from psa.tables import write_summary_markdown, write_trials_markdown
+
+ARCHS = {"4*17": ("4x17", 95.0), "2*2": ("2x2", 11.02)}
+
+
+def build_results_dir(root):
+    """A results dir laid out as sweep writes it: settings, trial records, per-loop logs, tables."""
+    records = []
+    for arch, (slug, level) in ARCHS.items():
+        for mode_index, mode in enumerate(MODES):
+            for trial in (1, 2, 3):
+                bounty = level if level < 12 else level + mode_index * 0.05 + trial * 0.1
+                records.append(
+                    {
+                        "arch": arch,
+                        "model": "resmlp",
+                        "mode": mode,
+                        "trial": trial,
+                        "paired": True,
+                        "meta_loops": 3,
+                        "loops_run": 3,
+                        "val_bounty": bounty,
+                        "bounty_loop": 3,
+                        "test_accuracy": bounty - 0.2,
+                    }
+                )
+                log = root / "logs" / slug / f"{mode}-t{trial}.jsonl"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                lines = [
+                    {
+                        "run_id": "r",
+                        "arch": arch,
+                        "model": "resmlp",
+                        "mode": mode,
+                        "trial": trial,
+                        "loop": loop,
+                        "ablation": None,
+                        "val_accuracy": bounty - 3 + loop,
+                        "lkg_accuracy": bounty - 3 + loop,
+                        "promoted": True,
+                        "train_seconds": 0.1,
+                    }
+                    for loop in (1, 2, 3)
+                ]
+                log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (root / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (root / "settings.json").write_text(json.dumps({"model": "resmlp", "meta_loops": 3}))
+    write_trials_markdown(records, root / "psa_resmlp_trials.md")
+    write_summary_markdown(records, root / "psa_resmlp_summary.md")
+    return root
+
+
+@pytest.fixture
+def results(tmp_path):
+    return build_results_dir(tmp_path / "results")
+
+
+@pytest.fixture
+def configs(tmp_path):
+    path = tmp_path / "configurations.txt"
+    path.write_text("4*17\n2*2\n8*8\n")
+    mirrors = tmp_path / "asymmetric.txt"
+    mirrors.write_text("# mirrors\n17*4\n")
+    return path, mirrors
+
+
+def fail_line(capsys, main, argv):
+    """Run a command that must fail; return its one stderr line."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code not in (0, None)
+    message = exit_info.value.code if isinstance(exit_info.value.code, str) else None
+    err = message or capsys.readouterr().err.strip().splitlines()[-1]
+    assert "Traceback" not in err
+    assert "\n" not in err.strip()
+    return err
+
+
+def test_classify_regimes_prints_a_table_and_counts(results, configs, capsys):
+    argv = ["--trials-file", str(results), "--config-file", str(configs[0])]
+    assert classify_regimes_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| 4*17 | Beneficial Regularization |" in out
+    assert "| 2*2 | Untrainable | no trial beat ZeroR |" in out
+    assert "| 8*8 | Unknown |" in out
+    assert "| Untrainable | 1 |" in out and "| Unknown | 1 |" in out
+
+
+def test_classify_regimes_json_and_csv_from_a_trial_table(results, capsys):
+    table = results / "psa_resmlp_trials.md"
+    classify_regimes_main(["--trials-file", str(table), "--format", "json", "--zeror", "97"])
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["zeror"] == 97
+    regimes = {row["architecture"]: row["regime"] for row in payload["architectures"]}
+    assert regimes == {"4*17": "Untrainable", "2*2": "Untrainable"}
+    assert payload["counts"]["Untrainable"] == 2
+    classify_regimes_main(["--trials-file", str(table), "--format", "csv"])
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0].startswith("architecture,regime,rule,muB,muA,none")
+    assert "Untrainable: 1" in captured.err
+
+
+def test_classify_regimes_rejects_a_malformed_table_without_touching_the_output(tmp_path, capsys):
+    table = tmp_path / "trials.md"
+    table.write_text("### Architecture: 1*4\n\n| Trial | None |\n|:--|:--|\n| 1 | lots |\n")
+    output = tmp_path / "regimes.md"
+    output.write_text("previous\n")
+    argv = ["--trials-file", str(table), "--output-file", str(output)]
+    err = fail_line(capsys, classify_regimes_main, argv)
+    assert err.startswith("psa: classify-regimes: trials.md:5: cell 'lots'")
+    assert output.read_text() == "previous\n"
+
+
+def test_zeror_flag_and_zeror_from_data_exclude_each_other(results, capsys):
+    argv = ["--trials-file", str(results), "--zeror", "11", "--zeror-from-data"]
+    err = fail_line(capsys, classify_regimes_main, argv)
+    assert "not allowed with argument" in err
+
+
+def test_missing_trials_file_says_what_to_do(tmp_path, capsys):
+    err = fail_line(capsys, classify_regimes_main, ["--trials-file", str(tmp_path / "nope.md")])
+    assert "does not exist; run `sweep` first" in err
+
+
+def test_architecture_table_of_a_configurations_file(configs, capsys):
+    architecture_table_main(
+        ["--config-file", str(configs[0]), "--asymmetric-file", str(configs[1])]
+    )
+    out = capsys.readouterr().out
+    assert r"4*17 & 15,973 & 14,443 & Matched \\" in out
+    assert out.count(r"\\") >= 4
+
+
+def test_architecture_table_names_the_bad_line_of_a_config_file(tmp_path, capsys):
+    bad = tmp_path / "configs.txt"
+    bad.write_text("4*17\n4x4\n")
+    err = fail_line(capsys, architecture_table_main, ["--config-file", str(bad)])
+    assert "configs.txt:2:" in err
+
+
+def test_trial_accuracy_table_from_summary_and_records_agree(results, configs, capsys):
+    order = ["--order", str(configs[0])]
+    trial_accuracy_table_main(["--datafile", str(results / "psa_resmlp_summary.md"), *order])
+    from_summary = capsys.readouterr()
+    trial_accuracy_table_main(
+        ["--datafile", str(results), *order, "--caption", "C", "--label", "L"]
+    )
+    from_records = capsys.readouterr().out
+    rows = [line for line in from_summary.out.splitlines() if line.startswith("$")]
+    assert rows == [line for line in from_records.splitlines() if line.startswith("$")]
+    assert rows[0].endswith(r"\texttt{output} \\")
+    assert rows[1].startswith("$2*2$") and "Tie: " in rows[1]
+    assert "1 architectures of" in from_summary.err
+    assert r"\caption{C}" in from_records and r"\label{L} \\" in from_records
+    trial_accuracy_table_main(["--datafile", str(results / "trials.jsonl"), *order])
+    assert "over 3 Trials of 3 Meta-Loops for ResMLP" in capsys.readouterr().out
+
+
+def test_figure_commands_write_their_files(results, configs, tmp_path, capsys):
+    out = tmp_path / "figures"
+    design_space_main(
+        ["--config-file", str(configs[0]), "--output-file", str(out / "d.png"), "--dpi", "20"]
+    )
+    common = ["--config-file", str(configs[0]), "--asymmetric-file", str(configs[1])]
+    heatmaps_main(["--trials-file", str(results), *common, "--output-dir", str(out), "--dpi", "20"])
+    convergence_main(["--logs-dir", str(results), "--output-dir", str(out), "--dpi", "20"])
+    printed = capsys.readouterr().out.split()
+    assert len(printed) == 8
+    names = sorted(path.name for path in out.iterdir())
+    assert "ResMLP_Heatmap_Ablation_Effects.png" in names
+    assert "ResMLP_Plot_Convergence.png" in names and "d.png" in names
+    assert len(names) == 8
+
+
+def test_heatmaps_refuse_a_malformed_record_and_write_nothing(results, configs, tmp_path, capsys):
+    with (results / "trials.jsonl").open("a") as stream:
+        stream.write("{broken\n")
+    out = tmp_path / "figures"
+    argv = [
+        "--trials-file",
+        str(results),
+        "--config-file",
+        str(configs[0]),
+        "--output-dir",
+        str(out),
+    ]
+    err = fail_line(capsys, heatmaps_main, argv)
+    assert "trials.jsonl:37: not a JSON object" in err
+    assert not out.exists()
+
+
+def test_late_breakthroughs_without_logs_for_any_target_is_an_error(results, tmp_path, capsys):
+    argv = ["--logs-dir", str(results), "--output-dir", str(tmp_path), "--late-breakthroughs"]
+    err = fail_line(capsys, convergence_main, argv)
+    assert "none of the targets has logs" in err
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_convergence_targets_keep_only_logged_architectures(results, tmp_path, capsys):
+    argv = ["--logs-dir", str(results / "logs"), "--output-dir", str(tmp_path), "--dpi", "20"]
+    convergence_main([*argv, "--targets", "2*2,9*9", "--late-breakthroughs", "--show", "best"])
+    captured = capsys.readouterr()
+    assert "no logs for 9*9" in captured.err
+    assert (tmp_path / "ResMLP_Plot_Late_Breakthroughs.png").exists()
+
+
+def test_targets_accept_bracketed_multi_stack_architectures():
+    assert parse_targets("1*1024, [4*4, 2*8],18*18") == ["1*1024", "4*4, 2*8", "18*18"]
