@@ -169,3 +169,31 @@ def test_requirements_leave_the_images_torch_alone():
     }
     assert names
     assert not names & {"torch", "torchvision", "numpy", "sagemaker", "psa"}
+
+
+@pytest.mark.slow
+def test_a_job_runs_the_real_sweep_and_leaves_upstream_compatible_outputs(
+    tmp_path, monkeypatch, capsys
+):
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    monkeypatch.setattr(entry, "CHECKPOINT_DIR", checkpoints)
+    argv = [
+        *("--arch", "[1*4]", "--modes", "none,output", "--trials", "1", "--meta-loops", "2"),
+        *("--lr", "0.001", "--batch-size", "1024", "--weight-decay", "0.0001"),
+        *("--dropout", "0.1", "--seed", "7"),
+    ]
+    entry.main(argv, {"SM_MODEL_DIR": str(tmp_path / "model")})
+
+    model = tmp_path / "model"
+    records = [json.loads(line) for line in (model / "trials.jsonl").read_text().splitlines()]
+    assert sorted(r["mode"] for r in records) == ["none", "output"]
+    assert all(r["loops_run"] == 2 and r["test_accuracy"] > 11 for r in records)
+    for record in records:
+        results_txt = (model / f"results-{record['mode']}.txt").read_text()
+        assert results_txt == f"{record['val_bounty']:.2f}\n"
+    assert (model / "psa_resmlp_summary.md").is_file()
+    assert (checkpoints / "sweep" / "trials.jsonl").is_file()
+    echoed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line[:1] == "{"]
+    assert sum("loop" in record for record in echoed) == 4
+    assert sum("val_bounty" in record for record in echoed) == 2
