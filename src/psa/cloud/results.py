@@ -26,7 +26,14 @@ from psa.cloud.aws import cli_errors, client, with_backoff
 from psa.cloud.grid import JobSpec, add_grid_flags, attempt_of, plan_jobs
 from psa.cloud.listing import list_objects
 from psa.cloud.settings import Settings, add_settings_flags, load_settings, require
-from psa.tables import records_frame, write_summary_markdown, write_trials_markdown
+from psa.tables import (
+    TRIALS_FILE_NAME,
+    records_frame,
+    summary_name,
+    trials_table_name,
+    write_summary_markdown,
+    write_trials_markdown,
+)
 
 PROG = "sagemaker-results-parser"
 NO_JOB_FOUND = "NO_JOB_FOUND"
@@ -202,7 +209,7 @@ def write_results_dir(results: list[JobResult], output_dir: Path, model: str) ->
     }
     output_dir.mkdir(parents=True, exist_ok=True)
     lines = "".join(json.dumps(record) + "\n" for record in records)
-    (output_dir / "trials.jsonl").write_text(lines)
+    (output_dir / TRIALS_FILE_NAME).write_text(lines)
     for result in results:
         for name, data in result.loop_logs.items():
             path = output_dir / name
@@ -211,8 +218,8 @@ def write_results_dir(results: list[JobResult], output_dir: Path, model: str) ->
     settings = next((result.settings for result in results if result.settings), None)
     if settings is not None:
         (output_dir / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
-    write_trials_markdown(records, output_dir / f"psa_{model}_trials.md", model, arch_order)
-    summary = output_dir / f"psa_{model}_summary.md"
+    write_trials_markdown(records, output_dir / trials_table_name(model), model, arch_order)
+    summary = output_dir / summary_name(model)
     write_summary_markdown(records, summary, model, arch_order, errors)
     return summary
 
