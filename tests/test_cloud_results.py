@@ -170,3 +170,20 @@ def test_missing_settings_stop_before_anything_is_written(monkeypatch, tmp_path)
         results.main(["--arch", "[4*17]", "--output-dir", "out"])
     assert "S3_BUCKET_NAME" in str(exited.value.code)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_launched_job_without_output_is_incomplete_not_missing(s3, tmp_path):
+    job = spec(((4, 17),)).base_name("psa")
+    boto3.client("sagemaker", region_name=REGION).create_training_job(
+        TrainingJobName=job,
+        RoleArn="arn:aws:iam::123456789012:role/r",
+        AlgorithmSpecification={"TrainingImage": "image", "TrainingInputMode": "File"},
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/{PREFIX}"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+        StoppingCondition={"MaxRuntimeInSeconds": 60},
+    )
+    results.main(["--configs", "configs.txt", *GRID, "--output-dir", "out"])
+    summary = read_summary_markdown(tmp_path / "out/psa_resmlp_summary.md")
+    status = summary.groupby("arch")["status"].agg(set)
+    assert status["4*17"] == {results.FAILED_OR_INCOMPLETE}
+    assert status["2*8"] == {results.NO_JOB_FOUND}

@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 from psa.arch import ArchError, arch_slug
 from psa.cloud.aws import cli_errors, client, with_backoff
 from psa.cloud.grid import JobSpec, add_grid_flags, attempt_of, plan_jobs
+from psa.cloud.jobs import list_project_jobs
 from psa.cloud.listing import list_objects
 from psa.cloud.settings import Settings, add_settings_flags, load_settings, require
 from psa.tables import (
@@ -67,13 +68,12 @@ def find_output(
     return None, FAILED_OR_INCOMPLETE if candidates else NO_JOB_FOUND
 
 
-def candidate_jobs(keys: list[str], prefix: str, spec: JobSpec, settings: Settings, naming: str):
-    """The job dirs under the prefix that ran this spec, oldest first."""
-    dirs = sorted({key[len(prefix) + 1 :].split("/", 1)[0] for key in keys})
+def candidate_jobs(names: set[str], spec: JobSpec, settings: Settings, naming: str) -> list[str]:
+    """The jobs (S3 output dirs or SageMaker job names) that ran this spec, oldest first."""
     if naming == "upstream":
-        return [name for name in dirs if name.startswith(upstream_stem(spec, settings))]
+        return sorted(name for name in names if name.startswith(upstream_stem(spec, settings)))
     base = spec.base_name(settings.job_prefix)
-    numbered = [(attempt_of(name, base), name) for name in dirs]
+    numbered = [(attempt_of(name, base), name) for name in names]
     return [name for number, name in sorted(n for n in numbered if n[0] is not None)]
 
 
@@ -169,13 +169,25 @@ def _records_from_results_txt(contents: dict[str, bytes], spec: JobSpec) -> list
     return records
 
 
-def collect(s3, settings: Settings, specs: list[JobSpec], naming: str, scratch: Path):
-    """Read every job's newest output; per-job problems become error tokens, not exceptions."""
+def collect(
+    s3,
+    settings: Settings,
+    specs: list[JobSpec],
+    naming: str,
+    scratch: Path,
+    known_jobs: set[str] = frozenset(),
+):
+    """Read every job's newest output; per-job problems become error tokens, not exceptions.
+
+    `known_jobs` (from SageMaker) tells a job that has not written its output yet
+    (FAILED_OR_INCOMPLETE) from one that was never launched (NO_JOB_FOUND).
+    """
     keys = [key for key, _ in list_objects(s3, settings.bucket, f"{settings.prefix}/")]
+    dirs = {key[len(settings.prefix) + 1 :].split("/", 1)[0] for key in keys}
     results = []
     for index, spec in enumerate(specs):
         result = JobResult(spec)
-        candidates = candidate_jobs(keys, settings.prefix, spec, settings, naming)
+        candidates = candidate_jobs(dirs | set(known_jobs), spec, settings, naming)
         job, key_or_token = find_output(keys, settings.prefix, candidates)
         if job is None:
             result.job = candidates[-1] if candidates else None
@@ -224,6 +236,20 @@ def write_results_dir(results: list[JobResult], output_dir: Path, model: str) ->
     return summary
 
 
+def training_jobs(sagemaker, job_prefix: str) -> set[str]:
+    """The project's job names on SageMaker; empty (with a note) without permission to list."""
+    try:
+        return set(list_project_jobs(sagemaker, job_prefix))
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in (
+            "AccessDenied",
+            "AccessDeniedException",
+        ):
+            raise
+        print(f"{PROG}: cannot list training jobs ({error}); reading S3 only", file=sys.stderr)
+        return set()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -260,8 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(args)
     require(settings, "region", "bucket")
     s3 = client("s3", settings)
+    known_jobs = training_jobs(client("sagemaker", settings), settings.job_prefix)
     with tempfile.TemporaryDirectory(prefix="psa-results-") as scratch:
-        results = collect(s3, settings, specs, args.naming, Path(scratch))
+        results = collect(s3, settings, specs, args.naming, Path(scratch), known_jobs)
     for result in results:
         found = len(result.records)
         problems = ", ".join(f"{mode} {token}" for mode, token in result.errors.items())

@@ -18,7 +18,7 @@ from psa.cloud.listing import list_objects
 from psa.cloud.settings import add_settings_flags, load_settings, require
 
 PROG = "sagemaker-estimate-storage"
-TYPES = (".tar.gz", ".json", ".jsonl", ".txt", ".md", ".log", ".safetensors")
+TYPES = (".tar.gz", ".gz", ".json", ".jsonl", ".txt", ".md", ".log", ".safetensors")
 GB = 1024**3
 
 
