@@ -220,3 +220,33 @@ def test_convergence_targets_keep_only_logged_architectures(results, tmp_path, c
 
 def test_targets_accept_bracketed_multi_stack_architectures():
     assert parse_targets("1*1024, [4*4, 2*8],18*18") == ["1*1024", "4*4, 2*8", "18*18"]
+
+
+@pytest.mark.slow
+def test_every_command_runs_on_a_real_sweep(tmp_path, capsys):
+    from psa.commands.sweep import main as sweep_main
+
+    results = tmp_path / "results"
+    sweep_main(
+        ["--arch", "[1*8]", "--arch", "[2*2]", "--trials", "2", "--meta-loops", "2"]
+        + ["--seed", "3", "--results-dir", str(results), "--device", "cpu"]
+    )
+    configs = tmp_path / "configs.txt"
+    configs.write_text("1*8\n2*2\n")
+    capsys.readouterr()
+    classify_regimes_main(["--trials-file", str(results), "--format", "json"])
+    payload = json.loads(capsys.readouterr().out)
+    assert [row["architecture"] for row in payload["architectures"]] == ["1*8", "2*2"]
+    assert all(row[mode] is not None for row in payload["architectures"] for mode in MODES)
+    trial_accuracy_table_main(["--datafile", str(results), "--order", str(configs)])
+    assert "over 2 Trials of 2 Meta-Loops" in capsys.readouterr().out
+    architecture_table_main(["--config-file", str(configs)])
+    figures = tmp_path / "figures"
+    common = ["--output-dir", str(figures), "--dpi", "20"]
+    heatmaps_main(["--trials-file", str(results), "--config-file", str(configs), *common])
+    convergence_main(["--logs-dir", str(results), *common])
+    convergence_main(["--logs-dir", str(results), "--curve", "current", *common])
+    design_space_main(
+        ["--config-file", str(configs), "--output-file", str(figures / "d.png"), "--dpi", "20"]
+    )
+    assert len(list(figures.glob("*.png"))) == 8
