@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from psa.arch import ArchError
 from psa.modes import MODES
@@ -243,6 +244,7 @@ def convergence_figure(
         )
         ax.set_title(f"{model_title(model)} {arch}", fontsize=14)
         ax.set_xlabel("Meta-loop", fontsize=12)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(CURVES[curve], fontsize=12)
         ax.grid(True, linestyle="--", alpha=0.4)
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=11, title="Mode")
