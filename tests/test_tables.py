@@ -245,3 +245,91 @@ def test_bad_record_line_names_file_and_line(tmp_path):
 def test_records_frame_accepts_a_dataframe_with_the_minimal_columns():
     frame = pd.DataFrame({"arch": ["1*4"], "mode": ["none"], "trial": [1], "val_bounty": [12.345]})
     assert "| 1 | 12.35% | N/A |" in render_trials_markdown(frame)
+
+
+TABLE_LINES = [
+    "### Architecture: 1*4",
+    "### Architecture: 2*8",
+    "| Trial | None | Full |",
+    "| Trial | None | Decay | Dropout | Full | Hidden | Output |",
+    "|:-----::----:|:----:|",
+    "|:--|:--|:--|",
+    "| 1 | 50.00% | N/A |",
+    "| 2 | NO_JOB_FOUND | 12% |",
+    "| ² | 1.2.3% | 12% |",
+    "### Architecture: 0*4",
+    "No successful trials found for this architecture.",
+    PAIRED_MARKER,
+    "",
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.sampled_from(TABLE_LINES), st.text(max_size=40)),
+        max_size=12,
+    )
+)
+def test_trial_table_reader_either_parses_or_names_the_problem(lines):
+    try:
+        long = parse_trials_markdown("\n".join(lines))
+    except ResultsFormatError as error:
+        assert str(error).startswith("<trials>:")
+    else:
+        assert list(long.columns) == ["arch", "trial", "mode", "accuracy", "status"]
+
+
+SUMMARY_LINES = [
+    "Results Shape {1*4} Parameters {3,190}",
+    "Results Shape {2*8} Parameters {6658}",
+    "* None: Mean=50.00% | Std=1.00% | Min=49.00% | Max=51.00% (n=2)",
+    "* Full: FAILED_OR_INCOMPLETE",
+    "* Output: ERROR: boom",
+    "* Hidden: Mean=1.2.3% | Std=1% | Min=1% | Max=1% (n=1)",
+    "Results Shape {1*4} Parameters {,}",
+    "Results Shape {x} Parameters {1}",
+    "# Persistent Stochastic Ablation - ResMLP Results Summary",
+    "",
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.sampled_from(SUMMARY_LINES), st.text(max_size=40)),
+        max_size=12,
+    )
+)
+def test_summary_reader_either_parses_or_names_the_problem(lines):
+    try:
+        summary = parse_summary_markdown("\n".join(lines))
+    except ResultsFormatError as error:
+        assert str(error).startswith("<summary>:")
+    else:
+        assert set(summary["mode"]) <= set(MODES)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.dictionaries(
+        keys=st.sampled_from(MODES),
+        values=st.lists(trial_values, min_size=1, max_size=6),
+        min_size=1,
+    )
+)
+def test_summary_statistics_survive_the_round_trip(values_by_mode):
+    records = [
+        record("4*4", mode, trial, value)
+        for mode, values in values_by_mode.items()
+        for trial, value in enumerate(values, start=1)
+    ]
+    summary = parse_summary_markdown(render_summary_markdown(records)).set_index("mode")
+    for mode, values in values_by_mode.items():
+        row = summary.loc[mode]
+        assert row["status"] == "ok" and row["n"] == len(values)
+        assert row["mean"] == pytest.approx(np.mean(values), abs=0.0051)
+        assert row["std"] == pytest.approx(np.std(values, ddof=0), abs=0.0051)
+        assert (row["min"], row["max"]) == pytest.approx((min(values), max(values)), abs=0.0051)
+    missing = set(MODES) - set(values_by_mode)
+    assert set(summary.loc[list(missing), "status"]) <= {"NO_RESULTS"}

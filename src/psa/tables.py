@@ -44,12 +44,14 @@ SUMMARY_COLUMNS = ["arch", "parameters", "mode", "mean", "std", "min", "max", "n
 _TITLE_TO_MODE = {title.lower(): mode for mode, title in MODE_TITLES.items()}
 _SEPARATOR = re.compile(r"^\|[\s:\-|]+$")
 _ERROR_TOKEN = re.compile(r"^(?:[A-Z][A-Z0-9_]*|(?:CLIENT_)?ERROR:.*)$")
-_PERCENT = re.compile(r"^(-?\d+(?:\.\d+)?)\s*%?$")
-_SHAPE = re.compile(r"^Results Shape \{([^}]+)\} Parameters \{([\d,]+)\}\s*$")
+_PERCENT = re.compile(r"^(-?[0-9]+(?:\.[0-9]+)?)\s*%?$")
+_TRIAL_INDEX = re.compile(r"^[0-9]+$")
+_SHAPE = re.compile(r"^Results Shape \{([^}]+)\} Parameters \{([0-9][0-9,]*)\}\s*$")
 _MODE_LINE = re.compile(r"^\*\s+(\w+):\s*(.*?)\s*$")
+_NUMBER = r"(-?[0-9]+(?:\.[0-9]+)?)"
 _STATS = re.compile(
-    r"^Mean=(-?[\d.]+)%\s*\|\s*Std=([\d.]+)%\s*\|\s*Min=(-?[\d.]+)%\s*\|\s*Max=(-?[\d.]+)%"
-    r"\s*\(n=(\d+)\)$"
+    rf"^Mean={_NUMBER}%\s*\|\s*Std={_NUMBER}%\s*\|\s*Min={_NUMBER}%\s*\|\s*Max={_NUMBER}%"
+    r"\s*\(n=([0-9]+)\)$"
 )
 
 
@@ -340,7 +342,7 @@ def parse_trials_markdown(text: str, path: str | Path = "<trials>") -> pd.DataFr
                 raise _fail(
                     path, number, f"row has {len(cells)} cells, the header has {len(modes) + 1}"
                 )
-            if not cells[0].isdigit():
+            if not _TRIAL_INDEX.match(cells[0]):
                 raise _fail(path, number, f"trial index {cells[0]!r} is not a positive integer")
             trial = int(cells[0])
             if (arch, trial) in seen_trials:
