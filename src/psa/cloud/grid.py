@@ -85,7 +85,12 @@ def add_grid_flags(parser: argparse.ArgumentParser) -> None:
         "--weight-decay", type=float, default=WEIGHT_DECAY, help=f"default: {WEIGHT_DECAY}"
     )
     group.add_argument("--dropout", type=float, default=DROPOUT, help=f"default: {DROPOUT}")
-    group.add_argument("--seed", type=int, default=SEED, help=f"default: {SEED}")
+    group.add_argument(
+        "--seed",
+        type=int,
+        default=SEED,
+        help=f"base seed (default: {SEED}; fixed, unlike sweep's, so a rerun finds its jobs)",
+    )
     group.add_argument("--precision", choices=PRECISIONS, default="fp32", help="default: fp32")
     group.add_argument(
         "--job-per",
