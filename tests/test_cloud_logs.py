@@ -93,6 +93,14 @@ def test_a_job_without_streams_is_reported_not_counted_as_success(cw, tmp_path, 
     assert "may not have started" in capsys.readouterr().out
 
 
+def test_no_project_logs_yet_still_leaves_a_summary(cw, tmp_path, capsys):
+    put(cw, "other-job/algo-1-1", ["not ours"])
+    assert logs.download_main(["--output-dir", "logs"]) == 0
+    summary = json.loads((tmp_path / "logs" / "download_summary.json").read_text())
+    assert summary["totals"]["jobs"] == 0
+    assert "no log streams of jobs named psa-" in capsys.readouterr().out
+
+
 def test_every_page_is_followed_until_the_token_repeats(tmp_path, monkeypatch):
     isolated_aws_env(monkeypatch, tmp_path)
     client = boto3.client("logs", region_name=REGION)

@@ -57,8 +57,7 @@ def download_main(argv: list[str] | None = None) -> int:
     if not jobs:
         jobs = jobs_with_logs(logs, settings.job_prefix)
         if not jobs:
-            print(f"no log streams of jobs named {settings.job_prefix}-… in {LOG_GROUP}")
-            return 0
+            print(f"no log streams of jobs named {settings.job_prefix}-… in {LOG_GROUP} yet")
     results = []
     for job in dict.fromkeys(jobs):
         result = download_job(logs, job, args.output_dir)
@@ -82,7 +81,8 @@ def download_main(argv: list[str] | None = None) -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "download_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     told = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
-    print(f"{len(results)} job(s): {told}; summary in {args.output_dir / 'download_summary.json'}")
+    told = f": {told}" if told else ""
+    print(f"{len(results)} job(s){told}; summary in {args.output_dir / 'download_summary.json'}")
     if counts.get("empty") or counts.get("no log streams"):
         print("empty or missing logs: the job may not have started yet, or it printed nothing")
     return 1 if counts.get("error") else 0
