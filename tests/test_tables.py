@@ -1,5 +1,6 @@
 import json
 import math
+import os
 import re
 
 import numpy as np
@@ -211,6 +212,9 @@ def test_malformed_summary_statistics_name_the_line(tmp_path):
 def test_writers_replace_the_file_whole_and_leave_it_alone_on_bad_input(tmp_path):
     path = tmp_path / "psa_resmlp_trials.md"
     write_trials_markdown([record("1*4", "none", 1, 50.0)], path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
     before = path.read_text()
     with pytest.raises(ValueError, match="unknown modes"):
         write_trials_markdown([record("1*4", "sideways", 1, 50.0)], path)

@@ -20,7 +20,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -132,20 +132,37 @@ def _arch_order(frame: pd.DataFrame, arch_order: Iterable | None) -> list[str]:
     return order + [arch for arch in present if arch not in order]
 
 
-def write_text_atomically(text: str, path: str | Path) -> Path:
+def replace_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(temporary)`` on a temp file beside ``path``, then move it over ``path``.
+
+    A failure leaves ``path`` as it was. The file gets the usual permissions (0666 less the
+    umask), not mkstemp's 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    temporary = Path(name)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        write(temporary)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomically(text: str, path: str | Path) -> Path:
+    def write(temporary: Path) -> None:
+        with temporary.open("w", encoding="utf-8") as stream:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+
+    return replace_atomically(path, write)
 
 
 def render_trials_markdown(

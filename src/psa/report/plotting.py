@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from psa.tables import replace_atomically
 
 # Figure objects draw through Agg directly, so no display and no pyplot state are involved.
 DPI = 300
@@ -72,17 +72,9 @@ def mark_missing(ax: Axes, depths, widths, size: float = 60) -> None:
 
 def save_figure(figure: Figure, path: str | Path, dpi: int = DPI) -> Path:
     """Save a PNG atomically: a temp file in the same directory, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        figure.savefig(temporary, format="png", dpi=dpi)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return replace_atomically(
+        path, lambda temporary: figure.savefig(temporary, format="png", dpi=dpi)
+    )
 
 
 def label_design_points(ax: Axes, data: pd.DataFrame) -> None:
