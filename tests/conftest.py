@@ -5,11 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from psa import data
 
 REPO_DATASET = Path(data.__file__).resolve().parents[2] / "dataset"
 SUBSET_TRAIN, SUBSET_VAL, SUBSET_TEST = 2_000, 1_000, 1_000
+
+
+@pytest.fixture(scope="session", autouse=True)
+def single_thread_torch():
+    """The test networks are tiny and the machine is shared: intra-op threads only add contention
+    (a 2-core box under load ran a tiny meta-loop 100x slower with two threads than with one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
