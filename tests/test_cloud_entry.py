@@ -1,6 +1,7 @@
 import io
 import json
 import re
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -197,3 +198,12 @@ def test_a_job_runs_the_real_sweep_and_leaves_upstream_compatible_outputs(
     echoed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line[:1] == "{"]
     assert sum("loop" in record for record in echoed) == 4
     assert sum("val_bounty" in record for record in echoed) == 2
+
+
+def test_the_entry_needs_neither_boto3_nor_dotenv():
+    check = (
+        "import sys, psa.cloud.entry; "
+        "assert not {'boto3', 'botocore', 'dotenv'} & set(sys.modules), sorted(sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-500:]
