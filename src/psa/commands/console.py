@@ -28,7 +28,7 @@ def loop_line(index: int, total: int, report: LoopReport, state: TrialState, k: 
 
 class TrainingDisplay:
     def __init__(self, arch: Architecture, args, device, seeds):
-        self.console = Console(highlight=False)
+        self.console = Console(highlight=False, soft_wrap=True)
         self.rich = self.console.is_terminal
         self.arch, self.args, self.device, self.seeds = arch, args, device, seeds
         self._progress: Progress | None = None

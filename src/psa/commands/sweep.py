@@ -31,11 +31,13 @@ from psa.sweep import (
     ChunkRunner,
     Settings,
     SweepError,
+    chunk_path,
     finished_trials,
     grid,
     memory_budget,
     plan_chunks,
     prepare_results_dir,
+    read_chunk_metadata,
     saved_chunks,
     stored_seed,
     trial_bytes,
@@ -143,9 +145,9 @@ def run(args: argparse.Namespace) -> None:
         rest = [t for t in pending if t not in taken]
         chunks += resumed + plan_chunks(stacks, rest, limit)
 
-    console = Console(highlight=False, stderr=False)
+    console = Console(highlight=False, soft_wrap=True)
     if args.dry_run:
-        print_plan(console, chunks, settings, len(done))
+        print_plan(console, chunks, settings, len(done), args.results_dir)
         return
     prepare_results_dir(args.results_dir, settings)
     write_tables(args.results_dir, args.model, arch_order)
@@ -203,7 +205,9 @@ def run(args: argparse.Namespace) -> None:
     )
 
 
-def print_plan(console: Console, chunks, settings: Settings, finished: int) -> None:
+def print_plan(
+    console: Console, chunks, settings: Settings, finished: int, results_dir: Path
+) -> None:
     console.print(
         f"Plan: {sum(len(c.trials) for c in chunks)} trials to run "
         f"({finished} already recorded), {settings.meta_loops} meta-loops each, "
@@ -216,9 +220,15 @@ def print_plan(console: Console, chunks, settings: Settings, finished: int) -> N
         total_seconds += seconds
         modes = sorted({t.mode for t in chunk.trials})
         indices = sorted({t.index for t in chunk.trials})
+        saved = chunk_path(results_dir, chunk)
+        resume = (
+            f", resumes after loop {read_chunk_metadata(saved)['loops_completed']}"
+            if saved.exists()
+            else ""
+        )
         console.print(
             f"  [{arch.key}] K={len(chunk.trials)} (trials {indices[0]}-{indices[-1]}"
-            f", modes {','.join(modes)}) ~{_duration(seconds)}"
+            f", modes {','.join(modes)}{resume}) ~{_duration(seconds)}"
         )
     console.print(
         f"Estimated time: ~{_duration(total_seconds)} (rough CPU model; "
