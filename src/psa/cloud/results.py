@@ -73,8 +73,8 @@ def candidate_jobs(names: set[str], spec: JobSpec, settings: Settings, naming: s
     if naming == "upstream":
         return sorted(name for name in names if name.startswith(upstream_stem(spec, settings)))
     base = spec.base_name(settings.job_prefix)
-    numbered = [(attempt_of(name, base), name) for name in names]
-    return [name for number, name in sorted(n for n in numbered if n[0] is not None)]
+    attempts = {name: attempt_of(name, base) for name in names}
+    return sorted((name for name in names if attempts[name] is not None), key=attempts.get)
 
 
 def upstream_stem(spec: JobSpec, settings: Settings) -> str:
