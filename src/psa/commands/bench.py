@@ -1,0 +1,299 @@
+"""``bench``: seconds per trial-epoch of the engine, one trial at a time and batched, fp32 and
+bf16 side by side, against an upstream-style nn.Module + DataLoader loop and this machine's
+measured matmul peak. A benchmark, not a test: it prints figures and writes them as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from psa.arch import ArchError, format_arch, parse_arch
+from psa.commands.train import _positive_int
+from psa.data import DatasetError, MnistSplits, load_mnist
+from psa.device import CHOICES as DEVICE_CHOICES
+from psa.device import DeviceError, resolve_device
+from psa.engine import PRECISIONS, Engine, Hyperparameters, TrialSpec
+from psa.model import Architecture, build_architecture
+from psa.modes import MODES
+from psa.records import provenance
+from psa.seeds import run_seeds, trial_run_seed
+
+TRAIN_ROWS = 50_000
+DEFAULT_ARCHS = ("[1*1024]", "[2*256]", "[4*17]", "[18*18]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench",
+        description="Measure seconds per trial-epoch of PSA training on this machine.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--archs",
+        default=",".join(a.strip("[]") for a in DEFAULT_ARCHS),
+        help="comma-separated L*W architectures",
+    )
+    parser.add_argument(
+        "--trials",
+        default="1,6,60",
+        help="batch sizes K to time (K trials of the six modes, in lockstep)",
+    )
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=30,
+        help="training steps timed per measurement; an epoch is extrapolated "
+        "from them (196 steps at batch 256)",
+    )
+    parser.add_argument("--batch-size", type=_positive_int, default=256)
+    parser.add_argument(
+        "--no-upstream",
+        action="store_true",
+        help="skip the upstream-style nn.Module + DataLoader reference",
+    )
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--output", type=Path, default=Path("results/bench.json"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        archs = [parse_arch(f"[{a.strip()}]") for a in args.archs.split(",") if a.strip()]
+        ks = [int(k) for k in args.trials.split(",")]
+        precisions = [p.strip() for p in args.precisions.split(",")]
+        if any(k < 1 for k in ks) or any(p not in PRECISIONS for p in precisions):
+            raise ValueError
+    except ArchError as error:
+        sys.exit(f"bench: {error}")
+    except ValueError:
+        sys.exit(
+            "bench: --trials takes positive whole numbers and --precisions "
+            f"{','.join(PRECISIONS)}, e.g. --trials 1,6,60 --precisions fp32,bf16"
+        )
+    try:
+        device = resolve_device(args.device)
+        data = load_mnist(args.data_dir, device)
+    except (DatasetError, DeviceError) as error:
+        sys.exit(f"bench: {error}")
+    run(args, archs, ks, precisions, device, data)
+
+
+def run(args, archs, ks, precisions, device, data: MnistSplits) -> dict:
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 140  # keep the table whole in logs and pipes
+    peaks = {p: matmul_peak(device, p) for p in precisions}
+    console.print(
+        "Matmul peak (2048x2048): "
+        + ", ".join(f"{p} {gflops:.0f} GFLOP/s" for p, gflops in peaks.items())
+    )
+    rows = []
+    steps_per_epoch = math.ceil(TRAIN_ROWS / args.batch_size)
+    subset = _subset(data, args.steps * args.batch_size)
+    for stacks in archs:
+        arch = build_architecture("resmlp", stacks)
+        floor = (
+            6
+            * arch.parameter_count()
+            * TRAIN_ROWS
+            / (peaks.get("fp32", peaks[precisions[0]]) * 1e9)
+        )
+        if not args.no_upstream:
+            seconds = upstream_epoch_seconds(arch, subset, args.batch_size, steps_per_epoch)
+            rows.append(_row(arch, "upstream-style", 1, "fp32", seconds, floor))
+            console.print(_line(rows[-1]))
+        for precision in precisions:
+            for k in ks:
+                seconds = engine_epoch_seconds(
+                    arch, k, precision, subset, args.batch_size, steps_per_epoch
+                )
+                rows.append(_row(arch, "engine", k, precision, seconds, floor))
+                console.print(_line(rows[-1]))
+    report = {
+        "matmul_peak_gflops": peaks,
+        "steps_timed": args.steps,
+        "batch_size": args.batch_size,
+        "rows": rows,
+        "threads": torch.get_num_threads(),
+        **provenance(device),
+    }
+    console.print(summary_table(rows))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    console.print(f"Wrote {args.output}")
+    return report
+
+
+def engine_epoch_seconds(
+    arch: Architecture,
+    k: int,
+    precision: str,
+    data: MnistSplits,
+    batch_size: int,
+    steps_per_epoch: int,
+) -> float:
+    """Seconds of one training epoch of K batched trials, extrapolated from a timed subset."""
+    trials = []
+    for index in range(1, k + 1):  # the six modes of trial 1, then of trial 2, ...
+        t, mode = divmod(index - 1, len(MODES))
+        seed = trial_run_seed(0, t + 1)
+        trials.append(TrialSpec(MODES[mode], run_seeds(seed, MODES[mode])))
+    trials.sort(key=lambda spec: spec.seeds.data)  # modes sharing a data order stay together
+    engine = Engine(arch, trials, Hyperparameters(batch_size=batch_size, precision=precision), data)
+    engine.run_loop(ablate=False)  # warm-up: allocator, kernels, lazy imports
+    report = engine.run_loop(ablate=True)
+    steps = math.ceil(data.train_x.shape[0] / batch_size)
+    return report.train_seconds * steps_per_epoch / steps
+
+
+def upstream_epoch_seconds(
+    arch: Architecture, data: MnistSplits, batch_size: int, steps_per_epoch: int
+) -> float:
+    """The same epoch the way upstream ran it: an nn.Module, a shuffling DataLoader over a
+    TensorDataset, AdamW; one trial."""
+    model = reference_module(arch).to(data.train_x.device)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(data.train_x, data.train_y),
+        batch_size=batch_size,
+        shuffle=True,
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def epoch() -> float:
+        start = time.perf_counter()
+        for x, y in loader:
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        return time.perf_counter() - start
+
+    epoch()
+    return epoch() * steps_per_epoch / len(loader)
+
+
+class _Block(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(width, width), nn.ReLU(), nn.Dropout(0.1), nn.Linear(width, width)
+        )
+
+    def forward(self, x):
+        return torch.relu(x + self.layers(x))
+
+
+def reference_module(arch: Architecture) -> nn.Module:
+    """Upstream's ResMLP as nn.Modules (spec 2.2), dropout idle as outside dropout mode."""
+    layers: list[nn.Module] = []
+    current = 784
+    for depth, width in arch.stacks:
+        if width != current:
+            layers += [nn.Linear(current, width), nn.ReLU(), nn.Dropout(0.0)]
+        layers.append(nn.Sequential(*[_Block(width) for _ in range(depth)]))
+        current = width
+    layers.append(nn.Linear(current, 10))
+    return nn.Sequential(*layers)
+
+
+def matmul_peak(device: torch.device, precision: str, size: int = 2048) -> float:
+    """Best GFLOP/s of a size x size matmul over a few repeats."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = math.inf
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, (time.perf_counter() - start) / 4)
+    return 2 * size**3 / best / 1e9
+
+
+def _subset(data: MnistSplits, rows: int) -> MnistSplits:
+    rows = min(rows, data.train_x.shape[0])
+    return MnistSplits(
+        data.train_x[:rows],
+        data.train_y[:rows],
+        data.val_x[:1000],
+        data.val_y[:1000],
+        data.test_x[:1000],
+        data.test_y[:1000],
+    )
+
+
+def _row(
+    arch: Architecture, engine: str, k: int, precision: str, epoch_seconds: float, floor: float
+) -> dict:
+    per_trial = epoch_seconds / k
+    flops = 6 * arch.parameter_count() * TRAIN_ROWS * k
+    return {
+        "arch": format_arch(list(arch.stacks)),
+        "parameters": arch.parameter_count(),
+        "engine": engine,
+        "trials": k,
+        "precision": precision,
+        "epoch_seconds": round(epoch_seconds, 4),
+        "seconds_per_trial_epoch": round(per_trial, 4),
+        "gflops": round(flops / epoch_seconds / 1e9, 1),
+        "fp32_floor_seconds_per_trial_epoch": round(floor, 4),
+    }
+
+
+def _line(row: dict) -> str:
+    return (
+        f"[{row['arch']}] {row['engine']} K={row['trials']} {row['precision']}: "
+        f"{row['seconds_per_trial_epoch']:.4f} s per trial-epoch, {row['gflops']:.0f} GFLOP/s"
+    )
+
+
+def summary_table(rows: list[dict]) -> Table:
+    table = Table(title="Seconds per trial-epoch (50,000 images)")
+    for column in (
+        "arch",
+        "engine",
+        "K",
+        "precision",
+        "s/trial-epoch",
+        "GFLOP/s",
+        "fp32 floor",
+        "vs upstream-style",
+    ):
+        table.add_column(
+            column, justify="left" if column in ("arch", "engine", "precision") else "right"
+        )
+    upstream = {
+        r["arch"]: r["seconds_per_trial_epoch"] for r in rows if r["engine"] == "upstream-style"
+    }
+    for r in rows:
+        base = upstream.get(r["arch"])
+        ratio = f"{base / r['seconds_per_trial_epoch']:.1f}x" if base else "-"
+        table.add_row(
+            r["arch"],
+            r["engine"],
+            str(r["trials"]),
+            r["precision"],
+            f"{r['seconds_per_trial_epoch']:.4f}",
+            f"{r['gflops']:.0f}",
+            f"{r['fp32_floor_seconds_per_trial_epoch']:.4f}",
+            ratio,
+        )
+    return table
+
+
+if __name__ == "__main__":
+    main()
