@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -174,44 +175,66 @@ def run(args: argparse.Namespace) -> None:
         display.resumed(metadata, engine.state[0].lkg_accuracy, last_mode)
     metadata.update(seed=seeds.run, data_seed=seeds.data, hyperparameters=_hyper_dict(hyper))
 
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    # Microseconds: two runs started within one second must not share a log.
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     log = JsonLines(model_dir / f"{checkpoint.stem}.{run_id}.jsonl")
-    signal.signal(signal.SIGTERM, _interrupt)  # a spot reclaim or `kill` stops like Ctrl-C
+    # A spot reclaim or `kill` stops like Ctrl-C; restored afterwards for in-process callers.
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with display.progress(args.meta_loops) as advance:
             for session_loop in range(1, args.meta_loops + 1):
                 # The first loop of every session trains the LKG unablated (upstream parity).
                 report = engine.run_loop(ablate=session_loop > 1)
                 state = engine.state[0]
-                metadata.update(
-                    loops_completed=report.loop,
-                    bounty=state.lkg_accuracy,
-                    bounty_loop=state.bounty_loop,
-                )
-                save_checkpoint(checkpoint, engine.lkg.state_dict(arch, 0), metadata)
-                log.write(
-                    loop_record(
-                        run_id=run_id,
-                        arch=arch,
-                        mode=args.ablation_mode,
-                        trial=1,
-                        loop=report.loop,
-                        target=report.targets[0],
-                        val_accuracy=report.val_accuracy[0],
-                        lkg_accuracy=state.lkg_accuracy,
-                        promoted=report.promoted[0],
-                        train_seconds=report.train_seconds,
+                with _interrupts_held():
+                    metadata.update(
+                        loops_completed=report.loop,
+                        bounty=state.lkg_accuracy,
+                        bounty_loop=state.bounty_loop,
                     )
-                )
+                    save_checkpoint(checkpoint, engine.lkg.state_dict(arch, 0), metadata)
+                    log.write(
+                        loop_record(
+                            run_id=run_id,
+                            arch=arch,
+                            mode=args.ablation_mode,
+                            trial=1,
+                            loop=report.loop,
+                            target=report.targets[0],
+                            val_accuracy=report.val_accuracy[0],
+                            lkg_accuracy=state.lkg_accuracy,
+                            promoted=report.promoted[0],
+                            train_seconds=report.train_seconds,
+                        )
+                    )
                 display.loop(session_loop, report, state)
                 advance()
     except KeyboardInterrupt:
         display.interrupted()
     finally:
         log.close()
-    if engine.loops_completed == 0:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+    if metadata["loops_completed"] == 0:
         return
-    display.finished(engine.state[0], engine.test_accuracy()[0], engine.loops_completed)
+    display.finished(engine.state[0], engine.test_accuracy()[0], metadata["loops_completed"])
+
+
+@contextlib.contextmanager
+def _interrupts_held():
+    """Hold Ctrl-C and SIGTERM while a loop's checkpoint and log line are written, so both
+    always count the same loops; a held signal stops the run right afterwards."""
+    held = []
+    previous = {
+        number: signal.signal(number, lambda signum, frame: held.append(signum))
+        for number in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if held:
+        raise KeyboardInterrupt
 
 
 def _interrupt(signum, frame) -> None:
@@ -246,3 +269,7 @@ def _probability(text: str) -> float:
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"{value} must be in [0, 1)")
     return value
+
+
+if __name__ == "__main__":
+    main()
