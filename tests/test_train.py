@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from psa.checkpoint import DEFAULT_NAME, load_checkpoint
 from psa.commands import train
@@ -217,6 +218,14 @@ def test_without_a_seed_one_is_drawn_printed_and_recorded(tmp_path, repo_dataset
     assert f"seed {metadata['seed']}" in capsys.readouterr().out
 
 
+def test_bf16_precision_is_recorded_and_the_checkpoint_stays_fp32(tmp_path, repo_dataset):
+    train.main(flags(tmp_path, repo_dataset, "--meta-loops", "1", "--precision", "bf16"))
+    tensors, metadata = load_checkpoint(tmp_path / DEFAULT_NAME)
+    assert metadata["hyperparameters"]["precision"] == "bf16"
+    assert {tensor.dtype for tensor in tensors.values()} == {torch.float32}
+    assert metadata["bounty"] > VALIDATION_ZEROR + 20
+
+
 def start_training(model_dir: Path, data_dir: Path, loops: int) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("SAGEMAKER_MODEL_DIR", None)
@@ -272,12 +281,16 @@ def test_a_killed_run_leaves_a_loadable_checkpoint_and_resumes(tmp_path, repo_da
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_cleanly_and_reports_the_bounty_and_test_accuracy(tmp_path, repo_dataset):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_cleanly_and_reports_the_bounty_and_test_accuracy(
+    tmp_path, repo_dataset, stop
+):
     checkpoint = tmp_path / DEFAULT_NAME
     process = start_training(tmp_path, repo_dataset, loops=200)
     try:
+        # Right after a checkpoint appears is when the log line is still being written.
         wait_for_loops(process, checkpoint, 2, timeout=180)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         out, err = process.communicate(timeout=120)
     finally:
         process.kill()
