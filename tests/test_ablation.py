@@ -91,7 +91,7 @@ def test_hidden_mode_never_targets_the_resmlp_input_projection_or_final_layer():
 
 def test_hidden_mode_of_the_plain_mlp_includes_its_first_layer():
     arch = build_architecture("mlp", [(3, 6)])
-    assert hidden_candidates(arch) == [0, 1, 2]
+    assert hidden_candidates(arch) == {0: (1,), 1: (2,), 2: (3,)}
     rng = random.Random(2)
     assert {draw_target(arch, "hidden", rng).linear for _ in range(500)} == {0, 1, 2}
 
@@ -106,7 +106,7 @@ def test_hidden_mode_draws_uniformly_over_neurons_not_layers():
     counts = Counter()
     for _ in range(draws):
         target = draw_target(arch, "hidden", rng)
-        assert target.successor == target.linear + 1
+        assert target.consumers == (target.linear + 1,)
         counts[(target.linear, target.neuron)] += 1
     assert len(counts) == total  # every neuron of every candidate layer is reachable
     for linear in candidates:
@@ -124,7 +124,7 @@ def test_full_mode_draws_a_layer_uniformly_then_a_row_uniformly():
     assert set(layers) == set(range(len(arch.linears)))
     for count in layers.values():
         assert count / draws == pytest.approx(1 / len(arch.linears), abs=0.03)
-    assert all(t.successor is None for t in targets)
+    assert all(t.consumers == () for t in targets)
     final_rows = Counter(t.neuron for t in targets if t.linear == len(arch.linears) - 1)
     assert set(final_rows) == set(range(10))
 
@@ -143,7 +143,7 @@ def test_output_mode_targets_only_rows_of_the_final_layer():
     targets = [draw_target(arch, "output", rng) for _ in range(500)]
     assert {t.linear for t in targets} == {last}
     assert {t.neuron for t in targets} == set(range(10))
-    assert all(t.successor is None for t in targets)
+    assert all(t.consumers == () for t in targets)
 
 
 def test_draws_are_reproducible_from_the_generator_seed():
@@ -155,7 +155,7 @@ def test_draws_are_reproducible_from_the_generator_seed():
 
 def test_describe_names_the_upstream_layer_and_neuron():
     arch = build_architecture("resmlp", [(2, 4)])
-    target = AblationTarget(linear=2, neuron=3, successor=3)
+    target = AblationTarget(linear=2, neuron=3, consumers=(3,))
     assert target.describe(arch) == {"layer": "layer_stack.3.blocks.0.layers.3", "neuron": 3}
 
 
@@ -197,3 +197,52 @@ def test_engine_loops_start_from_the_lkg_with_at_most_one_new_ablation(mnist_sma
                 assert torch.equal(restored[name], wanted[name]), (session_loop, mode, name)
     assert len(starts) == 6
     assert promotions >= 4  # the LKG moved, so "start == LKG + one ablation" was tested live
+
+
+def test_corrected_hidden_targets_are_the_real_hidden_units_with_every_reader_zeroed():
+    arch = build_architecture("resmlp", [(2, 3), (1, 5)])
+    names = {i: spec.name for i, spec in enumerate(arch.linears)}
+    candidates = {
+        names[i]: [names[j] for j in readers]
+        for i, readers in hidden_candidates(arch, "corrected").items()
+    }
+    assert candidates == {
+        "layer_stack.0": [
+            "layer_stack.3.blocks.0.layers.0",
+            "layer_stack.3.blocks.1.layers.0",
+            "layer_stack.4",
+        ],
+        "layer_stack.3.blocks.0.layers.0": ["layer_stack.3.blocks.0.layers.3"],
+        "layer_stack.3.blocks.1.layers.0": ["layer_stack.3.blocks.1.layers.3"],
+        "layer_stack.4": ["layer_stack.7.blocks.0.layers.0", "layer_stack.8"],
+        "layer_stack.7.blocks.0.layers.0": ["layer_stack.7.blocks.0.layers.3"],
+    }
+
+
+def test_corrected_hidden_ablation_zeroes_the_unit_and_its_columns_in_every_reader():
+    arch = build_architecture("resmlp", [(2, 4)])
+    params = init_parameters(arch, [11, 12])
+    before = params.state_dict(arch, 0)
+    target = AblationTarget(linear=0, neuron=2, consumers=(1, 3, 5))
+    apply_ablation(params, 0, target)
+    after = params.state_dict(arch, 0)
+    expected = {name: tensor.clone() for name, tensor in before.items()}
+    expected["layer_stack.0.weight"][2, :] = 0.0
+    expected["layer_stack.0.bias"][2] = 0.0
+    for reader in (1, 3, 5):
+        expected[f"{arch.linears[reader].name}.weight"][:, 2] = 0.0
+    for name in expected:
+        assert torch.equal(after[name], expected[name]), name
+    assert after.keys() == before.keys()
+    untouched = params.state_dict(arch, 1)
+    assert all(untouched[name].count_nonzero() == untouched[name].numel() for name in untouched)
+
+
+def test_neuron_sampling_of_full_mode_is_uniform_over_all_neurons():
+    arch = build_architecture("resmlp", [(1, 200)])  # rows 200, 200, 200, 10
+    rng = random.Random(8)
+    draws = 12_000
+    targets = [draw_target(arch, "full", rng, full_sampling="neuron") for _ in range(draws)]
+    final_share = sum(t.linear == len(arch.linears) - 1 for t in targets) / draws
+    assert final_share == pytest.approx(10 / 610, abs=0.005)
+    assert all(t.consumers == () for t in targets)

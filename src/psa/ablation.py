@@ -12,6 +12,10 @@ slice of the stacked parameters. Upstream's target sets are kept exactly (parity
   but the last. The row and bias are zeroed and so is the neuron's column in the next Linear.
 
 Nothing masks the zeroed weights afterwards: they may regrow during the epoch, as upstream.
+
+Two documented departures are available behind flags: ``hidden_targets="corrected"`` targets
+the ResMLP's real hidden units with every reader zeroed, and ``full_sampling="neuron"`` draws
+``full``'s neuron uniformly over all neurons instead of layer first.
 """
 
 from __future__ import annotations
@@ -24,43 +28,77 @@ import torch
 from psa.model import Architecture, StackedParameters
 from psa.modes import ABLATIVE_MODES
 
+HIDDEN_TARGETS = ("upstream", "corrected")
+FULL_SAMPLING = ("layer", "neuron")
+
 
 @dataclass(frozen=True)
 class AblationTarget:
     linear: int  # index into Architecture.linears
     neuron: int  # output row of that Linear
-    successor: int | None  # Linear whose input column ``neuron`` is zeroed too (hidden mode)
+    consumers: tuple[int, ...] = ()  # Linears whose input column ``neuron`` is zeroed too
 
     def describe(self, arch: Architecture) -> dict:
         return {"layer": arch.linears[self.linear].name, "neuron": self.neuron}
 
 
-def hidden_candidates(arch: Architecture) -> list[int]:
-    """Indices of the Linears whose neurons hidden mode may target."""
+def hidden_candidates(arch: Architecture, targets: str = "upstream") -> dict[int, tuple[int, ...]]:
+    """The Linears whose neurons hidden mode may target, each with the Linears reading them.
+
+    ``upstream``: every Linear but the last in compute order (ResMLP: but the first and last),
+    paired with the next one. ``corrected`` (ResMLP): the real hidden units, i.e. each block's
+    first Linear (read by the block's second) and the input projection and transitions (read by
+    every block of their stack and by the Linear after it, since the skip path carries them).
+    """
     last = len(arch.linears) - 1
-    first = 1 if arch.model == "resmlp" else 0
-    return list(range(first, last))
+    if targets == "upstream" or arch.model == "mlp":
+        first = 1 if arch.model == "resmlp" else 0
+        return {i: (i + 1,) for i in range(first, last)}
+    candidates = {}
+    for i, spec in enumerate(arch.linears):
+        if spec.role == "block_l1":
+            candidates[i] = (i + 1,)
+        elif spec.role in ("projection", "transition"):
+            readers = []
+            for j in range(i + 1, last + 1):
+                role = arch.linears[j].role
+                if role == "block_l1":
+                    readers.append(j)
+                elif role != "block_l2":
+                    readers.append(j)
+                    break
+            candidates[i] = tuple(readers)
+    return candidates
 
 
-def draw_target(arch: Architecture, mode: str, rng: random.Random) -> AblationTarget | None:
+def draw_target(
+    arch: Architecture,
+    mode: str,
+    rng: random.Random,
+    hidden_targets: str = "upstream",
+    full_sampling: str = "layer",
+) -> AblationTarget | None:
     """One ablation target for ``mode``, or None for the non-ablative modes."""
     if mode not in ABLATIVE_MODES:
         return None
     last = len(arch.linears) - 1
     if mode == "output":
-        return AblationTarget(last, rng.randrange(arch.linears[last].out_features), None)
-    if mode == "full":
+        return AblationTarget(last, rng.randrange(arch.linears[last].out_features))
+    if mode == "full" and full_sampling == "layer":
         linear = rng.randrange(len(arch.linears))
-        return AblationTarget(linear, rng.randrange(arch.linears[linear].out_features), None)
-    candidates = hidden_candidates(arch)
+        return AblationTarget(linear, rng.randrange(arch.linears[linear].out_features))
+    if mode == "full":
+        candidates = {i: () for i in range(len(arch.linears))}
+    else:
+        candidates = hidden_candidates(arch, hidden_targets)
     total = sum(arch.linears[i].out_features for i in candidates)
     if total == 0:
         return None
-    pick = rng.randrange(total)
-    for linear in candidates:
+    pick = rng.randrange(total)  # uniform over the candidates' neurons
+    for linear, consumers in candidates.items():
         width = arch.linears[linear].out_features
         if pick < width:
-            return AblationTarget(linear, pick, linear + 1)
+            return AblationTarget(linear, pick, consumers)
         pick -= width
     raise AssertionError("neuron index beyond the candidate layers")
 
@@ -71,5 +109,5 @@ def apply_ablation(params: StackedParameters, trial: int, target: AblationTarget
         # Weights are stored [K, in, out]: a neuron's row is a column here, and vice versa.
         params.weights[target.linear][trial, :, target.neuron] = 0.0
         params.biases[target.linear][trial, target.neuron] = 0.0
-        if target.successor is not None:
-            params.weights[target.successor][trial, target.neuron, :] = 0.0
+        for consumer in target.consumers:
+            params.weights[consumer][trial, target.neuron, :] = 0.0

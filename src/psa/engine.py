@@ -38,6 +38,8 @@ class Hyperparameters:
     weight_decay: float = 1e-4  # used in decay mode only
     dropout: float = 0.1  # used in dropout mode only
     precision: str = "fp32"
+    hidden_targets: str = "upstream"  # or "corrected" (see psa.ablation)
+    full_sampling: str = "layer"  # or "neuron"
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,9 @@ class Engine:
         targets = []
         for k, trial in enumerate(self.trials):
             rng = random.Random(loop_seed(trial.seeds.ablation, loop))
-            target = draw_target(self.arch, trial.mode, rng)
+            target = draw_target(
+                self.arch, trial.mode, rng, self.hyper.hidden_targets, self.hyper.full_sampling
+            )
             if target is not None:
                 apply_ablation(self.params, k, target)
             targets.append(target)

@@ -58,11 +58,19 @@ class Settings:
     meta_loops: int
     seed: int
     precision: str
+    hidden_targets: str = "upstream"
+    full_sampling: str = "layer"
 
     @property
     def hyper(self) -> Hyperparameters:
         return Hyperparameters(
-            self.lr, self.batch_size, self.weight_decay, self.dropout, self.precision
+            self.lr,
+            self.batch_size,
+            self.weight_decay,
+            self.dropout,
+            self.precision,
+            self.hidden_targets,
+            self.full_sampling,
         )
 
 
@@ -334,13 +342,7 @@ class ChunkRunner:
                     "trial": trial.index,
                     "seeds": spec.seeds.as_record(base=settings.seed),
                     "paired": True,
-                    "hyperparameters": {
-                        "lr": settings.lr,
-                        "batch_size": settings.batch_size,
-                        "weight_decay": settings.weight_decay,
-                        "dropout": settings.dropout,
-                        "precision": settings.precision,
-                    },
+                    "hyperparameters": asdict(settings.hyper),
                     "meta_loops": settings.meta_loops,
                     "loops_run": engine.loops_completed,
                     "val_bounty": state.lkg_accuracy,

@@ -19,7 +19,7 @@ from rich.progress import (
 )
 
 from psa.arch import ArchError, argparse_arch, format_arch, read_config_file
-from psa.commands.train import _positive_int, _probability
+from psa.commands.train import _positive_int, _probability, add_method_flags
 from psa.data import DatasetError, load_mnist
 from psa.device import CHOICES as DEVICE_CHOICES
 from psa.device import DeviceError, resolve_device
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="base seed; drawn and recorded when omitted (a rerun reuses the results dir's seed)",
     )
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    add_method_flags(parser)
     parser.add_argument("--results-dir", type=Path, default=Path("results"))
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     parser.add_argument("--data-dir", type=Path, default=None)
@@ -128,6 +129,8 @@ def run(args: argparse.Namespace) -> None:
         args.meta_loops,
         fresh_seed() if seed is None else seed,
         args.precision,
+        args.hidden_targets,
+        args.full_sampling,
     )
     device = resolve_device(args.device)
     done = (

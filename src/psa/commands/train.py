@@ -8,9 +8,11 @@ import os
 import signal
 import sys
 import time
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+from psa.ablation import FULL_SAMPLING, HIDDEN_TARGETS
 from psa.arch import argparse_arch, format_arch
 from psa.checkpoint import (
     DEFAULT_NAME,
@@ -88,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="fp32",
         help="bf16 autocasts the matmuls; weights, optimizer and LKG stay fp32",
     )
+    add_method_flags(parser)
     parser.add_argument(
         "--device",
         choices=DEVICE_CHOICES,
@@ -126,7 +129,13 @@ def run(args: argparse.Namespace) -> None:
     arch = build_architecture(args.model, args.arch)
     device = resolve_device(args.device)
     hyper = Hyperparameters(
-        args.lr, args.batch_size, args.weight_decay, args.dropout, args.precision
+        args.lr,
+        args.batch_size,
+        args.weight_decay,
+        args.dropout,
+        args.precision,
+        args.hidden_targets,
+        args.full_sampling,
     )
 
     metadata = None
@@ -242,13 +251,24 @@ def _interrupt(signum, frame) -> None:
 
 
 def _hyper_dict(hyper: Hyperparameters) -> dict:
-    return {
-        "lr": hyper.lr,
-        "batch_size": hyper.batch_size,
-        "weight_decay": hyper.weight_decay,
-        "dropout": hyper.dropout,
-        "precision": hyper.precision,
-    }
+    return asdict(hyper)
+
+
+def add_method_flags(parser: argparse.ArgumentParser) -> None:
+    """The departures from upstream's method; the defaults keep upstream's behaviour."""
+    parser.add_argument(
+        "--hidden-targets",
+        choices=HIDDEN_TARGETS,
+        default="upstream",
+        help="hidden mode's targets: upstream's (every Linear but the first and last) or the "
+        "ResMLP's real hidden units with every reader zeroed",
+    )
+    parser.add_argument(
+        "--full-sampling",
+        choices=FULL_SAMPLING,
+        default="layer",
+        help="full mode: a layer uniformly then a neuron (upstream), or a neuron uniformly",
+    )
 
 
 def _positive_int(text: str) -> int:
