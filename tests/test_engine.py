@@ -81,6 +81,21 @@ def test_modes_of_one_trial_index_start_from_identical_weights(mnist_small):
     assert not torch.equal(other_index["layer_stack.0.weight"], first["layer_stack.0.weight"])
 
 
+def test_modes_of_one_trial_index_see_the_same_batches(mnist_small):
+    # No ablation, decay or dropout in loop 1: paired trials differ in nothing, so they must
+    # come out of the epoch with the same weights; another trial index must not.
+    modes = ["none", "full", "hidden", "output"]
+    engine = Engine(ARCH, [spec(mode) for mode in modes], HYPER, mnist_small)
+    engine.run_loop(ablate=False)
+    for k in range(1, len(modes)):
+        assert_same_weights(state(engine, k, "params"), state(engine, 0, "params"), atol=1e-7)
+    other = Engine(ARCH, [spec("none", 2)], HYPER, mnist_small)
+    other.load_lkg(0, Engine(ARCH, [spec("none")], HYPER, mnist_small).lkg.state_dict(ARCH, 0))
+    other.run_loop(ablate=False)  # same start, other batch order
+    moved = state(other, 0, "params")["layer_stack.0.weight"]
+    assert (moved - state(engine, 0, "params")["layer_stack.0.weight"]).abs().max() > 1e-5
+
+
 def test_seeds_pair_init_and_data_order_but_not_ablation():
     seeds = {mode: run_seeds(77, mode) for mode in MODES}
     assert len({s.init for s in seeds.values()}) == 1
