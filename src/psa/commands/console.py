@@ -89,9 +89,10 @@ class TrainingDisplay:
     def interrupted(self) -> None:
         self.print("Interrupted: the LKG checkpoint holds every completed meta-loop.")
 
-    def finished(self, state: TrialState, test_accuracy: float, loops: int) -> None:
-        checkpoint = Path(self.args.model_dir)
-        self.print(f"Final LKG model stored in: {checkpoint}")
+    def finished(
+        self, state: TrialState, test_accuracy: float, loops: int, checkpoint: Path
+    ) -> None:
+        self.print(f"Final LKG model stored at: {checkpoint}")
         self.print(
             f"Final Bounty (best validation accuracy): {state.lkg_accuracy:.2f}% @ "
             f"{state.bounty_loop}/{loops}"

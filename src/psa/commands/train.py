@@ -225,7 +225,9 @@ def run(args: argparse.Namespace) -> None:
         signal.signal(signal.SIGTERM, previous_sigterm)
     if metadata["loops_completed"] == 0:
         return
-    display.finished(engine.state[0], engine.test_accuracy()[0], metadata["loops_completed"])
+    display.finished(
+        engine.state[0], engine.test_accuracy()[0], metadata["loops_completed"], checkpoint
+    )
 
 
 @contextlib.contextmanager
