@@ -164,44 +164,48 @@ def run(args: argparse.Namespace) -> None:
         f"device {device.type} | results in {args.results_dir}"
     )
     data = load_mnist(args.data_dir, device)
-    signal.signal(signal.SIGTERM, _interrupt)
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not console.is_terminal,
-    )
-    with progress:
-        task = progress.add_task("trial-loops", total=total)
-        for number, chunk in enumerate(chunks, start=1):
-            label = (
-                f"[{format_arch(chunk.stacks)}] batch {number}/{len(chunks)} "
-                f"(K={len(chunk.trials)})"
-            )
-            progress.update(task, description=label)
-
-            def on_loop(chunk, report, engine, label=label):
-                progress.advance(task, len(chunk.trials))
-                if not console.is_terminal:
-                    best = max(report.lkg_accuracy)
-                    print(
-                        f"{label} loop {report.loop}/{settings.meta_loops} | best LKG "
-                        f"{best:.2f}% | {report.train_seconds:.2f}s",
-                        flush=True,
-                    )
-
-            try:
-                ChunkRunner(args.results_dir, settings, data, on_loop).run(chunk)
-            except KeyboardInterrupt:
-                console.print(
-                    "Interrupted: finished trials are recorded and unfinished batches "
-                    "saved; rerun the same command to resume."
+    # In-process callers (tests, the SageMaker entry) get their own handler back.
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not console.is_terminal,
+        )
+        with progress:
+            task = progress.add_task("trial-loops", total=total)
+            for number, chunk in enumerate(chunks, start=1):
+                label = (
+                    f"[{format_arch(chunk.stacks)}] batch {number}/{len(chunks)} "
+                    f"(K={len(chunk.trials)})"
                 )
-                sys.exit(130)
-            write_tables(args.results_dir, args.model, arch_order)
+                progress.update(task, description=label)
+
+                def on_loop(chunk, report, engine, label=label):
+                    progress.advance(task, len(chunk.trials))
+                    if not console.is_terminal:
+                        best = max(report.lkg_accuracy)
+                        print(
+                            f"{label} loop {report.loop}/{settings.meta_loops} | best LKG "
+                            f"{best:.2f}% | {report.train_seconds:.2f}s",
+                            flush=True,
+                        )
+
+                try:
+                    ChunkRunner(args.results_dir, settings, data, on_loop).run(chunk)
+                    write_tables(args.results_dir, args.model, arch_order)
+                except KeyboardInterrupt:
+                    console.print(
+                        "Interrupted: finished trials are recorded and unfinished batches "
+                        "saved; rerun the same command to resume."
+                    )
+                    sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
     console.print(
         f"Done: {total // settings.meta_loops} trials recorded in "
         f"{args.results_dir / 'trials.jsonl'}"
