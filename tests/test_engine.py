@@ -161,6 +161,24 @@ def test_weight_decay_acts_only_in_decay_mode(mnist_small):
     assert decay_w.norm() < none_w.norm()
 
 
+def test_paper_default_decay_is_a_float32_no_op_in_torch_adamw_and_in_the_engine(mnist_small):
+    # lr 1e-4 x wd 1e-4: the decoupled factor 1 - 1e-8 rounds to 1.0 in float32.
+    paper = Hyperparameters(lr=1e-4, batch_size=250, weight_decay=1e-4)
+    weights = torch.randn(50, 20)
+    grads = torch.randn(50, 20)
+    stepped = []
+    for decay in (0.0, paper.weight_decay):
+        p = weights.clone().requires_grad_(True)
+        p.grad = grads.clone()
+        torch.optim.AdamW([p], lr=paper.lr, weight_decay=decay).step()
+        stepped.append(p.detach())
+    assert torch.equal(stepped[0], stepped[1])
+    engine = Engine(ARCH, [spec("none"), spec("decay")], paper, mnist_small)
+    engine.run_loop(ablate=False)
+    none_state, decay_state = state(engine, 0, "params"), state(engine, 1, "params")
+    assert all(torch.equal(none_state[name], decay_state[name]) for name in none_state)
+
+
 def test_dropout_acts_only_in_dropout_mode_and_only_in_training(mnist_small):
     batched = Engine(ARCH, [spec("none"), spec("dropout"), spec("decay")], HYPER, mnist_small)
     batched.run_loop(ablate=False)

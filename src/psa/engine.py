@@ -85,7 +85,7 @@ class Engine:
             tensor.requires_grad_(True)
         self.lkg = self.params.clone()
         self.state = [TrialState() for _ in trials]
-        self._decay = self._per_trial(
+        self._decay = self._decay_factors(
             [hyper.weight_decay if t.mode == "decay" else 0.0 for t in trials]
         )
         self._dropout_trials = [k for k, t in enumerate(trials) if t.mode == "dropout"]
@@ -205,12 +205,16 @@ class Engine:
                 self.state[k].lkg_accuracy = val[k]
                 self.state[k].bounty_loop = loop
 
-    def _per_trial(self, weight_decays: list[float]) -> list[torch.Tensor] | None:
-        if not any(weight_decays):
-            return None
+    def _decay_factors(self, weight_decays: list[float]) -> list[torch.Tensor] | None:
+        """Per-trial AdamW decay factors 1 - lr * wd, shaped to broadcast over each tensor; None
+        when every factor is exactly 1 in float32 (then decay cannot change a weight, as with the
+        paper's lr 1e-4 and wd 1e-4, and skipping the multiply changes nothing)."""
         factor = torch.tensor(
-            [1.0 - self.hyper.lr * wd for wd in weight_decays], device=self.device
+            [1.0 - self.hyper.lr * wd for wd in weight_decays], dtype=torch.float32
         )
+        if bool((factor == 1.0).all()):
+            return None
+        factor = factor.to(self.device)
         return [factor.view(-1, *([1] * (t.dim() - 1))) for t in self.params.tensors()]
 
     def _dropout_generators(self, loop: int) -> list[torch.Generator]:
