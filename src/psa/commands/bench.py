@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
             "bench: --trials takes positive whole numbers and --precisions "
             f"{','.join(PRECISIONS)}, e.g. --trials 1,6,60 --precisions fp32,bf16"
         )
+    if not archs:
+        sys.exit("bench: --archs lists no architecture; give L*W items, e.g. --archs 1*1024,4*17")
     try:
         device = resolve_device(args.device)
         data = load_mnist(args.data_dir, device)
