@@ -1,0 +1,71 @@
+"""The ``bench`` command: what its JSON report holds, and one-line refusals of bad lists.
+Speeds are machine-dependent and never asserted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from psa.commands import bench
+from psa.model import parameter_count
+
+
+@pytest.mark.slow
+def test_bench_writes_the_matmul_peak_and_a_row_per_engine_and_batch_size(
+    tmp_path, repo_dataset, capsys
+):
+    output = tmp_path / "out" / "bench.json"
+    bench.main(
+        [
+            *("--archs", "1*8", "--trials", "1,2", "--precisions", "fp32", "--steps", "2"),
+            *("--output", str(output), "--data-dir", str(repo_dataset), "--device", "cpu"),
+        ]
+    )
+    report = json.loads(output.read_text())
+    assert set(report["matmul_peak_gflops"]) == {"fp32"}
+    assert report["matmul_peak_gflops"]["fp32"] > 0
+    assert report["steps_timed"] == 2 and report["batch_size"] == 256
+    rows = report["rows"]
+    assert [(r["engine"], r["trials"]) for r in rows] == [
+        ("upstream-style", 1),
+        ("engine", 1),
+        ("engine", 2),
+    ]
+    for row in rows:
+        assert row["arch"] == "1*8" and row["precision"] == "fp32"
+        assert row["parameters"] == parameter_count("resmlp", [(1, 8)])
+        assert row["epoch_seconds"] > 0 and row["gflops"] > 0
+        assert row["seconds_per_trial_epoch"] == pytest.approx(
+            row["epoch_seconds"] / row["trials"], abs=1e-4
+        )
+        assert row["fp32_floor_seconds_per_trial_epoch"] > 0
+    assert report["device"] == "cpu"
+    out = capsys.readouterr().out
+    assert "Matmul peak" in out and f"Wrote {output}" in out
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--trials", "1,x"], "--trials"),
+        (["--trials", "0"], "--trials"),
+        (["--trials", ""], "--trials"),
+        (["--trials", "-6"], "--trials"),
+        (["--precisions", "fp16"], "--precisions"),
+        (["--archs", "4*x"], "4*x"),
+        (["--archs", "0*8"], "0*8"),
+        (["--archs", ","], "--archs"),
+    ],
+)
+def test_bad_lists_are_refused_in_one_line_before_anything_runs(tmp_path, capsys, flags, named):
+    output = tmp_path / "bench.json"
+    with pytest.raises(SystemExit) as raised:
+        bench.main([*flags, "--output", str(output), "--steps", "1", "--device", "cpu"])
+    message = str(raised.value.code)
+    assert raised.value.code not in (0, None)
+    assert message.startswith("bench:") and "\n" not in message
+    assert named in message
+    assert not output.exists()
+    captured = capsys.readouterr()
+    assert "Matmul peak" not in captured.out and "Traceback" not in captured.err
