@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from psa import interrupts
 from psa.ablation import AblationTarget, apply_ablation, draw_target
 from psa.data import MnistSplits
 from psa.model import Architecture, StackedParameters, forward, init_parameters
@@ -116,8 +117,9 @@ class Engine:
         train_seconds = self._train_epoch(loop)
         val = self.evaluate(self.params, self.data.val_x, self.data.val_y)
         promoted = [v > s.lkg_accuracy for v, s in zip(val, self.state)]
-        self._promote(promoted, val, loop)
-        self.loops_completed = loop
+        with interrupts.held():  # never a half-copied LKG or a promotion without its count
+            self._promote(promoted, val, loop)
+            self.loops_completed = loop
         return LoopReport(
             loop=loop,
             targets=targets,

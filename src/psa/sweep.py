@@ -13,13 +13,14 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from psa import interrupts
 from psa.arch import Stack, arch_slug, format_arch
 from psa.checkpoint import write_safetensors_atomically
 from psa.data import MnistSplits
@@ -102,10 +103,12 @@ def prepare_results_dir(results_dir: Path, settings: Settings) -> None:
             raise SweepError(
                 f"{path} is unreadable ({error}); repair it or use another --results-dir"
             ) from None
+        # A key that an older psa did not write holds its default (upstream behaviour).
+        defaults = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
         differences = [
-            f"{key} {stored.get(key)!r} here vs {value!r} asked"
+            f"{key} {stored.get(key, defaults.get(key))!r} here vs {value!r} asked"
             for key, value in asdict(settings).items()
-            if stored.get(key) != value
+            if stored.get(key, defaults.get(key)) != value
         ]
         if differences:
             raise SweepError(
@@ -245,21 +248,22 @@ class ChunkRunner:
         try:
             while engine.loops_completed < settings.meta_loops:
                 report = engine.run_loop(ablate=engine.loops_completed > 0)
-                for k, (trial, log) in enumerate(zip(chunk.trials, logs)):
-                    log.write(
-                        loop_record(
-                            run_id=chunk.key,
-                            arch=arch,
-                            mode=trial.mode,
-                            trial=trial.index,
-                            loop=report.loop,
-                            target=report.targets[k],
-                            val_accuracy=report.val_accuracy[k],
-                            lkg_accuracy=report.lkg_accuracy[k],
-                            promoted=report.promoted[k],
-                            train_seconds=report.train_seconds,
+                with interrupts.held():  # a stop waits until every trial logged the loop
+                    for k, (trial, log) in enumerate(zip(chunk.trials, logs)):
+                        log.write(
+                            loop_record(
+                                run_id=chunk.key,
+                                arch=arch,
+                                mode=trial.mode,
+                                trial=trial.index,
+                                loop=report.loop,
+                                target=report.targets[k],
+                                val_accuracy=report.val_accuracy[k],
+                                lkg_accuracy=report.lkg_accuracy[k],
+                                promoted=report.promoted[k],
+                                train_seconds=report.train_seconds,
+                            )
                         )
-                    )
                 self.on_loop(chunk, report, engine)
                 if time.monotonic() - last_save > CHECKPOINT_EVERY_SECONDS:
                     self._save(engine, chunk, state_path)
@@ -270,8 +274,9 @@ class ChunkRunner:
         finally:
             for log in logs:
                 log.close()
-        self._record(chunk, engine, specs, time.perf_counter() - started)
-        state_path.unlink(missing_ok=True)
+        with interrupts.held():  # all of the batch's records, then its saved state goes
+            self._record(chunk, engine, specs, time.perf_counter() - started)
+            state_path.unlink(missing_ok=True)
 
     def _spec(self, trial: Trial) -> TrialSpec:
         seed = trial_run_seed(self.settings.seed, trial.index)

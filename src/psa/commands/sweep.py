@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from psa import interrupts
 from psa.arch import ArchError, argparse_arch, format_arch, read_config_file
 from psa.commands.train import _positive_int, _probability, add_method_flags
 from psa.data import DatasetError, load_mnist
@@ -164,48 +164,43 @@ def run(args: argparse.Namespace) -> None:
         f"device {device.type} | results in {args.results_dir}"
     )
     data = load_mnist(args.data_dir, device)
-    # In-process callers (tests, the SageMaker entry) get their own handler back.
-    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not console.is_terminal,
-        )
-        with progress:
-            task = progress.add_task("trial-loops", total=total)
-            for number, chunk in enumerate(chunks, start=1):
-                label = (
-                    f"[{format_arch(chunk.stacks)}] batch {number}/{len(chunks)} "
-                    f"(K={len(chunk.trials)})"
-                )
-                progress.update(task, description=label)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+    with interrupts.sigterm_stops(), progress:
+        task = progress.add_task("trial-loops", total=total)
+        for number, chunk in enumerate(chunks, start=1):
+            label = (
+                f"[{format_arch(chunk.stacks)}] batch {number}/{len(chunks)} "
+                f"(K={len(chunk.trials)})"
+            )
+            progress.update(task, description=label)
 
-                def on_loop(chunk, report, engine, label=label):
-                    progress.advance(task, len(chunk.trials))
-                    if not console.is_terminal:
-                        best = max(report.lkg_accuracy)
-                        print(
-                            f"{label} loop {report.loop}/{settings.meta_loops} | best LKG "
-                            f"{best:.2f}% | {report.train_seconds:.2f}s",
-                            flush=True,
-                        )
-
-                try:
-                    ChunkRunner(args.results_dir, settings, data, on_loop).run(chunk)
-                    write_tables(args.results_dir, args.model, arch_order)
-                except KeyboardInterrupt:
-                    console.print(
-                        "Interrupted: finished trials are recorded and unfinished batches "
-                        "saved; rerun the same command to resume."
+            def on_loop(chunk, report, engine, label=label):
+                progress.advance(task, len(chunk.trials))
+                if not console.is_terminal:
+                    best = max(report.lkg_accuracy)
+                    print(
+                        f"{label} loop {report.loop}/{settings.meta_loops} | best LKG "
+                        f"{best:.2f}% | {report.train_seconds:.2f}s",
+                        flush=True,
                     )
-                    sys.exit(130)
-    finally:
-        signal.signal(signal.SIGTERM, previous_sigterm)
+
+            try:
+                ChunkRunner(args.results_dir, settings, data, on_loop).run(chunk)
+                write_tables(args.results_dir, args.model, arch_order)
+            except KeyboardInterrupt:
+                console.print(
+                    "Interrupted: finished trials are recorded and unfinished batches "
+                    "saved; rerun the same command to resume."
+                )
+                sys.exit(130)
     console.print(
         f"Done: {total // settings.meta_loops} trials recorded in "
         f"{args.results_dir / 'trials.jsonl'}"
@@ -266,10 +261,6 @@ def _modes(text: str) -> list[str]:
             f"unknown mode(s) {', '.join(unknown) or '(none given)'}; choose from {','.join(MODES)}"
         )
     return list(dict.fromkeys(modes))
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

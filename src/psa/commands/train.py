@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
 import sys
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+from psa import interrupts
 from psa.ablation import FULL_SAMPLING, HIDDEN_TARGETS
 from psa.arch import argparse_arch, format_arch
 from psa.checkpoint import (
@@ -187,15 +186,14 @@ def run(args: argparse.Namespace) -> None:
     # Microseconds: two runs started within one second must not share a log.
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     log = JsonLines(model_dir / f"{checkpoint.stem}.{run_id}.jsonl")
-    # A spot reclaim or `kill` stops like Ctrl-C; restored afterwards for in-process callers.
-    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with display.progress(args.meta_loops) as advance:
+        with interrupts.sigterm_stops(), display.progress(args.meta_loops) as advance:
             for session_loop in range(1, args.meta_loops + 1):
                 # The first loop of every session trains the LKG unablated (upstream parity).
                 report = engine.run_loop(ablate=session_loop > 1)
                 state = engine.state[0]
-                with _interrupts_held():
+                # A stop waits until the loop's checkpoint and log line agree.
+                with interrupts.held():
                     metadata.update(
                         loops_completed=report.loop,
                         bounty=state.lkg_accuracy,
@@ -222,34 +220,11 @@ def run(args: argparse.Namespace) -> None:
         display.interrupted()
     finally:
         log.close()
-        signal.signal(signal.SIGTERM, previous_sigterm)
     if metadata["loops_completed"] == 0:
         return
     display.finished(
         engine.state[0], engine.test_accuracy()[0], metadata["loops_completed"], checkpoint
     )
-
-
-@contextlib.contextmanager
-def _interrupts_held():
-    """Hold Ctrl-C and SIGTERM while a loop's checkpoint and log line are written, so both
-    always count the same loops; a held signal stops the run right afterwards."""
-    held = []
-    previous = {
-        number: signal.signal(number, lambda signum, frame: held.append(signum))
-        for number in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-    if held:
-        raise KeyboardInterrupt
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _hyper_dict(hyper: Hyperparameters) -> dict:
