@@ -160,7 +160,9 @@ class Engine:
         tensors = params.tensors()
         for first in range(0, n, hyper.batch_size):
             index = orders[:, first : first + hyper.batch_size]
-            x, y = self.data.train_x[index], self.data.train_y[index]  # [G, b, 784], [G, b]
+            rows = index.reshape(-1)  # one gather per data group: [G, b, 784], [G, b]
+            x = self.data.train_x.index_select(0, rows).view(*index.shape, -1)
+            y = self.data.train_y.index_select(0, rows).view(index.shape)
             masks = self._dropout_masks(y.shape[1], dropout_rngs)
             with self._autocast():
                 logits = forward(self.arch, params, x, self.group_size, masks)
@@ -243,7 +245,8 @@ class Engine:
         )
         scale = torch.ones(self.size, batch, units, device=self.device)
         scale[self._dropout_trials] = keep.float() / (1.0 - p)
-        return list(torch.split(scale, list(widths), dim=2))
+        # Contiguous per site: a strided mask would make every multiply take the slow path.
+        return [site.contiguous() for site in torch.split(scale, list(widths), dim=2)]
 
     def _autocast(self):
         if self.hyper.precision == "bf16":
