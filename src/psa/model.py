@@ -227,22 +227,24 @@ def forward(
     ``dropout_masks``: one [K, B, width] scale tensor per dropout site (``dropout_sites``), or
     None for no dropout.
     """
+    # Activations of a batch of trials outgrow the caches, so every elementwise pass costs a trip
+    # to memory: ReLUs run in place on fresh GEMM outputs, and the residual add rides in the GEMM.
     h = None  # [K, B, width] once past the first Linear
     for site, step in enumerate(arch.steps):
         first = step.linears[0]
         if step.kind == "block":
             if h is None:  # a block straight on the 784 inputs: every trial needs its own copy
                 h = x.repeat_interleave(group_size, dim=0)
-            inner = torch.relu(_linear(h, params.weights[first], params.biases[first]))
+            inner = torch.relu_(_linear(h, params.weights[first], params.biases[first]))
             inner = _dropout(inner, dropout_masks, site)
-            second = step.linears[1]
-            h = torch.relu(h + _linear(inner, params.weights[second], params.biases[second]))
+            w2, b2 = params.weights[step.linears[1]], params.biases[step.linears[1]]
+            h = torch.relu_(torch.baddbmm(h, inner, w2).add_(b2.unsqueeze(1)))  # h + L2(inner)
         else:
             w, b = params.weights[first], params.biases[first]
             pre = _grouped_linear(x, w, b, group_size) if h is None else _linear(h, w, b)
             if step.kind == "final":
                 return pre
-            h = _dropout(torch.relu(pre), dropout_masks, site)
+            h = _dropout(torch.relu_(pre), dropout_masks, site)
     raise ValueError(f"architecture {arch.key} has no final layer")
 
 
