@@ -90,6 +90,7 @@ class Engine:
             [hyper.weight_decay if t.mode == "decay" else 0.0 for t in trials]
         )
         self._dropout_trials = [k for k, t in enumerate(trials) if t.mode == "dropout"]
+        self._dropout_rows = torch.tensor(self._dropout_trials, device=self.device)
 
     @property
     def size(self) -> int:
@@ -157,13 +158,14 @@ class Engine:
             ]
         ).to(self.device)  # [G, N]: one batch order per data group
         dropout_rngs = self._dropout_generators(loop)
+        dropout_buffers: dict[int, list[torch.Tensor]] = {}
         tensors = params.tensors()
         for first in range(0, n, hyper.batch_size):
             index = orders[:, first : first + hyper.batch_size]
             rows = index.reshape(-1)  # one gather per data group: [G, b, 784], [G, b]
             x = self.data.train_x.index_select(0, rows).view(*index.shape, -1)
             y = self.data.train_y.index_select(0, rows).view(index.shape)
-            masks = self._dropout_masks(y.shape[1], dropout_rngs)
+            masks = self._dropout_masks(y.shape[1], dropout_rngs, dropout_buffers)
             with self._autocast():
                 logits = forward(self.arch, params, x, self.group_size, masks)
             targets = y.repeat_interleave(self.group_size, dim=0)
@@ -229,24 +231,28 @@ class Engine:
             for k in self._dropout_trials
         ]
 
-    def _dropout_masks(self, batch: int, rngs: list[torch.Generator]) -> list[torch.Tensor] | None:
+    def _dropout_masks(
+        self, batch: int, rngs: list[torch.Generator], buffers: dict[int, list[torch.Tensor]]
+    ) -> list[torch.Tensor] | None:
         """Per dropout site, a [K, batch, width] scale: 0 or 1/(1-p) for dropout-mode trials, 1
-        elsewhere. Each dropout trial draws from its own generator, whatever else is batched."""
+        elsewhere. Each dropout trial draws from its own generator, whatever else is batched.
+
+        The scales live in buffers kept for the epoch (``buffers``, by batch size): only the
+        dropout trials' rows are rewritten each step, the ones of every other trial stay."""
         if not rngs:
             return None
         p = self.hyper.dropout
         widths = self.arch.dropout_sites
-        units = sum(widths)
-        keep = (
-            torch.stack(
-                [torch.rand(batch, units, generator=rng, device=self.device) for rng in rngs]
-            )
-            >= p
+        draws = torch.stack(
+            [torch.rand(batch, sum(widths), generator=rng, device=self.device) for rng in rngs]
         )
-        scale = torch.ones(self.size, batch, units, device=self.device)
-        scale[self._dropout_trials] = keep.float() / (1.0 - p)
-        # Contiguous per site: a strided mask would make every multiply take the slow path.
-        return [site.contiguous() for site in torch.split(scale, list(widths), dim=2)]
+        scale = (draws >= p).float().div_(1.0 - p)  # [dropout trials, batch, units]
+        if batch not in buffers:
+            buffers[batch] = [torch.ones(self.size, batch, w, device=self.device) for w in widths]
+        rows = self._dropout_rows
+        for site, part in zip(buffers[batch], torch.split(scale, list(widths), dim=2)):
+            site[rows] = part
+        return buffers[batch]
 
     def _autocast(self):
         if self.hyper.precision == "bf16":
