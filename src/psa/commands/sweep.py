@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from psa.sweep import (
     ChunkRunner,
     Settings,
     SweepError,
+    batch_limit,
     chunk_path,
     finished_trials,
     grid,
@@ -40,15 +40,16 @@ from psa.sweep import (
     read_chunk_metadata,
     saved_chunks,
     stored_seed,
-    trial_bytes,
     write_tables,
 )
 from psa.tables import ResultsFormatError
 
-# Rough CPU cost model for --dry-run: sustained GFLOP/s of the batched engine and a fixed cost
-# per Linear per step (kernel launches); bench measures the real figures.
+# Rough CPU cost model of a trial-epoch for --dry-run, fitted to `bench` on a 2-core machine
+# (results/bench.json; within about 30 %): arithmetic at a sustained rate, plus the memory
+# traffic of the activations, which bounds small batched networks.
 DRY_RUN_GFLOPS = 120.0
-DRY_RUN_SECONDS_PER_LINEAR_STEP = 60e-6
+DRY_RUN_SECONDS_PER_ACTIVATION_UNIT = 8e-5  # per unit of width summed over the Linears
+VALIDATION_SHARE = 1 + 2 * 10_000 / (6 * 50_000)  # a forward pass over 10,000 images
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace) -> None:
         resumed = saved_chunks(args.results_dir, stacks, pending)
         taken = {t for chunk in resumed for t in chunk.trials}
         arch = build_architecture(args.model, stacks)
-        limit = args.max_batch or max(1, budget // trial_bytes(arch, args.batch_size))
+        limit = args.max_batch or batch_limit(arch, args.batch_size, budget, device)
         rest = [t for t in pending if t not in taken]
         chunks += resumed + plan_chunks(stacks, rest, limit)
 
@@ -216,22 +217,35 @@ def print_plan(
         f"model {settings.model}, base seed {settings.seed}"
     )
     total_seconds = 0.0
+    by_arch: dict[str, list] = {}
     for chunk in chunks:
-        arch = build_architecture(settings.model, chunk.stacks)
-        seconds = estimate_seconds(arch, len(chunk.trials), settings)
-        total_seconds += seconds
-        modes = sorted({t.mode for t in chunk.trials})
-        indices = sorted({t.index for t in chunk.trials})
-        saved = chunk_path(results_dir, chunk)
-        resume = (
-            f", resumes after loop {read_chunk_metadata(saved)['loops_completed']}"
-            if saved.exists()
-            else ""
-        )
-        console.print(
-            f"  [{arch.key}] K={len(chunk.trials)} (trials {indices[0]}-{indices[-1]}"
-            f", modes {','.join(modes)}{resume}) ~{_duration(seconds)}"
-        )
+        by_arch.setdefault(format_arch(chunk.stacks), []).append(chunk)
+    for key, batches in by_arch.items():
+        arch = build_architecture(settings.model, batches[0].stacks)
+        seconds = [estimate_seconds(arch, len(c.trials), settings) for c in batches]
+        total_seconds += sum(seconds)
+        saved = [chunk_path(results_dir, c) for c in batches]
+        if len(batches) > 6 and not any(path.exists() for path in saved):
+            sizes = sorted({len(c.trials) for c in batches})
+            k = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+            indices = sorted({t.index for c in batches for t in c.trials})
+            console.print(
+                f"  [{key}] {len(batches)} batches of K={k}"
+                f" (trials {indices[0]}-{indices[-1]}) ~{_duration(sum(seconds))}"
+            )
+            continue
+        for chunk, path, estimate in zip(batches, saved, seconds):
+            modes = sorted({t.mode for t in chunk.trials})
+            indices = sorted({t.index for t in chunk.trials})
+            resume = (
+                f", resumes after loop {read_chunk_metadata(path)['loops_completed']}"
+                if path.exists()
+                else ""
+            )
+            console.print(
+                f"  [{key}] K={len(chunk.trials)} (trials {indices[0]}-{indices[-1]}"
+                f", modes {','.join(modes)}{resume}) ~{_duration(estimate)}"
+            )
     console.print(
         f"Estimated time: ~{_duration(total_seconds)} (rough CPU model; "
         "`bench` measures this machine)"
@@ -239,10 +253,11 @@ def print_plan(
 
 
 def estimate_seconds(arch, trials: int, settings: Settings) -> float:
-    steps = math.ceil(50_000 / settings.batch_size)
-    flops = 6.0 * arch.parameter_count() * 50_000 * trials
-    overhead = steps * len(arch.linears) * DRY_RUN_SECONDS_PER_LINEAR_STEP * 3
-    return (flops / (DRY_RUN_GFLOPS * 1e9) + overhead) * settings.meta_loops
+    """Seconds for ``trials`` trials of ``arch`` over all meta-loops (the cost model above)."""
+    flops = 6.0 * arch.parameter_count() * 50_000
+    units = sum(spec.out_features for spec in arch.linears)
+    trial_epoch = flops / (DRY_RUN_GFLOPS * 1e9) + units * DRY_RUN_SECONDS_PER_ACTIVATION_UNIT
+    return trial_epoch * VALIDATION_SHARE * trials * settings.meta_loops
 
 
 def _duration(seconds: float) -> str:
