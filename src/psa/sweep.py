@@ -9,6 +9,7 @@ run again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -291,6 +292,8 @@ class ChunkRunner:
         with interrupts.held():  # all of the batch's records, then its saved state goes
             self._record(chunk, engine, specs, time.perf_counter() - started)
             state_path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # only when no other batch is saved there
+                state_path.parent.rmdir()
 
     def _spec(self, trial: Trial) -> TrialSpec:
         seed = trial_run_seed(self.settings.seed, trial.index)
