@@ -7,13 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from psa.arch import arch_flag
+from psa.arguments import mode_list
 from psa.cloud.grid import (
     NAME_LIMIT,
     JobSpec,
     add_grid_flags,
     attempt_name,
     attempt_of,
-    parse_modes,
     plan_jobs,
 )
 from psa.modes import MODES
@@ -129,6 +129,6 @@ def test_the_default_configs_file_is_the_reproduction_grid_wherever_it_runs(tmp_
 
 def test_unknown_modes_are_rejected():
     with pytest.raises(argparse.ArgumentTypeError, match="unknown mode"):
-        parse_modes("none,sideways")
+        mode_list("none,sideways")
     with pytest.raises(SystemExit):
         grid(["--modes", ""])

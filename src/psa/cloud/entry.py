@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from psa.arch import arch_flag, argparse_arch
-from psa.cloud.grid import MODELS, PRECISIONS, parse_modes
+from psa.arguments import mode_list
+from psa.cloud.grid import MODELS, PRECISIONS
 from psa.modes import MODES
 
 CHECKPOINT_DIR = Path("/opt/ml/checkpoints")
@@ -41,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="train.py", description="Run one SageMaker job's share of the PSA grid."
     )
     parser.add_argument("--arch", type=argparse_arch, required=True)
-    parser.add_argument("--modes", type=parse_modes, default=MODES)
+    parser.add_argument("--modes", type=mode_list, default=MODES)
     parser.add_argument("--trials", type=int, required=True)
     parser.add_argument("--meta-loops", type=int, required=True)
     parser.add_argument("--model", choices=MODELS, default="resmlp")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psa
 from psa.arch import Stack, arch_flag, arch_slug, argparse_arch, format_arch, read_config_file
+from psa.arguments import mode_list, positive_int
 from psa.modes import MODES
 
 NAME_LIMIT = 63  # SageMaker training job names: [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}
@@ -40,24 +41,6 @@ def default_configs_path() -> Path:
     return in_checkout if in_checkout.is_file() else Path("reproduction/configurations.txt")
 
 
-def parse_modes(text: str) -> tuple[str, ...]:
-    """``"none,full"`` -> modes in canonical order; argparse type=."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in MODES]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown mode(s) {', '.join(unknown) or '(none given)'}; choose from {','.join(MODES)}"
-        )
-    return tuple(mode for mode in MODES if mode in names)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
-    return value
-
-
 def add_grid_flags(parser: argparse.ArgumentParser) -> None:
     """The grid flags of `sweep`, plus how the grid is cut into jobs."""
     group = parser.add_argument_group("grid (the same flags as sweep)")
@@ -69,17 +52,15 @@ def add_grid_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--arch", type=argparse_arch, help='one architecture instead of --configs, e.g. "[4*17]"'
     )
+    group.add_argument("--modes", type=mode_list, default=MODES, help=f"default: {','.join(MODES)}")
+    group.add_argument("--trials", type=positive_int, default=TRIALS, help=f"default: {TRIALS}")
     group.add_argument(
-        "--modes", type=parse_modes, default=MODES, help=f"default: {','.join(MODES)}"
-    )
-    group.add_argument("--trials", type=_positive_int, default=TRIALS, help=f"default: {TRIALS}")
-    group.add_argument(
-        "--meta-loops", type=_positive_int, default=META_LOOPS, help=f"default: {META_LOOPS}"
+        "--meta-loops", type=positive_int, default=META_LOOPS, help=f"default: {META_LOOPS}"
     )
     group.add_argument("--model", choices=MODELS, default="resmlp", help="default: resmlp")
     group.add_argument("--lr", type=float, default=LR, help=f"default: {LR}")
     group.add_argument(
-        "--batch-size", type=_positive_int, default=BATCH_SIZE, help=f"default: {BATCH_SIZE}"
+        "--batch-size", type=positive_int, default=BATCH_SIZE, help=f"default: {BATCH_SIZE}"
     )
     group.add_argument(
         "--weight-decay", type=float, default=WEIGHT_DECAY, help=f"default: {WEIGHT_DECAY}"

@@ -18,7 +18,7 @@ from rich.table import Table
 from torch import nn
 
 from psa.arch import ArchError, format_arch, parse_arch
-from psa.commands.train import _positive_int
+from psa.arguments import positive_int
 from psa.data import DatasetError, MnistSplits, load_mnist
 from psa.device import CHOICES as DEVICE_CHOICES
 from psa.device import DeviceError, resolve_device
@@ -51,12 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument(
         "--steps",
-        type=_positive_int,
+        type=positive_int,
         default=30,
         help="training steps timed per measurement; an epoch is extrapolated "
         "from them (196 steps at batch 256)",
     )
-    parser.add_argument("--batch-size", type=_positive_int, default=256)
+    parser.add_argument("--batch-size", type=positive_int, default=256)
     parser.add_argument(
         "--no-upstream",
         action="store_true",

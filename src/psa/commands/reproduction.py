@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from psa.arch import ArchError, Stack, arch_flag, arch_slug, read_config_file
+from psa.arguments import positive_int
 from psa.modes import MODES
 from psa.seeds import trial_run_seed
 
@@ -22,16 +23,6 @@ DEFAULT_MODEL_ROOT = "./models/repro"
 DEFAULT_SEED = 1234
 MODE_FLAGS = {"decay": ["--weight-decay", "1e-4"], "dropout": ["--dropout", "0.1"]}
 TRAIN = "scripts/poetry run train"
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ from rich.progress import (
 
 from psa import interrupts
 from psa.arch import ArchError, argparse_arch, format_arch, read_config_file
-from psa.commands.train import _positive_int, _probability, add_method_flags
+from psa.arguments import add_method_flags, mode_list, positive_int, probability
 from psa.data import DatasetError, load_mnist
 from psa.device import CHOICES as DEVICE_CHOICES
 from psa.device import DeviceError, resolve_device
@@ -72,17 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help='run this architecture instead of --configs (repeatable), e.g. "[4*17]"',
     )
-    parser.add_argument("--modes", type=_modes, default=list(MODES), help="comma-separated modes")
-    parser.add_argument("--trials", type=_positive_int, default=10)
-    parser.add_argument("--meta-loops", type=_positive_int, default=100)
+    parser.add_argument("--modes", type=mode_list, default=MODES, help="comma-separated modes")
+    parser.add_argument("--trials", type=positive_int, default=10)
+    parser.add_argument("--meta-loops", type=positive_int, default=100)
     parser.add_argument("--model", choices=MODELS, default="resmlp")
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--batch-size", type=_positive_int, default=256)
+    parser.add_argument("--batch-size", type=positive_int, default=256)
     parser.add_argument(
         "--weight-decay", type=float, default=1e-4, help="AdamW weight decay of decay-mode trials"
     )
     parser.add_argument(
-        "--dropout", type=_probability, default=0.1, help="dropout rate of dropout-mode trials"
+        "--dropout", type=probability, default=0.1, help="dropout rate of dropout-mode trials"
     )
     parser.add_argument(
         "--seed",
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument(
         "--max-batch",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="most trials trained together (default: from free memory)",
     )
@@ -266,16 +266,6 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f}min"
     return f"{seconds / 3600:.1f}h"
-
-
-def _modes(text: str) -> list[str]:
-    modes = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in modes if m not in MODES]
-    if unknown or not modes:
-        raise argparse.ArgumentTypeError(
-            f"unknown mode(s) {', '.join(unknown) or '(none given)'}; choose from {','.join(MODES)}"
-        )
-    return list(dict.fromkeys(modes))
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from psa import interrupts
-from psa.ablation import FULL_SAMPLING, HIDDEN_TARGETS
 from psa.arch import argparse_arch, format_arch
+from psa.arguments import add_method_flags, positive_int, probability
 from psa.checkpoint import (
     DEFAULT_NAME,
     CheckpointError,
@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--ablation-mode", choices=MODES, default="none")
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--batch-size", type=_positive_int, default=256)
-    parser.add_argument("--meta-loops", type=_positive_int, default=100)
+    parser.add_argument("--batch-size", type=positive_int, default=256)
+    parser.add_argument("--meta-loops", type=positive_int, default=100)
     parser.add_argument(
         "--model-dir",
         type=Path,
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="AdamW weight decay, used in decay mode only",
     )
     parser.add_argument(
-        "--dropout", type=_probability, default=0.1, help="dropout rate, used in dropout mode only"
+        "--dropout", type=probability, default=0.1, help="dropout rate, used in dropout mode only"
     )
     parser.add_argument(
         "--seed",
@@ -229,43 +229,6 @@ def run(args: argparse.Namespace) -> None:
 
 def _hyper_dict(hyper: Hyperparameters) -> dict:
     return asdict(hyper)
-
-
-def add_method_flags(parser: argparse.ArgumentParser) -> None:
-    """The departures from upstream's method; the defaults keep upstream's behaviour."""
-    parser.add_argument(
-        "--hidden-targets",
-        choices=HIDDEN_TARGETS,
-        default="upstream",
-        help="hidden mode's targets: upstream's (every Linear but the first and last) or the "
-        "ResMLP's real hidden units with every reader zeroed",
-    )
-    parser.add_argument(
-        "--full-sampling",
-        choices=FULL_SAMPLING,
-        default="layer",
-        help="full mode: a layer uniformly then a neuron (upstream), or a neuron uniformly",
-    )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{value} must be in [0, 1)")
-    return value
 
 
 if __name__ == "__main__":
