@@ -236,6 +236,9 @@ def start_training(model_dir: Path, data_dir: Path, loops: int) -> subprocess.Po
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # As for a program in a terminal: a runner started in the background (nohup, `&`)
+        # passes on an ignored SIGINT, and Python then never turns Ctrl-C into an interrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
