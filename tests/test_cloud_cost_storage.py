@@ -68,6 +68,15 @@ def test_cost_is_billable_hours_times_price_and_spot_savings_are_shown(sagemaker
     assert report["breakdown"]["arch"]["2*8"]["cost"] == pytest.approx(0.25 * 0.7364)
 
 
+def test_no_jobs_yet_still_writes_an_empty_report(sagemaker, tmp_path, capsys):
+    create_job(sagemaker, "someone-elses-job", {})
+    assert cost.main(["--output", "report.json"]) == 0
+    assert "no training jobs named psa-" in capsys.readouterr().out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["jobs"] == []
+    assert report["metadata"]["total_jobs"] == 0 and report["metadata"]["total_cost"] == 0
+
+
 def test_a_jobs_file_selects_jobs_and_unknown_ones_are_listed(sagemaker, tmp_path, capsys):
     create_job(sagemaker, "psa-a", {"arch": "[4*4]", "ablation-mode": "hidden"}, "ml.m5.large")
     bill("psa-a", 3600, 3600)

@@ -232,12 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     sagemaker = client("sagemaker", settings)
     if not names:
         names = sorted(list_project_jobs(sagemaker, settings.job_prefix))
-    if not names:
-        print(f"no training jobs named {settings.job_prefix}-… in {settings.region}")
-        return 0
     costs = [describe_cost(sagemaker, name, prices) for name in dict.fromkeys(names)]
     summary = report(costs, prices)
-    print_report(costs, summary)
+    if costs:
+        print_report(costs, summary)
+    else:
+        print(f"no training jobs named {settings.job_prefix}-… in {settings.region}")
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(summary, indent=2, default=str) + "\n")
