@@ -362,6 +362,14 @@ def test_other_settings_in_a_results_dir_are_refused_and_nothing_changes(
     assert "Traceback" not in capsys.readouterr().err
 
 
+def test_dry_run_refuses_other_settings_as_the_real_run_does(tmp_path, repo_dataset, capsys):
+    results = finished_results_dir(tmp_path / "results")
+    with pytest.raises(SystemExit) as raised:
+        sweep_command.main(sweep_flags(results, repo_dataset, "--lr", "0.001", "--dry-run"))
+    assert "lr 0.0001 here vs 0.001 asked" in str(raised.value.code)
+    assert "trials to run" not in capsys.readouterr().out
+
+
 def test_an_unreadable_settings_file_is_refused_in_one_line(tmp_path, repo_dataset):
     results = tmp_path / "results"
     results.mkdir()

@@ -95,8 +95,8 @@ class Chunk:
         return f"{arch_slug(self.stacks)}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
-def prepare_results_dir(results_dir: Path, settings: Settings) -> None:
-    """Create the results dir, or check that an existing one was made with the same settings."""
+def check_results_dir(results_dir: Path, settings: Settings) -> bool:
+    """Whether ``results_dir`` already holds a sweep; refuse one made with other settings."""
     path = results_dir / SETTINGS_NAME
     if path.exists():
         try:
@@ -117,9 +117,15 @@ def prepare_results_dir(results_dir: Path, settings: Settings) -> None:
                 f"{results_dir} holds a sweep with other settings ({'; '.join(differences)}); "
                 "rerun with the same settings or use another --results-dir"
             )
-        return
-    results_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(settings), indent=2) + "\n")
+        return True
+    return False
+
+
+def prepare_results_dir(results_dir: Path, settings: Settings) -> None:
+    """Create the results dir, or check that an existing one was made with the same settings."""
+    if not check_results_dir(results_dir, settings):
+        results_dir.mkdir(parents=True, exist_ok=True)
+        (results_dir / SETTINGS_NAME).write_text(json.dumps(asdict(settings), indent=2) + "\n")
 
 
 def stored_seed(results_dir: Path) -> int | None:

@@ -31,6 +31,7 @@ from psa.sweep import (
     Settings,
     SweepError,
     batch_limit,
+    check_results_dir,
     chunk_path,
     finished_trials,
     grid,
@@ -134,11 +135,9 @@ def run(args: argparse.Namespace) -> None:
         args.full_sampling,
     )
     device = resolve_device(args.device)
-    done = (
-        finished_trials(args.results_dir, args.model)
-        if (args.results_dir / "settings.json").exists()
-        else set()
-    )
+    # Checked before anything else, so --dry-run refuses what the real run would refuse.
+    existing = check_results_dir(args.results_dir, settings)
+    done = finished_trials(args.results_dir, args.model) if existing else set()
     budget = memory_budget(device)
     chunks = []
     for stacks, pending in grid(configs, args.modes, args.trials, done):
