@@ -24,6 +24,7 @@ from psa.model import parameter_count
 from psa.modes import ABLATIVE_MODES, BASELINE_MODES, MODES
 from psa.sweep import Settings, Trial, plan_chunks, prepare_results_dir, read_chunk_metadata
 from psa.tables import read_summary_markdown, read_trials_markdown
+from schemas import LOOP_LOG_KEYS
 
 ARCHS = ("[1*8]", "[2*4]")
 KEYS = ("1*8", "2*4")
@@ -46,19 +47,6 @@ RECORD_KEYS = {
     "git_revision",
     "torch_version",
     "device",
-}
-LOG_KEYS = {
-    "run_id",
-    "arch",
-    "model",
-    "mode",
-    "trial",
-    "loop",
-    "ablation",
-    "val_accuracy",
-    "lkg_accuracy",
-    "promoted",
-    "train_seconds",
 }
 # What a default sweep with LOOPS meta-loops and SEED stores in settings.json.
 DEFAULT_SETTINGS = Settings("resmlp", 1e-4, 256, 1e-4, 0.1, LOOPS, SEED, "fp32")
@@ -151,7 +139,7 @@ def test_each_trial_has_a_per_loop_log_that_agrees_with_its_record(reference):
         lines = read_log(reference, arch, mode, trial)
         assert [line["loop"] for line in lines] == list(range(1, LOOPS + 1))
         for line in lines:
-            assert set(line) == LOG_KEYS
+            assert set(line) == LOOP_LOG_KEYS
             assert (line["arch"], line["mode"], line["trial"]) == (arch, mode, trial)
             assert line["model"] == "resmlp"
         assert lines[-1]["lkg_accuracy"] == record["val_bounty"]

@@ -16,20 +16,8 @@ import torch
 
 from psa.checkpoint import DEFAULT_NAME, load_checkpoint
 from psa.commands import train
+from schemas import LOOP_LOG_KEYS
 
-LOG_KEYS = {
-    "run_id",
-    "arch",
-    "model",
-    "mode",
-    "trial",
-    "loop",
-    "ablation",
-    "val_accuracy",
-    "lkg_accuracy",
-    "promoted",
-    "train_seconds",
-}
 VALIDATION_ZEROR = 11.02
 
 
@@ -94,7 +82,7 @@ def test_two_loops_on_real_mnist_beat_zeror_and_record_both_loops(tmp_path, repo
     lines = read_lines(log)
     assert [line["loop"] for line in lines] == [1, 2]
     for line in lines:
-        assert set(line) == LOG_KEYS
+        assert set(line) == LOOP_LOG_KEYS
         assert line["arch"] == "1*8" and line["model"] == "resmlp" and line["mode"] == "none"
         assert line["trial"] == 1 and line["ablation"] is None
         assert 0.0 <= line["val_accuracy"] <= 100.0

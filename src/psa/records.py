@@ -78,27 +78,20 @@ def provenance(device: torch.device) -> dict:
 
 def git_revision() -> str | None:
     """The source checkout's commit (with ``-dirty`` if modified), or None outside a checkout."""
-    source = Path(psa.__file__).resolve().parent
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=source,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=source,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
+        commit = _git("rev-parse", "--short=12", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}-dirty" if dirty else commit
+
+
+def _git(*args: str) -> str:
+    source = Path(psa.__file__).resolve().parent
+    done = subprocess.run(
+        ["git", *args], cwd=source, capture_output=True, text=True, timeout=5, check=True
+    )
+    return done.stdout.strip()
 
 
 def fsync_append(path: Path, record: dict) -> None:

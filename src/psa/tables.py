@@ -20,7 +20,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -384,6 +384,24 @@ def parse_trials_markdown(text: str, path: str | Path = "<trials>") -> pd.DataFr
     return frame
 
 
+def json_lines(path: str | Path, required: Iterable[str], what: str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-blank line of a JSON-lines file; a line that is not
+    a JSON object or lacks a ``required`` key raises ResultsFormatError naming file and line."""
+    for number, raw in enumerate(_read_text(path).splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+        except json.JSONDecodeError as error:
+            raise _fail(path, number, f"not a JSON object ({error.msg})") from None
+        if not isinstance(line, dict):
+            raise _fail(path, number, "not a JSON object")
+        missing = [key for key in required if key not in line]
+        if missing:
+            raise _fail(path, number, f"{what} lacks {', '.join(missing)}")
+        yield number, line
+
+
 def _read_text(path: str | Path) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
@@ -457,18 +475,7 @@ def read_trial_records(source: str | Path, model: str | None = None) -> pd.DataF
     """
     path = trials_jsonl_path(source)
     records = []
-    for number, raw in enumerate(_read_text(path).splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as error:
-            raise _fail(path, number, f"not a JSON object ({error.msg})") from None
-        if not isinstance(record, dict):
-            raise _fail(path, number, "not a JSON object")
-        missing = [key for key in REQUIRED_RECORD_KEYS if key not in record]
-        if missing:
-            raise _fail(path, number, f"record lacks {', '.join(missing)}")
+    for number, record in json_lines(path, REQUIRED_RECORD_KEYS, "record"):
         if record["mode"] not in MODES:
             raise _fail(path, number, f"unknown mode {record['mode']!r}")
         try:

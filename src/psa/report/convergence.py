@@ -12,7 +12,6 @@ Trials stay separate (upstream merged them by max); the plot shows each trial's 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable
@@ -30,6 +29,7 @@ from psa.tables import (
     TRIALS_FILE_NAME,
     ResultsFormatError,
     canonical_arch,
+    json_lines,
     model_title,
 )
 
@@ -59,18 +59,7 @@ def read_jsonl_log(path: str | Path) -> pd.DataFrame:
     """One per-loop JSONL log; a loop logged twice (a rerun) keeps its last line."""
     path = Path(path)
     rows = []
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            line = json.loads(raw)
-        except json.JSONDecodeError as error:
-            raise _fail(path, number, f"not a JSON object ({error.msg})") from None
-        if not isinstance(line, dict):
-            raise _fail(path, number, "not a JSON object")
-        missing = [key for key in REQUIRED_LOG_KEYS if key not in line]
-        if missing:
-            raise _fail(path, number, f"log line lacks {', '.join(missing)}")
+    for number, line in json_lines(path, REQUIRED_LOG_KEYS, "log line"):
         try:
             arch = canonical_arch(str(line["arch"]))
         except ArchError as error:
