@@ -64,6 +64,14 @@ def test_default_deletes_the_checkpoint_and_its_run_logs_only(models):
     }
 
 
+def test_default_also_deletes_a_temp_file_that_a_kill_mid_save_left(models):
+    (models / ".mnist_lkg.safetensors.a1b2c3.tmp").write_text("partial")
+    (models / ".other.safetensors.a1b2c3.tmp").write_text("not ours")
+    clean.main(["--yes"])
+    assert ".mnist_lkg.safetensors.a1b2c3.tmp" not in remaining(models)
+    assert ".other.safetensors.a1b2c3.tmp" in remaining(models)
+
+
 def test_a_lone_checkpoint_is_deleted_without_asking(models, no_terminal):
     for log in models.glob("mnist_lkg.*.jsonl"):
         log.unlink()

@@ -100,7 +100,12 @@ def select_targets(model_dir: Path, files: list[str], everything: bool) -> list[
         return []
     if everything:
         return _everything(model_dir)
-    candidates = [model_dir / DEFAULT_NAME, *sorted(model_dir.glob("mnist_lkg.*.jsonl"))]
+    # With the checkpoint go its run logs and any temp file a kill mid-save left behind.
+    candidates = [
+        model_dir / DEFAULT_NAME,
+        *sorted(model_dir.glob("mnist_lkg.*.jsonl")),
+        *sorted(model_dir.glob(f".{DEFAULT_NAME}.*.tmp")),
+    ]
     return [path for path in candidates if path.is_file() and _inside(path, model_dir)]
 
 
