@@ -55,39 +55,6 @@ def isolated_aws_env(monkeypatch, tmp_path, credentials: bool = True, **settings
     monkeypatch.chdir(tmp_path)
 
 
-def trial_record(arch: str, mode: str, trial: int, bounty: float, **extra) -> dict:
-    record = {
-        "arch": arch,
-        "model": "resmlp",
-        "mode": mode,
-        "trial": trial,
-        "paired": True,
-        "meta_loops": 3,
-        "loops_run": 3,
-        "val_bounty": bounty,
-        "bounty_loop": 2,
-        "test_accuracy": bounty - 0.5,
-    }
-    record.update(extra)
-    return record
-
-
-def loop_record(arch: str, mode: str, trial: int, loop: int, current: float, lkg: float) -> dict:
-    return {
-        "run_id": "run",
-        "arch": arch,
-        "model": "resmlp",
-        "mode": mode,
-        "trial": trial,
-        "loop": loop,
-        "ablation": None,
-        "val_accuracy": current,
-        "lkg_accuracy": lkg,
-        "promoted": current >= lkg,
-        "train_seconds": 0.1,
-    }
-
-
 def model_tar(files: dict[str, bytes | str]) -> bytes:
     """A model.tar.gz as SageMaker packs /opt/ml/model (members relative, no leading ./)."""
     buffer = io.BytesIO()

@@ -24,11 +24,10 @@ from cloud_support import (
     REGION,
     ROLE,
     jsonl,
-    loop_record,
     model_tar,
-    trial_record,
 )
 from psa.cloud.sourcedir import MNIST_FILES
+from schemas import loop_record, trial_record
 
 BIN = Path(sys.executable).parent
 GRID = ["--arch", "[2*8]", "--modes", "none,full", "--trials", "2", "--meta-loops", "2"]

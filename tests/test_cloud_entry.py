@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 import psa.commands
-from cloud_support import jsonl, loop_record, trial_record
+from cloud_support import jsonl
 from psa.cloud import entry
 from psa.cloud.grid import JobSpec
 from psa.cloud.runner import Decision, training_request
 from psa.cloud.settings import Settings
 from psa.cloud.sourcedir import default_source_dir
+from schemas import loop_record, trial_record
 
 
 def toolkit_argv(hyperparameters: dict[str, str]) -> list[str]:

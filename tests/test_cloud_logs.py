@@ -9,9 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
-from cloud_support import REGION, isolated_aws_env, loop_record, trial_record
+from cloud_support import REGION, isolated_aws_env
 from psa.cloud import cloudwatch, logs
 from psa.cloud.logparse import merge_jobs, parse_job_log
+from schemas import loop_record, trial_record
 
 GROUP = cloudwatch.LOG_GROUP
 

@@ -11,14 +11,13 @@ from cloud_support import (
     REGION,
     isolated_aws_env,
     jsonl,
-    loop_record,
     model_tar,
-    trial_record,
 )
 from psa.cloud import results
 from psa.cloud.grid import JobSpec
 from psa.modes import MODES
 from psa.tables import read_summary_markdown, read_trials_markdown
+from schemas import loop_record, trial_record
 
 GRID = ["--trials", "2", "--meta-loops", "3"]
 

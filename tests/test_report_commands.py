@@ -13,6 +13,7 @@ from psa.report.commands import (
     trial_accuracy_table_main,
 )
 from psa.tables import write_summary_markdown, write_trials_markdown
+from schemas import loop_record, trial_record
 
 ARCHS = {"4*17": ("4x17", 95.0), "2*2": ("2x2", 11.02)}
 
@@ -25,35 +26,14 @@ def build_results_dir(root):
             for trial in (1, 2, 3):
                 bounty = level if level < 12 else level + mode_index * 0.05 + trial * 0.1
                 records.append(
-                    {
-                        "arch": arch,
-                        "model": "resmlp",
-                        "mode": mode,
-                        "trial": trial,
-                        "paired": True,
-                        "meta_loops": 3,
-                        "loops_run": 3,
-                        "val_bounty": bounty,
-                        "bounty_loop": 3,
-                        "test_accuracy": bounty - 0.2,
-                    }
+                    trial_record(
+                        arch, mode, trial, bounty, bounty_loop=3, test_accuracy=bounty - 0.2
+                    )
                 )
                 log = root / "logs" / slug / f"{mode}-t{trial}.jsonl"
                 log.parent.mkdir(parents=True, exist_ok=True)
                 lines = [
-                    {
-                        "run_id": "r",
-                        "arch": arch,
-                        "model": "resmlp",
-                        "mode": mode,
-                        "trial": trial,
-                        "loop": loop,
-                        "ablation": None,
-                        "val_accuracy": bounty - 3 + loop,
-                        "lkg_accuracy": bounty - 3 + loop,
-                        "promoted": True,
-                        "train_seconds": 0.1,
-                    }
+                    loop_record(arch, mode, trial, loop, bounty - 3 + loop, bounty - 3 + loop)
                     for loop in (1, 2, 3)
                 ]
                 log.write_text("".join(json.dumps(line) + "\n" for line in lines))
