@@ -25,6 +25,7 @@ from psa.report.heatmaps import (
 )
 from psa.report.regimes import classify_trials
 from psa.tables import ResultsFormatError
+from schemas import loop_record
 
 DPI = 20
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -194,19 +195,7 @@ def write_jsonl_log(path, arch, mode, trial, currents, start_loop=1):
     with path.open("a") as stream:
         for loop, current in enumerate(currents, start=start_loop):
             best = max(best, current)
-            line = {
-                "run_id": "r",
-                "arch": arch,
-                "model": "resmlp",
-                "mode": mode,
-                "trial": trial,
-                "loop": loop,
-                "ablation": None,
-                "val_accuracy": current,
-                "lkg_accuracy": best,
-                "promoted": current == best,
-                "train_seconds": 0.1,
-            }
+            line = loop_record(arch, mode, trial, loop, current, best)
             stream.write(json.dumps(line) + "\n")
 
 
