@@ -8,8 +8,6 @@ fsync, rename, fsync of the folder), so a crash leaves either the old or the new
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import torch
 
 import psa
 from psa.arch import ArchError, format_arch, parse_arch
+from psa.atomic import write_bytes_atomically
 from psa.modes import MODES
 
 SCHEMA_VERSION = 1
@@ -111,33 +110,16 @@ def validate_metadata(metadata: Any) -> None:
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
     """Write ``tensors`` and ``metadata`` to ``path`` atomically; the old file survives a crash."""
     validate_metadata(metadata)
-    write_safetensors_atomically(path, tensors, {METADATA_KEY: json.dumps(metadata)})
+    write_bytes_atomically(path, encode_safetensors(tensors, {METADATA_KEY: json.dumps(metadata)}))
 
 
-def write_safetensors_atomically(
-    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
-) -> None:
-    """A safetensors file written to a temp file in the same folder, fsynced, then renamed over
-    ``path``: a kill at any instant leaves either the old file or the new one."""
-    path = Path(path)
-    # Own contiguous CPU copies: safetensors refuses shared or strided storage, and device tensors.
+def encode_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """A safetensors payload of own contiguous CPU copies of ``tensors`` (safetensors refuses
+    shared or strided storage, and device tensors)."""
     cpu = {
         name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in tensors.items()
     }
-    payload = safetensors.torch.save(cpu, metadata={"format": "pt", **metadata})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(payload)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp_name, 0o644)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
+    return safetensors.torch.save(cpu, metadata={"format": "pt", **metadata})
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -213,17 +195,3 @@ def _clean_command(path: Path) -> str:
     if path.name != DEFAULT_NAME:
         command += f" {path.name}"
     return f"`{command}`"
-
-
-def _fsync_directory(folder: Path) -> None:
-    """Persist the rename itself; not every platform can open a directory."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)

@@ -14,7 +14,6 @@ import gzip
 import hashlib
 import json
 import os
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from torchvision.datasets import MNIST
 
 import psa
+from psa.atomic import write_atomically
 
 # The uncompressed IDX files: size in bytes and SHA-256 (see the MNIST README shipped with them).
 MNIST_FILES = {
@@ -242,7 +242,7 @@ def _read_stamp(raw: Path) -> dict:
 def _write_stamp(raw: Path, verified: dict) -> None:
     # A read-only data dir only costs a re-hash next time.
     with contextlib.suppress(OSError):
-        _write_atomically(raw / STAMP_NAME, lambda out: out.write(json.dumps(verified).encode()))
+        write_atomically(raw / STAMP_NAME, lambda out: out.write(json.dumps(verified).encode()))
 
 
 def _matches(path: Path, name: str) -> bool:
@@ -277,29 +277,12 @@ def _decompress(shipped: Path, target: Path, name: str) -> None:
 
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        _write_atomically(target, copy)
+        write_atomically(target, copy)
     except (OSError, EOFError, zlib.error) as error:
         raise DatasetError(
             f"cannot decompress {shipped} into {target}: {error}; restore it with "
             f"`git checkout -- {shipped}` and check that {target.parent} is writable"
         ) from None
-
-
-def _write_atomically(target: Path, write) -> None:
-    """Write via ``write(file)`` into a temp file beside ``target``, then rename it into place."""
-    handle, temp_name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(handle, "wb") as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp_name, 0o644)  # mkstemp creates 0600; these are ordinary shared data files
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 def _download(data_dir: Path) -> None:

@@ -23,7 +23,8 @@ from safetensors.torch import load_file
 
 from psa import interrupts
 from psa.arch import Stack, arch_slug, format_arch
-from psa.checkpoint import write_safetensors_atomically
+from psa.atomic import write_bytes_atomically
+from psa.checkpoint import encode_safetensors
 from psa.data import MnistSplits
 from psa.engine import Engine, Hyperparameters, LoopReport, TrialSpec
 from psa.model import Architecture, build_architecture
@@ -336,7 +337,7 @@ class ChunkRunner:
             "bounty_loops": [s.bounty_loop for s in engine.state],
             "trials": [[t.mode, t.index] for t in chunk.trials],
         }
-        write_safetensors_atomically(path, tensors, {CHUNK_KEY: json.dumps(state)})
+        write_bytes_atomically(path, encode_safetensors(tensors, {CHUNK_KEY: json.dumps(state)}))
 
     def _open_log(self, arch: Architecture, trial: Trial, loops_completed: int) -> JsonLines:
         """The trial's per-loop log, cut back to the loops the engine starts from."""

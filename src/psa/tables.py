@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from psa.arch import ArchError, Stack, format_arch, parse_arch
+from psa.atomic import write_text_atomically
 from psa.modes import MODE_TITLES, MODES
 
 PAIRED_MARKER = "<!-- psa: paired trials -->"
@@ -132,39 +131,6 @@ def _arch_order(frame: pd.DataFrame, arch_order: Iterable | None) -> list[str]:
     return order + [arch for arch in present if arch not in order]
 
 
-def replace_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(temporary)`` on a temp file beside ``path``, then move it over ``path``.
-
-    A failure leaves ``path`` as it was. The file gets the usual permissions (0666 less the
-    umask), not mkstemp's 0600.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    temporary = Path(name)
-    try:
-        write(temporary)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_text_atomically(text: str, path: str | Path) -> Path:
-    def write(temporary: Path) -> None:
-        with temporary.open("w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-
-    return replace_atomically(path, write)
-
-
 def render_trials_markdown(
     records: Iterable[Mapping] | pd.DataFrame,
     model: str = "resmlp",
@@ -210,7 +176,7 @@ def write_trials_markdown(
     paired: bool | None = None,
 ) -> Path:
     """Write the trial table atomically (a temp file, then os.replace)."""
-    return write_text_atomically(render_trials_markdown(records, model, arch_order, paired), path)
+    return write_text_atomically(path, render_trials_markdown(records, model, arch_order, paired))
 
 
 def mode_statistics(long: pd.DataFrame) -> pd.DataFrame:
@@ -278,7 +244,7 @@ def write_summary_markdown(
     errors: Mapping[tuple[str, str], str] | None = None,
 ) -> Path:
     """Write the summary atomically (a temp file, then os.replace)."""
-    return write_text_atomically(render_summary_markdown(records, model, arch_order, errors), path)
+    return write_text_atomically(path, render_summary_markdown(records, model, arch_order, errors))
 
 
 def _split_row(line: str) -> list[str]:

@@ -9,13 +9,13 @@ by an interruption) and continues from the token, so it fetches only new events.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from botocore.exceptions import ClientError
 
+from psa.atomic import write_text_atomically
 from psa.cloud.aws import error_code, with_backoff
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -76,9 +76,7 @@ def _read_state(path: Path, log_path: Path) -> dict:
 
 
 def _write_state(path: Path, state: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(state))
-    os.replace(temporary, path)
+    write_text_atomically(path, json.dumps(state))
 
 
 def download_stream(logs, stream: str, log_path: Path) -> tuple[int, int, int]:

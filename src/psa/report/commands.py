@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from psa.arch import ArchError, read_config_file
+from psa.atomic import write_text_atomically
 from psa.modes import MODES
 from psa.tables import (
     ResultsFormatError,
@@ -25,7 +26,6 @@ from psa.tables import (
     read_mode_statistics,
     read_trials,
     summary_name,
-    write_text_atomically,
 )
 
 RESULTS_DIR = Path("results")
@@ -106,7 +106,7 @@ def _emit(text: str, output_file: Path | None) -> None:
     if output_file is None:
         sys.stdout.write(text)
     else:
-        write_text_atomically(text, output_file)
+        write_text_atomically(output_file, text)
         print(f"wrote {output_file}", file=sys.stderr)
 
 

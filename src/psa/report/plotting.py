@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from psa.tables import replace_atomically
+from psa.atomic import write_atomically
 
 # Figure objects draw through Agg directly, so no display and no pyplot state are involved.
 DPI = 300
@@ -71,10 +71,8 @@ def mark_missing(ax: Axes, depths, widths, size: float = 60) -> None:
 
 
 def save_figure(figure: Figure, path: str | Path, dpi: int = DPI) -> Path:
-    """Save a PNG atomically: a temp file in the same directory, then os.replace."""
-    return replace_atomically(
-        path, lambda temporary: figure.savefig(temporary, format="png", dpi=dpi)
-    )
+    """Save a PNG atomically (psa.atomic)."""
+    return write_atomically(path, lambda stream: figure.savefig(stream, format="png", dpi=dpi))
 
 
 def label_design_points(ax: Axes, data: pd.DataFrame) -> None:

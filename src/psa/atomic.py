@@ -1,0 +1,63 @@
+"""Atomic file writes: the one way psa writes a file that someone may read after a crash.
+
+The new content goes to a temp file in the target's folder (``.<name>.<random>.tmp``), is flushed
+and fsynced, renamed over the target, and the folder is fsynced so the rename itself is durable.
+A kill or a power cut at any instant leaves either the old file or the new one, never a mix; a
+failure while writing leaves the old file and removes the temp file. The file gets the usual
+permissions (0666 less the umask), not mkstemp's 0600.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+
+def write_atomically(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write(stream)`` on a binary temp file beside ``path``, then move it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(name, 0o666 & ~_umask())
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+    return path
+
+
+def write_bytes_atomically(path: str | Path, data: bytes) -> Path:
+    return write_atomically(path, lambda stream: stream.write(data))
+
+
+def write_text_atomically(path: str | Path, text: str) -> Path:
+    return write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def fsync_directory(folder: str | Path) -> None:
+    """Persist the entries of ``folder`` (a rename, a new file); not every platform can."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
