@@ -51,4 +51,5 @@ def test_missing_data_is_one_line_on_stderr_and_a_non_zero_exit(tmp_path, monkey
     with pytest.raises(SystemExit) as failed:
         analyze_dataset.main(["--data-dir", str(tmp_path)])
     message = str(failed.value)
-    assert message.startswith("psa: ") and "is missing" in message and "\n" not in message
+    assert message.startswith("analyze-dataset: ") and "is missing" in message
+    assert "\n" not in message

@@ -208,22 +208,26 @@ def test_the_same_model_and_arch_resume_even_if_spelled_differently(saved):
 
 def test_another_arch_is_refused_naming_both_architectures(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PSA_RUN_PREFIX", "scripts/poetry run")
     path = Path("models") / "mnist_lkg.safetensors"
     with pytest.raises(CheckpointError) as refused:
         checkpoint.check_compatible(metadata(), "resmlp", "8*8", path)
     assert str(refused.value) == (
         "models/mnist_lkg.safetensors holds a resmlp [4*4] but --arch asks for resmlp [8*8]; "
-        "use --model-dir for a new run or `poetry run clean` to start fresh"
+        "use --model-dir for a new run or `scripts/poetry run clean` to start fresh"
     )
 
 
-def test_another_model_kind_is_refused_and_the_clean_hint_names_the_model_dir(tmp_path):
+def test_another_model_kind_is_refused_and_the_clean_hint_names_the_model_dir(
+    tmp_path, monkeypatch
+):
+    monkeypatch.delenv("PSA_RUN_PREFIX", raising=False)
     path = tmp_path / "runs" / "lkg.safetensors"
     with pytest.raises(CheckpointError) as refused:
         checkpoint.check_compatible(metadata(), "mlp", "4*4", path)
     message = str(refused.value)
     assert "holds a resmlp [4*4] but --model asks for mlp [4*4]" in message
-    assert f"`poetry run clean --model-dir {path.parent} lkg.safetensors`" in message
+    assert f"`clean --model-dir {path.parent} lkg.safetensors`" in message
 
 
 def test_make_metadata_starts_a_run_with_nothing_trained():

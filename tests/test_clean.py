@@ -103,15 +103,29 @@ def test_the_prompt_keeps_everything_unless_the_answer_is_yes(models, terminal, 
     assert "Nothing deleted" in capsys.readouterr().out
 
 
-def test_all_deletes_every_file_in_the_model_dir_but_gitkeep(models):
-    clean.main(["--all", "--yes"])
+def test_several_named_files_without_a_terminal_or_yes_are_refused(models, no_terminal):
+    before = remaining(models)
+    with pytest.raises(SystemExit, match="^clean: .*no terminal.*--yes"):
+        clean.main(["other.safetensors", "notes.txt"])
+    assert remaining(models) == before
+
+
+def test_all_deletes_every_file_in_the_model_dir_but_gitkeep_without_asking(models, no_terminal):
+    clean.main(["--all"])
     assert remaining(models) == {".gitkeep"}
     assert models.is_dir()
 
 
-def test_clean_all_is_clean_with_all(models):
-    clean.main_all(["--yes"])
+def test_clean_all_is_clean_with_all_and_never_asks(models, no_terminal):
+    clean.main_all([])
     assert remaining(models) == {".gitkeep"}
+
+
+def test_clean_all_on_a_terminal_does_not_prompt(models, terminal, capsys):
+    terminal("n\n")
+    clean.main_all([])
+    assert remaining(models) == {".gitkeep"}
+    assert "[y/N]" not in capsys.readouterr().out
 
 
 def test_dry_run_lists_and_keeps_everything(models, capsys):

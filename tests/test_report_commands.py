@@ -101,7 +101,7 @@ def test_classify_regimes_rejects_a_malformed_table_without_touching_the_output(
     output.write_text("previous\n")
     argv = ["--trials-file", str(table), "--output-file", str(output)]
     err = fail_line(capsys, classify_regimes_main, argv)
-    assert err.startswith("psa: classify-regimes: trials.md:5: cell 'lots'")
+    assert err.startswith("classify-regimes: trials.md:5: cell 'lots'")
     assert output.read_text() == "previous\n"
 
 

@@ -28,9 +28,6 @@ import torch
 from psa.model import Architecture, StackedParameters
 from psa.modes import ABLATIVE_MODES
 
-HIDDEN_TARGETS = ("upstream", "corrected")
-FULL_SAMPLING = ("layer", "neuron")
-
 
 @dataclass(frozen=True)
 class AblationTarget:

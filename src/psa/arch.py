@@ -10,6 +10,8 @@ import argparse
 import re
 from pathlib import Path
 
+from psa.errors import PsaError
+
 Stack = tuple[int, int]  # (depth, width)
 
 MAX_DEPTH = 10_000
@@ -20,7 +22,7 @@ EXAMPLE = '"[4*4, 2*8]"'
 _SEGMENT = re.compile(r"^\s*(\d+)\s*\*\s*(\d+)\s*$")
 
 
-class ArchError(ValueError):
+class ArchError(PsaError, ValueError):
     """A malformed or unreasonable architecture string."""
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from psa.ablation import FULL_SAMPLING, HIDDEN_TARGETS
-from psa.modes import MODES
+from psa.modes import FULL_SAMPLING, HIDDEN_TARGETS, MODES
 
 
 def positive_int(text: str) -> int:

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
-import safetensors.torch
-import torch
+from typing import TYPE_CHECKING, Any
 
 import psa
 from psa.arch import ArchError, format_arch, parse_arch
 from psa.atomic import write_bytes_atomically
+from psa.errors import PsaError, command_hint
 from psa.modes import MODES
+
+if TYPE_CHECKING:
+    import torch
 
 SCHEMA_VERSION = 1
 METADATA_KEY = "psa"
@@ -43,7 +44,7 @@ _FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 
-class CheckpointError(Exception):
+class CheckpointError(PsaError):
     """A checkpoint that cannot be used; the message names the file and what to do."""
 
 
@@ -57,6 +58,8 @@ def make_metadata(
     mode: str,
 ) -> dict[str, Any]:
     """Metadata of a fresh run: nothing trained yet, ``mode`` used from loop 1."""
+    import torch
+
     metadata = {
         "schema": SCHEMA_VERSION,
         "model": model,
@@ -116,6 +119,8 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], metadata
 def encode_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
     """A safetensors payload of own contiguous CPU copies of ``tensors`` (safetensors refuses
     shared or strided storage, and device tensors)."""
+    import safetensors.torch
+
     cpu = {
         name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in tensors.items()
     }
@@ -124,6 +129,8 @@ def encode_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a checkpoint written by save_checkpoint: (CPU tensors, metadata)."""
+    import safetensors.torch
+
     path = Path(path)
     try:
         payload = path.read_bytes()
@@ -189,7 +196,7 @@ def _refusal(path: Path, reason: str) -> str:
 def _clean_command(path: Path) -> str:
     """The clean invocation that deletes exactly this checkpoint."""
     folder = path.parent
-    command = "poetry run clean"
+    command = command_hint("clean")
     if folder.resolve() != Path("models").resolve():
         command += f" --model-dir {folder}"
     if path.name != DEFAULT_NAME:

@@ -23,6 +23,7 @@ from torchvision.datasets import MNIST
 
 import psa
 from psa.atomic import write_atomically
+from psa.errors import PsaError
 
 # The uncompressed IDX files: size in bytes and SHA-256 (see the MNIST README shipped with them).
 MNIST_FILES = {
@@ -52,7 +53,7 @@ STAMP_NAME = ".psa-verified.json"
 _CHUNK = 1 << 20
 
 
-class DatasetError(Exception):
+class DatasetError(PsaError):
     """MNIST is missing, corrupted or cannot be prepared; the message says what to do."""
 
 

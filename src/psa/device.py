@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from psa.errors import PsaError
+
 CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
-class DeviceError(Exception):
+class DeviceError(PsaError):
     """The requested device does not exist on this machine; the message says what to use."""
 
 

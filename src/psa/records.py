@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import IO
 
@@ -14,6 +13,7 @@ import torch
 import psa
 from psa.ablation import AblationTarget
 from psa.model import Architecture
+from psa.revision import git_revision
 
 
 def loop_record(
@@ -74,24 +74,6 @@ def provenance(device: torch.device) -> dict:
         "torch_version": torch.__version__,
         "device": device.type,
     }
-
-
-def git_revision() -> str | None:
-    """The source checkout's commit (with ``-dirty`` if modified), or None outside a checkout."""
-    try:
-        commit = _git("rev-parse", "--short=12", "HEAD")
-        dirty = _git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{commit}-dirty" if dirty else commit
-
-
-def _git(*args: str) -> str:
-    source = Path(psa.__file__).resolve().parent
-    done = subprocess.run(
-        ["git", *args], cwd=source, capture_output=True, text=True, timeout=5, check=True
-    )
-    return done.stdout.strip()
 
 
 def fsync_append(path: Path, record: dict) -> None:

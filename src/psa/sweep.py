@@ -27,6 +27,7 @@ from psa.atomic import write_bytes_atomically
 from psa.checkpoint import encode_safetensors
 from psa.data import MnistSplits
 from psa.engine import Engine, Hyperparameters, LoopReport, TrialSpec
+from psa.errors import PsaError
 from psa.model import Architecture, build_architecture
 from psa.records import JsonLines, fsync_append, loop_record, provenance
 from psa.seeds import run_seeds, trial_run_seed
@@ -46,7 +47,7 @@ CHECKPOINT_EVERY_SECONDS = 300.0
 CPU_FLOP_PER_STEP = 4e9
 
 
-class SweepError(Exception):
+class SweepError(PsaError):
     """A sweep that cannot start as asked; the message says what to do."""
 
 

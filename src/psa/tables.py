@@ -26,6 +26,7 @@ import pandas as pd
 
 from psa.arch import ArchError, Stack, format_arch, parse_arch
 from psa.atomic import write_text_atomically
+from psa.errors import PsaError
 from psa.modes import MODE_TITLES, MODES
 
 PAIRED_MARKER = "<!-- psa: paired trials -->"
@@ -54,7 +55,7 @@ _STATS = re.compile(
 )
 
 
-class ResultsFormatError(ValueError):
+class ResultsFormatError(PsaError, ValueError):
     """A results file that does not follow the trial-table, summary or records format."""
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
+from psa.cli import CommandParser
 from psa.cloud.aws import cli_errors, client, error_code, with_backoff
 from psa.cloud.jobs import list_project_jobs, read_jobs_file
 from psa.cloud.settings import SettingsError, add_settings_flags, load_settings, require
@@ -191,7 +192,7 @@ def _price(text: str) -> tuple[str, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=PROG,
         description="Cost of the project's SageMaker jobs (BillableTimeInSeconds x price).",
     )

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from psa.arch import arch_slug, parse_arch
+from psa.cli import CommandParser
 from psa.cloud.aws import cli_errors, client
 from psa.cloud.cloudwatch import LOG_GROUP, download_job, jobs_with_logs
 from psa.cloud.grid import MODELS
@@ -29,7 +30,7 @@ DEFAULT_LOGS_DIR = Path("results/sagemaker-logs")
 
 
 def _download_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=DOWNLOAD_PROG,
         description="Download training-job logs from CloudWatch Logs (resumable).",
     )
@@ -89,7 +90,7 @@ def download_main(argv: list[str] | None = None) -> int:
 
 
 def _parse_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=PARSE_PROG,
         description="Per-loop tables and per-loop JSON lines from downloaded training-job logs.",
     )

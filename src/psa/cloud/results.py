@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from botocore.exceptions import ClientError
 
 from psa.arch import ArchError, arch_slug
+from psa.cli import CommandParser
 from psa.cloud.aws import cli_errors, client, with_backoff
 from psa.cloud.grid import JobSpec, add_grid_flags, attempt_of, plan_jobs
 from psa.cloud.jobs import list_project_jobs
@@ -251,7 +252,7 @@ def training_jobs(sagemaker, job_prefix: str) -> set[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=PROG,
         description="Collect the SageMaker jobs' outputs from S3 into trial and summary tables.",
     )

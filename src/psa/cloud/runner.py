@@ -21,6 +21,7 @@ from pathlib import Path
 from botocore.exceptions import ClientError
 
 from psa.arch import ArchError
+from psa.cli import CommandParser
 from psa.cloud.aws import QUOTA_CODE, THROTTLING_CODES, cli_errors, client, error_code, with_backoff
 from psa.cloud.grid import JobSpec, add_grid_flags, attempt_name, attempt_of, plan_jobs
 from psa.cloud.jobs import list_project_jobs
@@ -200,7 +201,7 @@ def summarize(decisions: list[Decision], outcome: Outcome) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=PROG,
         description="Launch the PSA grid as SageMaker training jobs (boto3 CreateTrainingJob).",
     )

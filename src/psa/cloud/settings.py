@@ -15,10 +15,12 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from psa.errors import PsaError
+
 ENV_EXAMPLE = "aws/sagemaker/.env.example"
 
 
-class SettingsError(ValueError):
+class SettingsError(PsaError, ValueError):
     """Missing or malformed settings; the message says which and how to set them."""
 
 

@@ -13,6 +13,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from psa.cli import CommandParser
 from psa.cloud.aws import cli_errors, client
 from psa.cloud.listing import list_objects
 from psa.cloud.settings import add_settings_flags, load_settings, require
@@ -57,7 +58,7 @@ def _size(count: int) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=PROG, description="Size and monthly cost of the project's objects on S3."
     )
     parser.add_argument("--detailed", action="store_true", help="one line per job folder")

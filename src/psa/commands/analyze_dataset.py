@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from psa.cli import CommandParser
 from psa.data import (
     NUM_CLASSES,
     DatasetError,
@@ -27,7 +28,7 @@ TIMING_REPEATS = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="analyze-dataset",
         description=(
             "Class counts, percentages and the ZeroR baseline (always predict the most frequent "
@@ -60,13 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    arguments = build_parser().parse_args(argv)
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
     data_dir = arguments.data_dir or default_data_dir()
     try:
         analysis = analyze_mnist(data_dir)
         timing = _time_load(data_dir, arguments.device) if arguments.time_load else None
     except (DatasetError, DeviceError) as error:
-        sys.exit(f"psa: {error}")
+        sys.exit(f"{parser.prog}: {error}")
 
     console = Console()
     if arguments.format == "json":

@@ -19,6 +19,7 @@ from torch import nn
 
 from psa.arch import ArchError, format_arch, parse_arch
 from psa.arguments import positive_int
+from psa.cli import CommandParser
 from psa.data import DatasetError, MnistSplits, load_mnist
 from psa.device import CHOICES as DEVICE_CHOICES
 from psa.device import DeviceError, resolve_device
@@ -33,10 +34,9 @@ DEFAULT_ARCHS = ("[1*1024]", "[2*256]", "[4*17]", "[18*18]")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="bench",
         description="Measure seconds per trial-epoch of PSA training on this machine.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--archs",

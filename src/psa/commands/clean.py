@@ -8,16 +8,18 @@ import sys
 from pathlib import Path
 
 from psa.checkpoint import DEFAULT_NAME
+from psa.cli import CommandParser
+from psa.errors import PsaError
 
 KEEP = frozenset({".gitkeep"})
 
 
-class CleanError(Exception):
+class CleanError(PsaError):
     """A target that must not or cannot be deleted; nothing has been deleted yet."""
 
 
 def build_parser(prog: str = "clean") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=prog,
         description=(
             "Delete the LKG checkpoint and its per-run logs (default), named files, or everything "
@@ -34,13 +36,14 @@ def build_parser(prog: str = "clean") -> argparse.ArgumentParser:
     parser.add_argument(
         "--all",
         action="store_true",
-        help="delete every file in the model dir, sub-folders included (keeps .gitkeep)",
+        help="delete every file in the model dir, sub-folders included, without asking "
+        "(keeps .gitkeep)",
     )
     parser.add_argument(
         "--model-dir",
         type=Path,
         default=Path("models"),
-        help="the folder to clean (default: models)",
+        help="the folder to clean",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="list what would be deleted, delete nothing"
@@ -49,30 +52,33 @@ def build_parser(prog: str = "clean") -> argparse.ArgumentParser:
         "--yes",
         "-y",
         action="store_true",
-        help="delete several files without asking (required when there is no terminal)",
+        help="delete several named files without asking (needed when there is no terminal; "
+        "--all never asks)",
     )
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    run(build_parser().parse_args(argv))
+    parser = build_parser()
+    run(parser.parse_args(argv), parser.prog)
 
 
 def main_all(argv: list[str] | None = None) -> None:
     """``clean-all``: the same as ``clean --all``."""
-    arguments = build_parser("clean-all").parse_args(argv)
+    parser = build_parser("clean-all")
+    arguments = parser.parse_args(argv)
     arguments.all = True
-    run(arguments)
+    run(arguments, parser.prog)
 
 
-def run(arguments: argparse.Namespace) -> None:
+def run(arguments: argparse.Namespace, prog: str = "clean") -> None:
     if arguments.all and arguments.files:
-        sys.exit("psa: give either --all or FILE names, not both")
+        sys.exit(f"{prog}: give either --all or FILE names, not both; see `{prog} --help`")
     model_dir = arguments.model_dir
     try:
         targets = select_targets(model_dir, arguments.files, arguments.all)
     except CleanError as error:
-        sys.exit(f"psa: {error}")
+        sys.exit(f"{prog}: {error}")
 
     if not targets:
         print(f"Nothing to delete in {model_dir}.")
@@ -82,7 +88,9 @@ def run(arguments: argparse.Namespace) -> None:
             print(f"would delete {target}")
         print(f"Dry run: {len(targets)} file(s) in {model_dir} left in place.")
         return
-    if len(targets) > 1 and not arguments.yes and not _confirm(targets, model_dir):
+    # --all deletes without asking, as upstream's clean-all; several other files are confirmed.
+    ask = len(targets) > 1 and not arguments.all and not arguments.yes
+    if ask and not _confirm(targets, model_dir, prog):
         print("Nothing deleted.")
         return
     for target in targets:
@@ -157,11 +165,11 @@ def _dedupe(paths: list[Path]) -> list[Path]:
     return unique
 
 
-def _confirm(targets: list[Path], model_dir: Path) -> bool:
+def _confirm(targets: list[Path], model_dir: Path, prog: str) -> bool:
     """Ask y/N on the terminal; without one, refuse rather than wait for an answer."""
     if not sys.stdin.isatty():
         sys.exit(
-            f"psa: this would delete {len(targets)} files in {model_dir}, and there is no "
+            f"{prog}: this would delete {len(targets)} files in {model_dir}, and there is no "
             "terminal to confirm on; rerun with --yes (or --dry-run to list them)"
         )
     for target in targets:

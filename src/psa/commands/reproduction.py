@@ -14,6 +14,7 @@ from pathlib import Path
 
 from psa.arch import ArchError, Stack, arch_flag, arch_slug, read_config_file
 from psa.arguments import positive_int
+from psa.cli import CommandParser
 from psa.modes import MODES
 from psa.seeds import trial_run_seed
 
@@ -26,7 +27,7 @@ TRAIN = "scripts/poetry run train"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="generate-reproduction-tests",
         description=(
             "Print the train commands of the reproduction grid and write a bash script that runs "
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         configs = read_config_file(arguments.configs)
     except ArchError as error:
-        sys.exit(f"psa: {error}")
+        sys.exit(f"{parser.prog}: {error}")
 
     text = script_text(
         configs, arguments.trials, arguments.meta_loops, arguments.seed, arguments.model_root
@@ -141,7 +142,10 @@ def main(argv: list[str] | None = None) -> None:
         output.write_text(text)
         output.chmod(0o755)
     except OSError as error:
-        sys.exit(f"psa: cannot write {output}: {error.strerror}")
+        sys.exit(
+            f"{parser.prog}: cannot write {output}: {error.strerror}; "
+            "pass --output a writable path"
+        )
 
     print("=== Individual Commands ===")
     for stacks in configs:

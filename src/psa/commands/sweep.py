@@ -19,6 +19,7 @@ from rich.progress import (
 from psa import interrupts
 from psa.arch import ArchError, argparse_arch, format_arch, read_config_file
 from psa.arguments import add_method_flags, mode_list, positive_int, probability
+from psa.cli import CommandParser
 from psa.data import DatasetError, load_mnist
 from psa.device import CHOICES as DEVICE_CHOICES
 from psa.device import DeviceError, resolve_device
@@ -54,11 +55,10 @@ VALIDATION_SHARE = 1 + 2 * 10_000 / (6 * 50_000)  # a forward pass over 10,000 i
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="sweep",
         description="Run configurations x modes x trials of PSA, batching the trials of each "
         "architecture. Killed and rerun with the same arguments, it resumes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--configs",

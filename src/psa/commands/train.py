@@ -21,6 +21,7 @@ from psa.checkpoint import (
     make_metadata,
     save_checkpoint,
 )
+from psa.cli import CommandParser
 from psa.commands.console import TrainingDisplay
 from psa.data import DatasetError, load_mnist
 from psa.device import CHOICES as DEVICE_CHOICES
@@ -33,11 +34,10 @@ from psa.seeds import fresh_seed, run_seeds
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="train",
         description="Train one network with Persistent Stochastic Ablation on MNIST. Rerunning "
         "on the same --model-dir resumes from its last-known-good checkpoint.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--arch",

@@ -19,6 +19,7 @@ import pandas as pd
 
 from psa.arch import ArchError, read_config_file
 from psa.atomic import write_text_atomically
+from psa.cli import CommandParser
 from psa.modes import MODES
 from psa.tables import (
     ResultsFormatError,
@@ -35,10 +36,9 @@ MODELS = ("resmlp", "mlp")
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
+    return CommandParser(
         prog=prog,
         description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
 
 
@@ -96,9 +96,13 @@ def _run(parser: argparse.ArgumentParser, argv: list[str] | None, body: Callable
     try:
         body(args)
     except (ResultsFormatError, ArchError) as error:
-        sys.exit(f"psa: {parser.prog}: {error}")
+        sys.exit(f"{parser.prog}: {error}")
     except OSError as error:
-        sys.exit(f"psa: {parser.prog}: {error.strerror or error}: {error.filename or ''}".rstrip())
+        where = f" {error.filename}" if error.filename else ""
+        sys.exit(
+            f"{parser.prog}: cannot use{where}: {error.strerror or error}; "
+            "check the path and its permissions"
+        )
     return 0
 
 
@@ -111,7 +115,7 @@ def _emit(text: str, output_file: Path | None) -> None:
 
 
 def _note(parser: argparse.ArgumentParser, message: str) -> None:
-    print(f"psa: {parser.prog}: note: {message}", file=sys.stderr)
+    print(f"{parser.prog}: note: {message}", file=sys.stderr)
 
 
 def _require_file(parser: argparse.ArgumentParser, path: Path, flag: str, hint: str) -> None:

@@ -1,0 +1,170 @@
+"""The entry layer of every console script, light enough to act before anything heavy loads.
+
+``train = "psa.cli:train"`` in pyproject.toml runs :func:`run` for ``train``, which in this order
+makes Ctrl-C and SIGTERM end the command with one line and exit status 130 or 143, answers
+``--version``, imports the command's module (torch, pandas or boto3 load only here) and calls its
+``main(argv)``. The project's errors (:class:`psa.errors.PsaError`) that a command lets through
+become one line ``<command>: <what is wrong>; <what to do>`` on stderr and exit status 1.
+
+:class:`CommandParser` gives every command the same flags and messages: ``--version``, a usage
+error as one line (the usage block only for ``--help``), each default shown once, and the name the
+user typed (an alias included) in every message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from psa.errors import PsaError
+
+# Console command -> "module:function" taking argv. An alias is one more row.
+COMMANDS = {
+    "train": "psa.commands.train:main",
+    "clean": "psa.commands.clean:main",
+    "clean-all": "psa.commands.clean:main_all",
+    "analyze-dataset": "psa.commands.analyze_dataset:main",
+    "sweep": "psa.commands.sweep:main",
+    "bench": "psa.commands.bench:main",
+    "generate-reproduction-tests": "psa.commands.reproduction:main",
+    "classify-regimes": "psa.report.commands:classify_regimes_main",
+    "make-architecture-table": "psa.report.commands:architecture_table_main",
+    "make-trial-accuracy-table": "psa.report.commands:trial_accuracy_table_main",
+    "make-figure-design-space": "psa.report.commands:design_space_main",
+    "make-design-space-figure": "psa.report.commands:design_space_main",
+    "make-figure-heatmaps": "psa.report.commands:heatmaps_main",
+    "make-convergence-plots": "psa.report.commands:convergence_main",
+    "sagemaker-runner": "psa.cloud.runner:main",
+    "sagemaker-results-parser": "psa.cloud.results:main",
+    "sagemaker-get-training-logs": "psa.cloud.logs:download_main",
+    "sagemaker-logs-parser": "psa.cloud.logs:parse_main",
+    "sagemaker-cost-estimator": "psa.cloud.cost:main",
+    "sagemaker-estimate-storage": "psa.cloud.storage:main",
+}
+
+EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+_running: str | None = None
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; code that stops cleanly on Ctrl-C stops the same way."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def run(command: str, argv: Sequence[str]) -> int:
+    """Run console command ``command`` with ``argv`` as a process does; return its exit status."""
+    global _running
+    previous = {number: signal.getsignal(number) for number in EXIT_STATUS}
+    for number in EXIT_STATUS:
+        signal.signal(number, _stop)
+    _running = command
+    try:
+        if version_requested(argv):
+            from psa.revision import version_text
+
+            print(version_text(command))
+            return 0
+        module, function = COMMANDS[command].split(":")
+        status = getattr(importlib.import_module(module), function)(list(argv))
+        return status if isinstance(status, int) else 0
+    except KeyboardInterrupt as stop:
+        signum = stop.signum if isinstance(stop, Stopped) else signal.SIGINT
+        name = signal.Signals(signum).name
+        print(f"{command}: stopped by {name}; rerun the same command to continue", file=sys.stderr)
+        return EXIT_STATUS[signum]
+    except PsaError as error:
+        print(f"{command}: {error}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader of stdout went away (`| head`): nothing left to say, and no traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    finally:
+        _running = None
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def version_requested(argv: Sequence[str]) -> bool:
+    """``--version`` among the options (before a ``--`` that ends them, after a leading one)."""
+    options = list(argv[1:] if argv[:1] == ["--"] else argv)
+    if "--" in options:
+        options = options[: options.index("--")]
+    return "--version" in options
+
+
+def running(default: str) -> str:
+    """The console command being run (an alias as typed), or ``default`` when called in-process."""
+    return _running or default
+
+
+def _stop(signum: int, frame) -> None:
+    raise Stopped(signum)
+
+
+def __getattr__(attribute: str):
+    """``psa.cli.clean_all`` is the console script of ``clean-all``."""
+    command = attribute.replace("_", "-")
+    if command not in COMMANDS:
+        raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")
+
+    def entry() -> int:
+        return run(command, sys.argv[1:])
+
+    entry.__name__ = attribute
+    return entry
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` to a flag's help unless the help already says its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or not action.option_strings
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+        ):
+            return text
+        if isinstance(default, (list, tuple)):
+            default = ",".join(str(item) for item in default)
+        return f"{text} (default: {str(default).replace('%', '%%')})"
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse for psa's commands: ``--version``, one-line usage errors, defaults shown once."""
+
+    def __init__(self, prog: str, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(prog=running(prog), **kwargs)
+        self.add_argument(
+            "--version",
+            action=_VersionAction,
+            nargs=0,
+            default=argparse.SUPPRESS,
+            help="print the version (and the git revision of a checkout) and exit",
+        )
+
+    def error(self, message: str):
+        """One line ``<command>: <what is wrong>; <what to do>`` and exit status 2."""
+        remedy = "" if ";" in message else f"; see `{self.prog} --help`"
+        self.exit(2, f"{self.prog}: {message}{remedy}\n")
+
+
+class _VersionAction(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        from psa.revision import version_text
+
+        print(version_text(parser.prog))
+        parser.exit(0)
