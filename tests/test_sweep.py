@@ -380,7 +380,8 @@ def test_an_unknown_mode_is_refused_before_anything_is_written(
     assert raised.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    [complaint] = [line for line in err.splitlines() if "--modes" in line and "error" in line]
+    [complaint] = err.splitlines()
+    assert complaint.startswith("sweep: argument --modes: ")
     assert "unknown mode" in complaint and ",".join(MODES) in complaint
     assert not results.exists()
 
