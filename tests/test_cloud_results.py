@@ -15,8 +15,8 @@ from cloud_support import (
 )
 from psa.cloud import results
 from psa.cloud.grid import JobSpec
+from psa.markdown import read_summary_markdown, read_trials_markdown
 from psa.modes import MODES
-from psa.tables import read_summary_markdown, read_trials_markdown
 from schemas import loop_record, trial_record
 
 GRID = ["--trials", "2", "--meta-loops", "3"]

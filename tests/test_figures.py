@@ -24,7 +24,7 @@ from psa.report.heatmaps import (
     make_heatmaps,
 )
 from psa.report.regimes import classify_trials
-from psa.tables import ResultsFormatError
+from psa.store import ResultsFormatError
 from schemas import loop_record
 
 DPI = 20

@@ -5,13 +5,13 @@ import pandas as pd
 import pytest
 
 from psa.arch import parse_arch
+from psa.markdown import parse_summary_markdown
 from psa.report.latex import (
     architecture_table,
     default_accuracy_caption,
     trial_accuracy_table,
     winners,
 )
-from psa.tables import parse_summary_markdown
 
 GOLDEN = Path(__file__).parent / "golden"
 # Set PSA_UPDATE_GOLDEN=1 to rewrite the golden files after a deliberate format change.

@@ -1,6 +1,7 @@
 import pandas as pd
 import pytest
 
+from psa.markdown import parse_trials_markdown
 from psa.modes import MODES
 from psa.report.regimes import (
     REGIMES,
@@ -10,7 +11,6 @@ from psa.report.regimes import (
     is_untrainable,
     regime_counts,
 )
-from psa.tables import parse_trials_markdown
 
 
 def stats_of(**trials):

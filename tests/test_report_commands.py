@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from psa.markdown import write_summary_markdown, write_trials_markdown
 from psa.modes import MODES
 from psa.report.commands import (
     architecture_table_main,
@@ -12,7 +13,6 @@ from psa.report.commands import (
     parse_targets,
     trial_accuracy_table_main,
 )
-from psa.tables import write_summary_markdown, write_trials_markdown
 from schemas import loop_record, trial_record
 
 ARCHS = {"4*17": ("4x17", 95.0), "2*2": ("2x2", 11.02)}

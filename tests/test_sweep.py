@@ -20,10 +20,11 @@ from hypothesis import strategies as st
 
 from psa.arch import arch_slug, parse_arch
 from psa.commands import sweep as sweep_command
+from psa.markdown import read_summary_markdown, read_trials_markdown
 from psa.model import parameter_count
 from psa.modes import ABLATIVE_MODES, BASELINE_MODES, MODES
-from psa.sweep import Settings, Trial, plan_chunks, prepare_results_dir, read_chunk_metadata
-from psa.tables import read_summary_markdown, read_trials_markdown
+from psa.store import ResultsStore, Trial
+from psa.sweep import Settings, plan_chunks, prepare_results_dir
 from schemas import LOOP_LOG_KEYS
 
 ARCHS = ("[1*8]", "[2*4]")
@@ -63,8 +64,10 @@ def sweep_flags(results_dir: Path, data_dir: Path, *extra: str) -> list[str]:
 
 
 def read_records(results_dir: Path) -> list[dict]:
-    text = (results_dir / "trials.jsonl").read_text()
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    """Every record file of the dir, line by line (a record written twice would show twice)."""
+    store = ResultsStore(results_dir)
+    files = store.unit_record_files() or store.record_files()
+    return [json.loads(line) for path in files for line in path.read_text().splitlines()]
 
 
 def read_log(results_dir: Path, arch: str, mode: str, trial: int) -> list[dict]:
@@ -277,11 +280,11 @@ def test_a_sweep_stopped_by_sigterm_mid_batch_resumes_exactly(
         out, err = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == 130, err
+    assert process.returncode == 143, err
     assert "Traceback" not in err and "Interrupted" in out
     assert {r["arch"] for r in read_records(results)} == {KEYS[0]}
-    [saved] = results.glob("chunks/*.safetensors")
-    done = read_chunk_metadata(saved)["loops_completed"]
+    [saved] = ResultsStore(results).saved_chunks(KEYS[1])
+    done = saved.loops_completed
     assert 1 <= done < LOOPS
 
     sweep_command.main(sweep_flags(results, repo_dataset, "--dry-run"))
@@ -319,7 +322,7 @@ def test_a_sweep_killed_mid_batch_reruns_without_duplicate_records(
 
 def finished_results_dir(path: Path) -> Path:
     """A results dir as a finished sweep leaves it: its settings and one trial record."""
-    prepare_results_dir(path, DEFAULT_SETTINGS)
+    prepare_results_dir(ResultsStore(path), DEFAULT_SETTINGS)
     record = {"arch": "1*8", "model": "resmlp", "mode": "none", "trial": 1, "val_bounty": 60.0}
     (path / "trials.jsonl").write_text(json.dumps(record) + "\n")
     return path

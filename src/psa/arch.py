@@ -130,3 +130,16 @@ def read_config_file(path: str | Path) -> list[list[Stack]]:
     if not configs:
         raise ArchError(f"configurations file {path} lists no architectures")
     return configs
+
+
+def canonical_arch(arch: str | list[Stack]) -> str:
+    """The table key of an architecture: ``"4*17"`` for ``"4*17"``, ``"[4*17]"`` or [(4, 17)]."""
+    if not isinstance(arch, str):
+        return format_arch(list(arch))
+    text = arch.strip()
+    return format_arch(parse_arch(text if text.startswith("[") else f"[{text}]"))
+
+
+def arch_stacks(arch: str) -> list[Stack]:
+    """The (depth, width) stacks of a table key such as ``"4*17"``."""
+    return parse_arch(f"[{arch}]")

@@ -1,5 +1,8 @@
 """Stopping cleanly: SIGTERM (a spot reclaim, `kill`) stops like Ctrl-C, and short critical
-sections hold both until they are done, so what is on disk always agrees with itself."""
+sections hold both until they are done, so what is on disk always agrees with itself.
+
+A stop raises ``Interrupted`` (a KeyboardInterrupt that remembers its signal); a command that
+ends on one exits with ``exit_status(error)``: 130 after SIGINT, 143 after SIGTERM."""
 
 from __future__ import annotations
 
@@ -9,6 +12,19 @@ import threading
 from collections.abc import Iterator
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop by ``signum`` (SIGINT or SIGTERM)."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def exit_status(error: KeyboardInterrupt) -> int:
+    """The shell's status for a run ended by ``error``: 128 + the signal (130 for a bare Ctrl-C)."""
+    return 128 + int(getattr(error, "signum", signal.SIGINT))
 
 
 @contextlib.contextmanager
@@ -41,8 +57,8 @@ def held() -> Iterator[None]:
         for number, handler in previous.items():
             signal.signal(number, handler)
     if received:
-        raise KeyboardInterrupt
+        raise Interrupted(received[0])
 
 
 def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+    raise Interrupted(signum)

@@ -1,49 +1,36 @@
 """A grid of trials (architectures x modes x trial indices) run on the batched engine.
 
-This module plans and runs one results directory; ``psa.commands.sweep`` is its command line.
-The unit of resumption is the chunk: trials of one architecture trained together. A chunk saves
-its LKG weights and counters every few minutes, so a killed sweep continues each unfinished
-chunk from its last saved loop; a finished trial is recorded once in ``trials.jsonl`` and never
-run again.
+This module plans and runs the chunks of one results directory, writing only through its store
+(psa.store, which documents the files and what stays true at any instant); ``psa.commands.sweep``
+is its command line. The unit of work is the chunk: pending trials of one architecture trained
+together. At every loop boundary a chunk logs the loop and saves its progress, so a killed sweep
+continues each unfinished chunk from its last completed loop; a finished chunk's trials are
+recorded once and never run again. Trials are claimed before they run, so several sweeps (or
+shards) can share one results dir.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, fields
-from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 
 from psa import interrupts
 from psa.arch import Stack, arch_slug, format_arch
-from psa.atomic import write_bytes_atomically
-from psa.checkpoint import encode_safetensors
 from psa.data import MnistSplits
 from psa.engine import Engine, Hyperparameters, LoopReport, TrialSpec
 from psa.errors import PsaError
 from psa.model import Architecture, build_architecture
-from psa.records import JsonLines, fsync_append, loop_record, provenance
+from psa.records import loop_record, provenance
 from psa.seeds import run_seeds, trial_run_seed
-from psa.tables import (
-    TRIALS_FILE_NAME,
-    read_trial_records,
-    summary_name,
-    trials_table_name,
-    write_summary_markdown,
-    write_trials_markdown,
-)
+from psa.store import ChunkState, Claim, ResultsStore, StoreError, Trial
 
-SETTINGS_NAME = "settings.json"
-CHUNK_KEY = "psa_chunk"
 MEMORY_FRACTION = 0.5
-CHECKPOINT_EVERY_SECONDS = 300.0
 CPU_FLOP_PER_STEP = 4e9
 
 
@@ -79,17 +66,11 @@ class Settings:
         )
 
 
-@dataclass(frozen=True)
-class Trial:
-    arch: str  # table key, e.g. "4*17"
-    mode: str
-    index: int  # 1-based trial index t
-
-
 @dataclass
 class Chunk:
     stacks: list[Stack]
     trials: list[Trial]
+    saved_loops: int = 0  # loops a killed run saved; the chunk resumes after them
 
     @property
     def key(self) -> str:
@@ -97,52 +78,41 @@ class Chunk:
         return f"{arch_slug(self.stacks)}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
-def check_results_dir(results_dir: Path, settings: Settings) -> bool:
-    """Whether ``results_dir`` already holds a sweep; refuse one made with other settings."""
-    path = results_dir / SETTINGS_NAME
-    if path.exists():
-        try:
-            stored = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise SweepError(
-                f"{path} is unreadable ({error}); repair it or use another --results-dir"
-            ) from None
-        # A key that an older psa did not write holds its default (upstream behaviour).
-        defaults = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
-        differences = [
-            f"{key} {stored.get(key, defaults.get(key))!r} here vs {value!r} asked"
-            for key, value in asdict(settings).items()
-            if stored.get(key, defaults.get(key)) != value
-        ]
-        if differences:
-            raise SweepError(
-                f"{results_dir} holds a sweep with other settings ({'; '.join(differences)}); "
-                "rerun with the same settings or use another --results-dir"
-            )
-        return True
-    return False
+def check_results_dir(store: ResultsStore, settings: Settings) -> bool:
+    """Whether the store already holds a sweep; refuse one made with other settings."""
+    try:
+        stored = store.read_settings()
+    except StoreError as error:
+        raise SweepError(f"{error}; repair it or use another --results-dir") from None
+    if stored is None:
+        return False
+    # A key that an older psa did not write holds its default (upstream behaviour).
+    defaults = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
+    differences = [
+        f"{key} {stored.get(key, defaults.get(key))!r} here vs {value!r} asked"
+        for key, value in asdict(settings).items()
+        if stored.get(key, defaults.get(key)) != value
+    ]
+    if differences:
+        raise SweepError(
+            f"{store.root} holds a sweep with other settings ({'; '.join(differences)}); "
+            "rerun with the same settings or use another --results-dir"
+        )
+    return True
 
 
-def prepare_results_dir(results_dir: Path, settings: Settings) -> None:
+def prepare_results_dir(store: ResultsStore, settings: Settings) -> None:
     """Create the results dir, or check that an existing one was made with the same settings."""
-    if not check_results_dir(results_dir, settings):
-        results_dir.mkdir(parents=True, exist_ok=True)
-        (results_dir / SETTINGS_NAME).write_text(json.dumps(asdict(settings), indent=2) + "\n")
+    if not check_results_dir(store, settings):
+        store.write_settings(asdict(settings))
 
 
-def stored_seed(results_dir: Path) -> int | None:
+def stored_seed(store: ResultsStore) -> int | None:
     """The base seed of an existing results dir, so a rerun without --seed resumes it."""
     try:
-        return int(json.loads((results_dir / SETTINGS_NAME).read_text())["seed"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int((store.read_settings() or {})["seed"])
+    except (StoreError, KeyError, TypeError, ValueError):
         return None
-
-
-def finished_trials(results_dir: Path, model: str) -> set[Trial]:
-    if not (results_dir / TRIALS_FILE_NAME).exists():
-        return set()
-    frame = read_trial_records(results_dir, model=model)
-    return {Trial(r.arch, r.mode, int(r.trial)) for r in frame.itertuples()}
 
 
 def trial_bytes(arch: Architecture, batch_size: int) -> int:
@@ -203,116 +173,97 @@ def plan_chunks(stacks: list[Stack], pending: list[Trial], max_trials: int) -> l
     return chunks
 
 
-def chunk_path(results_dir: Path, chunk: Chunk) -> Path:
-    return results_dir / "chunks" / f"{chunk.key}.safetensors"
-
-
-def read_chunk_metadata(path: Path) -> dict:
-    try:
-        with safe_open(path, framework="pt") as handle:
-            return json.loads(handle.metadata()[CHUNK_KEY])
-    except Exception as error:  # safetensors' Rust error type is not importable
-        raise SweepError(
-            f"chunk state {path} is unreadable ({error}); delete it to rerun that "
-            "chunk from its first loop"
-        ) from None
-
-
-def read_chunk_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    state = read_chunk_metadata(path)
-    return load_file(path), state
-
-
-def saved_chunks(results_dir: Path, stacks: list[Stack], pending: list[Trial]) -> list[Chunk]:
+def saved_chunks(
+    store: ResultsStore, stacks: list[Stack], pending: list[Trial], running: set[Trial]
+) -> list[Chunk]:
     """Chunks of this architecture that a killed run left half done, rebuilt as they were, so
-    they continue from their saved loop whatever the memory budget is now."""
-    folder = results_dir / "chunks"
-    if not folder.is_dir():
-        return []
-    key, open_trials = format_arch(stacks), set(pending)
+    they continue from their saved loop whatever the memory budget is now. One with a trial a
+    live worker holds is that worker's."""
+    open_trials = set(pending)
     chunks = []
-    for path in sorted(folder.glob(f"{arch_slug(stacks)}-*.safetensors")):
-        state = read_chunk_metadata(path)
-        trials = [Trial(key, mode, index) for mode, index in state["trials"]]
-        chunk = Chunk(stacks, trials)
-        if chunk_path(results_dir, chunk) == path and set(trials) <= open_trials:
-            chunks.append(chunk)
-            open_trials -= set(trials)
+    for state in store.saved_chunks(format_arch(stacks)):
+        chunk = Chunk(stacks, state.trials, state.loops_completed)
+        if chunk.key == state.key and set(state.trials) <= open_trials:
+            open_trials -= set(state.trials)
+            if not set(state.trials) & running:
+                chunks.append(chunk)
     return chunks
 
 
+def drop_finished_chunks(store: ResultsStore, stacks: list[Stack], done: set[Trial]) -> None:
+    """Delete saved states of chunks whose trials are all recorded (a kill right after the
+    records were written, before the state went)."""
+    for state in store.saved_chunks(format_arch(stacks)):
+        if set(state.trials) <= done:
+            store.delete_chunk(state.key)
+
+
 class ChunkRunner:
-    """Runs one chunk to the end, resuming from its saved state, writing logs and records."""
+    """Runs one claimed chunk to the end, resuming from its saved state, committing every loop."""
 
     def __init__(
         self,
-        results_dir: Path,
+        store: ResultsStore,
         settings: Settings,
         data: MnistSplits,
         on_loop: Callable[[Chunk, LoopReport, Engine], None],
     ):
-        self.results_dir, self.settings, self.data, self.on_loop = (
-            results_dir,
-            settings,
-            data,
-            on_loop,
-        )
+        self.store, self.settings, self.data, self.on_loop = store, settings, data, on_loop
 
-    def run(self, chunk: Chunk) -> None:
-        settings = self.settings
+    def run(self, chunk: Chunk, claim: Claim) -> None:
+        settings, store = self.settings, self.store
         arch = build_architecture(settings.model, chunk.stacks)
         specs = [self._spec(t) for t in chunk.trials]
         engine = Engine(arch, specs, settings.hyper, self.data)
-        state_path = chunk_path(self.results_dir, chunk)
-        self._resume(engine, state_path)
-        logs = [self._open_log(arch, t, engine.loops_completed) for t in chunk.trials]
-        started = time.perf_counter()
-        last_save = time.monotonic()
+        seconds = self._resume(engine, chunk)
+        logs = []
         try:
+            for trial in chunk.trials:
+                log, kept = store.open_loop_log(trial, engine.loops_completed)
+                logs.append(log)
+                if [line["loop"] for line in kept] != list(range(1, engine.loops_completed + 1)):
+                    print(
+                        f"sweep: {log.path} lacks loops its chunk saved (an older psa); "
+                        "that chunk restarts from its first loop",
+                        file=sys.stderr,
+                    )
+                    store.delete_chunk(chunk.key)
+                    for other in logs:
+                        other.close()
+                    return self.run(chunk, claim)
             while engine.loops_completed < settings.meta_loops:
+                started = time.perf_counter()
                 report = engine.run_loop(ablate=engine.loops_completed > 0)
-                with interrupts.held():  # a stop waits until every trial logged the loop
+                # The loop is committed whole: a stop waits until its lines and state are saved.
+                with interrupts.held():
+                    claim.check()
                     for k, (trial, log) in enumerate(zip(chunk.trials, logs)):
-                        log.write(
-                            loop_record(
-                                run_id=chunk.key,
-                                arch=arch,
-                                mode=trial.mode,
-                                trial=trial.index,
-                                loop=report.loop,
-                                target=report.targets[k],
-                                val_accuracy=report.val_accuracy[k],
-                                lkg_accuracy=report.lkg_accuracy[k],
-                                promoted=report.promoted[k],
-                                train_seconds=report.train_seconds,
-                            )
-                        )
+                        log.append(self._line(chunk, arch, trial, report, k))
+                    seconds += time.perf_counter() - started
+                    self._save(engine, chunk, seconds)
+                claim.heartbeat()
                 self.on_loop(chunk, report, engine)
-                if time.monotonic() - last_save > CHECKPOINT_EVERY_SECONDS:
-                    self._save(engine, chunk, state_path)
-                    last_save = time.monotonic()
-        except KeyboardInterrupt:
-            self._save(engine, chunk, state_path)
-            raise
         finally:
             for log in logs:
                 log.close()
-        with interrupts.held():  # all of the batch's records, then its saved state goes
-            self._record(chunk, engine, specs, time.perf_counter() - started)
-            state_path.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):  # only when no other batch is saved there
-                state_path.parent.rmdir()
+        records = self._records(chunk, engine, specs, seconds)
+        with interrupts.held():  # the chunk's records, then its saved state goes
+            claim.check()
+            store.write_records(chunk.key, records)
+            store.delete_chunk(chunk.key)
 
     def _spec(self, trial: Trial) -> TrialSpec:
         seed = trial_run_seed(self.settings.seed, trial.index)
         return TrialSpec(trial.mode, run_seeds(seed, trial.mode))
 
-    def _resume(self, engine: Engine, path: Path) -> None:
-        """Continue from the chunk's saved LKGs: later loops draw exactly what an uninterrupted
-        run would, since every random stream is derived from (seed, loop)."""
-        if not path.exists():
-            return
-        tensors, state = read_chunk_state(path)
+    def _resume(self, engine: Engine, chunk: Chunk) -> float:
+        """Continue from the chunk's saved LKGs (later loops draw exactly what an uninterrupted
+        run would, since every random stream is derived from (seed, loop)); the training seconds
+        of the earlier sessions."""
+        state = self.store.chunk_state(chunk.key, format_arch(chunk.stacks))
+        if state is None:
+            return 0.0
+        tensors = self.store.chunk_tensors(chunk.key)
         for k in range(engine.size):
             prefix = f"trial{k}."
             engine.load_lkg(
@@ -323,79 +274,66 @@ class ChunkRunner:
                     if name.startswith(prefix)
                 },
             )
-        engine.loops_completed = state["loops_completed"]
-        engine.revalidate(state["bounty_loops"])
+        engine.loops_completed = state.loops_completed
+        engine.revalidate(state.bounty_loops)
+        return state.seconds
 
-    def _save(self, engine: Engine, chunk: Chunk, path: Path) -> None:
-        if engine.loops_completed == 0:
-            return
+    def _save(self, engine: Engine, chunk: Chunk, seconds: float) -> None:
         tensors = {}
         for k in range(engine.size):
             for name, tensor in engine.lkg.state_dict(engine.arch, k).items():
                 tensors[f"trial{k}.{name}"] = tensor
-        state = {
-            "loops_completed": engine.loops_completed,
-            "bounty_loops": [s.bounty_loop for s in engine.state],
-            "trials": [[t.mode, t.index] for t in chunk.trials],
-        }
-        write_bytes_atomically(path, encode_safetensors(tensors, {CHUNK_KEY: json.dumps(state)}))
-
-    def _open_log(self, arch: Architecture, trial: Trial, loops_completed: int) -> JsonLines:
-        """The trial's per-loop log, cut back to the loops the engine starts from."""
-        path = (
-            self.results_dir
-            / "logs"
-            / arch_slug(list(arch.stacks))
-            / (f"{trial.mode}-t{trial.index}.jsonl")
+        state = ChunkState(
+            chunk.key,
+            chunk.trials,
+            engine.loops_completed,
+            [s.bounty_loop for s in engine.state],
+            seconds,
         )
-        if path.exists():
-            kept = [
-                line
-                for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line)["loop"] <= loops_completed
-            ]
-            path.write_text("".join(line + "\n" for line in kept))
-        return JsonLines(path)
+        self.store.save_chunk(state, tensors)
 
-    def _record(self, chunk: Chunk, engine: Engine, specs: list[TrialSpec], seconds: float) -> None:
+    def _line(
+        self, chunk: Chunk, arch: Architecture, trial: Trial, report: LoopReport, k: int
+    ) -> dict:
+        return loop_record(
+            run_id=chunk.key,
+            arch=arch,
+            mode=trial.mode,
+            trial=trial.index,
+            loop=report.loop,
+            target=report.targets[k],
+            val_accuracy=report.val_accuracy[k],
+            lkg_accuracy=report.lkg_accuracy[k],
+            promoted=report.promoted[k],
+            train_seconds=report.train_seconds,
+        )
+
+    def _records(
+        self, chunk: Chunk, engine: Engine, specs: list[TrialSpec], seconds: float
+    ) -> list[dict]:
         test = engine.test_accuracy()
         stamp = provenance(engine.device)
         settings = self.settings
-        for k, (trial, spec) in enumerate(zip(chunk.trials, specs)):
-            state = engine.state[k]
-            fsync_append(
-                self.results_dir / TRIALS_FILE_NAME,
-                {
-                    "arch": trial.arch,
-                    "model": settings.model,
-                    "mode": trial.mode,
-                    "trial": trial.index,
-                    "seeds": spec.seeds.as_record(base=settings.seed),
-                    "paired": True,
-                    "hyperparameters": asdict(settings.hyper),
-                    "meta_loops": settings.meta_loops,
-                    "loops_run": engine.loops_completed,
-                    "val_bounty": state.lkg_accuracy,
-                    "bounty_loop": state.bounty_loop,
-                    "test_accuracy": test[k],
-                    "seconds": round(seconds / engine.size, 3),
-                    "trials_in_batch": engine.size,
-                    **stamp,
-                },
-            )
-
-
-def write_tables(results_dir: Path, model: str, arch_order: list[str]) -> None:
-    """Regenerate the upstream trial table and summary from ``trials.jsonl``."""
-    if not (results_dir / TRIALS_FILE_NAME).exists():
-        return
-    records = read_trial_records(results_dir, model=model)
-    write_trials_markdown(
-        records, results_dir / trials_table_name(model), model=model, arch_order=arch_order
-    )
-    write_summary_markdown(
-        records, results_dir / summary_name(model), model=model, arch_order=arch_order
-    )
+        return [
+            {
+                "arch": trial.arch,
+                "model": settings.model,
+                "mode": trial.mode,
+                "trial": trial.index,
+                "seeds": spec.seeds.as_record(base=settings.seed),
+                "paired": True,
+                "hyperparameters": asdict(settings.hyper),
+                "meta_loops": settings.meta_loops,
+                "loops_run": engine.loops_completed,
+                "val_bounty": engine.state[k].lkg_accuracy,
+                "bounty_loop": engine.state[k].bounty_loop,
+                "test_accuracy": test[k],
+                "seconds": round(seconds / engine.size, 3),
+                "trials_in_batch": engine.size,
+                **stamp,
+            }
+            for k, (trial, spec) in enumerate(zip(chunk.trials, specs))
+        ]
 
 
 def grid(

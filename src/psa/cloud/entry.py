@@ -10,7 +10,6 @@ Per-loop and per-trial records are echoed to stdout as JSON lines so CloudWatch 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -21,8 +20,10 @@ from pathlib import Path
 
 from psa.arch import arch_flag, argparse_arch
 from psa.arguments import mode_list
+from psa.atomic import write_text_atomically
 from psa.cloud.grid import MODELS, PRECISIONS
 from psa.modes import MODES
+from psa.store import ResultsStore
 
 CHECKPOINT_DIR = Path("/opt/ml/checkpoints")
 MODEL_DIR = Path("/opt/ml/model")
@@ -105,10 +106,7 @@ def stage_dataset(channel: Path, destination: Path) -> Path:
 
 
 def read_trial_records(results_dir: Path) -> list[dict]:
-    path = results_dir / "trials.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return ResultsStore(results_dir).records()
 
 
 def write_results_txt(results_dir: Path, modes: tuple[str, ...]) -> list[Path]:
@@ -126,13 +124,13 @@ def write_results_txt(results_dir: Path, modes: tuple[str, ...]) -> list[Path]:
         ]
         name = "results.txt" if len(modes) == 1 else f"results-{mode}.txt"
         path = results_dir / name
-        path.write_text("".join(f"{bounty:.2f}\n" for bounty in bounties))
+        write_text_atomically(path, "".join(f"{bounty:.2f}\n" for bounty in bounties))
         written.append(path)
     return written
 
 
 class RecordRelay:
-    """Echo new lines of trials.jsonl and logs/**/*.jsonl to stdout, each file read once."""
+    """Echo new lines of the results dir's loop logs and records to stdout, each read once."""
 
     def __init__(self, results_dir: Path, out=None):
         self.results_dir = results_dir
@@ -144,8 +142,9 @@ class RecordRelay:
         """Print every complete line not printed yet; return how many."""
         with self.lock:
             printed = 0
-            files = sorted(self.results_dir.glob("logs/**/*.jsonl"))
-            files.append(self.results_dir / "trials.jsonl")
+            store = ResultsStore(self.results_dir)
+            # trials.jsonl only without unit files: its merge repeats what they hold.
+            files = store.log_files() + (store.unit_record_files() or [store.trials_path])
             for path in files:
                 printed += self._relay(path)
             self.out.flush()

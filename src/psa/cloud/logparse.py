@@ -17,9 +17,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from psa.arch import ArchError, arch_slug, parse_arch
+from psa.arch import ArchError, arch_slug, canonical_arch, parse_arch
 from psa.modes import MODES
-from psa.tables import canonical_arch
 
 MISSING = "N/A"
 _TIMESTAMP = re.compile(r"^\[[^\]]*\]\s?")

@@ -15,7 +15,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
-from psa.arch import arch_slug, parse_arch
+from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.cloud.aws import cli_errors, client
 from psa.cloud.cloudwatch import LOG_GROUP, download_job, jobs_with_logs
@@ -23,6 +23,7 @@ from psa.cloud.grid import MODELS
 from psa.cloud.jobs import read_jobs_file
 from psa.cloud.logparse import loop_table, merge_jobs, parse_job_log
 from psa.cloud.settings import add_settings_flags, load_settings, require
+from psa.store import ResultsStore, Trial
 
 DOWNLOAD_PROG = "sagemaker-get-training-logs"
 PARSE_PROG = "sagemaker-logs-parser"
@@ -79,8 +80,8 @@ def download_main(argv: list[str] | None = None) -> int:
         },
         "jobs": [vars(result) for result in results],
     }
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "download_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary_path = args.output_dir / "download_summary.json"
+    write_text_atomically(summary_path, json.dumps(summary, indent=2) + "\n")
     told = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
     told = f": {told}" if told else ""
     print(f"{len(results)} job(s){told}; summary in {args.output_dir / 'download_summary.json'}")
@@ -141,17 +142,16 @@ def parse_main(argv: list[str] | None = None) -> int:
         sys.exit(f"{PARSE_PROG}: no per-loop lines in {len(jobs)} job log(s) under {args.logs_dir}")
 
     output = args.output_dir
-    output.mkdir(parents=True, exist_ok=True)
+    store = ResultsStore(output)
     written = []
-    for kind, suffix in (("current", "convergence"), ("lkg", "lkg"), ("growth", "lkg_growth")):
-        path = output / f"psa_{args.model}_trials_{suffix}.md"
-        path.write_text(loop_table(trials, kind))
+    for kind in ("current", "lkg", "growth"):
+        path = store.loop_table_path(args.model, kind)
+        write_text_atomically(path, loop_table(trials, kind))
         written.append(path)
     for trial in trials:
-        slug = arch_slug(parse_arch(f"[{trial.arch}]"))
-        path = output / "logs" / slug / f"{trial.mode}-t{trial.trial}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(trial.loops[k]) + "\n" for k in sorted(trial.loops)))
+        lines = [trial.loops[k] for k in sorted(trial.loops)]
+        path = store.log_path(Trial(trial.arch, trial.mode, trial.trial))
+        write_text_atomically(path, "".join(json.dumps(line) + "\n" for line in lines))
     loops = sum(len(trial.loops) for trial in trials)
     print(f"{len(trials)} trial(s), {loops} loop record(s) from {len(jobs)} job log(s)")
     for path in written:

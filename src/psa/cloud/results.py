@@ -3,15 +3,14 @@
 For each job of the grid (the same flags as sagemaker-runner) it takes the newest attempt that has
 an output, reads its per-trial records (trials.jsonl) or, for upstream's jobs, results.txt, and
 writes into --output-dir: trials.jsonl, the per-loop logs, settings.json and the trial-table and
-summary markdown (through psa.tables, the writer sweep uses). Downloads go to a temporary dir and
-nothing is written until every job has been read.
+summary markdown (through psa.store and psa.markdown, as sweep does). Downloads go to a
+temporary dir and nothing is written until every job has been read.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import sys
 import tarfile
@@ -22,27 +21,25 @@ from pathlib import Path, PurePosixPath
 from botocore.exceptions import ClientError
 
 from psa.arch import ArchError, arch_slug
+from psa.atomic import write_bytes_atomically, write_text_atomically
 from psa.cli import CommandParser
 from psa.cloud.aws import cli_errors, client, with_backoff
 from psa.cloud.grid import JobSpec, add_grid_flags, attempt_of, plan_jobs
 from psa.cloud.jobs import list_project_jobs
 from psa.cloud.listing import list_objects
 from psa.cloud.settings import Settings, add_settings_flags, load_settings, require
-from psa.tables import (
-    TRIALS_FILE_NAME,
-    records_frame,
-    summary_name,
-    trials_table_name,
-    write_summary_markdown,
-    write_trials_markdown,
-)
+from psa.markdown import write_summary_markdown, write_trials_markdown
+from psa.store import SETTINGS_NAME, TRIALS_FILE_NAME, ResultsStore
+from psa.store.records import records_frame
+from psa.store.results import LOOP_LOG_NAME, UNIT_RECORDS_NAME
 
 PROG = "sagemaker-results-parser"
 NO_JOB_FOUND = "NO_JOB_FOUND"
 FAILED_OR_INCOMPLETE = "FAILED_OR_INCOMPLETE"
 RESULTS_NOT_FOUND = "RESULTS_NOT_FOUND"
 EMPTY_RESULTS = "EMPTY_RESULTS"
-_LOOP_LOG = re.compile(r"^logs/[A-Za-z0-9x-]+/[a-z]+-t\d+\.jsonl$")
+_LOOP_LOG = LOOP_LOG_NAME
+_UNIT_RECORDS = UNIT_RECORDS_NAME
 
 
 @dataclass
@@ -96,20 +93,27 @@ def read_output(archive_path: Path, result: JobResult) -> None:
             contents = {
                 name: archive.extractfile(member).read()
                 for name, member in members.items()
-                if name in ("trials.jsonl", "settings.json")
+                if name in (TRIALS_FILE_NAME, SETTINGS_NAME)
                 or name.startswith("results")
                 or _LOOP_LOG.match(name)
+                or _UNIT_RECORDS.match(name)
             }
     except (tarfile.TarError, OSError, EOFError) as error:
         result.errors = {mode: f"ERROR: unreadable model.tar.gz ({error})" for mode in spec.modes}
         return
     try:
-        if "trials.jsonl" in contents:
-            records = _parse_records(contents["trials.jsonl"])
+        # A job killed before its sweep merged them holds some records only in records/.
+        record_files = [name for name in sorted(contents) if _UNIT_RECORDS.match(name)]
+        if TRIALS_FILE_NAME in contents:
+            record_files.insert(0, TRIALS_FILE_NAME)
+        if record_files:
+            records = _unique(
+                [record for name in record_files for record in _parse_records(contents[name])]
+            )
         else:
             records = _records_from_results_txt(contents, spec)
-        if "settings.json" in contents:
-            result.settings = json.loads(contents["settings.json"])
+        if SETTINGS_NAME in contents:
+            result.settings = json.loads(contents[SETTINGS_NAME])
     except ValueError as error:
         result.errors = {mode: f"ERROR: {error}" for mode in spec.modes}
         return
@@ -136,6 +140,14 @@ def _parse_records(data: bytes) -> list[dict]:
         records.append(record)
     records_frame(records)  # raises ValueError on missing keys or unknown modes
     return records
+
+
+def _unique(records: list[dict]) -> list[dict]:
+    """Each trial once (a record merged into trials.jsonl is also in its unit's file)."""
+    kept: dict[tuple, dict] = {}
+    for record in records:
+        kept[(record["arch"], record.get("model"), record["mode"], record["trial"])] = record
+    return list(kept.values())
 
 
 def _records_from_results_txt(contents: dict[str, bytes], spec: JobSpec) -> list[dict] | None:
@@ -220,19 +232,17 @@ def write_results_dir(results: list[JobResult], output_dir: Path, model: str) ->
         for result in results
         for mode, token in result.errors.items()
     }
-    output_dir.mkdir(parents=True, exist_ok=True)
+    store = ResultsStore(output_dir)
     lines = "".join(json.dumps(record) + "\n" for record in records)
-    (output_dir / TRIALS_FILE_NAME).write_text(lines)
+    write_text_atomically(store.trials_path, lines)
     for result in results:
         for name, data in result.loop_logs.items():
-            path = output_dir / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+            write_bytes_atomically(store.named_log_path(name), data)
     settings = next((result.settings for result in results if result.settings), None)
     if settings is not None:
-        (output_dir / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
-    write_trials_markdown(records, output_dir / trials_table_name(model), model, arch_order)
-    summary = output_dir / summary_name(model)
+        store.write_settings(settings)
+    write_trials_markdown(records, store.table_path(model), model, arch_order)
+    summary = store.summary_path(model)
     write_summary_markdown(records, summary, model, arch_order, errors)
     return summary
 

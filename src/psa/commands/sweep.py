@@ -24,27 +24,26 @@ from psa.data import DatasetError, load_mnist
 from psa.device import CHOICES as DEVICE_CHOICES
 from psa.device import DeviceError, resolve_device
 from psa.engine import PRECISIONS
+from psa.markdown import write_tables
 from psa.model import MODELS, build_architecture
 from psa.modes import MODES
 from psa.seeds import fresh_seed
+from psa.store import ClaimLost, ResultsFormatError, ResultsStore, StoreError, Trial
 from psa.sweep import (
+    Chunk,
     ChunkRunner,
     Settings,
     SweepError,
     batch_limit,
     check_results_dir,
-    chunk_path,
-    finished_trials,
+    drop_finished_chunks,
     grid,
     memory_budget,
     plan_chunks,
     prepare_results_dir,
-    read_chunk_metadata,
     saved_chunks,
     stored_seed,
-    write_tables,
 )
-from psa.tables import ResultsFormatError
 
 # Rough CPU cost model of a trial-epoch for --dry-run, fitted to `bench` on a 2-core machine
 # (results/bench.json; within about 30 %): arithmetic at a sustained rate, plus the memory
@@ -114,14 +113,39 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (ArchError, SweepError, DatasetError, DeviceError, ResultsFormatError) as error:
+    except (
+        ArchError,
+        SweepError,
+        StoreError,
+        DatasetError,
+        DeviceError,
+        ResultsFormatError,
+    ) as error:
         sys.exit(f"sweep: {error}")
+
+
+def plan(args, settings: Settings, store: ResultsStore, configs, device) -> list[Chunk]:
+    """The chunks still to run: saved ones first (as they were saved), then the rest, leaving
+    out trials that are recorded or that a live worker holds."""
+    done = store.recorded_trials(settings.model) if store.exists() else set()
+    budget = memory_budget(device)
+    chunks = []
+    for stacks, pending in grid(configs, args.modes, args.trials, done):
+        running = {t for t in pending if store.is_claimed(t)}
+        resumed = saved_chunks(store, stacks, pending, running)
+        taken = {t for chunk in resumed for t in chunk.trials} | running
+        arch = build_architecture(args.model, stacks)
+        limit = args.max_batch or batch_limit(arch, args.batch_size, budget, device)
+        rest = [t for t in pending if t not in taken]
+        chunks += resumed + plan_chunks(stacks, rest, limit)
+    return chunks
 
 
 def run(args: argparse.Namespace) -> None:
     configs = args.arch if args.arch else read_config_file(args.configs)
     arch_order = [format_arch(stacks) for stacks in configs]
-    seed = args.seed if args.seed is not None else stored_seed(args.results_dir)
+    store = ResultsStore(args.results_dir)
+    seed = args.seed if args.seed is not None else stored_seed(store)
     settings = Settings(
         args.model,
         args.lr,
@@ -136,32 +160,26 @@ def run(args: argparse.Namespace) -> None:
     )
     device = resolve_device(args.device)
     # Checked before anything else, so --dry-run refuses what the real run would refuse.
-    existing = check_results_dir(args.results_dir, settings)
-    done = finished_trials(args.results_dir, args.model) if existing else set()
-    budget = memory_budget(device)
-    chunks = []
-    for stacks, pending in grid(configs, args.modes, args.trials, done):
-        resumed = saved_chunks(args.results_dir, stacks, pending)
-        taken = {t for chunk in resumed for t in chunk.trials}
-        arch = build_architecture(args.model, stacks)
-        limit = args.max_batch or batch_limit(arch, args.batch_size, budget, device)
-        rest = [t for t in pending if t not in taken]
-        chunks += resumed + plan_chunks(stacks, rest, limit)
+    check_results_dir(store, settings)
+    chunks = plan(args, settings, store, configs, device)
+    finished = len(store.recorded_trials(settings.model)) if store.exists() else 0
 
     console = Console(highlight=False, soft_wrap=True)
     if args.dry_run:
-        print_plan(console, chunks, settings, len(done), args.results_dir)
+        print_plan(console, chunks, settings, finished)
         return
-    prepare_results_dir(args.results_dir, settings)
-    write_tables(args.results_dir, args.model, arch_order)
-    total = sum(len(c.trials) for c in chunks) * settings.meta_loops
+    prepare_results_dir(store, settings)
+    done = store.recorded_trials(settings.model)
+    for stacks in configs:
+        drop_finished_chunks(store, stacks, done)
     if not chunks:
         console.print(f"Nothing to run: every trial is recorded in {args.results_dir}.")
         return
+    trials = sum(len(c.trials) for c in chunks)
+    total = sum(len(c.trials) * (settings.meta_loops - c.saved_loops) for c in chunks)
     console.print(
-        f"Sweep: {len(chunks)} batches, {total // settings.meta_loops} trials x "
-        f"{settings.meta_loops} meta-loops | base seed {settings.seed} | "
-        f"device {device.type} | results in {args.results_dir}"
+        f"Sweep: {len(chunks)} batches, {trials} trials x {settings.meta_loops} meta-loops | "
+        f"base seed {settings.seed} | device {device.type} | results in {args.results_dir}"
     )
     data = load_mnist(args.data_dir, device)
     progress = Progress(
@@ -175,41 +193,70 @@ def run(args: argparse.Namespace) -> None:
     )
     with interrupts.sigterm_stops(), progress:
         task = progress.add_task("trial-loops", total=total)
-        for number, chunk in enumerate(chunks, start=1):
-            label = (
-                f"[{format_arch(chunk.stacks)}] batch {number}/{len(chunks)} "
-                f"(K={len(chunk.trials)})"
+        try:
+            while chunks:
+                ran = 0
+                for number, chunk in enumerate(chunks, start=1):
+                    label = f"batch {number}/{len(chunks)}"
+                    ran += run_chunk(store, settings, data, chunk, label, progress, task, console)
+                # Trials skipped because another worker held them may be free by now.
+                chunks = plan(args, settings, store, configs, device) if ran else []
+        except KeyboardInterrupt as error:
+            finish(store, settings.model, arch_order)
+            console.print(
+                "Interrupted: finished trials are recorded and unfinished batches "
+                "saved at their last completed loop; rerun the same command to resume."
             )
-            progress.update(task, description=label)
+            sys.exit(interrupts.exit_status(error))
+    finish(store, settings.model, arch_order)
+    every = [
+        Trial(key, mode, index)
+        for key in arch_order
+        for mode in args.modes
+        for index in range(1, args.trials + 1)
+    ]
+    status = store.status(every, settings.model)
+    elsewhere = f"; {len(status.running)} run in another worker" if status.running else ""
+    console.print(f"Done: {len(status.done)} trials recorded in {args.results_dir}{elsewhere}")
 
-            def on_loop(chunk, report, engine, label=label):
-                progress.advance(task, len(chunk.trials))
-                if not console.is_terminal:
-                    best = max(report.lkg_accuracy)
-                    print(
-                        f"{label} loop {report.loop}/{settings.meta_loops} | best LKG "
-                        f"{best:.2f}% | {report.train_seconds:.2f}s",
-                        flush=True,
-                    )
 
-            try:
-                ChunkRunner(args.results_dir, settings, data, on_loop).run(chunk)
-                write_tables(args.results_dir, args.model, arch_order)
-            except KeyboardInterrupt:
-                console.print(
-                    "Interrupted: finished trials are recorded and unfinished batches "
-                    "saved; rerun the same command to resume."
+def run_chunk(store, settings, data, chunk, label, progress, task, console) -> int:
+    """Run ``chunk`` if this worker can claim all its trials: 1 if it ran, 0 if skipped."""
+    claim = store.claim(chunk.trials)
+    if claim is None:
+        return 0
+    with claim:
+        if set(chunk.trials) & store.recorded_trials(settings.model):
+            return 0  # recorded by another worker between planning and claiming
+        label = f"[{format_arch(chunk.stacks)}] {label} (K={len(chunk.trials)})"
+        progress.update(task, description=label)
+
+        def on_loop(chunk, report, engine):
+            progress.advance(task, len(chunk.trials))
+            if not console.is_terminal:
+                best = max(report.lkg_accuracy)
+                print(
+                    f"{label} loop {report.loop}/{settings.meta_loops} | best LKG "
+                    f"{best:.2f}% | {report.train_seconds:.2f}s",
+                    flush=True,
                 )
-                sys.exit(130)
-    console.print(
-        f"Done: {total // settings.meta_loops} trials recorded in "
-        f"{args.results_dir / 'trials.jsonl'}"
-    )
+
+        try:
+            ChunkRunner(store, settings, data, on_loop).run(chunk, claim)
+        except ClaimLost as error:
+            print(f"sweep: {error}; leaving that batch to it", file=sys.stderr)
+            return 0
+    return 1
 
 
-def print_plan(
-    console: Console, chunks, settings: Settings, finished: int, results_dir: Path
-) -> None:
+def finish(store: ResultsStore, model: str, arch_order: list[str]) -> None:
+    """Merge the records into trials.jsonl and render the upstream tables from them."""
+    if store.exists():
+        store.merge_records()
+        write_tables(store, model, arch_order)
+
+
+def print_plan(console: Console, chunks: list[Chunk], settings: Settings, finished: int) -> None:
     console.print(
         f"Plan: {sum(len(c.trials) for c in chunks)} trials to run "
         f"({finished} already recorded), {settings.meta_loops} meta-loops each, "
@@ -221,10 +268,12 @@ def print_plan(
         by_arch.setdefault(format_arch(chunk.stacks), []).append(chunk)
     for key, batches in by_arch.items():
         arch = build_architecture(settings.model, batches[0].stacks)
-        seconds = [estimate_seconds(arch, len(c.trials), settings) for c in batches]
+        seconds = [
+            estimate_seconds(arch, len(c.trials), settings, settings.meta_loops - c.saved_loops)
+            for c in batches
+        ]
         total_seconds += sum(seconds)
-        saved = [chunk_path(results_dir, c) for c in batches]
-        if len(batches) > 6 and not any(path.exists() for path in saved):
+        if len(batches) > 6 and not any(c.saved_loops for c in batches):
             sizes = sorted({len(c.trials) for c in batches})
             k = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
             indices = sorted({t.index for c in batches for t in c.trials})
@@ -233,14 +282,10 @@ def print_plan(
                 f" (trials {indices[0]}-{indices[-1]}) ~{_duration(sum(seconds))}"
             )
             continue
-        for chunk, path, estimate in zip(batches, saved, seconds):
+        for chunk, estimate in zip(batches, seconds):
             modes = sorted({t.mode for t in chunk.trials})
             indices = sorted({t.index for t in chunk.trials})
-            resume = (
-                f", resumes after loop {read_chunk_metadata(path)['loops_completed']}"
-                if path.exists()
-                else ""
-            )
+            resume = f", resumes after loop {chunk.saved_loops}" if chunk.saved_loops else ""
             console.print(
                 f"  [{key}] K={len(chunk.trials)} (trials {indices[0]}-{indices[-1]}"
                 f", modes {','.join(modes)}{resume}) ~{_duration(estimate)}"
@@ -251,12 +296,14 @@ def print_plan(
     )
 
 
-def estimate_seconds(arch, trials: int, settings: Settings) -> float:
-    """Seconds for ``trials`` trials of ``arch`` over all meta-loops (the cost model above)."""
+def estimate_seconds(arch, trials: int, settings: Settings, loops: int | None = None) -> float:
+    """Seconds for ``trials`` trials of ``arch`` over ``loops`` meta-loops (default: all of
+    them; the cost model above)."""
     flops = 6.0 * arch.parameter_count() * 50_000
     units = sum(spec.out_features for spec in arch.linears)
     trial_epoch = flops / (DRY_RUN_GFLOPS * 1e9) + units * DRY_RUN_SECONDS_PER_ACTIVATION_UNIT
-    return trial_epoch * VALIDATION_SHARE * trials * settings.meta_loops
+    loops = settings.meta_loops if loops is None else loops
+    return trial_epoch * VALIDATION_SHARE * trials * loops
 
 
 def _duration(seconds: float) -> str:

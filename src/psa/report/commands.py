@@ -17,17 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from psa.arch import ArchError, read_config_file
+from psa.arch import ArchError, canonical_arch, read_config_file
 from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
+from psa.markdown import read_mode_statistics, read_trials
 from psa.modes import MODES
-from psa.tables import (
-    ResultsFormatError,
-    canonical_arch,
-    read_mode_statistics,
-    read_trials,
-    summary_name,
-)
+from psa.store import ResultsFormatError, summary_name
 
 RESULTS_DIR = Path("results")
 CONFIGURATIONS = Path("reproduction/configurations.txt")

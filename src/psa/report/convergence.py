@@ -21,20 +21,15 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from psa.arch import ArchError
+from psa.arch import ArchError, canonical_arch
+from psa.markdown import model_title
 from psa.modes import MODES
 from psa.report.plotting import DPI, new_figure, save_figure
 from psa.report.regimes import REGIMES, ZEROR_VALIDATION, classify_trials
-from psa.tables import (
-    TRIALS_FILE_NAME,
-    ResultsFormatError,
-    canonical_arch,
-    json_lines,
-    model_title,
-)
+from psa.store import REQUIRED_LOG_KEYS, ResultsFormatError, ResultsStore
+from psa.store.jsonlines import json_lines
 
 LOG_COLUMNS = ["arch", "model", "mode", "trial", "loop", "current", "lkg"]
-REQUIRED_LOG_KEYS = ("arch", "mode", "trial", "loop", "val_accuracy", "lkg_accuracy")
 LATE_BREAKTHROUGH_TARGETS = ("18*18", "17*17", "10*10", "4*2")
 CURVES = {"lkg": "Running best (LKG) validation accuracy (%)", "current": "Validation accuracy (%)"}
 # Line colours per mode: the heatmaps' palette, darkened where a thin line on white would vanish.
@@ -116,13 +111,12 @@ def read_loop_logs(logs_dir: str | Path, model: str = "resmlp") -> pd.DataFrame:
     root = Path(logs_dir)
     if not root.is_dir():
         raise ResultsFormatError(f"logs directory {root} does not exist")
-    if (root / "logs").is_dir() and (root / TRIALS_FILE_NAME).exists():
-        root = root / "logs"
-    frames = [
-        read_jsonl_log(path)
-        for path in sorted(root.rglob("*.jsonl"))
-        if path.name != TRIALS_FILE_NAME
-    ]
+    store = ResultsStore(root)
+    if store.record_files() and store.log_files():
+        root, paths = root / "logs", store.log_files()
+    else:
+        paths = sorted(root.rglob("*.jsonl"))
+    frames = [read_jsonl_log(path) for path in paths if path not in store.record_files()]
     jobs: dict[tuple[str, str], list[Path]] = {}
     for path in sorted(root.rglob("*.log")):
         job = _job_of(path, root)

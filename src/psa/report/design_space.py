@@ -10,9 +10,9 @@ import pandas as pd
 from matplotlib.patches import Rectangle
 
 from psa.arch import Stack
+from psa.markdown import model_title
 from psa.report.heatmaps import design_points
 from psa.report.plotting import DPI, design_axes, label_design_points, new_figure, save_figure
-from psa.tables import model_title
 
 LIMITS = (0.8, 3000)
 POINT_SIZE = 30.0

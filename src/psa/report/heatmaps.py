@@ -25,6 +25,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter
 from scipy import stats as scipy_stats
 
 from psa.arch import Stack, format_arch
+from psa.markdown import is_paired, mode_statistics, model_title, wide_trials
 from psa.model import mlp_equivalent_parameter_count
 from psa.modes import ABLATIVE_MODES, MODES
 from psa.report.plotting import (
@@ -46,7 +47,6 @@ from psa.report.regimes import (
     classify_trials,
     is_untrainable,
 )
-from psa.tables import is_paired, mode_statistics, model_title, wide_trials
 
 HEATMAP_NAMES = (
     "Baseline_Performance",

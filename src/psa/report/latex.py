@@ -8,9 +8,9 @@ from decimal import ROUND_HALF_EVEN, Decimal
 import pandas as pd
 
 from psa.arch import Stack, format_arch
+from psa.markdown import model_title
 from psa.model import mlp_equivalent_parameter_count, parameter_count
 from psa.modes import MODES
-from psa.tables import model_title
 
 WINNER_TOLERANCE = Decimal("0.01")  # a mode within this of the row's best mean shares the win
 DEFAULT_ARCHITECTURE_LABEL = "tab:architecture_parameters"

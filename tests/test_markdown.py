@@ -9,15 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from psa.modes import MODES
-from psa.tables import (
+from psa.markdown import (
     PAIRED_MARKER,
-    ResultsFormatError,
     is_paired,
     parse_summary_markdown,
     parse_trials_markdown,
     read_summary_markdown,
-    read_trial_records,
     read_trials,
     read_trials_markdown,
     render_summary_markdown,
@@ -26,6 +23,8 @@ from psa.tables import (
     write_summary_markdown,
     write_trials_markdown,
 )
+from psa.modes import MODES
+from psa.store import ResultsFormatError, read_trial_records
 
 
 def record(arch, mode, trial, bounty, paired=True, model="resmlp"):

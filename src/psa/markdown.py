@@ -1,12 +1,12 @@
-"""Results in and out: the upstream trial-table and summary markdown, and sweep's trial records.
+"""The upstream trial-table and summary markdown: rendered from trial records, and read back.
 
-The one module that knows these formats (spec section 3). Writers emit valid GFM (a 7-cell
-separator) and print a cell per (arch, trial, mode), ``N/A`` where a trial is missing. Readers
-accept upstream's quirks: the malformed 6-cell separator, ``N/A`` and error tokens per cell (a row
-is never dropped), headers with a subset of the modes, and "No successful trials found for this
-architecture.". Every reader returns a pandas DataFrame; ``frame.attrs`` carries ``paired``
-(whether the trial rows are paired across modes) and ``archs`` (every architecture in file order,
-including those without data).
+The one module that knows these formats (spec section 3); psa.store owns the files. Writers
+emit valid GFM (a 7-cell separator) and print a cell per (arch, trial, mode), ``N/A`` where a
+trial is missing. Readers accept upstream's quirks: the malformed 6-cell separator, ``N/A`` and
+error tokens per cell (a row is never dropped), headers with a subset of the modes, and "No
+successful trials found for this architecture.". Every reader returns a pandas DataFrame;
+``frame.attrs`` carries ``paired`` (whether the trial rows are paired across modes) and
+``archs`` (every architecture in file order, including those without data).
 
 Trial tables written from paired records carry the line ``<!-- psa: paired trials -->`` after the
 title: row i of every mode then shares initial weights and data order. Upstream tables lack it,
@@ -15,19 +15,20 @@ and their row i is just the i-th line of each mode's results, so readers call th
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from psa.arch import ArchError, Stack, format_arch, parse_arch
+from psa.arch import ArchError, arch_stacks, canonical_arch
 from psa.atomic import write_text_atomically
-from psa.errors import PsaError
 from psa.modes import MODE_TITLES, MODES
+from psa.store import ResultsFormatError, ResultsStore, read_trial_records
+from psa.store.jsonlines import fail
+from psa.store.records import LONG_COLUMNS, records_are_paired, records_frame, records_long_form
 
 PAIRED_MARKER = "<!-- psa: paired trials -->"
 NO_TRIALS_LINE = "No successful trials found for this architecture."
@@ -36,9 +37,6 @@ MISSING_CELL = "N/A"
 # Summary token for a mode that has neither records nor a reported error (not run yet).
 NO_RESULTS = "NO_RESULTS"
 MODEL_TITLES = {"resmlp": "ResMLP", "mlp": "SimpleMLP"}
-TRIALS_FILE_NAME = "trials.jsonl"
-REQUIRED_RECORD_KEYS = ("arch", "mode", "trial", "val_bounty")
-LONG_COLUMNS = ["arch", "trial", "mode", "accuracy", "status"]
 SUMMARY_COLUMNS = ["arch", "parameters", "mode", "mean", "std", "min", "max", "n", "status"]
 
 _TITLE_TO_MODE = {title.lower(): mode for mode, title in MODE_TITLES.items()}
@@ -55,73 +53,12 @@ _STATS = re.compile(
 )
 
 
-class ResultsFormatError(PsaError, ValueError):
-    """A results file that does not follow the trial-table, summary or records format."""
-
-
-def _fail(path: str | Path, number: int, message: str) -> ResultsFormatError:
-    return ResultsFormatError(f"{Path(path).name}:{number}: {message}")
-
-
-def canonical_arch(arch: str | list[Stack]) -> str:
-    """The table key of an architecture: ``"4*17"`` for ``"4*17"``, ``"[4*17]"`` or [(4, 17)]."""
-    if not isinstance(arch, str):
-        return format_arch(list(arch))
-    text = arch.strip()
-    return format_arch(parse_arch(text if text.startswith("[") else f"[{text}]"))
-
-
-def arch_stacks(arch: str) -> list[Stack]:
-    """The (depth, width) stacks of a table key such as ``"4*17"``."""
-    return parse_arch(f"[{arch}]")
-
-
 def model_title(model: str) -> str:
     """``ResMLP`` or ``SimpleMLP``: the titles and figure-file prefixes of a model."""
     try:
         return MODEL_TITLES[model]
     except KeyError:
         raise ValueError(f"unknown model {model!r}; choose one of {sorted(MODEL_TITLES)}") from None
-
-
-def records_frame(records: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
-    """Per-trial records (dicts or a DataFrame) as a DataFrame with canonical arch keys.
-
-    A repeated (arch, mode, trial) keeps the last record, as a rerun appends to trials.jsonl.
-    """
-    frame = records.copy() if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
-    paired_attr = frame.attrs.get("paired")
-    if "val_bounty" not in frame.columns and "accuracy" in frame.columns:
-        frame = frame.rename(columns={"accuracy": "val_bounty"})
-    if frame.empty:
-        return pd.DataFrame(columns=list(REQUIRED_RECORD_KEYS))
-    missing = [key for key in REQUIRED_RECORD_KEYS if key not in frame.columns]
-    if missing:
-        raise ResultsFormatError(f"trial records lack {', '.join(missing)}")
-    unknown = sorted(set(frame["mode"]) - set(MODES))
-    if unknown:
-        raise ResultsFormatError(
-            f"trial records name unknown modes {unknown}; modes are {list(MODES)}"
-        )
-    frame["arch"] = [canonical_arch(arch) for arch in frame["arch"]]
-    frame["trial"] = frame["trial"].astype(int)
-    frame["val_bounty"] = frame["val_bounty"].astype(float)
-    key = (
-        ["arch", "model", "mode", "trial"]
-        if "model" in frame.columns
-        else ["arch", "mode", "trial"]
-    )
-    frame = frame.drop_duplicates(key, keep="last").reset_index(drop=True)
-    if paired_attr is not None:
-        frame.attrs["paired"] = paired_attr
-    return frame
-
-
-def records_are_paired(frame: pd.DataFrame) -> bool:
-    """True when every record says its trial shares init and data order across modes."""
-    if "paired" in frame.columns:
-        return bool(len(frame)) and bool(frame["paired"].fillna(False).astype(bool).all())
-    return bool(frame.attrs.get("paired", False))
 
 
 def _arch_order(frame: pd.DataFrame, arch_order: Iterable | None) -> list[str]:
@@ -268,12 +205,12 @@ def _parse_cell(text: str) -> tuple[float, str] | None:
 
 def _header_modes(cells: list[str], path: str | Path, number: int) -> list[str]:
     if not cells or cells[0].lower() != "trial":
-        raise _fail(path, number, "a table must start with a '| Trial | None | ... |' header")
+        raise fail(path, number, "a table must start with a '| Trial | None | ... |' header")
     modes = []
     for title in cells[1:]:
         if title.lower() not in _TITLE_TO_MODE:
             known = ", ".join(MODE_TITLES.values())
-            raise _fail(path, number, f"unknown mode column {title!r}; expected some of {known}")
+            raise fail(path, number, f"unknown mode column {title!r}; expected some of {known}")
         modes.append(_TITLE_TO_MODE[title.lower()])
     return modes
 
@@ -299,9 +236,9 @@ def parse_trials_markdown(text: str, path: str | Path = "<trials>") -> pd.DataFr
             try:
                 arch = canonical_arch(key)
             except ArchError as error:
-                raise _fail(path, number, f"bad architecture heading: {error}") from None
+                raise fail(path, number, f"bad architecture heading: {error}") from None
             if arch in archs:
-                raise _fail(path, number, f"architecture {arch} appears twice")
+                raise fail(path, number, f"architecture {arch} appears twice")
             archs.append(arch)
             modes = None
         elif line == PAIRED_MARKER:
@@ -310,32 +247,32 @@ def parse_trials_markdown(text: str, path: str | Path = "<trials>") -> pd.DataFr
             continue
         elif line == NO_TRIALS_LINE:
             if arch is None:
-                raise _fail(path, number, "'No successful trials' before any architecture heading")
+                raise fail(path, number, "'No successful trials' before any architecture heading")
         elif line.startswith("|"):
             if arch is None:
-                raise _fail(path, number, "table row before any '### Architecture:' heading")
+                raise fail(path, number, "table row before any '### Architecture:' heading")
             if _SEPARATOR.match(line) and "-" in line:
                 if modes is None:
-                    raise _fail(path, number, "table separator without a header row above it")
+                    raise fail(path, number, "table separator without a header row above it")
                 continue
             cells = _split_row(line)
             if modes is None:
                 modes = _header_modes(cells, path, number)
                 continue
             if len(cells) != len(modes) + 1:
-                raise _fail(
+                raise fail(
                     path, number, f"row has {len(cells)} cells, the header has {len(modes) + 1}"
                 )
             if not _TRIAL_INDEX.match(cells[0]):
-                raise _fail(path, number, f"trial index {cells[0]!r} is not a positive integer")
+                raise fail(path, number, f"trial index {cells[0]!r} is not a positive integer")
             trial = int(cells[0])
             if (arch, trial) in seen_trials:
-                raise _fail(path, number, f"trial {trial} of {arch} appears twice")
+                raise fail(path, number, f"trial {trial} of {arch} appears twice")
             seen_trials.add((arch, trial))
             for mode, cell in zip(modes, cells[1:], strict=True):
                 parsed = _parse_cell(cell)
                 if parsed is None:
-                    raise _fail(
+                    raise fail(
                         path,
                         number,
                         f"cell {cell!r} ({MODE_TITLES[mode]}) is not a percentage, "
@@ -343,30 +280,12 @@ def parse_trials_markdown(text: str, path: str | Path = "<trials>") -> pd.DataFr
                     )
                 rows.append((arch, trial, mode, *parsed))
         else:
-            raise _fail(path, number, f"unrecognised line {line[:60]!r}")
+            raise fail(path, number, f"unrecognised line {line[:60]!r}")
     frame = pd.DataFrame(rows, columns=LONG_COLUMNS)
     frame["trial"] = frame["trial"].astype(int)
     frame["accuracy"] = frame["accuracy"].astype(float)
     frame.attrs.update(paired=paired, archs=archs)
     return frame
-
-
-def json_lines(path: str | Path, required: Iterable[str], what: str) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for every non-blank line of a JSON-lines file; a line that is not
-    a JSON object or lacks a ``required`` key raises ResultsFormatError naming file and line."""
-    for number, raw in enumerate(_read_text(path).splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            line = json.loads(raw)
-        except json.JSONDecodeError as error:
-            raise _fail(path, number, f"not a JSON object ({error.msg})") from None
-        if not isinstance(line, dict):
-            raise _fail(path, number, "not a JSON object")
-        missing = [key for key in required if key not in line]
-        if missing:
-            raise _fail(path, number, f"{what} lacks {', '.join(missing)}")
-        yield number, line
 
 
 def _read_text(path: str | Path) -> str:
@@ -396,29 +315,29 @@ def parse_summary_markdown(text: str, path: str | Path = "<summary>") -> pd.Data
             try:
                 arch = canonical_arch(shape.group(1))
             except ArchError as error:
-                raise _fail(path, number, f"bad architecture in 'Results Shape': {error}") from None
+                raise fail(path, number, f"bad architecture in 'Results Shape': {error}") from None
             archs.append(arch)
             parameters = int(shape.group(2).replace(",", ""))
             continue
         entry = _MODE_LINE.match(line)
         if not entry:
-            raise _fail(path, number, f"unrecognised line {line[:60]!r}")
+            raise fail(path, number, f"unrecognised line {line[:60]!r}")
         if arch is None:
-            raise _fail(path, number, "mode line before any 'Results Shape {...}' line")
+            raise fail(path, number, "mode line before any 'Results Shape {...}' line")
         title, content = entry.groups()
         if title.lower() not in _TITLE_TO_MODE:
-            raise _fail(path, number, f"unknown mode {title!r}")
+            raise fail(path, number, f"unknown mode {title!r}")
         mode = _TITLE_TO_MODE[title.lower()]
         stats = _STATS.match(content)
         if stats:
             mean, std, low, high = (float(value) for value in stats.groups()[:4])
             rows.append((arch, parameters, mode, mean, std, low, high, int(stats.group(5)), "ok"))
         elif content.startswith("Mean="):
-            raise _fail(path, number, f"malformed statistics {content[:60]!r}")
+            raise fail(path, number, f"malformed statistics {content[:60]!r}")
         elif content:
             rows.append((arch, parameters, mode, *[math.nan] * 4, 0, content))
         else:
-            raise _fail(path, number, f"mode {title} has neither statistics nor an error token")
+            raise fail(path, number, f"mode {title} has neither statistics nor an error token")
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     frame.attrs.update(archs=archs)
     return frame
@@ -429,66 +348,17 @@ def read_summary_markdown(path: str | Path) -> pd.DataFrame:
     return parse_summary_markdown(_read_text(path), path)
 
 
-def trials_jsonl_path(source: str | Path) -> Path:
-    """``<results-dir>/trials.jsonl`` for a results dir, or the given .jsonl file itself."""
-    source = Path(source)
-    return source / TRIALS_FILE_NAME if source.is_dir() else source
-
-
-def read_trial_records(source: str | Path, model: str | None = None) -> pd.DataFrame:
-    """Read sweep's per-trial records from a results dir or a trials.jsonl file.
-
-    One row per record with the JSON keys as columns; ``model`` keeps only that model's records.
-    """
-    path = trials_jsonl_path(source)
-    records = []
-    for number, record in json_lines(path, REQUIRED_RECORD_KEYS, "record"):
-        if record["mode"] not in MODES:
-            raise _fail(path, number, f"unknown mode {record['mode']!r}")
-        try:
-            record["arch"] = canonical_arch(str(record["arch"]))
-            record["val_bounty"] = float(record["val_bounty"])
-            record["trial"] = int(record["trial"])
-        except (ArchError, TypeError, ValueError) as error:
-            raise _fail(path, number, f"bad record: {error}") from None
-        records.append(record)
-    frame = records_frame(records)
-    if model is not None and "model" in frame.columns:
-        frame = frame[frame["model"] == model].reset_index(drop=True)
-    frame.attrs.update(paired=records_are_paired(frame), archs=list(dict.fromkeys(frame["arch"])))
-    return frame
-
-
-def records_long_form(frame: pd.DataFrame) -> pd.DataFrame:
-    """Trial records as the long form the trial-table reader returns (accuracy = val bounty)."""
-    long = frame.rename(columns={"val_bounty": "accuracy"}).assign(status="ok")[LONG_COLUMNS]
-    long = long.reset_index(drop=True)
-    long.attrs.update(paired=records_are_paired(frame), archs=list(dict.fromkeys(frame["arch"])))
-    loops = frame["meta_loops"].dropna().unique() if "meta_loops" in frame.columns else []
-    if len(loops) == 1:
-        long.attrs["meta_loops"] = int(loops[0])
-    return long
-
-
-def trials_table_name(model: str) -> str:
-    return f"psa_{model}_trials.md"
-
-
-def summary_name(model: str) -> str:
-    return f"psa_{model}_summary.md"
-
-
 def read_trials(source: str | Path, model: str | None = None) -> pd.DataFrame:
     """Trials in long form from a trial table (.md), a trials.jsonl or a results dir.
 
-    A results dir is read from its trials.jsonl, or else from its ``psa_<model>_trials.md``.
+    A results dir is read from its records, or else from its ``psa_<model>_trials.md``.
     """
     path = Path(source)
-    if path.is_dir() and not (path / TRIALS_FILE_NAME).exists():
-        table = path / trials_table_name(model or "resmlp")
+    if path.is_dir() and not ResultsStore(path).record_files():
+        table = ResultsStore(path).table_path(model or "resmlp")
         if not table.exists():
             raise ResultsFormatError(
-                f"results dir {path} holds neither {TRIALS_FILE_NAME} nor {table.name}"
+                f"results dir {path} holds neither trial records nor {table.name}"
             )
         return read_trials_markdown(table)
     if path.is_dir() or path.suffix == ".jsonl":
@@ -529,3 +399,12 @@ def read_mode_statistics(source: str | Path, model: str | None = None) -> pd.Dat
     stats = mode_statistics(long)
     stats.attrs.update(long.attrs)
     return stats
+
+
+def write_tables(store: ResultsStore, model: str, arch_order: list[str] | None = None) -> None:
+    """Render the upstream trial table and summary of a results dir from its records."""
+    records = store.read_records(model)
+    if records.empty:
+        return
+    write_trials_markdown(records, store.table_path(model), model=model, arch_order=arch_order)
+    write_summary_markdown(records, store.summary_path(model), model=model, arch_order=arch_order)

@@ -1,0 +1,78 @@
+"""The results store: the one owner of a results directory's files and formats.
+
+Layout of a results dir (every name is spelled out here and nowhere else):
+
+    settings.json                       what every trial shares; a rerun must match it
+    trials.jsonl                        the trial records, merged (one JSON object per trial)
+    records/<chunk key>.jsonl           the records of one chunk, written once when it ends
+    logs/<arch slug>/<mode>-t<i>.jsonl  one line per completed meta-loop of trial i
+    chunks/<chunk key>.safetensors      a running chunk's LKG weights and counters
+    claims/<arch slug>/<mode>-t<i>.claim  which live worker runs trial i
+    psa_<model>_trials.md, psa_<model>_summary.md   the upstream tables, rendered from records
+
+What stays true at any instant, whatever kill lands (pinned by tests/test_store.py and the chaos
+test, tests/test_chaos.py):
+
+- A loop is committed at its boundary, while SIGINT and SIGTERM are held: the loop's line is
+  appended to each trial's log (one write, fsync), then the chunk's state is saved atomically. A
+  kill between the two leaves a log line of an uncommitted loop, which resuming cuts away and
+  recomputes (every random stream derives from (seed, loop), so the line comes back the same);
+  so every committed loop is in its log exactly once, and a kill -9 loses only the loop in
+  flight. A torn last line (a kill inside an append) is dropped with a warning and the log
+  rewritten atomically.
+- A finished chunk's records appear whole, exactly once: ``records/<chunk key>.jsonl`` is
+  hard-linked into place (which fails if it exists) after every loop of the chunk is logged;
+  then the chunk's state goes. ``trials.jsonl`` is the merge of those files, rewritten
+  atomically when a sweep ends; readers take the union, so a merge that was never made or raced
+  another loses nothing.
+
+Concurrent writers (two sweeps, or the shards of one grid, on one dir, possibly on a network
+filesystem) claim their work per trial with claim files created exclusively (psa.store.claims):
+a worker skips trials a live worker holds and takes over those of a dead one. Claims were
+chosen over one lock for the whole dir because advisory locks (flock, fcntl) are not reliable on
+NFS and a dir-wide lock would serialise the shards; over per-worker files alone because those
+keep two workers from interleaving a file but not from running the same trial twice. Per-trial
+claims (not per-chunk) also hold when two workers plan different chunks (different memory,
+different --max-batch). No file is appended to by two processes: records are per-chunk files
+and a log has one writer, its trial's claimant.
+"""
+
+from psa.store.claims import Claim, ClaimLost
+from psa.store.jsonlines import LineLog, ResultsFormatError
+from psa.store.results import (
+    REQUIRED_LOG_KEYS,
+    SETTINGS_NAME,
+    TRIALS_FILE_NAME,
+    ChunkState,
+    ResultsStore,
+    Status,
+    StoreError,
+    Trial,
+    read_trial_records,
+    repair_run_logs,
+    run_log_path,
+    run_logs,
+    summary_name,
+    trials_table_name,
+)
+
+__all__ = [
+    "REQUIRED_LOG_KEYS",
+    "SETTINGS_NAME",
+    "TRIALS_FILE_NAME",
+    "Claim",
+    "ChunkState",
+    "ClaimLost",
+    "LineLog",
+    "ResultsFormatError",
+    "ResultsStore",
+    "Status",
+    "StoreError",
+    "Trial",
+    "read_trial_records",
+    "repair_run_logs",
+    "run_log_path",
+    "run_logs",
+    "summary_name",
+    "trials_table_name",
+]

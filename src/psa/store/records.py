@@ -1,0 +1,91 @@
+"""Trial records as pandas frames: one row per (arch, model, mode, trial), canonical arch keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from psa.arch import ArchError, canonical_arch
+from psa.modes import MODES
+from psa.store.jsonlines import ResultsFormatError, fail, json_lines
+
+REQUIRED_RECORD_KEYS = ("arch", "mode", "trial", "val_bounty")
+LONG_COLUMNS = ["arch", "trial", "mode", "accuracy", "status"]
+
+
+def records_frame(records: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
+    """Per-trial records (dicts or a DataFrame) as a DataFrame with canonical arch keys.
+
+    A repeated (arch, mode, trial) keeps the last record, as a rerun appended to trials.jsonl.
+    """
+    frame = records.copy() if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
+    paired_attr = frame.attrs.get("paired")
+    if "val_bounty" not in frame.columns and "accuracy" in frame.columns:
+        frame = frame.rename(columns={"accuracy": "val_bounty"})
+    if frame.empty:
+        return pd.DataFrame(columns=list(REQUIRED_RECORD_KEYS))
+    missing = [key for key in REQUIRED_RECORD_KEYS if key not in frame.columns]
+    if missing:
+        raise ResultsFormatError(f"trial records lack {', '.join(missing)}")
+    unknown = sorted(set(frame["mode"]) - set(MODES))
+    if unknown:
+        raise ResultsFormatError(
+            f"trial records name unknown modes {unknown}; modes are {list(MODES)}"
+        )
+    frame["arch"] = [canonical_arch(arch) for arch in frame["arch"]]
+    frame["trial"] = frame["trial"].astype(int)
+    frame["val_bounty"] = frame["val_bounty"].astype(float)
+    key = (
+        ["arch", "model", "mode", "trial"]
+        if "model" in frame.columns
+        else ["arch", "mode", "trial"]
+    )
+    frame = frame.drop_duplicates(key, keep="last").reset_index(drop=True)
+    if paired_attr is not None:
+        frame.attrs["paired"] = paired_attr
+    return frame
+
+
+def records_are_paired(frame: pd.DataFrame) -> bool:
+    """True when every record says its trial shares init and data order across modes."""
+    if "paired" in frame.columns:
+        return bool(len(frame)) and bool(frame["paired"].fillna(False).astype(bool).all())
+    return bool(frame.attrs.get("paired", False))
+
+
+def read_record_lines(path: Path) -> list[dict]:
+    """The records of one JSON-lines file, checked and with canonical keys."""
+    records = []
+    for number, record in json_lines(path, REQUIRED_RECORD_KEYS, "record"):
+        if record["mode"] not in MODES:
+            raise fail(path, number, f"unknown mode {record['mode']!r}")
+        try:
+            record["arch"] = canonical_arch(str(record["arch"]))
+            record["val_bounty"] = float(record["val_bounty"])
+            record["trial"] = int(record["trial"])
+        except (ArchError, TypeError, ValueError) as error:
+            raise fail(path, number, f"bad record: {error}") from None
+        records.append(record)
+    return records
+
+
+def frame_of_records(records: list[dict], model: str | None = None) -> pd.DataFrame:
+    """One row per record (the JSON keys as columns); ``model`` keeps only that model's."""
+    frame = records_frame(records)
+    if model is not None and "model" in frame.columns:
+        frame = frame[frame["model"] == model].reset_index(drop=True)
+    frame.attrs.update(paired=records_are_paired(frame), archs=list(dict.fromkeys(frame["arch"])))
+    return frame
+
+
+def records_long_form(frame: pd.DataFrame) -> pd.DataFrame:
+    """Trial records as the long form the trial-table reader returns (accuracy = val bounty)."""
+    long = frame.rename(columns={"val_bounty": "accuracy"}).assign(status="ok")[LONG_COLUMNS]
+    long = long.reset_index(drop=True)
+    long.attrs.update(paired=records_are_paired(frame), archs=list(dict.fromkeys(frame["arch"])))
+    loops = frame["meta_loops"].dropna().unique() if "meta_loops" in frame.columns else []
+    if len(loops) == 1:
+        long.attrs["meta_loops"] = int(loops[0])
+    return long

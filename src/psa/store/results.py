@@ -1,0 +1,326 @@
+"""ResultsStore: the one owner of a results directory's files (see the package docstring)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+
+from psa.arch import arch_slug, arch_stacks, canonical_arch
+from psa.atomic import fsync_directory, write_bytes_atomically, write_text_atomically
+from psa.errors import PsaError
+from psa.store import claims
+from psa.store.jsonlines import LineLog, ResultsFormatError, encode, repair, split_lines
+from psa.store.records import frame_of_records, read_record_lines
+
+TRIALS_FILE_NAME = "trials.jsonl"
+SETTINGS_NAME = "settings.json"
+LOGS_DIR, RECORDS_DIR, CHUNKS_DIR, CLAIMS_DIR = "logs", "records", "chunks", "claims"
+CHUNK_METADATA_KEY = "psa_chunk"
+# Paths inside a results dir (as in a job's model.tar.gz) of a loop log and a unit's records.
+LOOP_LOG_NAME = re.compile(rf"^{LOGS_DIR}/([A-Za-z0-9x-]+)/([a-z]+)-t(\d+)\.jsonl$")
+UNIT_RECORDS_NAME = re.compile(rf"^{RECORDS_DIR}/[A-Za-z0-9x-]+\.jsonl$")
+REQUIRED_LOG_KEYS = ("arch", "mode", "trial", "loop", "val_accuracy", "lkg_accuracy")
+
+
+class StoreError(PsaError):
+    """A results dir that cannot be used as asked; the message says what to do."""
+
+
+class Trial(NamedTuple):
+    """One trial of a grid: the architecture's table key (``"4*17"``), mode and 1-based index."""
+
+    arch: str
+    mode: str
+    index: int
+
+
+@dataclass(frozen=True)
+class ChunkState:
+    """What a chunk saved at its last loop boundary (its tensors are read separately)."""
+
+    key: str
+    trials: list[Trial]
+    loops_completed: int
+    bounty_loops: list[int]
+    seconds: float  # training wall time of every session so far, all trials together
+
+
+@dataclass
+class Status:
+    """Where the trials of a grid stand in a results dir."""
+
+    done: set[Trial] = field(default_factory=set)
+    running: set[Trial] = field(default_factory=set)  # claimed by a live worker
+    pending: set[Trial] = field(default_factory=set)
+    saved_loops: dict[Trial, int] = field(default_factory=dict)  # pending with saved progress
+
+
+def trials_table_name(model: str) -> str:
+    return f"psa_{model}_trials.md"
+
+
+def summary_name(model: str) -> str:
+    return f"psa_{model}_summary.md"
+
+
+def run_log_path(model_dir: Path, checkpoint: Path, run_id: str) -> Path:
+    """train's per-run loop log beside its checkpoint: ``mnist_lkg.<run id>.jsonl``."""
+    return model_dir / f"{checkpoint.stem}.{run_id}.jsonl"
+
+
+def run_logs(model_dir: Path, checkpoint: Path) -> list[Path]:
+    return sorted(model_dir.glob(f"{checkpoint.stem}.*.jsonl"))
+
+
+def repair_run_logs(model_dir: Path, checkpoint: Path, loops_completed: int) -> None:
+    """Make train's run logs agree with its checkpoint: drop a torn last line and the lines of
+    loops the checkpoint does not hold (a kill between a log line and its checkpoint)."""
+    for path in run_logs(model_dir, checkpoint):
+        repair(path, REQUIRED_LOG_KEYS, "log line", lambda line: line["loop"] <= loops_completed)
+
+
+class ResultsStore:
+    """A results dir: settings, trial records, loop logs, saved chunks and claims."""
+
+    def __init__(self, root: str | Path, stale_seconds: float = claims.STALE_SECONDS):
+        self.root = Path(root)
+        self.stale_seconds = stale_seconds
+
+    def exists(self) -> bool:
+        return self.settings_path.exists() or bool(self.record_files())
+
+    @property
+    def settings_path(self) -> Path:
+        return self.root / SETTINGS_NAME
+
+    @property
+    def trials_path(self) -> Path:
+        return self.root / TRIALS_FILE_NAME
+
+    def log_path(self, trial: Trial) -> Path:
+        slug = arch_slug(arch_stacks(trial.arch))
+        return self.root / LOGS_DIR / slug / f"{trial.mode}-t{trial.index}.jsonl"
+
+    def named_log_path(self, name: str) -> Path:
+        """The path of a loop log named relative to a results dir (``logs/4x17/none-t1.jsonl``)."""
+        if not LOOP_LOG_NAME.match(name):
+            raise ResultsFormatError(f"{name} is not a loop log's name in a results dir")
+        return self.root / name
+
+    def log_files(self) -> list[Path]:
+        return sorted((self.root / LOGS_DIR).glob("*/*.jsonl"))
+
+    def chunk_path(self, key: str) -> Path:
+        return self.root / CHUNKS_DIR / f"{key}.safetensors"
+
+    def table_path(self, model: str) -> Path:
+        return self.root / trials_table_name(model)
+
+    def summary_path(self, model: str) -> Path:
+        return self.root / summary_name(model)
+
+    def loop_table_path(self, model: str, kind: str) -> Path:
+        """sagemaker-logs-parser's per-loop tables: ``kind`` current, lkg or growth."""
+        suffix = {"current": "convergence", "lkg": "lkg", "growth": "lkg_growth"}[kind]
+        return self.root / f"psa_{model}_trials_{suffix}.md"
+
+    def read_settings(self) -> dict | None:
+        """The settings the dir was made with, or None for a new dir."""
+        if not self.settings_path.exists():
+            return None
+        try:
+            settings = json.loads(self.settings_path.read_text())
+        except (OSError, ValueError) as error:
+            raise StoreError(f"{self.settings_path} is unreadable ({error})") from None
+        if not isinstance(settings, dict):
+            raise StoreError(f"{self.settings_path} is not a JSON object")
+        return settings
+
+    def write_settings(self, settings: dict) -> None:
+        write_text_atomically(self.settings_path, json.dumps(settings, indent=2) + "\n")
+
+    def record_files(self) -> list[Path]:
+        """trials.jsonl (the merged records), then each work unit's own record file."""
+        merged = [self.trials_path] if self.trials_path.is_file() else []
+        return merged + self.unit_record_files()
+
+    def unit_record_files(self) -> list[Path]:
+        return sorted((self.root / RECORDS_DIR).glob("*.jsonl"))
+
+    def records(self) -> list[dict]:
+        """Every trial record, each trial once (a record in trials.jsonl and in its own file is
+        one record; of two different ones the later file's wins, as a rerun's did)."""
+        seen: dict[tuple, dict] = {}
+        for path in self.record_files():
+            for record in read_record_lines(path):
+                key = (record["arch"], record.get("model"), record["mode"], record["trial"])
+                seen.pop(key, None)
+                seen[key] = record
+        return list(seen.values())
+
+    def read_records(self, model: str | None = None) -> pd.DataFrame:
+        """The records as a frame (see psa.store.records.frame_of_records)."""
+        return frame_of_records(self.records(), model)
+
+    def recorded_trials(self, model: str) -> set[Trial]:
+        return {
+            Trial(r["arch"], r["mode"], r["trial"])
+            for r in self.records()
+            if r.get("model", model) == model
+        }
+
+    def write_records(self, key: str, records: list[dict]) -> Path:
+        """Record a work unit's finished trials, exactly once: its own file appears whole (a temp
+        file hard-linked into place, which fails if the file exists) or not at all."""
+        path = self.root / RECORDS_DIR / f"{key}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(encode(records))
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.chmod(name, 0o644)
+            os.link(name, path)
+        except FileExistsError:
+            raise StoreError(f"{path} is already recorded; its trials ran twice") from None
+        finally:
+            Path(name).unlink(missing_ok=True)
+        fsync_directory(path.parent)
+        return path
+
+    def merge_records(self) -> None:
+        """Rewrite trials.jsonl (atomically) to hold every record: its own lines as they are,
+        then those of the work units' files it lacks. The unit files stay, so a merge that
+        races another can lose nothing."""
+        lines, torn = split_lines(self.trials_path) if self.trials_path.exists() else ([], False)
+        lines = [line for line in lines if line.strip()]
+        known = {_record_key(json.loads(line)) for line in lines}
+        added = []
+        for path in self.unit_record_files():
+            for record in read_record_lines(path):
+                if _record_key(record) not in known:
+                    known.add(_record_key(record))
+                    added.append(record)
+        if added or torn:
+            text = "".join(line + "\n" for line in lines) + encode(added).decode()
+            write_text_atomically(self.trials_path, text)
+
+    def open_loop_log(self, trial: Trial, loops_completed: int) -> tuple[LineLog, list[dict]]:
+        """A trial's loop log, cut back to the ``loops_completed`` its chunk saved (a torn last
+        line or the lines of a loop in flight at a kill go, the file rewritten atomically), and
+        the lines kept."""
+        path = self.log_path(trial)
+        kept = repair(
+            path, REQUIRED_LOG_KEYS, "log line", lambda line: line["loop"] <= loops_completed
+        )
+        return LineLog(path), kept
+
+    def save_chunk(self, state: ChunkState, tensors: dict) -> None:
+        """Save a chunk's progress atomically: its LKG tensors and ``state``."""
+        from psa.checkpoint import encode_safetensors
+
+        metadata = {
+            "loops_completed": state.loops_completed,
+            "bounty_loops": state.bounty_loops,
+            "trials": [[t.mode, t.index] for t in state.trials],
+            "seconds": state.seconds,
+        }
+        payload = encode_safetensors(tensors, {CHUNK_METADATA_KEY: json.dumps(metadata)})
+        write_bytes_atomically(self.chunk_path(state.key), payload)
+
+    def chunk_state(self, key: str, arch: str) -> ChunkState | None:
+        path = self.chunk_path(key)
+        if not path.exists():
+            return None
+        from safetensors import safe_open
+
+        try:
+            with safe_open(path, framework="pt") as handle:
+                metadata = json.loads(handle.metadata()[CHUNK_METADATA_KEY])
+        except Exception as error:  # safetensors' Rust error type is not importable
+            raise StoreError(
+                f"chunk state {path} is unreadable ({error}); delete it to rerun that "
+                "chunk from its first loop"
+            ) from None
+        return ChunkState(
+            key,
+            [Trial(arch, mode, index) for mode, index in metadata["trials"]],
+            metadata["loops_completed"],
+            metadata["bounty_loops"],
+            float(metadata.get("seconds", 0.0)),
+        )
+
+    def chunk_tensors(self, key: str) -> dict:
+        from safetensors.torch import load_file
+
+        return load_file(self.chunk_path(key))
+
+    def saved_chunks(self, arch: str) -> list[ChunkState]:
+        """The saved states of this architecture's chunks, in name order."""
+        slug = arch_slug(arch_stacks(arch))
+        paths = sorted((self.root / CHUNKS_DIR).glob(f"{slug}-*.safetensors"))
+        states = [self.chunk_state(path.name.removesuffix(".safetensors"), arch) for path in paths]
+        return [state for state in states if state is not None]
+
+    def delete_chunk(self, key: str) -> None:
+        path = self.chunk_path(key)
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # only when no other chunk is saved there
+            path.parent.rmdir()
+
+    def claim_path(self, trial: Trial) -> Path:
+        slug = arch_slug(arch_stacks(trial.arch))
+        return self.root / CLAIMS_DIR / slug / f"{trial.mode}-t{trial.index}.claim"
+
+    def claim(self, trials: Iterable[Trial]) -> claims.Claim | None:
+        """Claim every one of ``trials`` for this process, or none (None) when a live worker
+        holds one; stale claims are taken over."""
+        return claims.acquire([self.claim_path(t) for t in trials], self.stale_seconds)
+
+    def is_claimed(self, trial: Trial) -> bool:
+        path = self.claim_path(trial)
+        return path.exists() and claims.is_live(path, claims.read_holder(path), self.stale_seconds)
+
+    def status(self, trials: Iterable[Trial], model: str) -> Status:
+        """Which of ``trials`` are recorded, claimed by a live worker, or still to run."""
+        done = self.recorded_trials(model)
+        status = Status()
+        saved: dict[Trial, int] = {}
+        for arch in {t.arch for t in trials}:
+            for state in self.saved_chunks(arch):
+                saved.update({t: state.loops_completed for t in state.trials})
+        for trial in trials:
+            if trial in done:
+                status.done.add(trial)
+            elif self.is_claimed(trial):
+                status.running.add(trial)
+            else:
+                status.pending.add(trial)
+                if trial in saved:
+                    status.saved_loops[trial] = saved[trial]
+        return status
+
+
+def _record_key(record: dict) -> tuple:
+    arch = canonical_arch(str(record["arch"]))
+    return (arch, record.get("model"), record["mode"], int(record["trial"]))
+
+
+def read_trial_records(source: str | Path, model: str | None = None) -> pd.DataFrame:
+    """Trial records from a results dir (through its store) or from one .jsonl file."""
+    source = Path(source)
+    if source.is_dir():
+        return ResultsStore(source).read_records(model)
+    if not source.exists():
+        raise ResultsFormatError(f"cannot read results file {source}: it does not exist")
+    return frame_of_records(read_record_lines(source), model)
