@@ -76,7 +76,7 @@ def run(command: str, argv: Sequence[str]) -> int:
         status = getattr(importlib.import_module(module), function)(list(argv))
         return status if isinstance(status, int) else 0
     except KeyboardInterrupt as stop:
-        signum = stop.signum if isinstance(stop, Stopped) else signal.SIGINT
+        signum = getattr(stop, "signum", signal.SIGINT)  # Stopped, or psa.interrupts.Interrupted
         name = signal.Signals(signum).name
         print(f"{command}: stopped by {name}; rerun the same command to continue", file=sys.stderr)
         return EXIT_STATUS[signum]
