@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,6 +108,43 @@ def test_images_are_normalised_as_totensor_then_normalize(splits):
     background = (0.0 - 0.1307) / 0.3081
     assert splits.train_x.min().item() == pytest.approx(background)
     assert abs(splits.train_x.mean().item()) < 0.01
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_the_idx_reader_reads_exactly_what_torchvision_reads(train):
+    reference = MNIST(str(REPO_DATASET), train=train)
+    prefix = "train" if train else "t10k"
+    raw = data.raw_dir(REPO_DATASET)
+    images = torch.from_numpy(data.read_idx(raw / f"{prefix}-images-idx3-ubyte"))
+    labels = torch.from_numpy(data.read_idx(raw / f"{prefix}-labels-idx1-ubyte"))
+    assert torch.equal(images, reference.data)
+    assert torch.equal(labels.long(), reference.targets)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\x00\x00\x08\x09rest", b"\x00\x00\x08\x01\x00\x00\x00\x09ab", b""],
+    ids=["bad magic", "short data", "empty"],
+)
+def test_a_malformed_idx_file_is_refused_in_one_line_naming_it(tmp_path, content):
+    path = tmp_path / "labels-idx1-ubyte"
+    path.write_bytes(content)
+    with pytest.raises(data.DatasetError) as refused:
+        data.read_idx(path)
+    message = str(refused.value)
+    assert message.startswith(f"cannot read {path}: ") and "\n" not in message
+    assert "rebuild it from the shipped .gz files" in message
+
+
+def test_loading_the_shipped_mnist_imports_no_torchvision():
+    code = (
+        "import sys; from psa import data; data.load_mnist(); "
+        "print('torchvision' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert done.stdout.strip() == "False"
 
 
 def test_validation_images_are_the_permuted_training_images(splits):

@@ -2,7 +2,9 @@
 
 The project ships the four IDX files gzip-compressed in ``dataset/``. On first use they are
 decompressed into torchvision's standard layout (``<data_dir>/MNIST/raw/<name>``), checked
-against the SHA-256 below, and only then read through ``torchvision.datasets.MNIST``. A small
+against the SHA-256 below, and only then read: an IDX file is a short big-endian header and
+the raw bytes, which numpy reads directly (torchvision is imported only to download MNIST when
+neither the shipped nor the raw files exist). A small
 stamp file remembers the size, inode and modification time of each verified file so later runs
 skip re-hashing 47 MB; any rewrite of a file changes its stamp and triggers a full check again.
 """
@@ -18,8 +20,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from torchvision.datasets import MNIST
 
 import psa
 from psa.atomic import write_atomically
@@ -50,6 +52,7 @@ SPLIT_SEED = 1337
 TRAIN_SIZE, VALIDATION_SIZE = 50_000, 10_000
 NUM_CLASSES = 10
 STAMP_NAME = ".psa-verified.json"
+_IDX_UBYTE = 0x800
 _CHUNK = 1 << 20
 
 
@@ -196,16 +199,34 @@ def validation_zeror(data_dir: str | Path | None = None) -> float:
 
 
 def _load_raw(data_dir: str | Path | None) -> tuple[torch.Tensor, ...]:
-    root = materialise(default_data_dir() if data_dir is None else data_dir)
+    """(train images, train labels, test images, test labels): uint8 [N, 28, 28], int64 [N]."""
+    raw = raw_dir(materialise(default_data_dir() if data_dir is None else data_dir))
+    images = {name: read_idx(raw / f"{name}-images-idx3-ubyte") for name in ("train", "t10k")}
+    labels = {name: read_idx(raw / f"{name}-labels-idx1-ubyte") for name in ("train", "t10k")}
+    return (
+        torch.from_numpy(images["train"]),
+        torch.from_numpy(labels["train"]).long(),
+        torch.from_numpy(images["t10k"]),
+        torch.from_numpy(labels["t10k"]).long(),
+    )
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An unsigned-byte IDX file as an array of its shape: magic 0x0000080N, N big-endian sizes."""
     try:
-        train = MNIST(str(root), train=True, download=False)
-        test = MNIST(str(root), train=False, download=False)
-    except (RuntimeError, OSError, ValueError) as error:
+        with path.open("rb") as source:
+            magic = int.from_bytes(source.read(4), "big")
+            dimensions = magic - _IDX_UBYTE
+            if not 1 <= dimensions <= 3:
+                raise ValueError(f"magic number {magic:#010x} is not an unsigned-byte IDX file's")
+            shape = tuple(int.from_bytes(source.read(4), "big") for _ in range(dimensions))
+            data = np.fromfile(source, dtype=np.uint8)
+        return data.reshape(shape)
+    except (OSError, ValueError) as error:
         raise DatasetError(
-            f"torchvision could not read MNIST from {raw_dir(root)}: {error}; "
-            f"delete {raw_dir(root)} to rebuild it from the shipped .gz files"
+            f"cannot read {path}: {error}; delete {path.parent} to rebuild it from the shipped "
+            ".gz files"
         ) from None
-    return train.data, train.targets, test.data, test.targets
 
 
 def _normalise(images: torch.Tensor) -> torch.Tensor:
@@ -294,6 +315,8 @@ def _download(data_dir: Path) -> None:
         if not (raw_dir(data_dir) / name).is_file() and not _shipped(data_dir, name).is_file()
     ]
     try:
+        from torchvision.datasets import MNIST
+
         MNIST(str(data_dir), train=True, download=True)
     except Exception as error:  # any network or archive failure means MNIST is unavailable
         raise DatasetError(
