@@ -1,12 +1,7 @@
-"""Run records: per-loop JSON-lines logs and per-trial records, one schema for train, sweep
-and SageMaker jobs; plus the provenance stamped on them."""
+"""The schema of the per-loop log lines of train, sweep and SageMaker jobs, and the provenance
+stamped on trial records; the files themselves are psa.store's."""
 
 from __future__ import annotations
-
-import json
-import os
-from pathlib import Path
-from typing import IO
 
 import torch
 
@@ -44,28 +39,6 @@ def loop_record(
     }
 
 
-class JsonLines:
-    """An append-only JSON-lines file, flushed after every record so a kill loses nothing."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._file: IO[str] = path.open("a", encoding="utf-8")
-
-    def write(self, record: dict) -> None:
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> JsonLines:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
 def provenance(device: torch.device) -> dict:
     """Versions and revision that produced a record."""
     return {
@@ -74,12 +47,3 @@ def provenance(device: torch.device) -> dict:
         "torch_version": torch.__version__,
         "device": device.type,
     }
-
-
-def fsync_append(path: Path, record: dict) -> None:
-    """Append one JSON line and fsync it: for records that must survive a power cut."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as out:
-        out.write(json.dumps(record) + "\n")
-        out.flush()
-        os.fsync(out.fileno())

@@ -26,11 +26,12 @@ from psa.commands.console import TrainingDisplay
 from psa.data import DatasetError, load_mnist
 from psa.device import CHOICES as DEVICE_CHOICES
 from psa.device import DeviceError, resolve_device
-from psa.engine import PRECISIONS, Engine, Hyperparameters, TrialSpec
+from psa.engine import PRECISIONS, Engine, Hyperparameters, TrialSpec, TrialState
 from psa.model import MODELS, build_architecture
 from psa.modes import MODES
-from psa.records import JsonLines, loop_record
+from psa.records import loop_record
 from psa.seeds import fresh_seed, run_seeds
+from psa.store import LineLog, repair_run_logs, run_log_path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,24 +184,23 @@ def run(args: argparse.Namespace) -> None:
         display.resumed(metadata, engine.state[0].lkg_accuracy, last_mode)
     metadata.update(seed=seeds.run, data_seed=seeds.data, hyperparameters=_hyper_dict(hyper))
 
+    # Lines of a loop the checkpoint does not hold (a kill between the two) go first.
+    repair_run_logs(model_dir, checkpoint, metadata["loops_completed"])
     # Microseconds: two runs started within one second must not share a log.
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    log = JsonLines(model_dir / f"{checkpoint.stem}.{run_id}.jsonl")
+    log = LineLog(run_log_path(model_dir, checkpoint, run_id))
+    stop = None
     try:
         with interrupts.sigterm_stops(), display.progress(args.meta_loops) as advance:
             for session_loop in range(1, args.meta_loops + 1):
                 # The first loop of every session trains the LKG unablated (upstream parity).
                 report = engine.run_loop(ablate=session_loop > 1)
                 state = engine.state[0]
-                # A stop waits until the loop's checkpoint and log line agree.
+                # The loop is committed whole: a stop waits until its log line and then its
+                # checkpoint are written. A kill between the two leaves a line that the next
+                # run drops (above).
                 with interrupts.held():
-                    metadata.update(
-                        loops_completed=report.loop,
-                        bounty=state.lkg_accuracy,
-                        bounty_loop=state.bounty_loop,
-                    )
-                    save_checkpoint(checkpoint, engine.lkg.state_dict(arch, 0), metadata)
-                    log.write(
+                    log.append(
                         loop_record(
                             run_id=run_id,
                             arch=arch,
@@ -214,17 +214,37 @@ def run(args: argparse.Namespace) -> None:
                             train_seconds=report.train_seconds,
                         )
                     )
+                    metadata.update(
+                        loops_completed=report.loop,
+                        bounty=state.lkg_accuracy,
+                        bounty_loop=state.bounty_loop,
+                    )
+                    save_checkpoint(checkpoint, engine.lkg.state_dict(arch, 0), metadata)
                 display.loop(session_loop, report, state)
                 advance()
-    except KeyboardInterrupt:
-        display.interrupted()
+    except KeyboardInterrupt as error:
+        stop = error
     finally:
         log.close()
-    if metadata["loops_completed"] == 0:
+    if stop is None:
+        display.finished(
+            engine.state[0], engine.test_accuracy()[0], metadata["loops_completed"], checkpoint
+        )
         return
+    # The loop in flight is discarded: the summary is of what is on disk.
+    if not checkpoint.exists():
+        display.interrupted(saved=False)
+        sys.exit(interrupts.exit_status(stop))
+    tensors, on_disk = load_checkpoint(checkpoint)
+    engine.load_lkg(0, tensors)
+    display.interrupted(saved=True)
     display.finished(
-        engine.state[0], engine.test_accuracy()[0], metadata["loops_completed"], checkpoint
+        TrialState(on_disk["bounty"], on_disk["bounty_loop"]),
+        engine.test_accuracy()[0],
+        on_disk["loops_completed"],
+        checkpoint,
     )
+    sys.exit(interrupts.exit_status(stop))
 
 
 def _hyper_dict(hyper: Hyperparameters) -> dict:
