@@ -1,13 +1,23 @@
 import json
 import math
+from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pandas as pd
 import pytest
+import seaborn as sns
+from matplotlib.collections import PathCollection, PolyCollection
+from matplotlib.colors import to_hex
+from matplotlib.text import Annotation, Text
 from scipy import stats as scipy_stats
 
-from psa.arch import parse_arch
+from psa.arch import format_arch, parse_arch, read_config_file
 from psa.modes import MODES
+from psa.report import convergence as convergence_module
+from psa.report import design_space as design_space_module
+from psa.report import heatmaps as heatmaps_module
+from psa.report import plotting
 from psa.report.convergence import (
     convergence_figure,
     convergence_path,
@@ -20,14 +30,21 @@ from psa.report.heatmaps import (
     architecture_summary,
     design_points,
     heatmap_ablation_effects,
+    heatmap_instability,
+    heatmap_parameter_matching,
     heatmap_path,
+    heatmap_regimes,
     make_heatmaps,
 )
+from psa.report.plotting import SIZED_AREAS, area_scale
 from psa.report.regimes import classify_trials
+from psa.report.style import FigureOptions
 from psa.store import ResultsFormatError
 from schemas import loop_record
 
 DPI = 20
+KINDS = ("png", "csv")
+REPRODUCTION = Path(__file__).parents[1] / "reproduction"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NONE_TRIALS = [90.0, 92.0, 94.0, 96.0, 98.0]
 CONFIGS = [parse_arch(f"[{key}]") for key in ("1*64", "4*4", "18*18", "64*1", "2*2", "8*8")]
@@ -68,16 +85,40 @@ def results_cells():
     }
 
 
+OPTIONS = FigureOptions(dpi=DPI)
+
+
 @pytest.fixture(scope="module")
-def heatmaps(tmp_path_factory):
+def drawn():
+    """Every figure saved while the module runs, by path: its Figure and the CSV beside it."""
+    figures = {}
+    original = plotting.save_figure
+
+    def capture(figure, path, options, data):
+        written = original(figure, path, options, data)
+        figures[Path(path)] = figure
+        return written
+
+    patch = pytest.MonkeyPatch()
+    for module in (heatmaps_module, design_space_module, convergence_module):
+        patch.setattr(module, "save_figure", capture)
+    yield figures
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
+def heatmaps(tmp_path_factory, drawn):
     out = tmp_path_factory.mktemp("heatmaps")
-    paired = make_heatmaps(
-        long_form(results_cells(), paired=True), CONFIGS, MIRRORS, out / "paired", dpi=DPI
-    )
+    long = long_form(results_cells(), paired=True)
+    paired = make_heatmaps(long, CONFIGS, MIRRORS, out / "paired", options=OPTIONS)
     unpaired = long_form(results_cells(), paired=False)
     table = architecture_summary(design_points(CONFIGS), unpaired)
     path = heatmap_path(out / "welch", "mlp", "Ablation_Effects")
-    welch = {"Ablation_Effects": heatmap_ablation_effects(table, unpaired, path, "mlp", dpi=DPI)}
+    welch = {
+        "Ablation_Effects": heatmap_ablation_effects(
+            table, unpaired, path, "mlp", OPTIONS, correction="none"
+        )
+    }
     return out, paired, welch
 
 
@@ -103,11 +144,12 @@ def test_status_uses_the_classifier_untrainable_rule():
     assert row["none_std"] == pytest.approx(np.std(NONE_TRIALS))
 
 
-def test_six_heatmaps_are_written_with_the_model_prefix(heatmaps):
+def test_six_heatmaps_are_written_with_the_model_prefix_and_a_csv_each(heatmaps):
     out, paired, welch = heatmaps
     assert list(paired) == list(HEATMAP_NAMES)
     written = sorted(path.name for path in (out / "paired").iterdir())
-    assert written == sorted(f"ResMLP_Heatmap_{name}.png" for name in HEATMAP_NAMES)
+    expected = [f"ResMLP_Heatmap_{name}.{kind}" for name in HEATMAP_NAMES for kind in KINDS]
+    assert written == sorted(expected)
     for name in HEATMAP_NAMES:
         assert heatmap_path(out / "paired", "resmlp", name).read_bytes()[:8] == PNG_MAGIC
     welch = out / "welch" / "SimpleMLP_Heatmap_Ablation_Effects.png"
@@ -130,13 +172,15 @@ def test_ablation_effects_use_a_paired_test_for_paired_trials(heatmaps):
     assert full["p"] == pytest.approx(expected.pvalue)
     assert full["outcome"] == "beneficial"
     assert full["mean_difference"] == pytest.approx(0.5)
+    assert full["p_adjusted"] >= full["p"]
     assert data.loc[("1*64", "hidden"), "outcome"] == "harmful"
-    assert data.loc[("1*64", "output"), "outcome"] == "neutral"
+    assert data.loc[("1*64", "output"), "outcome"] == "no-spread"  # output repeats none exactly
     assert data.loc[("18*18", "full"), "outcome"] == "too-few-trials"
     assert data.loc[("4*4", "full"), "outcome"] == "untrainable"
     assert data.loc[("2*2", "output"), "outcome"] == "missing"
     assert set(data.index.get_level_values("mode")) == {"full", "hidden", "output"}
-    assert data["size"].between(7.5, 469.0).all()
+    smallest, largest = (area * area_scale(OPTIONS.inches("panels")[0] / 3) for area in SIZED_AREAS)
+    assert data["size"].between(smallest, largest).all()
 
 
 def test_ablation_effects_use_welch_for_unpaired_trials(heatmaps):
@@ -169,7 +213,9 @@ def test_parameter_matching_uses_mlp_equivalent_counts_and_marks_mirrors(heatmap
     assert data.loc["18*18", "parameters"] == 20_134
     assert data["asymmetric"].to_dict()["64*1"]
     assert not data["asymmetric"].to_dict()["1*64"]
-    assert data["size"].min() == pytest.approx(7.5) and data["size"].max() == pytest.approx(469)
+    scale = area_scale(OPTIONS.inches("map")[0])
+    assert data["size"].min() == pytest.approx(SIZED_AREAS[0] * scale)
+    assert data["size"].max() == pytest.approx(SIZED_AREAS[1] * scale)
     assert data["size"].idxmax() == "1*64"
 
 
@@ -183,7 +229,7 @@ def test_regime_map_agrees_with_the_classifier(heatmaps):
 
 def test_design_space_boxes_end_exactly_at_depth_and_width(tmp_path):
     path = tmp_path / "space.png"
-    data = design_space_figure(CONFIGS, path, dpi=DPI).set_index("arch")
+    data = design_space_figure(CONFIGS, path, options=OPTIONS).set_index("arch")
     assert path.read_bytes()[:8] == PNG_MAGIC
     assert data.loc["64*1", ["x0", "y0", "x1", "y1"]].tolist() == [1.0, 1.0, 64.0, 1.0]
     assert "4*4, 2*8" not in data.index
@@ -264,19 +310,183 @@ def test_a_malformed_log_line_names_file_and_line(results_dir):
 def test_convergence_plots_each_trial_and_their_mean(results_dir, tmp_path):
     logs = read_loop_logs(results_dir)
     path = convergence_path(tmp_path, "resmlp", late_breakthroughs=False)
-    data = convergence_figure(logs, ["4*17"], path, dpi=DPI)
+    data = convergence_figure(logs, ["4*17"], path, options=OPTIONS)
     assert path.name == "ResMLP_Plot_Convergence.png" and path.read_bytes()[:8] == PNG_MAGIC
     none = data[data["mode"] == "none"]
     assert sorted(none["series"].unique()) == ["1", "2", "mean"]
-    assert none[none["series"] == "mean"]["value"].tolist() == [45.0, 75.0, 75.0]
+    mean = none[none["series"] == "mean"]
+    assert mean["value"].tolist() == [45.0, 75.0, 75.0]
+    lkg = np.array([[50.0, 40.0], [70.0, 80.0], [70.0, 80.0]])
+    interval = scipy_stats.t.interval(0.95, 1, loc=lkg.mean(1), scale=scipy_stats.sem(lkg, axis=1))
+    assert mean["ci_low"].to_numpy() == pytest.approx(interval[0])
+    assert mean["ci_high"].to_numpy() == pytest.approx(interval[1])
     assert set(data[data["mode"] == "full"]["series"]) == {"1"}  # one trial, no mean
 
 
 def test_convergence_best_trial_of_current_accuracy(results_dir, tmp_path):
     logs = read_loop_logs(results_dir)
     path = convergence_path(tmp_path, "mlp", late_breakthroughs=True)
-    data = convergence_figure(logs, ["4*17"], path, "mlp", curve="current", show="best", dpi=DPI)
+    data = convergence_figure(
+        logs, ["4*17"], path, "mlp", curve="current", show="best", options=OPTIONS
+    )
     assert path.name == "SimpleMLP_Plot_Late_Breakthroughs.png"
     none = data[data["mode"] == "none"]
     assert none["series"].unique().tolist() == ["2"]
     assert none["value"].tolist() == [40.0, 80.0, 75.0]
+
+
+def drawn_points(figure):
+    """(panel title, depth, width, area, face colour) of every marker the figure's axes draw."""
+    points = []
+    for ax in figure.axes:
+        for collection in ax.collections:
+            if not isinstance(collection, PathCollection):
+                continue
+            sizes, faces = collection.get_sizes(), collection.get_facecolors()
+            for index, (x, y) in enumerate(collection.get_offsets()):
+                face = to_hex(faces[index if len(faces) > 1 else 0]) if len(faces) else "none"
+                area = float(sizes[index if len(sizes) > 1 else 0])
+                points.append((ax.get_title(), float(x), float(y), round(area, 6), face))
+    return sorted(points)
+
+
+def csv_points(csv, panel=None):
+    rows = []
+    for row in csv.itertuples():
+        title = panel(row) if panel else ""
+        face = "none" if row.colour == "none" or pd.isna(row.colour) else to_hex(row.colour)
+        if row.marker == "x":
+            face = to_hex(row.colour)
+        rows.append((title, float(row.depth), float(row.width), round(float(row.size), 6), face))
+    return sorted(rows)
+
+
+def drawn_labels(figure):
+    return sorted(text.get_text() for ax in figure.axes for text in ax.texts if text.get_text())
+
+
+@pytest.mark.parametrize("name", HEATMAP_NAMES)
+def test_each_heatmap_csv_holds_exactly_the_points_and_labels_it_draws(heatmaps, drawn, name):
+    path = heatmap_path(heatmaps[0] / "paired", "resmlp", name)
+    csv = pd.read_csv(path.with_suffix(".csv"), keep_default_na=False, na_values=[""])
+    figure = drawn[path]
+    if name == "Ablation_Effects":
+        points = csv_points(csv, lambda row: f"{row.mode} - none")
+        assert {"mean_difference", "test", "p", "p_adjusted", "ci_low"} <= set(csv.columns)
+        assert drawn_points(figure) == points
+    else:
+        title = figure.axes[0].get_title()
+        assert drawn_points(figure) == csv_points(csv, lambda row: title)
+    assert drawn_labels(figure) == sorted(x for x in csv["label"] if isinstance(x, str) and x)
+
+
+def label_boxes(figure):
+    renderer = figure.canvas.get_renderer()
+    figure.draw(renderer)
+    return [  # the text alone (an Annotation's own extent also covers its leader line)
+        Text.get_window_extent(text, renderer)
+        for ax in figure.axes
+        for text in ax.texts
+        if isinstance(text, Annotation)
+    ]
+
+
+def assert_no_overlap(boxes):
+    for i, first in enumerate(boxes):
+        for second in boxes[i + 1 :]:
+            assert not first.overlaps(second), (first, second)
+
+
+@pytest.mark.parametrize("size", ["page", "column"])
+def test_point_labels_never_overlap(tmp_path, drawn, size):
+    configs = read_config_file(REPRODUCTION / "configurations.txt")
+    grid = configs if size == "page" else CONFIGS
+    mirrors = {format_arch(stacks) for stacks in read_config_file(REPRODUCTION / "asymmetric.txt")}
+    options = FigureOptions(size=size, dpi=DPI)
+    path = tmp_path / "matching.png"
+    data = heatmap_parameter_matching(design_points(grid), mirrors, path, "resmlp", options)
+    boxes = label_boxes(drawn[path])
+    assert len(boxes) == len(data) == len(design_points(grid))
+    assert_no_overlap(boxes)
+    frame = drawn[path].axes[0].get_window_extent()
+    assert all(frame.x0 <= box.x0 and box.x1 <= frame.x1 for box in boxes)
+
+
+def test_the_crowded_diagonal_fans_out_with_leader_lines(tmp_path, drawn):
+    configs = read_config_file(REPRODUCTION / "configurations.txt")
+    path = tmp_path / "space.png"
+    design_space_figure(configs, path, options=FigureOptions(dpi=DPI))
+    annotations = [text for text in drawn[path].axes[0].texts if isinstance(text, Annotation)]
+    squares = [a for a in annotations if a.get_text().split("*")[0] == a.get_text().split("*")[1]]
+    fanned = [a for a in squares if a.arrow_patch is not None]
+    assert len(fanned) >= 20  # the run of squares from about 5*5 to 44*44
+    assert_no_overlap(label_boxes(drawn[path]))
+
+
+def test_pdf_and_svg_are_real_vector_files(tmp_path):
+    pdf, svg = tmp_path / "space.pdf", tmp_path / "space.svg"
+    design_space_figure(CONFIGS, pdf, options=FigureOptions(fmt="pdf"))
+    design_space_figure(CONFIGS, svg, options=FigureOptions(fmt="svg"))
+    assert pdf.read_bytes().startswith(b"%PDF-")
+    assert ElementTree.parse(svg).getroot().tag == "{http://www.w3.org/2000/svg}svg"
+    assert "18*18" in svg.read_text()  # text stays text
+    assert (tmp_path / "space.csv").exists()
+
+
+def test_print_sizes_set_the_figure_size(tmp_path, drawn):
+    for size, inches in (("column", 3.5), ("page", 7.0), ((5.0, 4.0), 5.0)):
+        path = tmp_path / f"space-{inches}.png"
+        design_space_figure(CONFIGS, path, options=FigureOptions(size=size, dpi=DPI))
+        assert drawn[path].get_size_inches()[0] == pytest.approx(inches)
+
+
+def test_data_limits_fit_the_grid_and_paper_limits_are_upstreams(tmp_path, drawn):
+    table = architecture_summary(design_points(CONFIGS), long_form(results_cells(), True))
+    paper, data = tmp_path / "paper.png", tmp_path / "data.png"
+    heatmap_instability(table, paper, "resmlp", OPTIONS)
+    heatmap_instability(table, data, "resmlp", FigureOptions(limits="data", dpi=DPI))
+    assert drawn[paper].axes[0].get_xlim() == pytest.approx((0.8, 4000))
+    low, high = drawn[data].axes[0].get_xlim()
+    assert 0.5 < low < 1 and 64 < high < 200
+    assert drawn[data].axes[0].get_ylim() == pytest.approx((low, high))
+
+
+def test_colorblind_palette_draws_regimes_in_seaborn_colorblind_colours(tmp_path):
+    long = long_form(results_cells(), True)
+    path = tmp_path / "regimes.png"
+    data = heatmap_regimes(
+        design_points(CONFIGS), long, path, "resmlp", 11.02, FigureOptions(palette="colorblind")
+    )
+    allowed = set(sns.color_palette("colorblind").as_hex()) | {"#000000"}
+    assert set(data["colour"]) <= allowed
+    assert data.loc[data["regime"] == "untrainable", "marker"].eq("X").all()
+
+
+def test_convergence_csv_holds_the_lines_and_band_it_draws(results_dir, tmp_path, drawn):
+    write_jsonl_log(results_dir / "logs" / "4x17" / "decay-t1.jsonl", "4*17", "decay", 1,
+                    [50.0, 70.0, 60.0])  # fmt: skip
+    write_jsonl_log(results_dir / "logs" / "4x17" / "decay-t2.jsonl", "4*17", "decay", 2,
+                    [40.0, 80.0, 75.0])  # fmt: skip
+    logs = read_loop_logs(results_dir)
+    path = tmp_path / "convergence.svg"
+    data = convergence_figure(logs, ["4*17"], path, options=FigureOptions(fmt="svg"))
+    csv = pd.read_csv(path.with_suffix(".csv"), keep_default_na=False, na_values=[""])
+    assert set(csv.loc[csv["mode"] == "decay", "identical_to"]) == {"none"}
+    assert csv.loc[csv["mode"] == "none", "dashes"].eq("solid").all()
+    assert not csv.loc[csv["mode"] == "decay", "dashes"].eq("solid").any()
+    ax = drawn[path].axes[0]
+    lines = {
+        (to_hex(line.get_color()), tuple(line.get_xdata()), tuple(line.get_ydata()))
+        for line in ax.lines
+    }
+    for _, rows in csv.groupby(["mode", "series"]):
+        colour = to_hex(rows["colour"].iloc[0])
+        assert (colour, tuple(rows["loop"]), tuple(rows["value"])) in lines
+    bands = [c.get_paths()[0].vertices for c in ax.collections if isinstance(c, PolyCollection)]
+    for mode in ("none", "decay"):
+        mean = csv[(csv["mode"] == mode) & (csv["series"] == "mean")]
+        expected = {(loop, round(v, 9)) for loop, v in zip(mean["loop"], mean["ci_low"])}
+        expected |= {(loop, round(v, 9)) for loop, v in zip(mean["loop"], mean["ci_high"])}
+        assert any(expected <= {(x, round(y, 9)) for x, y in band} for band in bands)
+    assert "decay identical to none" in [text.get_text() for text in ax.texts]
+    assert len(data) == len(csv)

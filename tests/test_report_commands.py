@@ -150,7 +150,7 @@ def test_trial_accuracy_table_from_summary_and_records_agree(results, configs, c
     assert "over 3 Trials of 3 Meta-Loops for ResMLP" in capsys.readouterr().out
 
 
-def test_figure_commands_write_their_files(results, configs, tmp_path, capsys):
+def test_figure_commands_write_their_files_with_a_csv_each(results, configs, tmp_path, capsys):
     out = tmp_path / "figures"
     design_space_main(
         ["--config-file", str(configs[0]), "--output-file", str(out / "d.png"), "--dpi", "20"]
@@ -159,11 +159,43 @@ def test_figure_commands_write_their_files(results, configs, tmp_path, capsys):
     heatmaps_main(["--trials-file", str(results), *common, "--output-dir", str(out), "--dpi", "20"])
     convergence_main(["--logs-dir", str(results), "--output-dir", str(out), "--dpi", "20"])
     printed = capsys.readouterr().out.split()
-    assert len(printed) == 8
+    assert len(printed) == 16
     names = sorted(path.name for path in out.iterdir())
     assert "ResMLP_Heatmap_Ablation_Effects.png" in names
-    assert "ResMLP_Plot_Convergence.png" in names and "d.png" in names
-    assert len(names) == 8
+    assert "ResMLP_Plot_Convergence.png" in names and "d.png" in names and "d.csv" in names
+    assert sorted(printed) == sorted(str(out / name) for name in names)
+
+
+def test_the_output_suffix_or_format_flag_picks_the_file_format(results, configs, tmp_path):
+    out = tmp_path / "figures"
+    design_space_main(["--config-file", str(configs[0]), "--output-file", str(out / "d.pdf")])
+    assert (out / "d.pdf").read_bytes().startswith(b"%PDF-")
+    argv = ["--logs-dir", str(results), "--output-dir", str(out), "--format", "svg"]
+    convergence_main([*argv, "--size", "column"])
+    assert (out / "ResMLP_Plot_Convergence.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_a_format_that_disagrees_with_the_suffix_is_one_line(configs, tmp_path, capsys):
+    target = tmp_path / "d.pdf"
+    argv = ["--config-file", str(configs[0]), "--output-file", str(target), "--format", "svg"]
+    err = fail_line(capsys, design_space_main, argv)
+    assert "--format svg disagrees with --output-file" in err and "drop one" in err
+    err = fail_line(capsys, design_space_main, ["--output-file", str(tmp_path / "d.jpg")])
+    assert "suffix .jpg; use .png, .pdf or .svg" in err
+    err = fail_line(capsys, design_space_main, ["--size", "wide"])
+    assert "is not column, page or W,H in inches" in err
+    assert not list(tmp_path.glob("d.*"))
+
+
+def test_model_is_taken_from_the_records(results, configs, tmp_path, capsys):
+    records = (results / "trials.jsonl").read_text().replace('"resmlp"', '"mlp"')
+    (results / "trials.jsonl").write_text(records)
+    out = tmp_path / "figures"
+    argv = ["--trials-file", str(results), "--config-file", str(configs[0]), "--dpi", "20"]
+    heatmaps_main([*argv, "--output-dir", str(out)])
+    assert (out / "SimpleMLP_Heatmap_Regimes.png").exists()
+    err = fail_line(capsys, heatmaps_main, [*argv, "--output-dir", str(out), "--model", "resmlp"])
+    assert "holds no resmlp results, only mlp; pass --model mlp or leave --model out" in err
 
 
 def test_heatmaps_refuse_a_malformed_record_and_write_nothing(results, configs, tmp_path, capsys):
@@ -230,3 +262,4 @@ def test_every_command_runs_on_a_real_sweep(tmp_path, capsys):
         ["--config-file", str(configs), "--output-file", str(figures / "d.png"), "--dpi", "20"]
     )
     assert len(list(figures.glob("*.png"))) == 8
+    assert len(list(figures.glob("*.csv"))) == 8

@@ -38,6 +38,7 @@ COMMANDS = {
     "make-design-space-figure": "psa.report.commands:design_space_main",
     "make-figure-heatmaps": "psa.report.commands:heatmaps_main",
     "make-convergence-plots": "psa.report.commands:convergence_main",
+    "compare-modes": "psa.report.commands:compare_modes_main",
     "sagemaker-runner": "psa.cloud.runner:main",
     "sagemaker-results-parser": "psa.cloud.results:main",
     "sagemaker-get-training-logs": "psa.cloud.logs:download_main",

@@ -1,7 +1,7 @@
 """Console entry points of the reporting tools: regimes, LaTeX tables and figures.
 
 Each ``*_main(argv=None)`` parses its flags with argparse, reads results (never the engine) and
-writes its output; bad input ends in one ``psa: ...`` line on stderr and exit status 1 or 2,
+writes its output; bad input ends in one ``<command>: ...`` line on stderr and exit status 1 or 2,
 with nothing overwritten. The plotting and model modules are imported inside each command so
 ``--help`` stays instant.
 """
@@ -22,6 +22,7 @@ from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.markdown import read_mode_statistics, read_trials
 from psa.modes import MODES
+from psa.report.style import FigureError, add_figure_flags, figure_options
 from psa.store import ResultsFormatError, summary_name
 
 RESULTS_DIR = Path("results")
@@ -37,10 +38,45 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     )
 
 
-def _add_model(parser: argparse.ArgumentParser) -> None:
+def _add_model(parser: argparse.ArgumentParser, inferred: bool = True) -> None:
+    source = "the records' model (psa results), else resmlp" if inferred else "resmlp"
     parser.add_argument(
-        "--model", choices=MODELS, default="resmlp", help="model the results are of"
+        "--model",
+        choices=MODELS,
+        default=None,
+        help=f"model the results are of; names and titles the output (default: {source})",
     )
+
+
+def _records_models(source: Path) -> list[str]:
+    """The models psa's trial records under ``source`` name (none for markdown tables)."""
+    from psa.store import ResultsStore, read_trial_records
+
+    if source.is_dir() and not ResultsStore(source).record_files():
+        return [m for m in MODELS if ResultsStore(source).table_path(m).exists()]
+    if not source.is_dir() and (source.suffix != ".jsonl" or not source.is_file()):
+        return []
+    frame = read_trial_records(source)
+    return sorted(set(frame["model"].dropna())) if "model" in frame.columns else []
+
+
+def _resolve_model(source: Path, flag: str | None, models: list[str] | None = None) -> str:
+    """``--model`` if given (and present in psa records), else the records' only model."""
+    models = _records_models(source) if models is None else models
+    if not models:
+        return flag or "resmlp"
+    if flag is None:
+        if len(models) > 1:
+            raise ResultsFormatError(
+                f"{source} holds results of models {', '.join(models)}; choose one with --model"
+            )
+        return models[0]
+    if flag not in models:
+        raise ResultsFormatError(
+            f"{source} holds no {flag} results, only {', '.join(models)}; "
+            f"pass --model {models[0]} or leave --model out"
+        )
+    return flag
 
 
 def _add_trials_file(parser: argparse.ArgumentParser) -> None:
@@ -81,16 +117,12 @@ def _zeror(args: argparse.Namespace) -> float:
     return ZEROR_VALIDATION if args.zeror is None else args.zeror
 
 
-def _add_dpi(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dpi", type=int, default=300, help="resolution of the PNGs")
-
-
 def _run(parser: argparse.ArgumentParser, argv: list[str] | None, body: Callable) -> int:
     """Parse flags, run, and turn bad input into one line on stderr (no traceback)."""
     args = parser.parse_args(argv)
     try:
         body(args)
-    except (ResultsFormatError, ArchError) as error:
+    except (ResultsFormatError, ArchError, FigureError) as error:
         sys.exit(f"{parser.prog}: {error}")
     except OSError as error:
         where = f" {error.filename}" if error.filename else ""
@@ -125,6 +157,7 @@ def _trials(parser: argparse.ArgumentParser, args: argparse.Namespace) -> pd.Dat
         "--trials-file",
         "run `sweep` first or pass a trial table, trials.jsonl or results dir",
     )
+    args.model = _resolve_model(args.trials_file, args.model)
     return read_trials(args.trials_file, args.model)
 
 
@@ -207,7 +240,7 @@ def architecture_table_main(argv: list[str] | None = None) -> int:
         default=ASYMMETRIC,
         help="configurations labelled Asymmetric (the rest are Matched)",
     )
-    _add_model(parser)
+    _add_model(parser, inferred=False)
     parser.add_argument("--caption", default=None, help="table caption (default: by model)")
     parser.add_argument("--label", default="tab:architecture_parameters")
     parser.add_argument("--output-file", type=Path, default=None, help="write here, not stdout")
@@ -217,7 +250,8 @@ def architecture_table_main(argv: list[str] | None = None) -> int:
 
         configs = read_config_file(args.config_file)
         mirrored = read_config_file(args.asymmetric_file)
-        text = architecture_table(configs, mirrored, args.model, args.caption, args.label)
+        model = args.model or "resmlp"
+        text = architecture_table(configs, mirrored, model, args.caption, args.label)
         _emit(text, args.output_file)
 
     return _run(parser, argv, body)
@@ -246,8 +280,9 @@ def trial_accuracy_table_main(argv: list[str] | None = None) -> int:
     def body(args):
         from psa.report.latex import default_accuracy_caption, trial_accuracy_table
 
-        datafile = args.datafile or RESULTS_DIR / summary_name(args.model)
+        datafile = args.datafile or RESULTS_DIR / summary_name(args.model or "resmlp")
         _require_file(parser, datafile, "--datafile", "run `sweep` first or pass --datafile")
+        args.model = _resolve_model(datafile, args.model)
         stats = read_mode_statistics(datafile, args.model)
         order = _config_archs(args.order)
         extra = [arch for arch in dict.fromkeys(stats["arch"]) if arch not in order]
@@ -264,27 +299,44 @@ def trial_accuracy_table_main(argv: list[str] | None = None) -> int:
     return _run(parser, argv, body)
 
 
-def design_space_main(argv: list[str] | None = None) -> int:
-    parser = _parser("make-figure-design-space", "Draw the tested design space (depth x width).")
-    parser.add_argument("--config-file", type=Path, default=CONFIGURATIONS)
+def _output_file(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output-file",
         type=Path,
         default=None,
-        help="PNG to write (default: results/<ResMLP|SimpleMLP>_Testing_Design_Space.png)",
+        help="figure to write; its suffix (.png, .pdf, .svg) sets the format (default: "
+        "<output-dir>/<P>_<name>.<format>); a CSV of the plotted data goes beside it",
     )
-    _add_model(parser)
-    _add_dpi(parser)
+
+
+def _written(path: Path) -> None:
+    from psa.report.plotting import csv_path
+
+    print(path)
+    print(csv_path(path))
+
+
+def design_space_main(argv: list[str] | None = None) -> int:
+    parser = _parser("make-figure-design-space", "Draw the tested design space (depth x width).")
+    parser.add_argument("--config-file", type=Path, default=CONFIGURATIONS)
+    _output_file(parser)
+    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    _add_model(parser, inferred=False)
+    add_figure_flags(parser, labels_default="on")
 
     def body(args):
         from psa.report.design_space import design_space_figure, design_space_path
 
+        options = figure_options(args, args.output_file)
         configs = read_config_file(args.config_file)
-        path = args.output_file or design_space_path(RESULTS_DIR, args.model)
-        data = design_space_figure(configs, path, args.model, args.dpi)
+        model = args.model or "resmlp"
+        path = args.output_file or design_space_path(args.output_dir, model, options.fmt)
+        data = design_space_figure(configs, path, model, options)
+        if "note" in data.attrs:
+            _note(parser, data.attrs["note"])
         if len(data) < len(configs):
             _note(parser, f"{len(configs) - len(data)} multi-stack configurations left out")
-        print(path)
+        _written(path)
 
     return _run(parser, argv, body)
 
@@ -293,7 +345,7 @@ def heatmaps_main(argv: list[str] | None = None) -> int:
     parser = _parser(
         "make-figure-heatmaps",
         "Draw the six design-space heatmaps: baseline, ablation effects, instability, "
-        "winning strategy, parameter matching and regimes.",
+        "winning strategy, parameter matching and regimes, each with a CSV of its data.",
     )
     _add_trials_file(parser)
     parser.add_argument(
@@ -312,13 +364,15 @@ def heatmaps_main(argv: list[str] | None = None) -> int:
     _add_model(parser)
     _add_zeror(parser)
     parser.add_argument(
-        "--alpha", type=float, default=0.05, help="significance level of the ablation t-tests"
+        "--alpha", type=float, default=0.05, help="significance level of the ablation tests"
     )
-    _add_dpi(parser)
+    _add_correction(parser, "Ablation Effects' ")
+    add_figure_flags(parser, labels_default="on for Parameter_Matching and Regimes")
 
     def body(args):
         from psa.report.heatmaps import heatmap_path, make_heatmaps
 
+        options = figure_options(args)
         long = _trials(parser, args)
         configs = read_config_file(args.config_file)
         mirrored = read_config_file(args.asymmetric_file)
@@ -329,12 +383,32 @@ def heatmaps_main(argv: list[str] | None = None) -> int:
         if not set(long["arch"]) & archs:
             _note(parser, f"no architecture of {args.config_file} has results")
         data = make_heatmaps(
-            long, configs, mirrored, args.output_dir, args.model, _zeror(args), args.alpha, args.dpi
+            long,
+            configs,
+            mirrored,
+            args.output_dir,
+            args.model,
+            _zeror(args),
+            args.alpha,
+            options,
+            args.correction,
         )
-        for name in data:
-            print(heatmap_path(args.output_dir, args.model, name))
+        for name, table in data.items():
+            if "note" in table.attrs:
+                _note(parser, f"{name}: {table.attrs['note']}")
+            _written(heatmap_path(args.output_dir, args.model, name, options.fmt))
 
     return _run(parser, argv, body)
+
+
+def _add_correction(parser: argparse.ArgumentParser, whose: str = "") -> None:
+    parser.add_argument(
+        "--correction",
+        choices=("holm", "bh", "none"),
+        default="holm",
+        help=f"{whose}adjustment of p over every test of the grid: Holm (family-wise), "
+        "Benjamini-Hochberg (false discovery rate) or none",
+    )
 
 
 def parse_targets(text: str) -> list[str]:
@@ -348,8 +422,8 @@ def convergence_main(argv: list[str] | None = None) -> int:
 
     parser = _parser(
         "make-convergence-plots",
-        "Plot per-loop validation accuracy of every trial from train/sweep JSONL logs or "
-        "SageMaker CloudWatch logs.",
+        "Plot per-loop validation accuracy of every trial, their mean and its 95%% confidence "
+        "band, from train/sweep JSONL logs or SageMaker CloudWatch logs.",
     )
     parser.add_argument(
         "--logs-dir",
@@ -358,6 +432,7 @@ def convergence_main(argv: list[str] | None = None) -> int:
         help="a results dir, its logs/, a model dir, or a dir of CloudWatch job logs",
     )
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    _output_file(parser)
     parser.add_argument(
         "--targets",
         default=None,
@@ -374,12 +449,13 @@ def convergence_main(argv: list[str] | None = None) -> int:
         "--show",
         choices=("all", "best"),
         default="all",
-        help="every trial and their mean, or only the trial with the highest peak per mode",
+        help="every trial, their mean and its 95%% CI, or only the trial with the highest "
+        "peak per mode",
     )
     parser.add_argument(
         "--late-breakthroughs",
         action="store_true",
-        help="write <P>_Plot_Late_Breakthroughs.png (deep nets that escape ZeroR late)",
+        help="write <P>_Plot_Late_Breakthroughs (deep nets that escape ZeroR late)",
     )
     parser.add_argument(
         "--trials-file",
@@ -387,9 +463,15 @@ def convergence_main(argv: list[str] | None = None) -> int:
         default=None,
         help="trials for the regime badges (default: the bounties in the logs)",
     )
-    _add_model(parser)
+    parser.add_argument(
+        "--model",
+        choices=MODELS,
+        default=None,
+        help="model of the logs; names and titles the figure (default: the model the JSONL "
+        "logs name, resmlp for CloudWatch logs)",
+    )
     _add_zeror(parser)
-    _add_dpi(parser)
+    add_figure_flags(parser)
 
     def body(args):
         from psa.report.convergence import (
@@ -398,14 +480,14 @@ def convergence_main(argv: list[str] | None = None) -> int:
             read_loop_logs,
         )
 
+        options = figure_options(args, args.output_file)
         targets_text = args.targets or (
             ",".join(LATE_BREAKTHROUGH_TARGETS) if args.late_breakthroughs else None
         )
         targets = parse_targets(targets_text) if targets_text else None
-        logs = read_loop_logs(args.logs_dir, args.model)
-        logs = logs[logs["model"] == args.model]
-        if logs.empty:
-            raise ResultsFormatError(f"no {args.model} logs under {args.logs_dir}")
+        logs = read_loop_logs(args.logs_dir, args.model or "resmlp")
+        model = _resolve_model(args.logs_dir, args.model, sorted(set(logs["model"])))
+        logs = logs[logs["model"] == model]
         logged = list(dict.fromkeys(logs["arch"]))
         targets = targets or logged
         absent = [arch for arch in targets if arch not in logged]
@@ -417,25 +499,75 @@ def convergence_main(argv: list[str] | None = None) -> int:
         bounties = None
         if args.trials_file is not None:
             _require_file(parser, args.trials_file, "--trials-file", "or leave it out")
-            bounties = read_trials(args.trials_file, args.model)
-        path = convergence_path(args.output_dir, args.model, args.late_breakthroughs)
+            bounties = read_trials(args.trials_file, model)
+        path = args.output_file or convergence_path(
+            args.output_dir, model, args.late_breakthroughs, options.fmt
+        )
         title = (
             "Late breakthroughs: deep narrow nets that leave ZeroR late"
             if args.late_breakthroughs
             else None
         )
         convergence_figure(
-            logs,
-            targets,
-            path,
-            args.model,
-            args.curve,
-            args.show,
-            _zeror(args),
-            bounties,
-            title,
-            args.dpi,
+            logs, targets, path, model, args.curve, args.show, _zeror(args), bounties, title,
+            options,
+        )  # fmt: skip
+        _written(path)
+
+    return _run(parser, argv, body)
+
+
+def compare_modes_main(argv: list[str] | None = None) -> int:
+    from psa.report.compare_format import DEFAULT_LABEL, FORMATS
+
+    parser = _parser(
+        "compare-modes",
+        "Per architecture, test each mode against a baseline mode: n, mean difference with its "
+        "95%% confidence interval, the test (paired t for paired trials, Welch's t otherwise), "
+        "p, p adjusted over the whole grid, and an effect size.",
+    )
+    _add_trials_file(parser)
+    parser.add_argument(
+        "--config-file",
+        type=Path,
+        default=None,
+        help="architectures to compare, in order (default: those of the trials)",
+    )
+    parser.add_argument("--baseline", choices=MODES, default="none", help="mode compared against")
+    parser.add_argument(
+        "--modes",
+        default=None,
+        help="comma-separated modes to compare (default: every mode but the baseline)",
+    )
+    _add_correction(parser)
+    _add_model(parser)
+    parser.add_argument("--format", choices=FORMATS, default="md", help="output format")
+    parser.add_argument("--caption", default=None, help="LaTeX caption (default: from the data)")
+    parser.add_argument("--label", default=DEFAULT_LABEL, help="LaTeX label")
+    parser.add_argument("--output-file", type=Path, default=None, help="write here, not stdout")
+
+    def body(args):
+        from psa.markdown import is_paired
+        from psa.report.compare import compare_modes
+        from psa.report.compare_format import render
+
+        modes = None
+        if args.modes:
+            modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+            unknown = [mode for mode in modes if mode not in MODES]
+            if unknown:
+                parser.error(
+                    f"--modes names unknown modes {', '.join(unknown)}; use {','.join(MODES)}"
+                )
+        long = _trials(parser, args)
+        order = _config_archs(args.config_file)
+        if order is not None:
+            missing = [arch for arch in order if arch not in set(long["arch"])]
+            if missing:
+                _note(parser, f"{len(missing)} architectures of {args.config_file} have no trials")
+        table = compare_modes(
+            long, is_paired(long), args.baseline, modes, args.correction, order
         )
-        print(path)
+        _emit(render(table, args.format, args.caption, args.label), args.output_file)
 
     return _run(parser, argv, body)

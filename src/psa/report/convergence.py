@@ -19,27 +19,35 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
+from scipy import stats as scipy_stats
 
 from psa.arch import ArchError, canonical_arch
 from psa.markdown import model_title
 from psa.modes import MODES
-from psa.report.plotting import DPI, new_figure, save_figure
+from psa.report.palettes import palette
+from psa.report.plotting import figure_legend, new_figure, save_figure
 from psa.report.regimes import REGIMES, ZEROR_VALIDATION, classify_trials
+from psa.report.style import FigureOptions, print_style
 from psa.store import REQUIRED_LOG_KEYS, ResultsFormatError, ResultsStore
 from psa.store.jsonlines import json_lines
 
 LOG_COLUMNS = ["arch", "model", "mode", "trial", "loop", "current", "lkg"]
 LATE_BREAKTHROUGH_TARGETS = ("18*18", "17*17", "10*10", "4*2")
-CURVES = {"lkg": "Running best (LKG) validation accuracy (%)", "current": "Validation accuracy (%)"}
-# Line colours per mode: the heatmaps' palette, darkened where a thin line on white would vanish.
-LINE_COLOURS = {
-    "none": "#6D4C41",
-    "decay": "#651FFF",
-    "dropout": "#D500F9",
-    "full": "#F4511E",
-    "hidden": "#F9A825",
-    "output": "#0091EA",
+CURVES = {"lkg": "LKG validation acc. (%)", "current": "Validation accuracy (%)"}
+CONFIDENCE = 0.95
+# Line styles (dash patterns in points; () is solid) tell coinciding modes apart: a mode drawn
+# exactly over an earlier one leaves it showing through the gaps.
+LINE_STYLES = {
+    "none": (),
+    "decay": (4.0, 2.0),
+    "dropout": (1.0, 1.2),
+    "full": (5.0, 1.5, 1.0, 1.5),
+    "hidden": (2.5, 1.2),
+    "output": (7.0, 1.5, 1.0, 1.5, 1.0, 1.5),
 }
 
 _JOB = re.compile(rf"^psa-(\d+x\d+(?:-\d+x\d+)*)-({'|'.join(MODES)})-\d{{4}}-\d{{2}}-\d{{2}}-")
@@ -145,31 +153,100 @@ def trial_bounties(logs: pd.DataFrame) -> pd.DataFrame:
     return long[["arch", "trial", "mode", "accuracy", "status"]]
 
 
-def convergence_path(output_dir: str | Path, model: str, late_breakthroughs: bool) -> Path:
+def convergence_path(
+    output_dir: str | Path, model: str, late_breakthroughs: bool, fmt: str = "png"
+) -> Path:
     name = "Late_Breakthroughs" if late_breakthroughs else "Convergence"
-    return Path(output_dir) / f"{model_title(model)}_Plot_{name}.png"
+    return Path(output_dir) / f"{model_title(model)}_Plot_{name}.{fmt}"
 
 
-def _plotted(logs: pd.DataFrame, curve: str, show: str) -> pd.DataFrame:
-    """The series to draw per mode: every trial plus their mean, or the trial with the best peak."""
+def mean_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The t-based confidence interval of the mean of ``values`` (NaN for fewer than two)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) < 2:
+        return (math.nan, math.nan)
+    centre = float(values.mean())
+    half = float(
+        scipy_stats.t.ppf((1 + confidence) / 2, len(values) - 1)
+        * values.std(ddof=1)
+        / math.sqrt(len(values))
+    )
+    return (centre - half, centre + half)
+
+
+def identical_modes(logs: pd.DataFrame, curve: str) -> dict[str, str]:
+    """Modes whose every trial's curve equals that of an earlier mode: {mode: earlier mode}."""
+    curves = {
+        mode: rows.pivot(index="loop", columns="trial", values=curve)
+        for mode, rows in logs.groupby("mode", sort=False)
+    }
+    same: dict[str, str] = {}
+    present = [mode for mode in MODES if mode in curves]
+    for index, mode in enumerate(present):
+        for earlier in present[:index]:
+            if earlier not in same and curves[mode].equals(curves[earlier]):
+                same[mode] = earlier
+                break
+    return same
+
+
+def plotted_series(logs: pd.DataFrame, curve: str, show: str) -> pd.DataFrame:
+    """What one panel draws: per mode each trial (or the best one) and, for several trials, their
+    mean with its 95 % confidence band. Columns mode, series, loop, value, ci_low, ci_high."""
     series = []
-    for mode, rows in logs.groupby("mode", sort=False):
+    for mode in [mode for mode in MODES if mode in set(logs["mode"])]:
+        rows = logs[logs["mode"] == mode]
         by_trial = rows.pivot(index="loop", columns="trial", values=curve)
-        if show == "best":
-            best = by_trial.max().idxmax()
-            series.append(_series(by_trial[best], mode, str(best)))
-            continue
-        for trial in by_trial.columns:
+        trials = [by_trial.max().idxmax()] if show == "best" else list(by_trial.columns)
+        for trial in trials:
             series.append(_series(by_trial[trial].dropna(), mode, str(trial)))
-        if by_trial.shape[1] > 1:
-            series.append(_series(by_trial.mean(axis=1, skipna=True), mode, "mean"))
-    return pd.concat(series, ignore_index=True)
+        if len(trials) > 1:
+            bands = [mean_interval(values) for _, values in by_trial.iterrows()]
+            mean = _series(by_trial.mean(axis=1, skipna=True), mode, "mean")
+            mean["ci_low"] = [band[0] for band in bands]
+            mean["ci_high"] = [band[1] for band in bands]
+            series.append(mean)
+    frame = pd.concat(series, ignore_index=True)
+    for column in ("ci_low", "ci_high"):
+        if column not in frame:
+            frame[column] = math.nan
+    return frame
 
 
 def _series(values: pd.Series, mode: str, label: str) -> pd.DataFrame:
     return pd.DataFrame(
         {"mode": mode, "series": label, "loop": values.index, "value": values.to_numpy()}
     )
+
+
+def _draw_panel(ax, data: pd.DataFrame, trials: pd.DataFrame, curve: str, colours) -> None:
+    """Thin per-trial lines, then the mean and its band (seaborn), in each mode's line style."""
+    emphasised = data.groupby("mode")["series"].transform(
+        lambda s: s.eq("mean") | (s.nunique() == 1)
+    )
+    thin = data[~emphasised & (data["series"] != "mean")]
+    modes = list(dict.fromkeys(data["mode"]))
+    palette = {mode: colours[mode] for mode in modes}
+    dashes = {mode: LINE_STYLES[mode] or "" for mode in modes}
+    if len(thin):
+        sns.lineplot(
+            data=thin, x="loop", y="value", hue="mode", units="series", estimator=None,
+            palette=palette, linewidth=0.5, alpha=0.35, legend=False, ax=ax,
+        )  # fmt: skip
+    single = data[emphasised & (data["series"] != "mean")]
+    for mode, line in single.groupby("mode", sort=False):
+        ax.plot(
+            line["loop"], line["value"], color=colours[mode], linewidth=1.3,
+            dashes=LINE_STYLES[mode] or (None, None),
+        )  # fmt: skip
+    several = trials[trials["mode"].isin(data.loc[data["series"] == "mean", "mode"])]
+    if len(several):
+        sns.lineplot(
+            data=several, x="loop", y=curve, hue="mode", style="mode", palette=palette,
+            dashes=dashes, estimator="mean", errorbar=mean_interval, linewidth=1.3,
+            err_kws={"alpha": 0.18, "linewidth": 0}, legend=False, ax=ax,
+        )  # fmt: skip
 
 
 def convergence_figure(
@@ -182,57 +259,93 @@ def convergence_figure(
     zeror: float = ZEROR_VALIDATION,
     bounties: pd.DataFrame | None = None,
     title: str | None = None,
-    dpi: int = DPI,
+    options: FigureOptions | None = None,
 ) -> pd.DataFrame:
-    """One panel per target architecture, a line per trial and mode (or the best trial per mode).
+    """One panel per target architecture: per mode every trial (thin), their mean (bold) with a
+    95 % confidence band, or only the best trial per mode (``show="best"``).
 
-    ``bounties`` (long trial form) decides each panel's regime badge; by default the trials'
-    bounties come from the logs themselves. Returns the plotted series: arch, mode, series
-    (trial number or "mean"), loop, value.
+    Modes are told apart by colour and line style, so a mode drawn exactly over another stays
+    visible; a panel names such identical modes. ``bounties`` (long trial form) decides each
+    panel's regime badge (default: the trials' bounties in the logs). Returns (and writes as CSV)
+    the plotted series: arch, mode, series (trial number or "mean"), loop, value, ci_low, ci_high,
+    colour, dashes and identical_to.
     """
     if curve not in CURVES:
         raise ValueError(f"curve must be one of {sorted(CURVES)}")
+    options = options or FigureOptions()
+    colours = palette(options.palette).lines
     bounties = trial_bounties(logs) if bounties is None else bounties
     regimes = classify_trials(bounties, zeror, arch_order=targets).set_index("arch")["regime"]
-    figure = new_figure(12, 4.8 * len(targets))
-    axes = np.atleast_1d(figure.subplots(len(targets), 1, squeeze=False)[:, 0])
     drawn = []
-    for ax, arch in zip(axes, targets, strict=True):
-        data = _plotted(logs[logs["arch"] == arch], curve, show)
-        for mode in MODES:
-            for label, line in data[data["mode"] == mode].groupby("series", sort=False):
-                is_mean = label == "mean"
-                single = show == "best" or data[data["mode"] == mode]["series"].nunique() == 1
-                ax.plot(
-                    line["loop"],
-                    line["value"],
-                    color=LINE_COLOURS[mode],
-                    linewidth=2.2 if is_mean or single else 0.8,
-                    alpha=1.0 if is_mean or single else 0.35,
-                    label=mode if is_mean or single else None,
+    with print_style():
+        figure = new_figure(options.inches("convergence", len(targets)))
+        axes = np.atleast_1d(figure.subplots(len(targets), 1, squeeze=False)[:, 0])
+        for ax, arch in zip(axes, targets, strict=True):
+            rows = logs[logs["arch"] == arch]
+            data = plotted_series(rows, curve, show)
+            same = identical_modes(rows, curve)
+            _draw_panel(ax, data, rows, curve, colours)
+            low = np.nanmin(data[["value", "ci_low"]].to_numpy())
+            high = np.nanmax(data[["value", "ci_high"]].to_numpy())
+            pad = max(0.05 * (high - low), 0.5)
+            ax.set_ylim(max(low - pad, 0), min(high + pad, 100))
+            if ax.get_ylim()[0] <= zeror <= ax.get_ylim()[1]:
+                ax.axhline(zeror, color="black", linestyle=":", linewidth=0.8)
+            regime = REGIMES[regimes[arch]]
+            # The regime badge is a left title, so it never covers a curve.
+            ax.set_title(
+                f"{regime.label}",
+                loc="left",
+                color="white",
+                fontsize="small",
+                bbox={"boxstyle": "round,pad=0.25", "facecolor": regime.colour, "linewidth": 0},
+            )
+            ax.set_title(f"{model_title(model)} {arch}", loc="right")
+            if same:
+                ax.text(
+                    0.99, 0.03, _identical_note(same), transform=ax.transAxes, ha="right",
+                    va="bottom", fontsize="small", color="#424242", wrap=True,
+                ).set_in_layout(False)  # fmt: skip
+            ax.set_xlabel("Meta-loop" if ax is axes[-1] else "")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylabel(CURVES[curve])
+            ax.grid(True, linestyle="--", linewidth=0.4, alpha=0.4)
+            drawn.append(
+                data.assign(
+                    arch=arch,
+                    colour=[colours[mode] for mode in data["mode"]],
+                    dashes=[_dash_text(LINE_STYLES[mode]) for mode in data["mode"]],
+                    identical_to=[same.get(mode, "") for mode in data["mode"]],
                 )
-        low, high = data["value"].min(), data["value"].max()
-        pad = max(0.05 * (high - low), 0.5)
-        ax.set_ylim(max(low - pad, 0), min(high + pad, 100))
-        if ax.get_ylim()[0] <= zeror <= ax.get_ylim()[1]:
-            ax.axhline(zeror, color="black", linestyle="--", linewidth=1, label=f"ZeroR {zeror:g}%")
-        regime = REGIMES[regimes[arch]]
-        # The regime badge is a left title, so it never covers a curve.
-        ax.set_title(
-            f"Regime: {regime.label}",
-            loc="left",
-            fontsize=11,
-            color="white",
-            bbox={"boxstyle": "round", "facecolor": regime.colour, "edgecolor": "none"},
-        )
-        ax.set_title(f"{model_title(model)} {arch}", fontsize=14)
-        ax.set_xlabel("Meta-loop", fontsize=12)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(CURVES[curve], fontsize=12)
-        ax.grid(True, linestyle="--", alpha=0.4)
-        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=11, title="Mode")
-        drawn.append(data.assign(arch=arch))
-    shown = "best trial per mode" if show == "best" else "each trial (thin) and their mean (bold)"
-    figure.suptitle(title or f"Convergence: {shown}", fontsize=15)
-    save_figure(figure, path, dpi)
-    return pd.concat(drawn, ignore_index=True)[["arch", "mode", "series", "loop", "value"]]
+            )
+        table = pd.concat(drawn, ignore_index=True)
+        modes = [mode for mode in MODES if mode in set(table["mode"])]
+        handles = [
+            Line2D([], [], color=colours[mode], dashes=LINE_STYLES[mode] or (None, None),
+                   linewidth=1.3, label=mode)
+            for mode in modes
+        ]  # fmt: skip
+        if any(ax.get_ylim()[0] <= zeror <= ax.get_ylim()[1] for ax in axes):
+            handles.append(Line2D([], [], color="black", linestyle=":", linewidth=0.8,
+                                  label=f"ZeroR {zeror:g}%"))  # fmt: skip
+        if show == "all" and (table["series"] == "mean").any():
+            handles.append(Patch(facecolor="#9E9E9E", alpha=0.35, label="95% CI of the mean"))
+        figure_legend(figure, handles, columns=4)
+        shown = "best trial per mode" if show == "best" else "trials, mean and 95% CI"
+        figure.suptitle(title or f"Convergence: {shown}")
+        columns = ["arch", "mode", "series", "loop", "value", "ci_low", "ci_high"]
+        table = table[columns + ["colour", "dashes", "identical_to"]]
+        save_figure(figure, path, options, table)
+    return table
+
+
+def _identical_note(same: dict[str, str]) -> str:
+    """``decay identical to none`` or ``decay, dropout identical to none``, per earlier mode."""
+    groups: dict[str, list[str]] = {}
+    for mode, other in same.items():
+        groups.setdefault(other, []).append(mode)
+    return "; ".join(f"{', '.join(modes)} identical to {other}" for other, modes in groups.items())
+
+
+def _dash_text(dashes: tuple[float, ...]) -> str:
+    return "solid" if not dashes else " ".join(f"{d:g}" for d in dashes)

@@ -1,42 +1,45 @@
 """The six design-space heatmaps of spec section 5, with the fixes of section 9.
 
 Each ``heatmap_*`` function computes the data it plots, draws it on log-log depth/width axes,
-saves the PNG and returns that data as a DataFrame (one row per architecture, or per
-architecture and ablative mode), so tests can check numbers rather than pixels.
+saves the figure with a CSV of that data beside it and returns the data as a DataFrame (one row
+per architecture, or per architecture and ablative mode).
 
 Fixes over upstream: "untrainable" is the classifier's rule 1 (not "all means <= 11.02"); Ablation
-Effects tests every ablative mode against ``none`` with a paired t-test when the trials are paired
-and Welch's t-test otherwise; architectures without results are hollow grey rings, so no colour
-of a scale means "missing".
+Effects tests every ablative mode against ``none`` with compare-modes' tests (paired t-test for
+paired trials, Welch's otherwise) and p adjusted over the whole grid; architectures without
+results are hollow grey rings, so no colour of a scale means "missing".
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.colors import LinearSegmentedColormap, LogNorm, Normalize, TwoSlopeNorm
-from matplotlib.lines import Line2D
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LogNorm, Normalize, TwoSlopeNorm, to_hex
 from matplotlib.ticker import FixedLocator, FuncFormatter
-from scipy import stats as scipy_stats
 
 from psa.arch import Stack, format_arch
-from psa.markdown import is_paired, mode_statistics, model_title, wide_trials
+from psa.markdown import is_paired, mode_statistics, model_title
 from psa.model import mlp_equivalent_parameter_count
 from psa.modes import ABLATIVE_MODES, MODES
+from psa.report.compare import compare_modes
+from psa.report.labels import label_or_note, place_labels
+from psa.report.palettes import Palette, palette
 from psa.report.plotting import (
-    AXIS_LIMITS,
-    DPI,
-    MODE_COLOURS,
+    CLASS_AREA,
     MODE_LABELS,
-    UNTRAINABLE_COLOUR,
+    POINT_AREA,
+    SIZED_AREAS,
+    area_scale,
     design_axes,
-    label_design_points,
-    mark_missing,
+    draw_points,
+    figure_legend,
+    legend_marker,
+    missing_style,
     new_figure,
     save_figure,
 )
@@ -47,6 +50,7 @@ from psa.report.regimes import (
     classify_trials,
     is_untrainable,
 )
+from psa.report.style import FigureOptions, axis_limits, print_style
 
 HEATMAP_NAMES = (
     "Baseline_Performance",
@@ -56,20 +60,17 @@ HEATMAP_NAMES = (
     "Parameter_Matching",
     "Regimes",
 )
+LABELLED_BY_DEFAULT = {"Parameter_Matching", "Regimes"}
 SIGNIFICANCE = 0.05
-BENEFICIAL, HARMFUL, NEUTRAL = "#4CAF50", "#E53935", "#A1887F"
-BASELINE_COLOURS = ["#1565C0", "#4CAF50"]
-INSTABILITY_COLOURS = ["#1B5E20", "#7CB342", "#FFEB3B", "#FF8A65", "#E53935"]
-PARAMETER_COLOURS = ["#000000", "#FF0000", "#FF8000", "#FFFF00", "#00FF00", "#00FFFF"]
 INSTABILITY_MAX = 5.0
 BASELINE_SPLIT = 90.0
 BASELINE_TICKS = (20, 40, 60, 80, 90, 92, 94, 96, 98, 100)
-POINT_SIZE = 60
-SMALLEST, LARGEST = 7.5, 469.0  # marker areas (points^2) of the sized maps
+EFFECT_KEY = (0.25, 0.5, 1.0)  # |effect size| of the marker-size key on Ablation Effects
+COLOURBAR = {"shrink": 0.8, "pad": 0.02, "aspect": 30}
 
 
-def heatmap_path(output_dir: str | Path, model: str, name: str) -> Path:
-    return Path(output_dir) / f"{model_title(model)}_Heatmap_{name}.png"
+def heatmap_path(output_dir: str | Path, model: str, name: str, fmt: str = "png") -> Path:
+    return Path(output_dir) / f"{model_title(model)}_Heatmap_{name}.{fmt}"
 
 
 def design_points(configs: Iterable[list[Stack]]) -> pd.DataFrame:
@@ -105,113 +106,120 @@ def architecture_summary(
     return table
 
 
-def _draw_status(ax, table: pd.DataFrame) -> None:
-    dead = table[table["status"] == "untrainable"]
-    if len(dead):
-        label = f"Untrainable ({len(dead)})"
-        ax.scatter(dead["depth"], dead["width"], c=UNTRAINABLE_COLOUR, s=POINT_SIZE, label=label)
-    missing = table[table["status"] == "missing"]
-    mark_missing(ax, missing["depth"], missing["width"], POINT_SIZE)
+class _Map:
+    """One single-panel map being drawn: its figure, axes, palette and marker scale."""
+
+    def __init__(self, options: FigureOptions, title: str, data: pd.DataFrame):
+        self.options = options
+        self.palette: Palette = palette(options.palette)
+        self.figure = new_figure(options.inches("map"))
+        limits = axis_limits(options, data["depth"], data["width"])
+        self.ax = design_axes(self.figure.subplots(), title, limits)
+        self.scale = area_scale(options.inches("map")[0])
+
+    def status_styles(self, data: pd.DataFrame) -> pd.DataFrame:
+        """Colour the untrainable (black) and missing (hollow ring) rows."""
+        data = data.copy()
+        dead = data["status"] == "untrainable"
+        data.loc[dead, "colour"] = self.palette.untrainable
+        data.loc[dead, "edge"] = "black"
+        data.loc[dead, "marker"] = self.palette.untrainable_marker
+        data.loc[dead, "size"] = POINT_AREA * self.scale
+        data.loc[dead, "legend"] = f"Untrainable ({int(dead.sum())})"
+        missing = data["status"] == "missing"
+        if missing.any():
+            data.loc[missing] = missing_style(data[missing], POINT_AREA * self.scale)
+        return data
+
+    def colourbar(self, cmap, norm, label: str, extend: str = "neither"):
+        mappable = ScalarMappable(norm=norm, cmap=cmap)
+        bar = self.figure.colorbar(mappable, ax=self.ax, extend=extend, **COLOURBAR)
+        bar.set_label(label)
+        return bar
+
+    def finish(
+        self, data: pd.DataFrame, path: Path, labelled: bool, columns: int = 3
+    ) -> pd.DataFrame:
+        figure_legend(self.figure, draw_points(self.ax, data), columns)
+        data = data.assign(label=data["arch"] if labelled else "")
+        if labelled:
+            data = label_or_note(self.ax, data, self.options)
+        save_figure(self.figure, path, self.options, data)
+        return data
 
 
-def _colourbar(figure, ax, cmap, norm, label: str, extend: str = "neither"):
-    mappable = _scalar_mappable(cmap, norm)
-    bar = figure.colorbar(mappable, ax=ax, shrink=0.85, pad=0.02, extend=extend)
-    bar.set_label(label, fontsize=13)
-    bar.ax.tick_params(labelsize=11)
-    return bar
-
-
-def _scalar_mappable(cmap, norm):
-    from matplotlib.cm import ScalarMappable
-
-    mappable = ScalarMappable(norm=norm, cmap=cmap)
-    mappable.set_array([])
-    return mappable
+def _hex(cmap, norm, values) -> list[str]:
+    return [to_hex(cmap(norm(value))) for value in values]
 
 
 def heatmap_baseline_performance(
-    table: pd.DataFrame, path: Path, model: str, zeror: float, dpi: int = DPI
+    table: pd.DataFrame, path: Path, model: str, zeror: float, options: FigureOptions
 ) -> pd.DataFrame:
-    """Mean validation bounty of ``none`` on a blue-to-green scale from ZeroR to 100 %."""
+    """Mean validation bounty of ``none`` on a colour scale from ZeroR to 100 %."""
     data = table[["arch", "depth", "width", "status", "none_mean"]].copy()
-    data.loc[data["status"] == "ok", "status"] = np.where(
-        data.loc[data["status"] == "ok", "none_mean"].isna(), "missing", "ok"
-    )
-    figure = new_figure(12, 10)
-    ax = design_axes(figure.subplots(), f"{model_title(model)}: Baseline Performance (none)")
-    cmap = LinearSegmentedColormap.from_list("baseline", BASELINE_COLOURS, N=256)
-    # Half the scale for the last ten points, where most trainable nets differ.
-    norm = TwoSlopeNorm(vmin=zeror, vcenter=BASELINE_SPLIT, vmax=100)
-    ok = data[data["status"] == "ok"]
-    ax.scatter(
-        ok["depth"], ok["width"], c=ok["none_mean"], cmap=cmap, norm=norm, s=POINT_SIZE, zorder=3
-    )
-    _draw_status(ax, data)
-    bar = _colourbar(figure, ax, cmap, norm, "Mean validation bounty of none (%)")
-    bar.set_ticks([tick for tick in BASELINE_TICKS if tick >= zeror])
-    _legend(ax)
-    save_figure(figure, path, dpi)
-    return data
-
-
-def _legend(ax, **kwargs) -> None:
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper right", fontsize=11, framealpha=0.9, **kwargs)
-
-
-def _effect(wide: pd.DataFrame, mode: str, paired: bool) -> dict:
-    """Difference of ``mode`` against ``none``: mean, effect size, p value and the test used."""
-    if paired:
-        pairs = wide[["none", mode]].dropna()
-        differences = pairs[mode] - pairs["none"]
-        n = len(pairs)
-        result = {"test": "paired t", "n_none": n, "n_mode": n}
-        if n < 2:
-            return {**result, "mean_difference": math.nan, "effect_size": math.nan, "p": math.nan}
-        spread = float(np.std(differences, ddof=1))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            p = float(scipy_stats.ttest_rel(pairs[mode], pairs["none"]).pvalue)
-        mean = float(differences.mean())
-    else:
-        control, treated = wide["none"].dropna(), wide[mode].dropna()
-        result = {"test": "Welch t", "n_none": len(control), "n_mode": len(treated)}
-        if len(control) < 2 or len(treated) < 2:
-            return {**result, "mean_difference": math.nan, "effect_size": math.nan, "p": math.nan}
-        spread = math.sqrt((np.var(control, ddof=1) + np.var(treated, ddof=1)) / 2)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            p = float(scipy_stats.ttest_ind(treated, control, equal_var=False).pvalue)
-        mean = float(treated.mean() - control.mean())
-    effect = abs(mean) / spread if spread > 0 else (math.inf if mean else 0.0)
-    return {**result, "mean_difference": mean, "effect_size": effect, "p": p}
+    data.loc[(data["status"] == "ok") & data["none_mean"].isna(), "status"] = "missing"
+    with print_style():
+        drawing = _Map(options, f"{model_title(model)}: Baseline Performance (none)", data)
+        cmap = drawing.palette.baseline
+        # Half the scale for the last ten points, where most trainable nets differ.
+        norm = TwoSlopeNorm(vmin=zeror, vcenter=BASELINE_SPLIT, vmax=100)
+        data = data.assign(
+            colour=_hex(cmap, norm, data["none_mean"].fillna(100)),
+            edge="black",
+            marker="o",
+            size=POINT_AREA * drawing.scale,
+            legend="",
+        )
+        data = drawing.status_styles(data)
+        bar = drawing.colourbar(cmap, norm, "Mean validation bounty of none (%)")
+        bar.set_ticks([tick for tick in BASELINE_TICKS if tick >= zeror])
+        return drawing.finish(data, path, options.show_labels(False))
 
 
 def ablation_effects_data(
-    table: pd.DataFrame, long: pd.DataFrame, paired: bool, alpha: float = SIGNIFICANCE
+    table: pd.DataFrame,
+    long: pd.DataFrame,
+    paired: bool,
+    alpha: float = SIGNIFICANCE,
+    correction: str = "holm",
 ) -> pd.DataFrame:
-    """One row per (architecture, ablative mode): the test of that mode against ``none``."""
-    rows = []
-    for point in table.itertuples():
-        wide = wide_trials(long, point.arch)
-        for mode in ABLATIVE_MODES:
-            row = {"arch": point.arch, "depth": point.depth, "width": point.width, "mode": mode}
-            row |= _effect(wide, mode, paired)
-            if point.status != "ok":
-                outcome = point.status
-            elif math.isnan(row["mean_difference"]):
-                outcome = "too-few-trials"
-            elif row["p"] < alpha:
-                outcome = "beneficial" if row["mean_difference"] > 0 else "harmful"
-            else:
-                outcome = "neutral"
-            row["outcome"] = outcome
-            effect = row["effect_size"]
-            capped = 0.0 if math.isnan(effect) else min(effect, 1.0)
-            row["size"] = SMALLEST + (LARGEST - SMALLEST) * capped
-            rows.append(row)
-    return pd.DataFrame(rows)
+    """One row per (architecture, ablative mode): compare-modes' test of it against ``none``.
+
+    Only architectures that trained are tested and counted in the correction; ``outcome`` is
+    beneficial or harmful when the adjusted p is below ``alpha``.
+    """
+    tested = table.loc[table["status"] == "ok", "arch"]
+    compared = compare_modes(
+        long, paired, "none", ABLATIVE_MODES, correction, arch_order=tested
+    ).drop(columns="baseline")
+    frame = table[["arch", "depth", "width", "status"]].merge(
+        pd.DataFrame({"mode": ABLATIVE_MODES}), how="cross"
+    )
+    data = frame.merge(compared, on=["arch", "mode"], how="left")
+    outcomes = []
+    for row in data.itertuples():
+        if row.status != "ok":
+            outcomes.append(row.status)
+        elif math.isnan(row.p_adjusted):
+            few = min(row.n_mode, row.n_baseline) < 2
+            outcomes.append("too-few-trials" if few else "no-spread")
+        elif row.p_adjusted < alpha:
+            outcomes.append("beneficial" if row.mean_difference > 0 else "harmful")
+        else:
+            outcomes.append("neutral")
+    data["outcome"] = outcomes
+    data.attrs.update(correction=correction, alpha=alpha, paired=paired)
+    return data.drop(columns="status")
+
+
+def _effect_area(effect: float, difference: float, scale: float) -> float:
+    """Marker area grows with |effect size| up to 1 (no spread and a difference: the largest)."""
+    smallest, largest = (area * scale for area in SIZED_AREAS)
+    if math.isnan(effect):
+        capped = 1.0 if difference and not math.isnan(difference) else 0.0
+    else:
+        capped = min(abs(effect), 1.0)
+    return smallest + (largest - smallest) * capped
 
 
 def heatmap_ablation_effects(
@@ -219,93 +227,106 @@ def heatmap_ablation_effects(
     long: pd.DataFrame,
     path: Path,
     model: str,
+    options: FigureOptions,
     alpha: float = SIGNIFICANCE,
-    dpi: int = DPI,
+    correction: str = "holm",
 ) -> pd.DataFrame:
     """Three panels (full, hidden, output): each mode against ``none``, coloured by the test."""
     paired = is_paired(long)
-    data = ablation_effects_data(table, long, paired, alpha)
-    figure = new_figure(25, 9)
-    axes = figure.subplots(1, len(ABLATIVE_MODES), sharey=True)
-    test = "paired t-test" if paired else "Welch's t-test"
-    figure.suptitle(
-        f"{model_title(model)}: Ablation Effects against none ({test}, p < {alpha:g}); "
-        "marker area grows with |effect size| up to 1",
-        fontsize=16,
-    )
-    colours = {"beneficial": BENEFICIAL, "harmful": HARMFUL, "neutral": NEUTRAL}
-    for ax, mode in zip(axes, ABLATIVE_MODES, strict=True):
-        design_axes(ax, f"{mode} - none")
-        rows = data[data["mode"] == mode]
-        for outcome, colour in colours.items():
-            chosen = rows[rows["outcome"] == outcome]
-            ax.scatter(
-                chosen["depth"],
-                chosen["width"],
-                s=chosen["size"],
-                c=colour,
-                alpha=0.8,
-                edgecolors="black",
-                linewidths=0.4,
-                zorder=3,
+    data = ablation_effects_data(table, long, paired, alpha, correction)
+    colours = palette(options.palette)
+    width, height = options.inches("panels")
+    rows, columns = (len(ABLATIVE_MODES), 1) if width < height else (1, len(ABLATIVE_MODES))
+    with print_style():
+        figure = new_figure((width, height))
+        axes = figure.subplots(rows, columns, sharex=True, sharey=True).ravel()
+        scale = area_scale(width / columns)
+        styles = {
+            "beneficial": (colours.beneficial, "black", "o", "Significantly better than none"),
+            "harmful": (colours.harmful, "black", "o", "Significantly worse than none"),
+            "neutral": (colours.neutral, "black", "o", "No significant difference"),
+            "no-spread": (colours.neutral, "black", "D", "Identical to none in every trial"),
+            "untrainable": (
+                colours.untrainable, "black", colours.untrainable_marker, "Untrainable"
+            ),
+            "too-few-trials": ("#757575", "none", "x", "Fewer than 2 trials"),
+            "missing": ("none", "#9E9E9E", "o", "No results"),
+        }
+        data["colour"] = [styles[o][0] for o in data["outcome"]]
+        data["edge"] = [styles[o][1] for o in data["outcome"]]
+        data["marker"] = [styles[o][2] for o in data["outcome"]]
+        data["legend"] = [styles[o][3] for o in data["outcome"]]
+        sized = data["outcome"].isin(["beneficial", "harmful", "neutral", "no-spread"])
+        data["size"] = [
+            _effect_area(effect, difference, scale) if is_sized else POINT_AREA * scale
+            for effect, difference, is_sized in zip(
+                data["effect_size"], data["mean_difference"], sized, strict=True
             )
-        dead = rows[rows["outcome"] == "untrainable"]
-        ax.scatter(dead["depth"], dead["width"], c=UNTRAINABLE_COLOUR, s=POINT_SIZE)
-        few = rows[rows["outcome"] == "too-few-trials"]
-        ax.scatter(few["depth"], few["width"], marker="x", c="#757575", s=POINT_SIZE)
-        missing = rows[rows["outcome"] == "missing"]
-        mark_missing(ax, missing["depth"], missing["width"], POINT_SIZE)
-        if ax is not axes[0]:
-            ax.set_ylabel("")
-    legend = [
-        _legend_marker(BENEFICIAL, "Significantly better than none"),
-        _legend_marker(HARMFUL, "Significantly worse than none"),
-        _legend_marker(NEUTRAL, "No significant difference"),
-        _legend_marker(UNTRAINABLE_COLOUR, "Untrainable"),
-        Line2D([], [], marker="x", linestyle="", color="#757575", label="Fewer than 2 trials"),
-        _legend_marker("none", "No results", edge="#9E9E9E"),
-    ]
-    figure.legend(handles=legend, loc="outside lower center", ncols=len(legend), fontsize=12)
-    save_figure(figure, path, dpi)
+        ]
+        labelled = options.show_labels(False)
+        data["label"] = data["arch"] if labelled else ""
+        limits = axis_limits(options, data["depth"], data["width"])
+        for ax, mode in zip(axes, ABLATIVE_MODES, strict=True):
+            design_axes(ax, f"{mode} - none", limits)
+            draw_points(ax, data[data["mode"] == mode])
+            if columns > 1 and ax is not axes[0]:
+                ax.set_ylabel("")
+            if rows > 1 and ax is not axes[-1]:
+                ax.set_xlabel("")
+        test = "paired t-test" if paired else "Welch's t-test"
+        adjusted = {"holm": "Holm-adjusted ", "bh": "BH-adjusted ", "none": ""}[correction]
+        figure.suptitle(
+            f"{model_title(model)}: Ablation Effects against none\n"
+            f"({test}, {adjusted}p < {alpha:g}; marker area grows with |effect size| d)"
+        )
+        present = [key for key in styles if (data["outcome"] == key).any()]
+        handles = [
+            legend_marker(styles[key][0], styles[key][3], styles[key][1], styles[key][2])
+            for key in present
+        ]
+        smallest, largest = (area * scale for area in SIZED_AREAS)
+        sizes = [
+            legend_marker(
+                "white",
+                f"|d| {'>= ' if effect == 1 else ''}{effect:g}",
+                marker="o",
+                size=math.sqrt(smallest + (largest - smallest) * effect),
+            )
+            for effect in EFFECT_KEY
+        ]
+        figure_legend(figure, handles + sizes, columns=3 if columns == 1 else 4)
+        for ax, mode in zip(axes, ABLATIVE_MODES, strict=True):
+            if labelled:
+                place_labels(ax, data[data["mode"] == mode], options.label_points)
+        save_figure(figure, path, options, data)
     return data
 
 
-def _legend_marker(colour: str, label: str, edge: str = "black", marker: str = "o") -> Line2D:
-    return Line2D(
-        [],
-        [],
-        marker=marker,
-        linestyle="",
-        markersize=10,
-        markerfacecolor=colour,
-        markeredgecolor=edge,
-        label=label,
-    )
-
-
 def heatmap_instability(
-    table: pd.DataFrame, path: Path, model: str, dpi: int = DPI
+    table: pd.DataFrame, path: Path, model: str, options: FigureOptions
 ) -> pd.DataFrame:
     """The largest per-mode standard deviation (ddof=0) of each architecture, 0 to 5 %."""
     data = table[["arch", "depth", "width", "status"]].copy()
     data["max_std"] = table[[f"{mode}_std" for mode in MODES]].max(axis=1, skipna=True)
-    figure = new_figure(12, 10)
-    ax = design_axes(figure.subplots(), f"{model_title(model)}: Instability (max std over modes)")
-    cmap = LinearSegmentedColormap.from_list("instability", INSTABILITY_COLOURS, N=256)
-    norm = Normalize(vmin=0, vmax=INSTABILITY_MAX)
-    ok = data[data["status"] == "ok"]
-    ax.scatter(
-        ok["depth"], ok["width"], c=ok["max_std"], cmap=cmap, norm=norm, s=POINT_SIZE, zorder=3
-    )
-    _draw_status(ax, data)
-    _colourbar(figure, ax, cmap, norm, "Largest std of validation bounty over modes (%)", "max")
-    _legend(ax)
-    save_figure(figure, path, dpi)
-    return data
+    with print_style():
+        title = f"{model_title(model)}: Instability (max std over modes)"
+        drawing = _Map(options, title, data)
+        cmap = drawing.palette.instability
+        norm = Normalize(vmin=0, vmax=INSTABILITY_MAX)
+        data = data.assign(
+            colour=_hex(cmap, norm, data["max_std"].fillna(0).clip(upper=INSTABILITY_MAX)),
+            edge="black",
+            marker="o",
+            size=POINT_AREA * drawing.scale,
+            legend="",
+        )
+        data = drawing.status_styles(data)
+        drawing.colourbar(cmap, norm, "Largest std of validation bounty over modes (%)", "max")
+        return drawing.finish(data, path, options.show_labels(False))
 
 
 def heatmap_winning_strategy(
-    table: pd.DataFrame, path: Path, model: str, dpi: int = DPI
+    table: pd.DataFrame, path: Path, model: str, options: FigureOptions
 ) -> pd.DataFrame:
     """The mode with the highest mean (ties go to the earlier mode of none..output)."""
     data = table[["arch", "depth", "width", "status"]].copy()
@@ -314,29 +335,30 @@ def heatmap_winning_strategy(
         MODES[int(np.nanargmax(row.to_numpy()))] if status == "ok" else status
         for status, (_, row) in zip(data["status"], means.iterrows(), strict=True)
     ]
-    figure = new_figure(12, 10)
-    ax = design_axes(figure.subplots(), f"{model_title(model)}: Winning Strategy (highest mean)")
-    for mode in MODES:
-        chosen = data[data["winner"] == mode]
-        if len(chosen):
-            ax.scatter(
-                chosen["depth"],
-                chosen["width"],
-                c=MODE_COLOURS[mode],
-                s=120,
-                edgecolors="black",
-                linewidths=0.5,
-                label=f"{MODE_LABELS[mode]} ({len(chosen)})",
-                zorder=3,
-            )
-    _draw_status(ax, data.rename(columns={"winner": "_"}))
-    _legend(ax, title="Winning mode")
-    save_figure(figure, path, dpi)
-    return data
+    with print_style():
+        title = f"{model_title(model)}: Winning Strategy (highest mean)"
+        drawing = _Map(options, title, data)
+        modes = drawing.palette.modes
+        counts = data["winner"].value_counts()
+        won = data["winner"].isin(MODES)
+        data = data.assign(
+            colour=[modes.get(winner, "none") for winner in data["winner"]],
+            edge="black",
+            marker="o",
+            size=CLASS_AREA * drawing.scale,
+            legend=[
+                f"{MODE_LABELS[w]} ({counts[w]})" if w in MODES else "" for w in data["winner"]
+            ],
+        )
+        data = pd.concat([data[won], drawing.status_styles(data[~won])])
+        order = {mode: i for i, mode in enumerate(MODES)}
+        rank = data["winner"].map(order).fillna(len(MODES))
+        data = data.iloc[np.argsort(rank.to_numpy(), kind="stable")]
+        return drawing.finish(data, path, options.show_labels(False), columns=3)
 
 
 def heatmap_parameter_matching(
-    points: pd.DataFrame, asymmetric: set[str], path: Path, model: str, dpi: int = DPI
+    points: pd.DataFrame, asymmetric: set[str], path: Path, model: str, options: FigureOptions
 ) -> pd.DataFrame:
     """Plain-MLP-equivalent parameter counts: colour and area on log scales, shape by matching."""
     data = points.copy()
@@ -345,38 +367,35 @@ def heatmap_parameter_matching(
         for depth, width in zip(data["depth"], data["width"], strict=True)
     ]
     data["asymmetric"] = data["arch"].isin(asymmetric)
-    logs = np.log10(data["parameters"].astype(float))
-    span = logs.max() - logs.min()
-    data["size"] = SMALLEST + (LARGEST - SMALLEST) * ((logs - logs.min()) / span if span else 0.0)
-    figure = new_figure(12, 10)
-    ax = design_axes(figure.subplots(), f"{model_title(model)}: Parameter Matching & Asymmetries")
-    cmap = LinearSegmentedColormap.from_list("parameters", PARAMETER_COLOURS, N=256)
-    norm = LogNorm(vmin=data["parameters"].min(), vmax=data["parameters"].max())
-    for mirrored, marker, label in ((False, "o", "Matched"), (True, "^", "Asymmetric")):
-        chosen = data[data["asymmetric"] == mirrored]
-        ax.scatter(
-            chosen["depth"],
-            chosen["width"],
-            c=chosen["parameters"],
-            cmap=cmap,
-            norm=norm,
-            s=chosen["size"],
-            marker=marker,
-            edgecolors="black",
-            linewidths=0.5,
-            label=label,
-            zorder=3,
+    with print_style():
+        title = f"{model_title(model)}: Parameter Matching & Asymmetries"
+        drawing = _Map(options, title, data)
+        logs = np.log10(data["parameters"].astype(float))
+        span = logs.max() - logs.min()
+        smallest, largest = (area * drawing.scale for area in SIZED_AREAS)
+        normalised = (logs - logs.min()) / span if span else 0.0
+        cmap = drawing.palette.parameters
+        norm = LogNorm(vmin=data["parameters"].min(), vmax=data["parameters"].max())
+        matched = (~data["asymmetric"]).sum()
+        data = data.assign(
+            colour=_hex(cmap, norm, data["parameters"]),
+            edge="black",
+            marker=np.where(data["asymmetric"], "^", "o"),
+            size=smallest + (largest - smallest) * normalised,
+            legend=np.where(
+                data["asymmetric"],
+                f"Asymmetric ({int(data['asymmetric'].sum())})",
+                f"Matched ({int(matched)})",
+            ),
         )
-    ax.plot(AXIS_LIMITS, AXIS_LIMITS, "k--", alpha=0.3, linewidth=1, zorder=1)
-    label_design_points(ax, data)
-    bar = _colourbar(figure, ax, cmap, norm, "MLP-equivalent parameters")
-    ticks = [t for t in (1e3, 1e4, 1e5, 1e6) if norm.vmin <= t <= norm.vmax]
-    bar.ax.yaxis.set_major_locator(FixedLocator(ticks))
-    bar.ax.yaxis.set_major_formatter(FuncFormatter(_short_count))
-    bar.ax.yaxis.set_minor_locator(FixedLocator([]))
-    _legend(ax, markerscale=0.6)
-    save_figure(figure, path, dpi)
-    return data
+        ax = drawing.ax
+        ax.plot(ax.get_xlim(), ax.get_ylim(), "k--", alpha=0.3, linewidth=0.6, zorder=1)
+        bar = drawing.colourbar(cmap, norm, "MLP-equivalent parameters")
+        ticks = [t for t in (1e3, 1e4, 1e5, 1e6) if norm.vmin <= t <= norm.vmax]
+        bar.ax.yaxis.set_major_locator(FixedLocator(ticks))
+        bar.ax.yaxis.set_major_formatter(FuncFormatter(_short_count))
+        bar.ax.yaxis.set_minor_locator(FixedLocator([]))
+        return drawing.finish(data, path, options.show_labels(True), columns=2)
 
 
 def _short_count(value: float, _position=None) -> str:
@@ -389,30 +408,34 @@ def heatmap_regimes(
     path: Path,
     model: str,
     zeror: float,
-    dpi: int = DPI,
+    options: FigureOptions,
 ) -> pd.DataFrame:
     """The classifier's regime of every architecture, in the paper's colours."""
     classified = classify_trials(long, zeror, arch_order=points["arch"])
     data = points.merge(classified[["arch", "regime", "rule"]], on="arch", how="left")
-    figure = new_figure(12, 10)
-    ax = design_axes(figure.subplots(), f"{model_title(model)}: Regimes")
-    for key, regime in REGIMES.items():
-        chosen = data[data["regime"] == key]
-        if len(chosen):
+    with print_style():
+        drawing = _Map(options, f"{model_title(model)}: Regimes", data)
+        colours = drawing.palette.regimes
+        counts = data["regime"].value_counts()
+
+        def legend(key: str) -> str:
+            regime = REGIMES[key]
             numeral = f"{regime.numeral} " if regime.numeral else ""
-            ax.scatter(
-                chosen["depth"],
-                chosen["width"],
-                c=regime.colour,
-                s=120,
-                edgecolors="black",
-                linewidths=0.5,
-                label=f"{numeral}{regime.label} ({len(chosen)})",
-                zorder=3,
-            )
-    _legend(ax, title="Regime")
-    save_figure(figure, path, dpi)
-    return data
+            return f"{numeral}{regime.label} ({counts[key]})"
+
+        data = data.assign(
+            colour=[colours[key] for key in data["regime"]],
+            edge="black",
+            marker=[
+                drawing.palette.untrainable_marker if key == "untrainable" else "o"
+                for key in data["regime"]
+            ],
+            size=CLASS_AREA * drawing.scale,
+            legend=[legend(key) for key in data["regime"]],
+        )
+        order = {key: i for i, key in enumerate(REGIMES)}
+        data = data.sort_values("regime", key=lambda s: s.map(order), kind="stable")
+        return drawing.finish(data, path, options.show_labels(True), columns=3)
 
 
 def make_heatmaps(
@@ -423,24 +446,28 @@ def make_heatmaps(
     model: str = "resmlp",
     zeror: float = ZEROR_VALIDATION,
     alpha: float = SIGNIFICANCE,
-    dpi: int = DPI,
+    options: FigureOptions | None = None,
+    correction: str = "holm",
 ) -> dict[str, pd.DataFrame]:
     """Write the six heatmaps; return each one's data by name (e.g. ``"Ablation_Effects"``)."""
+    options = options or FigureOptions()
     points = design_points(configs)
     mirrored = {format_arch(stacks) for stacks in asymmetric}
     table = architecture_summary(points, long, zeror)
-    path = {name: heatmap_path(output_dir, model, name) for name in HEATMAP_NAMES}
+    path = {name: heatmap_path(output_dir, model, name, options.fmt) for name in HEATMAP_NAMES}
     return {
         "Baseline_Performance": heatmap_baseline_performance(
-            table, path["Baseline_Performance"], model, zeror, dpi
+            table, path["Baseline_Performance"], model, zeror, options
         ),
         "Ablation_Effects": heatmap_ablation_effects(
-            table, long, path["Ablation_Effects"], model, alpha, dpi
+            table, long, path["Ablation_Effects"], model, options, alpha, correction
         ),
-        "Instability": heatmap_instability(table, path["Instability"], model, dpi),
-        "Winning_Strategy": heatmap_winning_strategy(table, path["Winning_Strategy"], model, dpi),
+        "Instability": heatmap_instability(table, path["Instability"], model, options),
+        "Winning_Strategy": heatmap_winning_strategy(
+            table, path["Winning_Strategy"], model, options
+        ),
         "Parameter_Matching": heatmap_parameter_matching(
-            points, mirrored, path["Parameter_Matching"], model, dpi
+            points, mirrored, path["Parameter_Matching"], model, options
         ),
-        "Regimes": heatmap_regimes(points, long, path["Regimes"], model, zeror, dpi),
+        "Regimes": heatmap_regimes(points, long, path["Regimes"], model, zeror, options),
     }

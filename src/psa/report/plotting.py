@@ -1,30 +1,25 @@
-"""Shared figure plumbing: headless Agg figures, the log-log design-space axes, atomic saves."""
+"""Shared figure plumbing: headless figures, the log-log design-space axes, point layers, saves.
+
+A figure's points are drawn from one tidy table (a row per point: arch, depth, width, the
+values shown, and the ``colour``, ``edge``, ``marker``, ``size`` and ``legend`` they are drawn
+with), and that same table is written as CSV beside the figure, so the CSV holds exactly what
+is plotted.
+"""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-from psa.atomic import write_atomically
+from psa.atomic import write_atomically, write_text_atomically
+from psa.report.style import FigureOptions
 
-# Figure objects draw through Agg directly, so no display and no pyplot state are involved.
-DPI = 300
-AXIS_LIMITS = (0.8, 4000)
 MISSING_EDGE = "#9E9E9E"  # hollow grey ring: an architecture without results
-
-MODE_COLOURS = {
-    "none": "#A1887F",
-    "decay": "#651FFF",
-    "dropout": "#E040FB",
-    "full": "#FF8A65",
-    "hidden": "#FFEB3B",
-    "output": "#00B0FF",
-}
 MODE_LABELS = {
     "none": "Control (None)",
     "decay": "Weight Decay",
@@ -33,92 +28,121 @@ MODE_LABELS = {
     "hidden": "Hidden Ablation",
     "output": "Output Ablation",
 }
-UNTRAINABLE_COLOUR = "#212121"
-SQUARE_BAND_START = (8.0, 5.3)  # (depth, width) of the first square's label
-SQUARE_BAND_END_WIDTH = 200.0
-SPARSE_SQUARES_GAP = 0.08  # decades between squares that leave room to label them in place
+POINT_COLUMNS = ["colour", "edge", "marker", "size", "legend", "label"]
+# Marker areas (points^2) on a 7 in wide map; narrower maps scale them down linearly.
+POINT_AREA = 22.0
+CLASS_AREA = 30.0
+SIZED_AREAS = (6.0, 170.0)
+EDGE_WIDTH = 0.4
+UNFILLED_MARKERS = ("x", "+")
+VARIED_COLOUR = "#BDBDBD"  # legend entry of a group whose points differ in colour
+LEGEND_COLUMN_INCHES = 1.75  # room for one legend column such as "I Beneficial Regularization"
 
 
-def new_figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), layout="constrained")
+def new_figure(size: tuple[float, float]) -> Figure:
+    """A figure on its own Agg canvas (no display, no pyplot state); other formats at save."""
+    figure = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
 
 
-def design_axes(ax: Axes, title: str, limits: tuple[float, float] = AXIS_LIMITS) -> Axes:
+def design_axes(ax: Axes, title: str, limits: tuple[float, float]) -> Axes:
     """Log-log axes of depth (x) against width (y)."""
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(*limits)
     ax.set_ylim(*limits)
-    ax.set_xlabel("Depth L (layers)", fontsize=13)
-    ax.set_ylabel("Width W (neurons per layer)", fontsize=13)
-    ax.set_title(title, fontsize=15)
-    ax.grid(True, which="both", linestyle="--", alpha=0.3)
+    ax.set_xlabel("Depth L (layers)")
+    ax.set_ylabel("Width W (neurons per layer)")
+    ax.set_title(title)
+    ax.grid(True, which="major", linestyle="--", linewidth=0.4, alpha=0.4)
     return ax
 
 
-def mark_missing(ax: Axes, depths, widths, size: float = 60) -> None:
+def area_scale(ax_width_inches: float) -> float:
+    """Marker areas relative to a 7 in wide map."""
+    return min(max(ax_width_inches / 7.0, 0.35), 2.0)
+
+
+def missing_style(frame: pd.DataFrame, area: float) -> pd.DataFrame:
     """Architectures without results: hollow grey rings, so no colour of a scale is reused."""
-    if len(depths):
-        ax.scatter(
-            depths,
-            widths,
-            s=size,
-            facecolors="none",
-            edgecolors=MISSING_EDGE,
-            linewidths=1.2,
-            label=f"No results ({len(depths)})",
-        )
+    return frame.assign(
+        colour="none",
+        edge=MISSING_EDGE,
+        marker="o",
+        size=area,
+        legend=f"No results ({len(frame)})",
+    )
 
 
-def save_figure(figure: Figure, path: str | Path, dpi: int = DPI) -> Path:
-    """Save a PNG atomically (psa.atomic)."""
-    return write_atomically(path, lambda stream: figure.savefig(stream, format="png", dpi=dpi))
+def draw_points(ax: Axes, rows: pd.DataFrame, zorder: int = 3) -> list[Line2D]:
+    """One scatter per (marker, legend) group, drawn from the rows' own style columns.
 
-
-def label_design_points(ax: Axes, data: pd.DataFrame) -> None:
-    """Label points (columns arch, depth, width, size): wide nets above, deep ones below.
-
-    Many squares crowd the diagonal, so their labels then sit on a straight band in the empty
-    wedge below it and above the W*4 row, joined to their points by leader lines.
+    Returns a legend entry per named group: its colour when the group has one, else grey.
     """
-    text = {"fontsize": 7, "fontfamily": "monospace", "color": "#212121", "zorder": 5}
-    radius = np.sqrt(data["size"]) / 2 + 2  # points
-    squares = []
-    for point, offset in zip(data.itertuples(), radius, strict=True):
-        if point.width > point.depth:
-            ax.annotate(
-                point.arch, (point.depth, point.width), xytext=(0, offset),
-                textcoords="offset points", ha="center", va="bottom", **text,
-            )  # fmt: skip
-        elif point.width < point.depth:
-            ax.annotate(
-                point.arch, (point.depth, point.width), xytext=(0, -offset),
-                textcoords="offset points", ha="center", va="top", **text,
-            )  # fmt: skip
-        else:
-            squares.append(point)
-    squares.sort(key=lambda point: point.depth)
-    logs = np.log10([point.depth for point in squares])
-    if len(squares) < 2 or np.diff(logs).min() >= SPARSE_SQUARES_GAP:
-        for point in squares:
-            offset = math.sqrt(point.size) / 2 + 2
-            ax.annotate(
-                point.arch, (point.depth, point.width), xytext=(offset, -offset),
-                textcoords="offset points", ha="left", va="top", **text,
-            )  # fmt: skip
-        return
-    band = np.linspace(0, 1, len(squares))[:, None] if len(squares) > 1 else np.zeros((1, 1))
-    start = np.log10(SQUARE_BAND_START)
-    end = np.log10([ax.get_xlim()[1] / 2.2, SQUARE_BAND_END_WIDTH])  # room for "115*115"
-    positions = start + band * (end - start)
-    for point, (x, y) in zip(squares, positions, strict=True):
-        edge = math.sqrt(point.size) / 2
-        ax.annotate(
-            point.arch,
-            (point.depth, point.width),
-            xytext=(10**x, 10**y),
-            ha="left",
-            va="center",
-            arrowprops={"arrowstyle": "-", "color": "#9E9E9E", "linewidth": 0.5, "shrinkB": edge},
-            **text,
+    handles = []
+    for (marker, legend), group in rows.groupby(["marker", "legend"], sort=False, dropna=False):
+        hollow = (group["colour"] == "none").all()
+        unfilled = marker in UNFILLED_MARKERS
+        ax.scatter(
+            group["depth"],
+            group["width"],
+            s=group["size"].to_numpy(float),
+            c=None if hollow else list(group["colour"]),
+            facecolors="none" if hollow else None,
+            edgecolors=None if unfilled else list(group["edge"]),
+            marker=marker,
+            linewidths=1.0 if hollow else EDGE_WIDTH,
+            zorder=zorder,
         )
+        if legend:
+            colours = group["colour"].unique()
+            colour = colours[0] if len(colours) == 1 else VARIED_COLOUR
+            handles.append(legend_marker(colour, legend, group["edge"].iloc[0], marker))
+    return handles
+
+
+def legend_marker(
+    colour: str, label: str, edge: str = "black", marker: str = "o", size: float = 5
+) -> Line2D:
+    return Line2D(
+        [],
+        [],
+        marker=marker,
+        linestyle="",
+        markersize=size,
+        markerfacecolor=colour,
+        markeredgecolor=edge,
+        markeredgewidth=EDGE_WIDTH,
+        label=label,
+    )
+
+
+def figure_legend(figure: Figure, handles: list, columns: int = 3) -> None:
+    """A legend under the plots, outside every axes, so it never covers a point or label."""
+    if handles:
+        fits = max(1, int(figure.get_figwidth() // LEGEND_COLUMN_INCHES))
+        figure.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncols=min(columns, fits, len(handles)),
+            frameon=False,
+        )
+
+
+def csv_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".csv")
+
+
+def save_figure(
+    figure: Figure, path: str | Path, options: FigureOptions, data: pd.DataFrame
+) -> Path:
+    """Write the figure in its format, then the table of what it plots beside it (.csv)."""
+    metadata = {"png": {}, "pdf": {"CreationDate": None}, "svg": {"Date": None}}[options.fmt]
+
+    def write(stream) -> None:
+        figure.savefig(stream, format=options.fmt, dpi=options.dpi, metadata=metadata)
+
+    write_atomically(path, write)
+    write_text_atomically(csv_path(path), data.to_csv(index=False, lineterminator="\n"))
+    return Path(path)

@@ -1,0 +1,184 @@
+"""How a figure is printed: file format, print size, fonts, axis limits, palette and labels.
+
+Sizes are the printed size in inches (``column`` 3.5 in wide, ``page`` 7 in wide, or ``W,H``);
+fonts are fixed in points so they read the same on paper at that size (7 pt text, 6 pt ticks,
+5.5 pt point labels at column width). The format comes from ``--format`` or else the suffix of
+the output file (PNG when it has none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from psa.errors import PsaError
+
+FORMATS = ("png", "pdf", "svg")
+SIZE_NAMES = ("column", "page")
+LIMITS = ("paper", "data")
+PALETTES = ("upstream", "colorblind")
+PAPER_LIMITS = (0.8, 4000.0)
+LARGEST_INCHES = 40.0
+DATA_MARGIN = 0.12  # decades of log axis left around the outermost points with --limits data
+# (width, height) in inches per figure kind; "panel" heights are per convergence panel.
+SIZES = {
+    "column": {"map": (3.5, 3.6), "panels": (3.5, 8.4), "convergence": (3.5, 2.3)},
+    "page": {"map": (7.0, 6.0), "panels": (7.0, 3.2), "convergence": (7.0, 2.8)},
+}
+CONVERGENCE_EXTRA = 0.7  # inches for the title and the legend under the panels
+FONTS = {
+    "font.size": 7,
+    "axes.titlesize": 7.5,
+    "axes.labelsize": 7,
+    "xtick.labelsize": 6,
+    "ytick.labelsize": 6,
+    "legend.fontsize": 6,
+    "legend.title_fontsize": 6.5,
+    "figure.titlesize": 8,
+    "axes.linewidth": 0.6,
+    "xtick.major.width": 0.6,
+    "ytick.major.width": 0.6,
+    "xtick.minor.width": 0.4,
+    "ytick.minor.width": 0.4,
+    "lines.linewidth": 1.0,
+    "pdf.fonttype": 42,  # TrueType in PDF, so text stays text in LaTeX
+    "svg.fonttype": "none",
+    "svg.hashsalt": "psa",  # stable element ids, so a redrawn figure gives the same file
+}
+LABEL_POINTS = {"column": 5.5, "page": 6.0}
+
+
+class FigureError(PsaError, ValueError):
+    """A figure that cannot be made as asked (format, size); the message says what to do."""
+
+
+def parse_size(text: str) -> str | tuple[float, float]:
+    """``column``, ``page`` or ``W,H`` in inches (each above 0 and at most 40)."""
+    value = text.strip().lower()
+    if value in SIZE_NAMES:
+        return value
+    parts = value.split(",")
+    try:
+        width, height = (float(part) for part in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"size {text!r} is not column, page or W,H in inches (e.g. 3.5,3)"
+        ) from None
+    if not all(math.isfinite(x) and 0 < x <= LARGEST_INCHES for x in (width, height)):
+        raise argparse.ArgumentTypeError(
+            f"size {text!r} must be two inch values above 0 and at most {LARGEST_INCHES:g}"
+        )
+    return (width, height)
+
+
+def figure_format(output_file: Path | None, fmt: str | None) -> str:
+    """The format asked for by ``--format``, else by the output file's suffix, else PNG."""
+    suffix = output_file.suffix.lower().lstrip(".") if output_file is not None else ""
+    if suffix and suffix not in FORMATS:
+        raise FigureError(
+            f"--output-file {output_file} has suffix .{suffix}; use .png, .pdf or .svg"
+        )
+    if fmt and suffix and fmt != suffix:
+        raise FigureError(
+            f"--format {fmt} disagrees with --output-file {output_file}; drop one of them"
+        )
+    return fmt or suffix or "png"
+
+
+@dataclass(frozen=True)
+class FigureOptions:
+    """Everything about how a figure is printed (not what it shows)."""
+
+    fmt: str = "png"
+    size: str | tuple[float, float] = "page"
+    limits: str = "paper"
+    palette: str = "upstream"
+    labels: bool | None = None  # None: the figure's own default
+    dpi: int = 300
+
+    def inches(self, kind: str, panels: int = 1) -> tuple[float, float]:
+        """Figure size of a ``map``, a row or column of ``panels``, or ``convergence`` plots."""
+        if isinstance(self.size, tuple):
+            return self.size
+        width, height = SIZES[self.size][kind]
+        if kind == "convergence":
+            return width, height * panels + CONVERGENCE_EXTRA
+        return width, height
+
+    @property
+    def label_points(self) -> float:
+        narrow = self.inches("map")[0] < SIZES["page"]["map"][0]
+        return LABEL_POINTS["column" if narrow else "page"]
+
+    def show_labels(self, default: bool) -> bool:
+        return default if self.labels is None else self.labels
+
+
+@contextmanager
+def print_style():
+    """Fonts and line widths for print; every figure is built and saved inside this."""
+    import matplotlib as mpl
+
+    with mpl.rc_context(FONTS):
+        yield
+
+
+def axis_limits(options: FigureOptions, depths, widths) -> tuple[float, float]:
+    """The same limits on both axes: upstream's 0.8-4000, or fitted to the points shown."""
+    values = [float(v) for v in [*depths, *widths] if v and math.isfinite(float(v))]
+    if options.limits == "paper" or not values:
+        return PAPER_LIMITS
+    low, high = math.log10(min(values)), math.log10(max(values))
+    margin = max(DATA_MARGIN * max(high - low, 1.0), 0.1)
+    return 10 ** (low - margin), 10 ** (high + margin)
+
+
+def add_figure_flags(parser: argparse.ArgumentParser, labels_default: str | None = None) -> None:
+    """--format, --size, --limits, --palette, --dpi and (for maps) --labels/--no-labels."""
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=None,
+        help="file format (default: the suffix of --output-file, else png)",
+    )
+    parser.add_argument(
+        "--size",
+        type=parse_size,
+        default="page",
+        help="printed size: column (3.5 in wide), page (7 in wide) or W,H in inches",
+    )
+    parser.add_argument(
+        "--limits",
+        choices=LIMITS,
+        default="paper",
+        help="axes: upstream's 0.8-4000 (paper) or fitted to the architectures shown (data)",
+    )
+    parser.add_argument(
+        "--palette",
+        choices=PALETTES,
+        default="upstream",
+        help="upstream's colours, or colour-blind safe ones (seaborn colorblind, "
+        "perceptually uniform colour maps)",
+    )
+    if labels_default is not None:
+        parser.add_argument(
+            "--labels",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=f"label every point L*W (default: {labels_default})",
+        )
+    parser.add_argument("--dpi", type=int, default=300, help="resolution of PNGs")
+
+
+def figure_options(args: argparse.Namespace, output_file: Path | None = None) -> FigureOptions:
+    return FigureOptions(
+        fmt=figure_format(output_file, args.format),
+        size=args.size,
+        limits=args.limits,
+        palette=args.palette,
+        labels=getattr(args, "labels", None),
+        dpi=args.dpi,
+    )
