@@ -3,11 +3,14 @@ and each is the PSA meta-loop of spec 2.4."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from psa.engine import ADAM_BETAS, ADAM_EPS, Engine, Hyperparameters, TrialSpec
+from psa.engine import ADAM_BETAS, ADAM_EPS, Engine, Hyperparameters, TrialSpec, _AdamW
 from psa.model import build_architecture
 from psa.modes import MODES
 from psa.seeds import loop_seed, run_seeds, trial_run_seed
@@ -133,6 +136,44 @@ def test_a_loop_equals_a_plain_torch_training_epoch_with_adamw(mnist_small):
             predicted = net(mnist_small.val_x).argmax(1)
         accuracy = 100.0 * (predicted == mnist_small.val_y).sum().item() / len(predicted)
         assert report.val_accuracy[0] == pytest.approx(accuracy, abs=0.11)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "foreach"])
+def test_the_engine_adamw_steps_exactly_as_torch_optim_adamw(fused):
+    generator = torch.Generator().manual_seed(3)
+    start = [torch.randn(3, 5, 7, generator=generator), torch.randn(3, 7, generator=generator)]
+    inputs = [torch.randn(3, 4, 5, generator=generator) for _ in range(12)]
+
+    def train(step, tensors):
+        for x in inputs:
+            for tensor in tensors:
+                tensor.grad = None
+            ((x @ tensors[0]).sum(1) * tensors[1]).pow(2).sum().backward()
+            step()
+        return tensors
+
+    ours = [tensor.clone().requires_grad_(True) for tensor in start]
+    optimizer = _AdamW(ours, lr=1e-3, fused=fused)
+    theirs = [tensor.clone().requires_grad_(True) for tensor in start]
+    reference_adamw = torch.optim.AdamW(
+        theirs, lr=1e-3, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=0.0,
+        fused=fused, foreach=None if fused else True,
+    )  # fmt: skip
+    train(optimizer.step, ours)
+    train(reference_adamw.step, theirs)
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+
+
+def test_the_engine_adamw_never_imports_torch_dynamo():
+    code = (
+        "import sys; from psa.engine import _AdamW; import torch; "
+        "p = torch.ones(3, requires_grad=True); p.sum().backward(); "
+        "o = _AdamW([p], 1e-3); o.step(); o.zero_grad(); print('torch._dynamo' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert done.stdout.strip() == "False"
 
 
 def test_evaluate_matches_the_reference_accuracy_on_the_full_validation_set(mnist):

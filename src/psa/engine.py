@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch.optim.adam import adam
 
 from psa import interrupts
 from psa.ablation import AblationTarget, apply_ablation, draw_target
@@ -148,7 +149,7 @@ class Engine:
 
     def _train_epoch(self, loop: int) -> float:
         hyper, params = self.hyper, self.params
-        optimizer = _adamw(params.tensors(), hyper.lr)  # fresh each loop; outside the timing
+        optimizer = _AdamW(params.tensors(), hyper.lr)  # fresh each loop; outside the timing
         start = time.perf_counter()
         n = self.data.train_x.shape[0]
         orders = torch.stack(
@@ -176,7 +177,7 @@ class Engine:
                 F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="sum")
                 / y.shape[1]
             )
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             if self._decay is not None:  # AdamW's decoupled decay, per trial, before the step
                 with torch.no_grad():
@@ -258,19 +259,49 @@ class Engine:
         return contextlib.nullcontext()
 
 
-def _adamw(tensors: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
-    # Weight decay is applied per trial by the engine, so the optimizer itself has none.
-    # The fused kernel (CPU, CUDA) does one pass over each tensor instead of several.
-    fused = tensors[0].device.type in ("cpu", "cuda")
-    return torch.optim.AdamW(
-        tensors,
-        lr=lr,
-        betas=ADAM_BETAS,
-        eps=ADAM_EPS,
-        weight_decay=0.0,
-        fused=fused,
-        foreach=None if fused else True,
-    )
+class _AdamW:
+    """A fresh AdamW without weight decay (the engine decays per trial), stepped through torch's
+    functional ``adam``: the update ``torch.optim.AdamW`` makes, bit for bit, without building a
+    ``torch.optim.Optimizer``, whose first use imports torch._dynamo and sympy (2-3 s of every
+    command's start-up, over 10 s where no bytecode is cached). The fused kernel (CPU, CUDA)
+    does one pass over each tensor instead of several; MPS takes the foreach one."""
+
+    def __init__(self, tensors: list[torch.Tensor], lr: float, fused: bool | None = None):
+        self.tensors, self.lr = tensors, lr
+        device = tensors[0].device
+        self.fused = device.type in ("cpu", "cuda") if fused is None else fused
+        # Where and in which dtype torch.optim keeps the step counts of these kernels.
+        step_device = device if self.fused else torch.device("cpu")
+        self.steps = [torch.zeros((), dtype=torch.float32, device=step_device) for _ in tensors]
+        self.exp_avgs = [torch.zeros_like(t, memory_format=torch.preserve_format) for t in tensors]
+        self.exp_avg_sqs = [
+            torch.zeros_like(t, memory_format=torch.preserve_format) for t in tensors
+        ]
+
+    def zero_grad(self) -> None:
+        for tensor in self.tensors:
+            tensor.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        adam(
+            self.tensors,
+            [tensor.grad for tensor in self.tensors],
+            self.exp_avgs,
+            self.exp_avg_sqs,
+            [],
+            self.steps,
+            foreach=None if self.fused else True,
+            fused=self.fused,
+            decoupled_weight_decay=True,
+            amsgrad=False,
+            beta1=ADAM_BETAS[0],
+            beta2=ADAM_BETAS[1],
+            lr=self.lr,
+            weight_decay=0.0,
+            eps=ADAM_EPS,
+            maximize=False,
+        )
 
 
 def _data_groups(trials: list[TrialSpec]) -> tuple[int, list[int]]:
