@@ -3,6 +3,9 @@ upstream command name, and the commands that must run without torch installed.""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +18,7 @@ import tomllib
 
 import psa
 from psa import cli
+from psa.arch import read_config_file as read_configs
 from psa.errors import PsaError
 
 ROOT = Path(psa.__file__).resolve().parents[2]
@@ -291,3 +295,69 @@ def test_the_logs_parser_runs_without_torch(tmp_path):
     assert done.returncode == 0, done.stderr
     table = (tmp_path / "psa_resmlp_trials_convergence.md").read_text().splitlines()
     assert table[2] == "| 2x8 | none | 1 | 50.00 | 40.00 | 49.00 |"
+
+
+class _Parsed(Exception):
+    """Raised in place of parsing, carrying the parser a command built."""
+
+
+def command_parser(command: str, monkeypatch) -> cli.CommandParser:
+    def capture(self, args=None, namespace=None):
+        raise _Parsed(self)
+
+    monkeypatch.setattr(cli.CommandParser, "parse_args", capture)
+    module, function = cli.COMMANDS[command].split(":")
+    with pytest.raises(_Parsed) as parsed:
+        getattr(__import__(module, fromlist=[function]), function)([])
+    return parsed.value.args[0]
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_flag_has_help_and_shows_its_default_once(command, monkeypatch):
+    parser = command_parser(command, monkeypatch)
+    formatter = parser._get_formatter()
+    helps = {
+        "/".join(action.option_strings) or action.dest: (
+            formatter._expand_help(action) if action.help else ""
+        )
+        for action in parser._actions
+    }
+    assert [flag for flag, text in helps.items() if not text.strip()] == []
+    assert {flag: text for flag, text in helps.items() if text.count("default") > 1} == {}
+    assert "%(default)" not in parser.format_help()
+
+
+def _shipped_regimes(capsys, fmt: str) -> tuple[str, str]:
+    from psa.report.commands import classify_regimes_main
+
+    results = ROOT / "results"
+    argv = ["--trials-file", str(results), "--config-file", str(results / "configurations.txt")]
+    assert classify_regimes_main([*argv, "--format", fmt]) == 0
+    captured = capsys.readouterr()
+    return captured.out, captured.err
+
+
+def test_classify_regimes_csv_is_alone_on_stdout_and_the_counts_go_to_stderr(capsys):
+    out, err = _shipped_regimes(capsys, "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == len(read_configs(ROOT / "results" / "configurations.txt"))
+    assert {len(row) for row in rows} == {len(rows[0])} and None not in rows[0]
+    counts = dict(line.split(": ") for line in err.splitlines())
+    assert sum(int(count) for count in counts.values()) == len(rows)
+    assert counts["Unknown"] == str(sum(row["regime"] == "Unknown" for row in rows))
+
+
+def test_classify_regimes_json_is_alone_on_stdout(capsys):
+    out, _ = _shipped_regimes(capsys, "json")
+    report = json.loads(out)
+    unknown = [row for row in report["architectures"] if row["regime"] == "Unknown"]
+    assert all(row["rule"] == "no rule matched" for row in unknown)
+    assert report["counts"]["Unknown"] == len(unknown)
+
+
+def test_analyze_dataset_json_is_alone_on_stdout(capsys):
+    from psa.commands import analyze_dataset
+
+    analyze_dataset.main(["--format", "json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["split_validation"]["class_counts"]["1"] == 1102

@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="1,6,60",
         help="batch sizes K to time (K trials of the six modes, in lockstep)",
     )
-    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument(
+        "--precisions", default="fp32,bf16", help="comma-separated precisions to measure"
+    )
     parser.add_argument(
         "--steps",
         type=positive_int,
@@ -56,15 +58,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="training steps timed per measurement; an epoch is extrapolated "
         "from them (196 steps at batch 256)",
     )
-    parser.add_argument("--batch-size", type=positive_int, default=256)
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=256, help="training batch size"
+    )
     parser.add_argument(
         "--no-upstream",
         action="store_true",
         help="skip the upstream-style nn.Module + DataLoader reference",
     )
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
-    parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--output", type=Path, default=Path("results/bench.json"))
+    parser.add_argument(
+        "--device",
+        choices=DEVICE_CHOICES,
+        default="auto",
+        help="auto picks CUDA, then MPS, then CPU",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="MNIST folder (default: the shipped dataset/)"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=Path("results/bench.json"), help="JSON file of the figures"
+    )
     return parser
 
 

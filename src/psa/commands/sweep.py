@@ -73,11 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
         help='run this architecture instead of --configs (repeatable), e.g. "[4*17]"',
     )
     parser.add_argument("--modes", type=mode_list, default=MODES, help="comma-separated modes")
-    parser.add_argument("--trials", type=positive_int, default=10)
-    parser.add_argument("--meta-loops", type=positive_int, default=100)
-    parser.add_argument("--model", choices=MODELS, default="resmlp")
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--batch-size", type=positive_int, default=256)
+    parser.add_argument("--trials", type=positive_int, default=10, help="trials per mode")
+    parser.add_argument(
+        "--meta-loops", type=positive_int, default=100, help="meta-loops per trial"
+    )
+    parser.add_argument(
+        "--model",
+        choices=MODELS,
+        default="resmlp",
+        help="residual MLP, or the first paper's plain MLP",
+    )
+    parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=256, help="training batch size"
+    )
     parser.add_argument(
         "--weight-decay", type=float, default=1e-4, help="AdamW weight decay of decay-mode trials"
     )
@@ -90,11 +99,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="base seed; drawn and recorded when omitted (a rerun reuses the results dir's seed)",
     )
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="bf16 autocasts the matmuls; weights, optimizer and LKG stay fp32",
+    )
     add_method_flags(parser)
-    parser.add_argument("--results-dir", type=Path, default=Path("results"))
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
-    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=Path("results"),
+        help="where trial records, loop logs, tables and saved batches go",
+    )
+    parser.add_argument(
+        "--device",
+        choices=DEVICE_CHOICES,
+        default="auto",
+        help="auto picks CUDA, then MPS, then CPU",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="MNIST folder (default: the shipped dataset/)"
+    )
     parser.add_argument(
         "--max-batch",
         type=positive_int,

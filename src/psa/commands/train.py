@@ -52,10 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="resmlp",
         help="residual MLP, or the plain MLP of the first paper",
     )
-    parser.add_argument("--ablation-mode", choices=MODES, default="none")
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--batch-size", type=positive_int, default=256)
-    parser.add_argument("--meta-loops", type=positive_int, default=100)
+    parser.add_argument(
+        "--ablation-mode", choices=MODES, default="none", help="the PSA mode of this run"
+    )
+    parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=256, help="training batch size"
+    )
+    parser.add_argument(
+        "--meta-loops",
+        type=positive_int,
+        default=100,
+        help="meta-loops in this run (a rerun on the same model dir adds to them)",
+    )
     parser.add_argument(
         "--model-dir",
         type=Path,

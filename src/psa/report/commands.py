@@ -210,7 +210,12 @@ def classify_regimes_main(argv: list[str] | None = None) -> int:
     )
     _add_model(parser)
     _add_zeror(parser)
-    parser.add_argument("--format", choices=("md", "csv", "json"), default="md")
+    parser.add_argument(
+        "--format",
+        choices=("md", "csv", "json"),
+        default="md",
+        help="markdown tables; or csv or json, alone on stdout (summaries go to stderr)",
+    )
     parser.add_argument("--output-file", type=Path, default=None, help="write here, not stdout")
 
     def body(args):
@@ -233,7 +238,9 @@ def architecture_table_main(argv: list[str] | None = None) -> int:
         "make-architecture-table",
         "Print the LaTeX table of configurations with their parameter counts.",
     )
-    parser.add_argument("--config-file", type=Path, default=CONFIGURATIONS)
+    parser.add_argument(
+        "--config-file", type=Path, default=CONFIGURATIONS, help="configurations, one per line"
+    )
     parser.add_argument(
         "--asymmetric-file",
         type=Path,
@@ -242,7 +249,9 @@ def architecture_table_main(argv: list[str] | None = None) -> int:
     )
     _add_model(parser, inferred=False)
     parser.add_argument("--caption", default=None, help="table caption (default: by model)")
-    parser.add_argument("--label", default="tab:architecture_parameters")
+    parser.add_argument(
+        "--label", default="tab:architecture_parameters", help="LaTeX label of the table"
+    )
     parser.add_argument("--output-file", type=Path, default=None, help="write here, not stdout")
 
     def body(args):
@@ -274,7 +283,9 @@ def trial_accuracy_table_main(argv: list[str] | None = None) -> int:
     )
     _add_model(parser)
     parser.add_argument("--caption", default=None, help="table caption (default: from the data)")
-    parser.add_argument("--label", default="tab:results_summary_stats")
+    parser.add_argument(
+        "--label", default="tab:results_summary_stats", help="LaTeX label of the table"
+    )
     parser.add_argument("--output-file", type=Path, default=None, help="write here, not stdout")
 
     def body(args):
@@ -318,9 +329,13 @@ def _written(path: Path) -> None:
 
 def design_space_main(argv: list[str] | None = None) -> int:
     parser = _parser("make-figure-design-space", "Draw the tested design space (depth x width).")
-    parser.add_argument("--config-file", type=Path, default=CONFIGURATIONS)
+    parser.add_argument(
+        "--config-file", type=Path, default=CONFIGURATIONS, help="configurations to draw"
+    )
     _output_file(parser)
-    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--output-dir", type=Path, default=RESULTS_DIR, help="folder the figure is written to"
+    )
     _add_model(parser, inferred=False)
     add_figure_flags(parser, labels_default="on")
 
@@ -360,7 +375,9 @@ def heatmaps_main(argv: list[str] | None = None) -> int:
         default=ASYMMETRIC,
         help="architectures drawn as triangles in Parameter Matching",
     )
-    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--output-dir", type=Path, default=RESULTS_DIR, help="folder the PNGs are written to"
+    )
     _add_model(parser)
     _add_zeror(parser)
     parser.add_argument(
@@ -431,7 +448,9 @@ def convergence_main(argv: list[str] | None = None) -> int:
         default=RESULTS_DIR / "logs",
         help="a results dir, its logs/, a model dir, or a dir of CloudWatch job logs",
     )
-    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--output-dir", type=Path, default=RESULTS_DIR, help="folder the PNGs are written to"
+    )
     _output_file(parser)
     parser.add_argument(
         "--targets",

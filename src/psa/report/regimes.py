@@ -2,7 +2,7 @@
 
 Per architecture it reads each mode's trial accuracies, compares the baseline modes
 B = {none, decay, dropout} with the ablative modes A = {full, hidden, output} and the ZeroR floor Z,
-and names one of four regimes (or ``unknown`` when a mode has no data).
+and names one of four regimes (or ``unknown`` when a mode has no data or no rule matches).
 
 Every decision is made in exact rational arithmetic on the accuracies as printed (98.12 is
 9812/100, not the nearest binary float), so float rounding never decides a borderline
