@@ -29,6 +29,7 @@ COMMANDS = {
     "clean-all": "psa.commands.clean:main_all",
     "analyze-dataset": "psa.commands.analyze_dataset:main",
     "sweep": "psa.commands.sweep:main",
+    "merge-results": "psa.commands.merge_results:main",
     "bench": "psa.commands.bench:main",
     "generate-reproduction-tests": "psa.commands.reproduction:main",
     "classify-regimes": "psa.report.commands:classify_regimes_main",

@@ -16,7 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from psa import interrupts
+from psa import interrupts, launcher
 from psa.arch import ArchError, argparse_arch, format_arch, read_config_file
 from psa.arguments import add_method_flags, mode_list, positive_int, probability
 from psa.cli import CommandParser
@@ -28,6 +28,7 @@ from psa.markdown import write_tables
 from psa.model import MODELS, build_architecture
 from psa.modes import MODES
 from psa.seeds import fresh_seed
+from psa.shard import Grid, Plan, Shard, argparse_shard, assign, read_plan, store_plan
 from psa.store import ClaimLost, ResultsFormatError, ResultsStore, StoreError, Trial
 from psa.sweep import (
     Chunk,
@@ -44,6 +45,7 @@ from psa.sweep import (
     saved_chunks,
     stored_seed,
 )
+from psa.workers import device_list, run_workers
 
 # Rough CPU cost model of a trial-epoch for --dry-run, fitted to `bench` on a 2-core machine
 # (results/bench.json; within about 30 %): arithmetic at a sustained rate, plus the memory
@@ -132,13 +134,51 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the plan, trials per batch and an estimated time; run nothing",
     )
+    scale = parser.add_argument_group("scale-out")
+    scale.add_argument(
+        "--shard",
+        type=argparse_shard,
+        default=None,
+        metavar="I/N",
+        help="run only shard I of N of the batch plan (1 <= I <= N); shards may share one "
+        "--results-dir or use their own",
+    )
+    scale.add_argument(
+        "--status",
+        action="store_true",
+        help="print the done, running and pending batches of --results-dir (every shard); "
+        "run nothing",
+    )
+    scale.add_argument(
+        "--devices",
+        type=device_list,
+        default=None,
+        metavar="D1,D2,...",
+        help="one worker per device of this machine (e.g. cuda:0,cuda:1 or cpu,cpu), worker i "
+        "running shard i of N on --results-dir",
+    )
+    launcher.add_flags(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    execute(build_parser().parse_args(argv))
+
+
+def execute(args: argparse.Namespace) -> None:
+    """Run parsed flags: a sweep, its status, or its shards through a launcher or per device."""
+    code = 0
     try:
-        run(args)
+        if args.launcher is not None:
+            code = launcher.launch(args)
+        elif args.devices is not None:
+            code = run_workers(args)
+        elif args.shards is not None:
+            raise SweepError("--shards N needs --launcher local or slurm; or give --shard I/N")
+        elif args.status:
+            print_status(Console(highlight=False, soft_wrap=True), ResultsStore(args.results_dir))
+        else:
+            run(args)
     except (
         ArchError,
         SweepError,
@@ -148,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
         ResultsFormatError,
     ) as error:
         sys.exit(f"sweep: {error}")
+    if code:
+        sys.exit(code)
 
 
 def plan(args, settings: Settings, store: ResultsStore, configs, device) -> list[Chunk]:
@@ -187,25 +229,42 @@ def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     # Checked before anything else, so --dry-run refuses what the real run would refuse.
     check_results_dir(store, settings)
-    chunks = plan(args, settings, store, configs, device)
+    wanted = Grid(tuple(arch_order), tuple(args.modes), args.trials)
+    batch_plan = choose_plan(args, store, configs, settings, device, wanted)
+
+    def replan() -> list[Chunk]:
+        if batch_plan is None:
+            return plan(args, settings, store, configs, device)
+        return open_batches(batch_plan, args.shard, store, settings.model)
+
+    chunks = replan()
     finished = len(store.recorded_trials(settings.model)) if store.exists() else 0
 
     console = Console(highlight=False, soft_wrap=True)
     if args.dry_run:
+        if batch_plan is not None:
+            print_shard_line(console, batch_plan, args.shard)
         print_plan(console, chunks, settings, finished)
         return
     prepare_results_dir(store, settings)
+    if batch_plan is not None:
+        stored = store_plan(store.root, batch_plan)  # a concurrent shard's plan may have won
+        if stored != batch_plan:
+            batch_plan = stored
+            chunks = replan()
     done = store.recorded_trials(settings.model)
     for stacks in configs:
         drop_finished_chunks(store, stacks, done)
     if not chunks:
-        console.print(f"Nothing to run: every trial is recorded in {args.results_dir}.")
+        whose = f"of shard {args.shard} " if args.shard else ""
+        console.print(f"Nothing to run: every trial {whose}is recorded in {args.results_dir}.")
         return
     trials = sum(len(c.trials) for c in chunks)
     total = sum(len(c.trials) * (settings.meta_loops - c.saved_loops) for c in chunks)
+    part = f" | shard {args.shard} of plan {batch_plan.fingerprint()}" if args.shard else ""
     console.print(
         f"Sweep: {len(chunks)} batches, {trials} trials x {settings.meta_loops} meta-loops | "
-        f"base seed {settings.seed} | device {device.type} | results in {args.results_dir}"
+        f"base seed {settings.seed} | device {device} | results in {args.results_dir}{part}"
     )
     data = load_mnist(args.data_dir, device)
     progress = Progress(
@@ -226,7 +285,7 @@ def run(args: argparse.Namespace) -> None:
                     label = f"batch {number}/{len(chunks)}"
                     ran += run_chunk(store, settings, data, chunk, label, progress, task, console)
                 # Trials skipped because another worker held them may be free by now.
-                chunks = plan(args, settings, store, configs, device) if ran else []
+                chunks = replan() if ran else []
         except KeyboardInterrupt as error:
             finish(store, settings.model, arch_order)
             console.print(
@@ -244,6 +303,140 @@ def run(args: argparse.Namespace) -> None:
     status = store.status(every, settings.model)
     elsewhere = f"; {len(status.running)} run in another worker" if status.running else ""
     console.print(f"Done: {len(status.done)} trials recorded in {args.results_dir}{elsewhere}")
+
+
+def choose_plan(args, store: ResultsStore, configs, settings: Settings, device, wanted: Grid):
+    """The results dir's batch plan; a new one for a shard or a fresh dir; None (plan the pending
+    trials as they come) for an unsharded sweep of a dir planned before, or for another grid."""
+    stored = read_plan(store.root) if store.exists() else None
+    if stored is not None and stored.grid != wanted:
+        if args.shard is not None:
+            raise SweepError(
+                f"{store.root} was planned for another grid "
+                f"({grid_difference(stored.grid, wanted)}); give every shard the same "
+                "--configs/--arch, --modes and --trials, or use another --results-dir"
+            )
+        return None
+    if stored is not None:
+        return stored
+    started = store.exists() and (
+        store.recorded_trials(settings.model)
+        or any(store.saved_chunks(format_arch(stacks)) for stacks in configs)
+    )
+    if args.shard is None and started:
+        return None
+    return full_plan(configs, wanted, settings, args.max_batch, memory_budget(device), device)
+
+
+def full_plan(
+    configs, wanted: Grid, settings: Settings, max_batch: int | None, budget: int, device
+) -> Plan:
+    """Every batch of the grid, finished or not, in the order one process runs them."""
+    batches, costs = [], []
+    for stacks, trials in grid(configs, wanted.modes, wanted.trials, set()):
+        arch = build_architecture(settings.model, stacks)
+        limit = max_batch or batch_limit(arch, settings.batch_size, budget, device)
+        for chunk in plan_chunks(stacks, trials, limit):
+            batches.append(chunk)
+            costs.append(estimate_seconds(arch, len(chunk.trials), settings))
+    return Plan(wanted, tuple(batches), tuple(costs))
+
+
+def open_batches(batch_plan: Plan, shard: Shard | None, store: ResultsStore, model: str) -> list:
+    """The batches of ``shard`` (every batch without one) that have trials to run and that no
+    live worker holds; a batch recorded in part (by an older psa) runs the rest of its trials."""
+    done = store.recorded_trials(model) if store.exists() else set()
+    batches = batch_plan.shard_part(shard) if shard is not None else list(batch_plan.batches)
+    chunks = []
+    for batch in batches:
+        left = [trial for trial in batch.trials if trial not in done]
+        if not left or any(store.is_claimed(trial) for trial in left):
+            continue
+        chunk = batch if len(left) == len(batch.trials) else Chunk(batch.stacks, left)
+        state = store.chunk_state(chunk.key, format_arch(chunk.stacks))
+        chunk.saved_loops = state.loops_completed if state is not None else 0
+        chunks.append(chunk)
+    return chunks
+
+
+def grid_difference(stored: Grid, wanted: Grid) -> str:
+    parts = []
+    if stored.archs != wanted.archs:
+        parts.append(f"{len(stored.archs)} architectures here vs {len(wanted.archs)} asked")
+    if stored.modes != wanted.modes:
+        parts.append(f"modes {','.join(stored.modes)} here vs {','.join(wanted.modes)} asked")
+    if stored.trials != wanted.trials:
+        parts.append(f"trials {stored.trials} here vs {wanted.trials} asked")
+    return "; ".join(parts) or "other architectures"
+
+
+def print_shard_line(console: Console, batch_plan: Plan, shard: Shard | None) -> None:
+    total = sum(batch_plan.costs)
+    if shard is None:
+        console.print(
+            f"Batch plan {batch_plan.fingerprint()}: {len(batch_plan.batches)} batches, "
+            f"~{_duration(total)}"
+        )
+        return
+    owners = assign(batch_plan.costs, shard.count)
+    mine = sum(cost for cost, owner in zip(batch_plan.costs, owners) if owner == shard.index)
+    console.print(
+        f"Shard {shard} of batch plan {batch_plan.fingerprint()}: {owners.count(shard.index)} of "
+        f"{len(batch_plan.batches)} batches, ~{_duration(mine)} of ~{_duration(total)}"
+    )
+
+
+def print_status(console: Console, store: ResultsStore) -> None:
+    """Done, running (claimed by a live worker) and pending batches of a results dir, across
+    every shard and sweep writing to it."""
+    settings = store.read_settings() if store.root.is_dir() else None
+    if settings is None:
+        raise SweepError(
+            f"{store.root} holds no sweep (no settings.json); give the --results-dir a sweep "
+            "writes to"
+        )
+    model = settings.get("model", "resmlp")
+    batch_plan = read_plan(store.root)
+    if batch_plan is None:
+        recorded = store.recorded_trials(model)
+        console.print(
+            f"{store.root}: {len(recorded)} trials recorded; no batch plan (plan.json, written "
+            "by the first sweep of a results dir since shards exist), so no batches to show"
+        )
+        return
+    trials = [trial for batch in batch_plan.batches for trial in batch.trials]
+    status = store.status(trials, model)
+    states = ("done", "running", "saved", "pending")
+    counts = dict.fromkeys(states, 0)
+    sizes = dict.fromkeys(states, 0)
+    by_arch: dict[str, dict[str, int]] = {}
+    for batch in batch_plan.batches:
+        members = set(batch.trials)
+        if members <= status.done:
+            state = "done"
+        elif members & status.running:
+            state = "running"
+        elif members & set(status.saved_loops):
+            state = "saved"
+        else:
+            state = "pending"
+        counts[state] += 1
+        sizes[state] += len(batch.trials)
+        per = by_arch.setdefault(format_arch(batch.stacks), dict.fromkeys(states, 0))
+        per[state] += 1
+    console.print(
+        f"{store.root}: batch plan {batch_plan.fingerprint()}, {len(batch_plan.batches)} batches "
+        f"of {len(trials)} trials; {len(status.done)} trials recorded"
+    )
+    notes = {
+        "running": " (claimed by a live worker)",
+        "saved": " (stopped mid-way; the next sweep of their shard resumes them)",
+    }
+    for state in states:
+        note = notes.get(state, "") if counts[state] else ""
+        console.print(f"  {state:8} {counts[state]:4} batches, {sizes[state]} trials{note}")
+    for key, per in by_arch.items():
+        console.print(f"  [{key}] " + ", ".join(f"{s} {n}" for s, n in per.items() if n))
 
 
 def run_chunk(store, settings, data, chunk, label, progress, task, console) -> int:

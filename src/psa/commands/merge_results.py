@@ -1,0 +1,76 @@
+"""``merge-results``: the union of results dirs (shards, machines, SageMaker) as one results dir."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from psa.merge import MergeError, merge, write_merged
+from psa.store import ResultsStore
+from psa.store.results import CHUNKS_DIR
+
+PROG = "merge-results"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Merge results dirs of one grid's settings (sweep shards made on different "
+        "machines, sagemaker-results-parser's output) into one, with the upstream tables. "
+        "Exact duplicates are dropped; the inputs are only read.",
+    )
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        required=True,
+        help="the merged results dir (new, empty, or a previous merge's, whose records are kept)",
+    )
+    parser.add_argument("inputs", type=Path, nargs="+", metavar="DIR", help="results dirs to merge")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except MergeError as error:
+        sys.exit(f"{PROG}: {error}")
+
+
+def run(args: argparse.Namespace) -> None:
+    output: Path = args.results_dir
+    inputs: list[Path] = list(dict.fromkeys(args.inputs))
+    for path in inputs:
+        if not path.is_dir():
+            raise MergeError(f"{path} is not a directory; give results dirs to merge")
+        if path.resolve() == output.resolve():
+            raise MergeError(
+                f"{path} is the --results-dir itself; merge-results never writes into an input, "
+                "so name a new --results-dir"
+            )
+    if output.exists() and not output.is_dir():
+        raise MergeError(f"--results-dir {output} is a file; name a directory")
+    if (output / CHUNKS_DIR).is_dir():
+        raise MergeError(
+            f"--results-dir {output} holds batches a sweep stopped mid-way (chunks/); let that "
+            "sweep finish or name another --results-dir"
+        )
+    previous = output.is_dir() and bool(ResultsStore(output).record_files())
+    if output.is_dir() and not previous and any(output.iterdir()):
+        raise MergeError(
+            f"--results-dir {output} holds files but no trial records; name a new or empty "
+            "directory"
+        )
+    sources = [output, *inputs] if previous else inputs
+    merged = merge(sources)
+    write_merged(merged, output)
+    counts = ", ".join(f"{merged.counts[path]} from {path}" for path in sources)
+    print(
+        f"{len(merged.records)} trial records ({counts}; {merged.duplicates} exact duplicates "
+        f"dropped) -> {output}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""The union of results dirs: shards of one grid made on different machines, a sweep and the
+SageMaker jobs collected by sagemaker-results-parser.
+
+Every input must hold the same settings (from its settings.json, or else from what its records
+carry). A trial recorded in several inputs with the same numbers is one trial (the first input's
+record and loop log are kept); with different numbers it is a conflict and nothing is written.
+Inputs are only read, each through its results store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
+
+from psa.atomic import write_bytes_atomically, write_text_atomically
+from psa.errors import PsaError
+from psa.markdown import write_tables
+from psa.modes import MODES
+from psa.shard import PLAN_NAME, read_plan
+from psa.store import ResultsFormatError, ResultsStore, StoreError, Trial
+from psa.store.jsonlines import encode
+from psa.sweep import Settings, SweepError
+
+# What makes two records of one trial the same result (timings and provenance may differ).
+OUTCOME_KEYS = ("val_bounty", "test_accuracy", "bounty_loop", "loops_run")
+
+
+class MergeError(PsaError):
+    """Inputs that cannot be merged; the message says which and what to do."""
+
+
+@dataclass
+class Source:
+    store: ResultsStore
+    settings: Settings
+    records: list[dict]
+
+
+@dataclass
+class Merged:
+    settings: Settings
+    records: list[dict]
+    origins: list[ResultsStore]  # the input each kept record (and its loop log) comes from
+    arch_order: list[str]
+    duplicates: int
+    counts: dict[Path, int]
+    plan_text: str | None  # the inputs' common batch plan, if they share one
+
+
+def _defaults() -> dict:
+    return {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
+
+
+def settings_from_record(record: dict) -> Settings | None:
+    """The settings a sweep record carries; None for records without them (upstream's)."""
+    hyper, seeds = record.get("hyperparameters"), record.get("seeds")
+    if not isinstance(hyper, dict) or not isinstance(seeds, dict) or "meta_loops" not in record:
+        return None
+    values = {
+        **_defaults(),
+        **hyper,
+        "model": record.get("model", "resmlp"),
+        "meta_loops": record["meta_loops"],
+        "seed": seeds.get("base"),
+    }
+    try:
+        return Settings(**values)
+    except TypeError:
+        return None
+
+
+def trial_of(record: dict) -> Trial:
+    return Trial(record["arch"], record["mode"], record["trial"])
+
+
+def read_source(path: Path) -> Source:
+    store = ResultsStore(path)
+    try:
+        if not store.record_files():
+            raise MergeError(
+                f"{path} holds no trial records; give results dirs of sweep or "
+                "sagemaker-results-parser"
+            )
+        records = store.records()
+        stored = store.read_settings()
+    except (StoreError, ResultsFormatError) as error:
+        raise MergeError(f"{error}; repair that dir or leave it out") from None
+    carried = {settings_from_record(record) for record in records}
+    if stored is not None:
+        try:
+            settings = Settings(**{**_defaults(), **stored})
+        except TypeError as error:
+            raise MergeError(f"{store.settings_path} is not a sweep's settings ({error})") from None
+    elif len(carried) == 1 and None not in carried:
+        settings = carried.pop()
+    else:
+        raise MergeError(
+            f"{path} has no settings.json and its records do not carry one set of settings "
+            "(upstream results.txt jobs?); merge results that psa's sweep or jobs recorded"
+        )
+    for record in records:
+        own = settings_from_record(record)
+        if own is not None and own != settings:
+            raise MergeError(
+                f"{path}: the record of {_label(record)} was made with other settings than "
+                f"its settings.json ({_difference(own, settings)}); repair that dir or leave "
+                "it out"
+            )
+    return Source(store, settings, records)
+
+
+def _label(record: dict) -> str:
+    return f"[{record['arch']}] {record['mode']} trial {record['trial']}"
+
+
+def _difference(a: Settings, b: Settings) -> str:
+    left, right = asdict(a), asdict(b)
+    return "; ".join(
+        f"{key} {left[key]!r} vs {right[key]!r}" for key in left if left[key] != right[key]
+    )
+
+
+def _outcome(record: dict) -> tuple:
+    return tuple(record.get(key) for key in OUTCOME_KEYS)
+
+
+def _describe(record: dict) -> str:
+    return ", ".join(f"{key} {record.get(key)}" for key in OUTCOME_KEYS)
+
+
+def merge(paths: list[Path]) -> Merged:
+    """Read and check every input; raises MergeError on mismatched settings or a conflict."""
+    sources = [read_source(path) for path in paths]
+    first = sources[0]
+    for source in sources[1:]:
+        if source.settings != first.settings:
+            raise MergeError(
+                f"{source.store.root} holds other settings than {first.store.root} "
+                f"({_difference(source.settings, first.settings)}); merge only results of the "
+                "same settings"
+            )
+    kept: dict[Trial, tuple[dict, ResultsStore]] = {}
+    duplicates = 0
+    for source in sources:
+        for record in source.records:
+            key = trial_of(record)
+            if key not in kept:
+                kept[key] = (record, source.store)
+                continue
+            other, where = kept[key]
+            if _outcome(other) != _outcome(record):
+                raise MergeError(
+                    f"{_label(record)} differs between {where.root} ({_describe(other)}) and "
+                    f"{source.store.root} ({_describe(record)}); leave one of them out of the "
+                    "merge"
+                )
+            duplicates += 1
+    plans, arch_order = [], []
+    for source in sources:
+        try:
+            plan = read_plan(source.store.root)
+        except SweepError:
+            plan = None
+        plans.append(plan)
+        if plan is not None:
+            arch_order += [arch for arch in plan.grid.archs if arch not in arch_order]
+    for record, _ in kept.values():
+        if record["arch"] not in arch_order:
+            arch_order.append(record["arch"])
+    shared = {plan.fingerprint() if plan else None for plan in plans}
+    plan_text = None
+    if len(shared) == 1 and None not in shared:
+        plan_text = (first.store.root / PLAN_NAME).read_text(encoding="utf-8")
+    mode_rank = {mode: rank for rank, mode in enumerate(MODES)}
+    arch_rank = {arch: rank for rank, arch in enumerate(arch_order)}
+    ordered = sorted(
+        kept.values(),
+        key=lambda item: (
+            arch_rank[item[0]["arch"]],
+            item[0]["trial"],
+            mode_rank[item[0]["mode"]],
+        ),
+    )
+    return Merged(
+        first.settings,
+        [record for record, _ in ordered],
+        [origin for _, origin in ordered],
+        arch_order,
+        duplicates,
+        {source.store.root: len(source.records) for source in sources},
+        plan_text,
+    )
+
+
+def write_merged(merged: Merged, output: Path) -> None:
+    """Write the union as a results dir: loop logs, settings, plan, records, then the tables."""
+    store = ResultsStore(output)
+    for record, origin in zip(merged.records, merged.origins):
+        trial = trial_of(record)
+        if origin.log_path(trial).is_file():
+            write_bytes_atomically(store.log_path(trial), origin.log_path(trial).read_bytes())
+    store.write_settings(asdict(merged.settings))
+    if merged.plan_text is not None:
+        write_text_atomically(output / PLAN_NAME, merged.plan_text)
+    write_bytes_atomically(store.trials_path, encode(merged.records))
+    write_tables(store, merged.settings.model, merged.arch_order)
+

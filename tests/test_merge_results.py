@@ -1,0 +1,151 @@
+"""merge-results: the union of results dirs, refusing other settings and conflicting trials in
+one line, dropping exact duplicates, and never touching its inputs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+
+from psa.commands import merge_results
+from psa.markdown import read_summary_markdown, read_trials_markdown
+from psa.sweep import Settings
+from schemas import loop_record, trial_record
+
+SETTINGS = Settings("resmlp", 1e-4, 256, 1e-4, 0.1, 3, 11, "fp32")
+
+
+def sweep_record(arch: str, mode: str, trial: int, bounty: float, settings=SETTINGS) -> dict:
+    """A record as sweep writes it, carrying its settings."""
+    return trial_record(
+        arch,
+        mode,
+        trial,
+        bounty,
+        hyperparameters=asdict(settings.hyper),
+        meta_loops=settings.meta_loops,
+        seeds={"base": settings.seed, "init": 1, "data": 2, "ablation": 3},
+        seconds=1.5,
+    )
+
+
+def results_dir(path: Path, records: list[dict], settings: Settings | None = SETTINGS) -> Path:
+    path.mkdir(parents=True)
+    if settings is not None:
+        (path / "settings.json").write_text(json.dumps(asdict(settings), indent=2) + "\n")
+    (path / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    for record in records:
+        slug = record["arch"].replace("*", "x")
+        log = path / "logs" / slug / f"{record['mode']}-t{record['trial']}.jsonl"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        line = loop_record(record["arch"], record["mode"], record["trial"], 1, 50.0, 50.0)
+        log.write_text(json.dumps({**line, "run_id": path.name}) + "\n")
+    return path
+
+
+def snapshot(*dirs: Path) -> dict[Path, bytes]:
+    files = [path for d in dirs for path in sorted(d.rglob("*")) if path.is_file()]
+    return {path: path.read_bytes() for path in files}
+
+
+def refuse(argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as raised:
+        merge_results.main(argv)
+    message = str(raised.value.code)
+    assert raised.value.code not in (0, None)
+    assert message.startswith("merge-results: ") and "\n" not in message
+    return message
+
+
+def test_the_union_of_two_dirs_drops_exact_duplicates_and_writes_the_tables(tmp_path, capsys):
+    first = [sweep_record("4*17", "none", 1, 90.0), sweep_record("4*17", "full", 1, 91.0)]
+    a = results_dir(tmp_path / "a", first)
+    duplicate = {**sweep_record("4*17", "full", 1, 91.0), "seconds": 7.0, "device": "cuda"}
+    b = results_dir(tmp_path / "b", [duplicate, sweep_record("2*8", "none", 2, 80.0)])
+    before = snapshot(a, b)
+    out = tmp_path / "merged"
+    merge_results.main(["--results-dir", str(out), str(a), str(b)])
+    assert "3 trial records" in capsys.readouterr().out
+    assert snapshot(a, b) == before
+    records = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    keys = [(r["arch"], r["mode"], r["trial"]) for r in records]
+    assert sorted(keys) == sorted([("4*17", "none", 1), ("4*17", "full", 1), ("2*8", "none", 2)])
+    kept = next(r for r in records if r["mode"] == "full")
+    assert kept["seconds"] == 1.5  # the first input's record
+    assert json.loads((out / "settings.json").read_text()) == asdict(SETTINGS)
+    log = out / "logs" / "4x17" / "full-t1.jsonl"
+    assert json.loads(log.read_text())["run_id"] == "a"
+    table = read_trials_markdown(out / "psa_resmlp_trials.md")
+    cells = {(r.arch, r.mode, r.trial): r.accuracy for r in table.itertuples() if r.status == "ok"}
+    assert cells == {("4*17", "none", 1): 90.0, ("4*17", "full", 1): 91.0, ("2*8", "none", 2): 80.0}
+    summary = read_summary_markdown(out / "psa_resmlp_summary.md")
+    assert set(summary["arch"]) == {"4*17", "2*8"}
+
+
+def test_a_second_merge_into_the_same_dir_keeps_what_it_holds(tmp_path):
+    a = results_dir(tmp_path / "a", [sweep_record("4*17", "none", 1, 90.0)])
+    b = results_dir(tmp_path / "b", [sweep_record("4*17", "none", 2, 92.0)])
+    out = tmp_path / "merged"
+    merge_results.main(["--results-dir", str(out), str(a)])
+    merge_results.main(["--results-dir", str(out), str(b)])
+    records = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    assert [(r["trial"], r["val_bounty"]) for r in records] == [(1, 90.0), (2, 92.0)]
+
+
+@pytest.mark.parametrize(
+    ("change", "difference"),
+    [({"lr": 1e-3}, "lr 0.001 vs 0.0001"), ({"seed": 12}, "seed 12 vs 11")],
+)
+def test_other_settings_are_refused_in_one_line_and_nothing_is_written(
+    tmp_path, change, difference
+):
+    a = results_dir(tmp_path / "a", [sweep_record("4*17", "none", 1, 90.0)])
+    other = replace(SETTINGS, **change)
+    b = results_dir(tmp_path / "b", [sweep_record("4*17", "none", 2, 90.0, other)], other)
+    before = snapshot(a, b)
+    out = tmp_path / "merged"
+    message = refuse(["--results-dir", str(out), str(a), str(b)])
+    assert "other settings" in message and difference in message and str(b) in message
+    assert snapshot(a, b) == before
+    assert not out.exists()
+
+
+def test_settings_are_read_from_the_records_of_a_dir_without_a_settings_file(tmp_path):
+    a = results_dir(tmp_path / "a", [sweep_record("4*17", "none", 1, 90.0)])
+    other = replace(SETTINGS, dropout=0.2)
+    b = results_dir(tmp_path / "b", [sweep_record("4*17", "none", 2, 90.0, other)], None)
+    message = refuse(["--results-dir", str(tmp_path / "merged"), str(a), str(b)])
+    assert "dropout 0.2 vs 0.1" in message
+
+
+def test_a_conflicting_duplicate_is_refused_in_one_line_and_nothing_is_written(tmp_path):
+    a = results_dir(tmp_path / "a", [sweep_record("4*17", "hidden", 3, 90.0)])
+    b = results_dir(tmp_path / "b", [sweep_record("4*17", "hidden", 3, 90.01)])
+    before = snapshot(a, b)
+    out = tmp_path / "merged"
+    message = refuse(["--results-dir", str(out), str(a), str(b)])
+    assert "[4*17] hidden trial 3 differs between" in message
+    assert "val_bounty 90.0" in message and "val_bounty 90.01" in message
+    assert snapshot(a, b) == before
+    assert not out.exists()
+
+
+def test_upstream_records_without_settings_are_refused(tmp_path):
+    upstream = {"arch": "4*17", "model": "resmlp", "mode": "none", "trial": 1, "val_bounty": 90.0}
+    a = results_dir(tmp_path / "a", [upstream], None)
+    message = refuse(["--results-dir", str(tmp_path / "m"), str(a)])
+    assert "settings" in message and str(a) in message
+
+
+def test_an_input_as_output_or_a_dir_without_records_is_refused(tmp_path):
+    a = results_dir(tmp_path / "a", [sweep_record("4*17", "none", 1, 90.0)])
+    before = snapshot(a)
+    assert "is the --results-dir itself" in refuse(["--results-dir", str(a), str(a)])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "holds no trial records" in refuse(["--results-dir", str(tmp_path / "m"), str(empty)])
+    missing = str(tmp_path / "x")
+    assert "is not a directory" in refuse(["--results-dir", str(tmp_path / "m"), missing])
+    assert snapshot(a) == before

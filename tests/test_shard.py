@@ -1,0 +1,292 @@
+"""sweep --shard: a deterministic partition of one batch plan, so shards running at once on one
+results dir, or in separate dirs merged afterwards, record exactly the single-process sweep's
+trials; --dry-run --shard, --status, and the refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from psa.arch import arch_slug, parse_arch
+from psa.commands import merge_results
+from psa.commands import sweep as sweep_command
+from psa.commands.sweep import full_plan
+from psa.device import resolve_device
+from psa.modes import MODES
+from psa.shard import PLAN_NAME, Grid, Shard, assign, parse_shard, read_plan, store_plan
+from psa.store import ResultsStore
+from psa.sweep import Settings, prepare_results_dir
+
+ARCHS = ("[1*8]", "[2*4]")
+KEYS = ("1*8", "2*4")
+TRIALS, LOOPS, SEED, MAX_BATCH = 2, 3, 11, 6  # four batches of six trials
+
+
+def flags(results_dir: Path, data_dir: Path, *extra: str) -> list[str]:
+    archs = [flag for arch in ARCHS for flag in ("--arch", arch)]
+    return [
+        *archs,
+        *("--trials", str(TRIALS), "--meta-loops", str(LOOPS), "--seed", str(SEED)),
+        *("--max-batch", str(MAX_BATCH), "--device", "cpu"),
+        *("--results-dir", str(results_dir), "--data-dir", str(data_dir)),
+        *extra,
+    ]
+
+
+def records(results_dir: Path) -> list[dict]:
+    lines = (results_dir / "trials.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def outcomes(results_dir: Path) -> dict[tuple, tuple]:
+    return {
+        (r["arch"], r["mode"], r["trial"]): (
+            r["val_bounty"],
+            r["test_accuracy"],
+            r["bounty_loop"],
+            r["trials_in_batch"],
+        )
+        for r in records(results_dir)
+    }
+
+
+def loop_values(results_dir: Path) -> dict[tuple, list]:
+    values = {}
+    for arch in KEYS:
+        for path in (results_dir / "logs" / arch_slug(parse_arch(f"[{arch}]"))).glob("*.jsonl"):
+            lines = [json.loads(line) for line in path.read_text().splitlines()]
+            values[arch, path.name] = [
+                (line["loop"], line["val_accuracy"], line["lkg_accuracy"], line["ablation"])
+                for line in lines
+            ]
+    return values
+
+
+def assert_same_as_single_process(results: Path, reference: Path) -> None:
+    assert len(records(results)) == TRIALS * len(MODES) * len(KEYS)  # no duplicates
+    assert outcomes(results) == outcomes(reference)
+    assert loop_values(results) == loop_values(reference)
+    for name in ("psa_resmlp_trials.md", "psa_resmlp_summary.md"):
+        assert (results / name).read_text() == (reference / name).read_text()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, repo_dataset) -> Path:
+    """The single-process sweep of the grid."""
+    results = tmp_path_factory.mktemp("single") / "results"
+    sweep_command.main(flags(results, repo_dataset))
+    return results
+
+
+def start_shard(results_dir: Path, data_dir: Path, shard: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "psa.commands.sweep"]
+    command += flags(results_dir, data_dir, "--shard", shard)
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def run_shards(*jobs: tuple[Path, str], data_dir: Path) -> None:
+    processes = [start_shard(results, data_dir, shard) for results, shard in jobs]
+    for process in processes:
+        out, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err
+        assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_two_shards_at_once_on_one_results_dir_record_the_single_process_sweep(
+    reference, tmp_path, repo_dataset, capsys
+):
+    results = tmp_path / "results"
+    run_shards((results, "1/2"), (results, "2/2"), data_dir=repo_dataset)
+    assert_same_as_single_process(results, reference)
+    assert read_plan(results) == read_plan(reference)
+    sweep_command.main(["--status", "--results-dir", str(results)])
+    status = capsys.readouterr().out
+    assert "4 batches of 24 trials; 24 trials recorded" in status
+    assert "done        4 batches, 24 trials" in status and "pending     0 batches" in status
+
+
+@pytest.mark.slow
+def test_shards_in_separate_dirs_merged_equal_the_single_process_sweep(
+    reference, tmp_path, repo_dataset
+):
+    first, second = tmp_path / "machine-a", tmp_path / "machine-b"
+    run_shards((first, "1/2"), (second, "2/2"), data_dir=repo_dataset)
+    assert not set(outcomes(first)) & set(outcomes(second))
+    merged = tmp_path / "merged"
+    merge_results.main(["--results-dir", str(merged), str(first), str(second)])
+    assert_same_as_single_process(merged, reference)
+    assert (merged / PLAN_NAME).read_text() == (first / PLAN_NAME).read_text()
+
+
+@pytest.mark.slow
+def test_a_finished_shard_rerun_runs_nothing_and_status_counts_the_other_as_pending(
+    reference, tmp_path, repo_dataset, capsys
+):
+    results = tmp_path / "results"
+    sweep_command.main(flags(results, repo_dataset, "--shard", "2/2"))
+    sweep_command.main(flags(results, repo_dataset, "--shard", "2/2"))
+    assert "Nothing to run: every trial of shard 2/2 is recorded" in capsys.readouterr().out
+    sweep_command.main(["--status", "--results-dir", str(results)])
+    status = capsys.readouterr().out
+    assert "done        2 batches, 12 trials" in status
+    assert "pending     2 batches, 12 trials" in status
+    assert "[1*8] done 1, pending 1" in status
+    # The rest of the plan, run without --shard, completes the single-process sweep.
+    sweep_command.main(flags(results, repo_dataset))
+    assert_same_as_single_process(results, reference)
+
+
+def test_dry_run_of_a_shard_shows_its_part_of_the_plan_and_writes_nothing(
+    tmp_path, repo_dataset, capsys
+):
+    results = tmp_path / "results"
+    parts = []
+    for shard in ("1/2", "2/2"):
+        sweep_command.main(flags(results, repo_dataset, "--shard", shard, "--dry-run"))
+        out = capsys.readouterr().out
+        assert f"Shard {shard} of batch plan " in out and "2 of 4 batches" in out
+        assert "12 trials to run (0 already recorded)" in out
+        parts.append([line.strip() for line in out.splitlines() if " K=" in line])
+    assert not results.exists()
+    assert len(parts[0]) == len(parts[1]) == 2 and not set(parts[0]) & set(parts[1])
+    assert sorted(line.split(" (")[0] for line in parts[0] + parts[1]) == sorted(
+        [f"[{key}] K=6" for key in KEYS] * 2
+    )
+
+
+def test_a_shard_of_another_grid_than_the_dir_was_planned_for_is_refused(tmp_path, repo_dataset):
+    results = tmp_path / "results"
+    # What a shard's real run stores before it trains: the settings and the plan.
+    settings = Settings("resmlp", 1e-4, 256, 1e-4, 0.1, LOOPS, SEED, "fp32")
+    prepare_results_dir(ResultsStore(results), settings)
+    grid = Grid(KEYS, tuple(MODES), TRIALS)
+    configs = [parse_arch(arch) for arch in ARCHS]
+    store_plan(results, full_plan(configs, grid, settings, MAX_BATCH, 2**30, resolve_device("cpu")))
+    before = (results / PLAN_NAME).read_bytes()
+    with pytest.raises(SystemExit) as raised:
+        sweep_command.main(flags(results, repo_dataset, "--shard", "1/2", "--trials", "3"))
+    message = str(raised.value.code)
+    assert message.startswith("sweep: ") and "\n" not in message
+    assert "planned for another grid (trials 2 here vs 3 asked)" in message
+    assert (results / PLAN_NAME).read_bytes() == before
+
+
+def test_status_of_a_dir_without_a_sweep_is_refused_in_one_line(tmp_path):
+    with pytest.raises(SystemExit) as raised:
+        sweep_command.main(["--status", "--results-dir", str(tmp_path)])
+    message = str(raised.value.code)
+    assert message.startswith("sweep: ") and "\n" not in message and "no settings.json" in message
+
+
+@given(st.integers(1, 50), st.integers(1, 50))
+def test_a_shard_parses_from_i_slash_n_only_within_range(index, count):
+    text = f"{index}/{count}"
+    if index <= count:
+        assert parse_shard(text) == Shard(index, count) and str(parse_shard(text)) == text
+    else:
+        with pytest.raises(ValueError, match="1 <= I <= N"):
+            parse_shard(text)
+
+
+@pytest.mark.parametrize("text", ["0/3", "1/0", "1", "1/2/3", "a/b", "-1/2", "１/2", "1/ 2x", ""])
+def test_malformed_shards_are_refused(text):
+    with pytest.raises(ValueError, match="shard"):
+        parse_shard(text)
+
+
+@given(
+    costs=st.lists(st.floats(0.0, 1e6, allow_nan=False), min_size=0, max_size=60),
+    count=st.integers(1, 12),
+)
+def test_assign_gives_every_batch_one_shard_deterministically_and_balanced(costs, count):
+    owners = assign(costs, count)
+    assert owners == assign(list(costs), count)
+    assert len(owners) == len(costs) and all(1 <= owner <= count for owner in owners)
+    loads = [sum(c for c, o in zip(costs, owners) if o == shard) for shard in range(1, count + 1)]
+    if costs:
+        # Greedy longest-first: no shard carries more than the lightest plus one batch.
+        assert max(loads) <= min(loads) + max(costs) + 1e-6
+    if len(costs) >= count and min(costs) > 0:
+        assert set(owners) == set(range(1, count + 1))  # nobody idles while batches wait
+
+
+def launch_arguments(results: Path, data_dir: Path, *extra: str):
+    return sweep_command.build_parser().parse_args(flags(results, data_dir, *extra))
+
+
+@pytest.mark.slow
+def test_the_local_submitit_launcher_runs_the_shards_as_processes_like_one_sweep(
+    reference, tmp_path, repo_dataset, capsys
+):
+    pytest.importorskip("submitit")
+    results = tmp_path / "results"
+    sweep_command.main(
+        flags(results, repo_dataset, "--launcher", "local", "--shards", "2", "--cpus-per-task", "1")
+    )
+    out = capsys.readouterr().out
+    assert "Started 2 local submitit jobs" in out and "shard 2/2 finished" in out
+    assert f"Watch: sweep --status --results-dir {results.absolute()}" in out
+    assert_same_as_single_process(results, reference)
+    logs = sorted((results / "launcher").glob("*_0_log.out"))
+    assert len(logs) == 2 and all("Sweep: 2 batches" in log.read_text() for log in logs)
+
+
+@pytest.mark.slow
+def test_a_local_task_warned_of_its_time_limit_requeues_and_resumes_exactly(
+    reference, tmp_path, repo_dataset
+):
+    """SIGUSR2 is submitit's warning of a timeout or preemption: the task stops cleanly,
+    checkpoints, is requeued by submitit, and the requeued task resumes the same shard."""
+    pytest.importorskip("submitit")
+    from psa import launcher
+
+    results = tmp_path / "results"
+    args = launch_arguments(
+        results, repo_dataset, "--launcher", "local", "--shards", "1", "--cpus-per-task", "1"
+    )
+    executor = launcher.build_executor(args, (results / "launcher").absolute())
+    [job] = executor.submit_array(launcher.tasks(args))
+    logs = results / "logs" / arch_slug(parse_arch(ARCHS[0]))
+    deadline = time.monotonic() + 300
+    while not any(path.stat().st_size for path in logs.glob("*.jsonl")):
+        assert time.monotonic() < deadline and job.state == "RUNNING", job.paths.stderr
+        time.sleep(0.05)
+    # What submitit's local controller sends its task before the time limit (SLURM: --signal).
+    controller = job._process.pid
+    [task] = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()
+    os.kill(int(task), signal.SIGUSR2)
+    assert job.result() == 0
+    log = job.paths.stdout.read_text() + job.paths.stderr.read_text()
+    assert "Caught signal SIGUSR2" in log and "Requeued job" in log
+    assert log.count("Starting with JobEnvironment") == 2  # the task ran twice
+    assert_same_as_single_process(results, reference)
+
+
+@pytest.mark.slow
+def test_devices_cpu_cpu_runs_one_shard_per_worker_on_one_results_dir(
+    reference, tmp_path, repo_dataset, capsys
+):
+    results = tmp_path / "results"
+    sweep_command.main(flags(results, repo_dataset, "--devices", "cpu,cpu"))
+    out = capsys.readouterr().out
+    assert "shard 1/2 on cpu" in out and "shard 2/2 on cpu" in out
+    assert_same_as_single_process(results, reference)
+    logs = sorted((results / "launcher").glob("worker-*-of-2.log"))
+    assert len(logs) == 2 and all("Done:" in log.read_text() for log in logs)
