@@ -32,9 +32,11 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "--launcher",
         choices=LAUNCHERS,
         default=None,
-        help="run --shards N shards of this sweep as a SLURM job array, or as local processes",
+        help="run --shards N shards of this sweep as a SLURM job array, or as processes here",
     )
-    group.add_argument("--shards", type=positive_int, default=None, help="number of shards N")
+    group.add_argument(
+        "--shards", type=positive_int, default=None, metavar="N", help="number of shards"
+    )
     group.add_argument("--partition", default=None, help="SLURM partition")
     group.add_argument("--account", default=None, help="SLURM account")
     group.add_argument("--qos", default=None, help="SLURM quality of service")
@@ -52,7 +54,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="CPU cores of each task (its torch threads; local default: cores / N)",
     )
-    group.add_argument("--mem-per-task", type=positive_int, default=None, metavar="GB")
+    group.add_argument(
+        "--mem-per-task", type=positive_int, default=None, metavar="GB", help="memory of each task"
+    )
     group.add_argument(
         "--sbatch",
         action="append",

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from psa.cli import CommandParser
 from psa.merge import MergeError, merge, write_merged
 from psa.store import ResultsStore
 from psa.store.results import CHUNKS_DIR
@@ -14,7 +15,7 @@ PROG = "merge-results"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=PROG,
         description="Merge results dirs of one grid's settings (sweep shards made on different "
         "machines, sagemaker-results-parser's output) into one, with the upstream tables. "
