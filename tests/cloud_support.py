@@ -6,6 +6,8 @@ import io
 import json
 import tarfile
 
+from botocore.awsrequest import AWSResponse
+
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 BUCKET = "psa-test-bucket"
@@ -69,3 +71,43 @@ def model_tar(files: dict[str, bytes | str]) -> bytes:
 
 def jsonl(records: list[dict]) -> str:
     return "".join(json.dumps(record) + "\n" for record in records)
+
+
+class _Body(io.BytesIO):
+    """A raw HTTP body as botocore reads it: whole (``stream``) or streamed (``read``)."""
+
+    def stream(self, **_):
+        yield self.getvalue()
+
+
+class ScriptedHttp:
+    """Answers a client's HTTP requests in turn from (status, headers, body) answers.
+
+    It stands in for the network only: botocore still signs, retries (its retry configuration and
+    waits), parses and raises exactly as it would against AWS. ``sent`` counts the requests.
+    """
+
+    def __init__(self, client, answers):
+        self.answers = list(answers)
+        self.sent: list[str] = []
+        client.meta.events.register_first("before-send", self)
+
+    def __call__(self, request, **_):
+        if len(self.sent) == len(self.answers):
+            raise AssertionError(f"unexpected request {request.method} {request.url}")
+        self.sent.append(request.url)
+        return http_response(request.url, *self.answers[len(self.sent) - 1])
+
+
+def http_response(url: str, status: int, headers: dict, body: bytes) -> AWSResponse:
+    """What botocore gets back from the network; a before-send handler may return it."""
+    return AWSResponse(url, status, headers, _Body(body))
+
+
+def json_answer(status: int, content: dict) -> tuple[int, dict, bytes]:
+    """An answer of a JSON-protocol service (SageMaker, CloudWatch Logs)."""
+    return status, {"Content-Type": "application/x-amz-json-1.1"}, json.dumps(content).encode()
+
+
+def throttled() -> tuple[int, dict, bytes]:
+    return json_answer(400, {"__type": "ThrottlingException", "message": "Rate exceeded"})

@@ -9,11 +9,12 @@ from cloud_support import (
     BUCKET,
     PREFIX,
     REGION,
+    http_response,
     isolated_aws_env,
     jsonl,
     model_tar,
 )
-from psa.cloud import results
+from psa.cloud import aws, results
 from psa.cloud.grid import JobSpec
 from psa.markdown import read_summary_markdown, read_trials_markdown
 from psa.modes import MODES
@@ -186,3 +187,28 @@ def test_a_launched_job_without_output_is_incomplete_not_missing(s3, tmp_path):
     status = summary.groupby("arch")["status"].agg(set)
     assert status["4*17"] == {results.FAILED_OR_INCOMPLETE}
     assert status["2*8"] == {results.NO_JOB_FOUND}
+
+
+def test_a_download_cut_short_is_fetched_again(s3, tmp_path, monkeypatch):
+    records = all_mode_records("4*17")
+    archive = model_tar({"trials.jsonl": jsonl(records)})
+    key = f"{PREFIX}/{spec(((4, 17),)).base_name('psa')}/output/model.tar.gz"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=archive)
+    cut = []
+
+    def cut_first_read(request, **_):
+        if request.method == "GET" and request.url.split("?")[0].endswith(key) and not cut:
+            cut.append(request.url)
+            headers = {"Content-Length": str(len(archive))}
+            return http_response(request.url, 200, headers, archive[: len(archive) // 2])
+        return None
+
+    def client_with_a_bad_line(service, settings):
+        made = aws.client(service, settings)
+        made.meta.events.register_first("before-send", cut_first_read)
+        return made
+
+    monkeypatch.setattr(results, "client", client_with_a_bad_line)
+    assert results.main(["--arch", "[4*17]", *GRID, "--output-dir", "out"]) == 0
+    assert len(cut) == 1
+    assert read_jsonl(tmp_path / "out/trials.jsonl") == records

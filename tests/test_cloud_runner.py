@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 import tarfile
+import time
 
 import boto3
 import pytest
@@ -11,8 +12,20 @@ from moto import mock_aws
 from moto.backends import get_backend
 
 import psa
-from cloud_support import ACCOUNT, BUCKET, PREFIX, REGION, ROLE, isolated_aws_env
+from cloud_support import (
+    ACCOUNT,
+    BUCKET,
+    PREFIX,
+    REGION,
+    ROLE,
+    ScriptedHttp,
+    isolated_aws_env,
+    json_answer,
+    throttled,
+)
 from psa.cloud import runner
+from psa.cloud.aws import client
+from psa.cloud.settings import Settings
 from psa.cloud.sourcedir import MNIST_FILES, build_bundle, default_source_dir
 
 GRID = ["--arch", "[2*8]", "--modes", "none,full", "--trials", "2", "--meta-loops", "3"]
@@ -160,16 +173,32 @@ def stubbed(monkeypatch, tmp_path):
         stub.assert_no_pending_responses()
 
 
-def test_throttling_is_retried_with_growing_delays(stubbed):
+def test_throttled_launches_are_retried_by_botocore_not_by_the_runner(monkeypatch, tmp_path):
+    isolated_aws_env(monkeypatch, tmp_path)
+    botocore_waits = []
+    monkeypatch.setattr(time, "sleep", botocore_waits.append)
+    sagemaker = client("sagemaker", Settings(region=REGION))
+    created = json_answer(200, {"TrainingJobArn": "arn:aws:sagemaker:::training-job/psa-job"})
+    http = ScriptedHttp(sagemaker, [throttled(), throttled(), created, created])
+    runner_waits = []
+    outcome = runner.launch(
+        sagemaker, requests_for(2), sleep=runner_waits.append, report=lambda _: None
+    )
+    assert outcome.launched == ["psa-job-0", "psa-job-1"]
+    assert len(http.sent) == 4
+    assert len(botocore_waits) == 2
+    assert runner_waits == []
+
+
+def test_throttling_that_outlasts_botocores_retries_stops_launching(stubbed):
     sagemaker, stub = stubbed
-    stub.add_client_error("create_training_job", "ThrottlingException", http_status_code=400)
-    stub.add_client_error("create_training_job", "ThrottlingException", http_status_code=400)
-    stub.add_response("create_training_job", {"TrainingJobArn": "arn:1"})
-    stub.add_response("create_training_job", {"TrainingJobArn": "arn:2"})
+    stub.add_client_error("create_training_job", "ThrottlingException", "Rate exceeded")
     delays = []
     outcome = runner.launch(sagemaker, requests_for(2), sleep=delays.append, report=lambda _: None)
-    assert outcome.launched == ["psa-job-0", "psa-job-1"]
-    assert delays == [2.0, 4.0]
+    assert outcome.launched == []
+    assert outcome.not_launched == ["psa-job-0", "psa-job-1"]
+    assert outcome.stop_reason == "ThrottlingException: Rate exceeded"
+    assert delays == []
 
 
 def test_an_exhausted_quota_stops_launching_and_says_what_was_left(stubbed):

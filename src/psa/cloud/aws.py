@@ -1,18 +1,19 @@
-"""boto3 clients, bounded backoff, and one-line errors for the SageMaker commands.
+"""boto3 clients that retry through botocore, and one-line errors for the SageMaker commands.
 
 Clients honour the standard AWS environment (credentials, AWS_PROFILE, AWS_ENDPOINT_URL), so the
-same commands run against AWS or a local endpoint.
+same commands run against AWS or a local endpoint. Throttling and transient failures are retried
+by botocore itself (its "standard" retry mode: exponential backoff with jitter, capped at 20 s per
+wait, RETRY_ATTEMPTS calls in all); the commands add no retry loops of their own.
 """
 
 from __future__ import annotations
 
 import functools
 import sys
-import time
 from collections.abc import Callable
-from typing import TypeVar
 
 import boto3
+from boto3.exceptions import Boto3Error
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -25,11 +26,8 @@ from botocore.exceptions import (
 
 from psa.cloud.settings import Settings, SettingsError, require
 
-T = TypeVar("T")
-
-THROTTLING_CODES = frozenset(
-    {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
-)
+RETRY_MODE = "standard"
+RETRY_ATTEMPTS = 10  # the first call and up to nine retries
 QUOTA_CODE = "ResourceLimitExceeded"
 CREDENTIALS_HINT = (
     "configure credentials with `aws configure`, AWS_PROFILE, or "
@@ -37,35 +35,20 @@ CREDENTIALS_HINT = (
 )
 
 
+def client_config() -> Config:
+    return Config(retries={"mode": RETRY_MODE, "total_max_attempts": RETRY_ATTEMPTS})
+
+
 def client(service: str, settings: Settings):
-    """A boto3 client in the configured region; botocore's own retries stay short."""
+    """A boto3 client in the configured region that retries throttled and failed calls."""
     require(settings, "region")
-    config = Config(retries={"mode": "standard", "max_attempts": 3})
-    return boto3.session.Session().client(service, region_name=settings.region, config=config)
+    return boto3.session.Session().client(
+        service, region_name=settings.region, config=client_config()
+    )
 
 
 def error_code(error: ClientError) -> str:
     return error.response.get("Error", {}).get("Code", "")
-
-
-def with_backoff(
-    call: Callable[[], T],
-    *,
-    codes: frozenset[str] = THROTTLING_CODES,
-    attempts: int = 5,
-    base_delay: float = 2.0,
-    max_delay: float = 60.0,
-    sleep: Callable[[float], None] = time.sleep,
-) -> T:
-    """Call, retrying the given error codes with exponential backoff; re-raise after `attempts`."""
-    for attempt in range(attempts):
-        try:
-            return call()
-        except ClientError as error:
-            if error_code(error) not in codes or attempt == attempts - 1:
-                raise
-            sleep(min(max_delay, base_delay * 2**attempt))
-    raise AssertionError("unreachable")
 
 
 def describe_error(error: Exception) -> str:
@@ -97,7 +80,7 @@ def cli_errors(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
                 return main(*args, **kwargs)
             except SettingsError as error:
                 sys.exit(f"{prog}: {error}")
-            except (BotoCoreError, ClientError) as error:
+            except (BotoCoreError, ClientError, Boto3Error) as error:
                 sys.exit(f"{prog}: {describe_error(error)}")
 
         return wrapped

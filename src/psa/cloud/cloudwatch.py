@@ -16,7 +16,7 @@ from pathlib import Path
 from botocore.exceptions import ClientError
 
 from psa.atomic import write_text_atomically
-from psa.cloud.aws import error_code, with_backoff
+from psa.cloud.aws import error_code
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 
@@ -33,19 +33,15 @@ class JobLogs:
 
 
 def _describe_streams(logs, prefix: str) -> list[str]:
-    names, request = [], {"logGroupName": LOG_GROUP, "logStreamNamePrefix": prefix}
-    while True:
-        try:
-            page = with_backoff(lambda request=request: logs.describe_log_streams(**request))
-        except ClientError as error:
-            if error_code(error) == "ResourceNotFoundException":  # no job has logged yet
-                return []
-            raise
-        names += [stream["logStreamName"] for stream in page.get("logStreams", [])]
-        token = page.get("nextToken")
-        if not token:
-            return names
-        request = {**request, "nextToken": token}
+    pages = logs.get_paginator("describe_log_streams").paginate(
+        logGroupName=LOG_GROUP, logStreamNamePrefix=prefix
+    )
+    try:
+        return [stream["logStreamName"] for page in pages for stream in page.get("logStreams", [])]
+    except ClientError as error:
+        if error_code(error) == "ResourceNotFoundException":  # no job has logged yet
+            return []
+        raise
 
 
 def jobs_with_logs(logs, job_prefix: str) -> list[str]:
@@ -91,7 +87,7 @@ def download_stream(logs, stream: str, log_path: Path) -> tuple[int, int, int]:
         request["nextToken"] = state["next_token"]
     new_events = 0
     while True:
-        page = with_backoff(lambda request=request: logs.get_log_events(**request))
+        page = logs.get_log_events(**request)  # no paginator: the token is kept for a rerun
         events = page.get("events", [])
         if events:
             data = "".join(_format_event(event) for event in events).encode()

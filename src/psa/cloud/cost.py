@@ -20,7 +20,7 @@ from pathlib import Path
 from botocore.exceptions import ClientError
 
 from psa.cli import CommandParser
-from psa.cloud.aws import cli_errors, client, error_code, with_backoff
+from psa.cloud.aws import cli_errors, client, error_code
 from psa.cloud.jobs import list_project_jobs, read_jobs_file
 from psa.cloud.settings import SettingsError, add_settings_flags, load_settings, require
 from psa.modes import MODES
@@ -99,7 +99,7 @@ def job_cost(description: dict, prices: dict[str, float]) -> JobCost:
 
 def describe_cost(sagemaker, name: str, prices: dict[str, float]) -> JobCost:
     try:
-        description = with_backoff(lambda: sagemaker.describe_training_job(TrainingJobName=name))
+        description = sagemaker.describe_training_job(TrainingJobName=name)
     except ClientError as error:
         if error_code(error) != "ValidationException":
             raise

@@ -6,7 +6,6 @@ import json
 import re
 from pathlib import Path
 
-from psa.cloud.aws import with_backoff
 from psa.cloud.settings import SettingsError
 
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -14,17 +13,15 @@ _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 def list_project_jobs(sagemaker, job_prefix: str) -> dict[str, dict]:
     """Every training job named ``<job_prefix>-…``: name -> its ListTrainingJobs summary."""
-    found: dict[str, dict] = {}
-    request = {"NameContains": f"{job_prefix}-", "MaxResults": 100}
-    while True:
-        page = with_backoff(lambda request=request: sagemaker.list_training_jobs(**request))
-        for summary in page.get("TrainingJobSummaries", []):
-            if summary["TrainingJobName"].startswith(f"{job_prefix}-"):
-                found[summary["TrainingJobName"]] = summary
-        token = page.get("NextToken")
-        if not token:
-            return found
-        request = {**request, "NextToken": token}
+    pages = sagemaker.get_paginator("list_training_jobs").paginate(
+        NameContains=f"{job_prefix}-", PaginationConfig={"PageSize": 100}
+    )
+    return {
+        summary["TrainingJobName"]: summary
+        for page in pages
+        for summary in page.get("TrainingJobSummaries", [])
+        if summary["TrainingJobName"].startswith(f"{job_prefix}-")
+    }
 
 
 def read_jobs_file(path: Path) -> list[str]:

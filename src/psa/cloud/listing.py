@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-from psa.cloud.aws import with_backoff
-
 
 def list_objects(s3, bucket: str, prefix: str) -> list[tuple[str, int]]:
     """(key, size) of every object under the prefix."""
-    objects, request = [], {"Bucket": bucket, "Prefix": prefix}
-    while True:
-        page = with_backoff(lambda request=request: s3.list_objects_v2(**request))
-        objects += [(item["Key"], item["Size"]) for item in page.get("Contents", [])]
-        if not page.get("IsTruncated"):
-            return objects
-        request = {**request, "ContinuationToken": page["NextContinuationToken"]}
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [(item["Key"], item["Size"]) for page in pages for item in page.get("Contents", [])]

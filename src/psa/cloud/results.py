@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from boto3.exceptions import RetriesExceededError
 from botocore.exceptions import ClientError
 
 from psa.arch import ArchError, arch_slug
 from psa.atomic import write_bytes_atomically, write_text_atomically
 from psa.cli import CommandParser
-from psa.cloud.aws import cli_errors, client, with_backoff
+from psa.cloud.aws import cli_errors, client, error_code
 from psa.cloud.grid import JobSpec, add_grid_flags, attempt_of, plan_jobs
 from psa.cloud.jobs import list_project_jobs
 from psa.cloud.listing import list_objects
@@ -208,15 +208,13 @@ def collect(
         else:
             result.job = job
             archive = scratch / f"{index}.tar.gz"
-            try:
-                response = with_backoff(
-                    lambda key=key_or_token: s3.get_object(Bucket=settings.bucket, Key=key)
-                )
-                with archive.open("wb") as handle:
-                    shutil.copyfileobj(response["Body"], handle)
+            try:  # a read that breaks off is retried by the transfer manager
+                s3.download_file(settings.bucket, key_or_token, str(archive))
             except ClientError as error:
-                code = error.response.get("Error", {}).get("Code", "")
-                result.errors = {mode: f"CLIENT_ERROR: {code}" for mode in spec.modes}
+                result.errors = {mode: f"CLIENT_ERROR: {error_code(error)}" for mode in spec.modes}
+            except RetriesExceededError as error:
+                reason = type(error.last_exception).__name__
+                result.errors = {mode: f"CLIENT_ERROR: {reason}" for mode in spec.modes}
             else:
                 read_output(archive, result)
                 archive.unlink()

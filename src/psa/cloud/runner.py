@@ -3,8 +3,9 @@
 A rerun reconciles with the jobs already on SageMaker: a job that is Completed, InProgress or
 Stopping is left alone, a Failed or Stopped one is relaunched as the next attempt (its checkpoint
 prefix is shared, so the new attempt skips the trials the old one finished), and a missing one is
-launched. Throttling and ResourceLimitExceeded get bounded backoff; a quota that stays exhausted
-stops the launches and the summary says what was not launched.
+launched. botocore retries throttled calls; an exhausted instance quota (ResourceLimitExceeded,
+which botocore does not retry) gets a few growing waits of its own. A quota or throttling that
+outlasts them stops the launches and the summary says what was not launched.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from botocore.exceptions import ClientError
 
 from psa.arch import ArchError
 from psa.cli import CommandParser
-from psa.cloud.aws import QUOTA_CODE, THROTTLING_CODES, cli_errors, client, error_code, with_backoff
+from psa.cloud.aws import QUOTA_CODE, RETRY_ATTEMPTS, cli_errors, client, error_code
 from psa.cloud.grid import JobSpec, add_grid_flags, attempt_name, attempt_of, plan_jobs
 from psa.cloud.jobs import list_project_jobs
 from psa.cloud.settings import Settings, add_settings_flags, load_settings, require
@@ -43,7 +44,9 @@ RELAUNCH = ("Failed", "Stopped")
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 DLC_ACCOUNT = "763104351884"
 DLC_TAG = "2.7.1-{device}-py312"
-LAUNCH_ATTEMPTS = 6
+LAUNCH_ATTEMPTS = 6  # CreateTrainingJob calls while the instance quota is exhausted
+QUOTA_WAIT_SECONDS = 2.0  # doubled after each: 2, 4, 8, 16, 32 s
+THROTTLING_CODE = "ThrottlingException"
 MAX_ATTEMPT = 99
 
 
@@ -150,31 +153,42 @@ class Outcome:
     stop_reason: str | None = None
 
 
+def create_job(sagemaker, request: dict, sleep: Callable[[float], None] = time.sleep) -> None:
+    """CreateTrainingJob, waiting and calling again while the instance quota is exhausted.
+
+    A quota frees up only when a running job ends, so this is no throttle: botocore does not retry
+    it, and its waits are longer than botocore's.
+    """
+    for attempt in range(LAUNCH_ATTEMPTS):
+        try:
+            sagemaker.create_training_job(**request)
+            return
+        except ClientError as error:
+            if error_code(error) != QUOTA_CODE or attempt == LAUNCH_ATTEMPTS - 1:
+                raise
+            sleep(QUOTA_WAIT_SECONDS * 2**attempt)
+
+
 def launch(
     sagemaker,
     requests: list[dict],
     sleep: Callable[[float], None] = time.sleep,
     report: Callable[[str], None] = print,
 ) -> Outcome:
-    """Create the jobs in order; a quota or throttling that outlasts the backoff stops the rest."""
+    """Create the jobs in order; a quota or throttling that outlasts the retries stops the rest."""
     outcome = Outcome([], [], [])
-    retryable = THROTTLING_CODES | {QUOTA_CODE}
+    attempts = {QUOTA_CODE: LAUNCH_ATTEMPTS, THROTTLING_CODE: RETRY_ATTEMPTS}
     for index, request in enumerate(requests):
         name = request["TrainingJobName"]
         try:
-            with_backoff(
-                lambda request=request: sagemaker.create_training_job(**request),
-                codes=retryable,
-                attempts=LAUNCH_ATTEMPTS,
-                sleep=sleep,
-            )
+            create_job(sagemaker, request, sleep)
         except ClientError as error:
             code = error_code(error)
             message = error.response.get("Error", {}).get("Message", "")
-            if code in retryable:
+            if code in attempts:
                 outcome.not_launched = [r["TrainingJobName"] for r in requests[index:]]
                 outcome.stop_reason = f"{code}: {message}"
-                report(f"stopped at {name}: {code} after {LAUNCH_ATTEMPTS} attempts: {message}")
+                report(f"stopped at {name}: {code} after {attempts[code]} attempts: {message}")
                 return outcome
             outcome.failed.append((name, f"{code}: {message}"))
             report(f"failed   {name}: {code}: {message}")

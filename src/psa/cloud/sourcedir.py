@@ -20,7 +20,6 @@ from pathlib import Path
 from botocore.exceptions import ClientError
 
 import psa
-from psa.cloud.aws import with_backoff
 from psa.cloud.settings import Settings, SettingsError
 
 ENTRY_POINT = "train.py"
@@ -101,7 +100,7 @@ def build_bundle(source_dir: Path, package_dir: Path | None = None) -> Bundle:
 
 def _exists_with_size(s3, bucket: str, key: str, size: int) -> bool:
     try:
-        head = with_backoff(lambda: s3.head_object(Bucket=bucket, Key=key))
+        head = s3.head_object(Bucket=bucket, Key=key)
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
             return False
@@ -113,7 +112,7 @@ def upload_bundle(s3, settings: Settings, bundle: Bundle) -> str:
     """Upload the bundle unless the same bytes are there; return its s3:// URI."""
     key = bundle.key(settings.prefix)
     if not _exists_with_size(s3, settings.bucket, key, len(bundle.data)):
-        with_backoff(lambda: s3.put_object(Bucket=settings.bucket, Key=key, Body=bundle.data))
+        s3.put_object(Bucket=settings.bucket, Key=key, Body=bundle.data)
     return f"s3://{settings.bucket}/{key}"
 
 
@@ -137,8 +136,5 @@ def upload_dataset(s3, settings: Settings, dataset_dir: Path) -> str:
     for path in dataset_files(dataset_dir):
         key = f"{settings.prefix}/dataset/{path.name}"
         if not _exists_with_size(s3, settings.bucket, key, path.stat().st_size):
-            body = path.read_bytes()
-            with_backoff(
-                lambda key=key, body=body: s3.put_object(Bucket=settings.bucket, Key=key, Body=body)
-            )
+            s3.put_object(Bucket=settings.bucket, Key=key, Body=path.read_bytes())
     return dataset_uri(settings)
