@@ -82,10 +82,12 @@ def test_a_jobs_file_selects_jobs_and_unknown_ones_are_listed(sagemaker, tmp_pat
     bill("psa-a", 3600, 3600)
     (tmp_path / "jobs.txt").write_text("# upstream jobs\npsa-a\npsa-gone\n")
     assert cost.main(["--jobs-file", "jobs.txt", "--price", "ml.m5.large=0.115"]) == 0
-    out = capsys.readouterr().out
-    assert "no such job" in out
-    assert "$0.12" in out  # 1 h x 0.115
-    assert "hidden 1 job(s)" in out
+    captured = capsys.readouterr()
+    assert "no such job" in captured.out
+    assert "$0.12" in captured.out  # 1 h x 0.115
+    assert "hidden 1 job(s)" in captured.out
+    assert "sagemaker-cost-estimator: 2/2 jobs described" in captured.err.splitlines()
+    assert "jobs described" not in captured.out
 
 
 def test_an_instance_type_without_a_price_is_not_guessed(sagemaker, capsys):

@@ -56,8 +56,10 @@ def test_logs_are_downloaded_per_stream_with_a_summary_in_the_output_dir(cw, tmp
     assert status == {"psa-2x8-all-bbbb": "empty", "psa-4x17-all-aaaa": "downloaded"}
     assert summary["totals"]["events"] == 3
     assert not (tmp_path / "results").exists()
-    out = capsys.readouterr().out
-    assert "psa-2x8-all-bbbb: empty" in out and "1 empty" in out
+    captured = capsys.readouterr()
+    assert "psa-2x8-all-bbbb: empty" in captured.out and "1 empty" in captured.out
+    progress = "sagemaker-get-training-logs: 2/2 jobs' logs downloaded"
+    assert progress in captured.err.splitlines()
 
 
 def test_a_rerun_fetches_only_new_events(cw, tmp_path):

@@ -87,7 +87,9 @@ def test_outputs_become_the_same_tables_sweep_writes(s3, tmp_path, capsys):
     assert (out / "logs" / "4x17" / "none-t1.jsonl").is_file()
     assert json.loads((out / "settings.json").read_text())["lr"] == 0.0001
     assert not (out / "checkpoint.safetensors").exists()
-    assert "12 trial record(s)" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "12 trial record(s)" in captured.out
+    assert "sagemaker-results-parser: 3/3 jobs read" in captured.err.splitlines()
 
 
 def test_the_newest_attempt_with_an_output_wins(s3, tmp_path):
@@ -187,6 +189,9 @@ def test_a_launched_job_without_output_is_incomplete_not_missing(s3, tmp_path):
     status = summary.groupby("arch")["status"].agg(set)
     assert status["4*17"] == {results.FAILED_OR_INCOMPLETE}
     assert status["2*8"] == {results.NO_JOB_FOUND}
+    assert (tmp_path / "out/trials.jsonl").read_text() == ""
+    assert not (tmp_path / "out/settings.json").exists()
+    assert not (tmp_path / "out/logs").exists()
 
 
 def test_a_download_cut_short_is_fetched_again(s3, tmp_path, monkeypatch):

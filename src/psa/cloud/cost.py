@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 from psa.cli import CommandParser
 from psa.cloud.aws import cli_errors, client, error_code
 from psa.cloud.jobs import list_project_jobs, read_jobs_file
+from psa.cloud.progress import Progress
 from psa.cloud.settings import SettingsError, add_settings_flags, load_settings, require
 from psa.modes import MODES
 
@@ -233,7 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     sagemaker = client("sagemaker", settings)
     if not names:
         names = sorted(list_project_jobs(sagemaker, settings.job_prefix))
-    costs = [describe_cost(sagemaker, name, prices) for name in dict.fromkeys(names)]
+    names = list(dict.fromkeys(names))
+    costs = []
+    with Progress(PROG, "jobs described", len(names)) as progress:
+        for name in names:
+            costs.append(describe_cost(sagemaker, name, prices))
+            progress.advance(name)
     summary = report(costs, prices)
     if costs:
         print_report(costs, summary)

@@ -22,6 +22,7 @@ from psa.cloud.cloudwatch import LOG_GROUP, download_job, jobs_with_logs
 from psa.cloud.grid import MODELS
 from psa.cloud.jobs import read_jobs_file
 from psa.cloud.logparse import loop_table, merge_jobs, parse_job_log
+from psa.cloud.progress import Progress
 from psa.cloud.settings import add_settings_flags, load_settings, require
 from psa.store import ResultsStore, Trial
 
@@ -60,14 +61,17 @@ def download_main(argv: list[str] | None = None) -> int:
         jobs = jobs_with_logs(logs, settings.job_prefix)
         if not jobs:
             print(f"no log streams of jobs named {settings.job_prefix}-… in {LOG_GROUP} yet")
+    jobs = list(dict.fromkeys(jobs))
     results = []
-    for job in dict.fromkeys(jobs):
-        result = download_job(logs, job, args.output_dir)
-        results.append(result)
-        print(
-            f"{job}: {result.status} ({result.new_events} new / {result.events} events, "
-            f"{result.streams} stream(s), {result.bytes:,} bytes)"
-        )
+    with Progress(DOWNLOAD_PROG, "jobs' logs downloaded", len(jobs)) as progress:
+        for job in jobs:
+            result = download_job(logs, job, args.output_dir)
+            results.append(result)
+            print(
+                f"{job}: {result.status} ({result.new_events} new / {result.events} events, "
+                f"{result.streams} stream(s), {result.bytes:,} bytes)"
+            )
+            progress.advance(job)
     counts = Counter(result.status.split(":")[0] for result in results)
     summary = {
         "log_group": LOG_GROUP,

@@ -2,9 +2,10 @@
 
 For each job of the grid (the same flags as sagemaker-runner) it takes the newest attempt that has
 an output, reads its per-trial records (trials.jsonl) or, for upstream's jobs, results.txt, and
-writes into --output-dir: trials.jsonl, the per-loop logs, settings.json and the trial-table and
-summary markdown (through psa.store and psa.markdown, as sweep does). Downloads go to a
-temporary dir and nothing is written until every job has been read.
+writes into --output-dir: trials.jsonl and the trial-table and summary markdown (through
+psa.store and psa.markdown, as sweep does), plus the per-loop logs and settings.json when the
+outputs hold them (psa's jobs do; upstream's do not). Downloads go to a temporary dir and nothing
+is written until every job has been read.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import sys
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -27,6 +29,7 @@ from psa.cloud.aws import cli_errors, client, error_code
 from psa.cloud.grid import JobSpec, add_grid_flags, attempt_of, plan_jobs
 from psa.cloud.jobs import list_project_jobs
 from psa.cloud.listing import list_objects
+from psa.cloud.progress import Progress
 from psa.cloud.settings import Settings, add_settings_flags, load_settings, require
 from psa.markdown import write_summary_markdown, write_trials_markdown
 from psa.store import SETTINGS_NAME, TRIALS_FILE_NAME, ResultsStore
@@ -189,11 +192,13 @@ def collect(
     naming: str,
     scratch: Path,
     known_jobs: set[str] = frozenset(),
+    on_job: Callable[[str], None] = lambda job: None,
 ):
     """Read every job's newest output; per-job problems become error tokens, not exceptions.
 
     `known_jobs` (from SageMaker) tells a job that has not written its output yet
-    (FAILED_OR_INCOMPLETE) from one that was never launched (NO_JOB_FOUND).
+    (FAILED_OR_INCOMPLETE) from one that was never launched (NO_JOB_FOUND). `on_job` is called
+    with each job's name once it has been read.
     """
     keys = [key for key, _ in list_objects(s3, settings.bucket, f"{settings.prefix}/")]
     dirs = {key[len(settings.prefix) + 1 :].split("/", 1)[0] for key in keys}
@@ -219,6 +224,7 @@ def collect(
                 read_output(archive, result)
                 archive.unlink()
         results.append(result)
+        on_job(result.job or spec.base_name(settings.job_prefix))
     return results
 
 
@@ -296,8 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     require(settings, "region", "bucket")
     s3 = client("s3", settings)
     known_jobs = training_jobs(client("sagemaker", settings), settings.job_prefix)
-    with tempfile.TemporaryDirectory(prefix="psa-results-") as scratch:
-        results = collect(s3, settings, specs, args.naming, Path(scratch), known_jobs)
+    with (
+        tempfile.TemporaryDirectory(prefix="psa-results-") as scratch,
+        Progress(PROG, "jobs read", len(specs)) as progress,
+    ):
+        results = collect(
+            s3, settings, specs, args.naming, Path(scratch), known_jobs, progress.advance
+        )
     for result in results:
         found = len(result.records)
         problems = ", ".join(f"{mode} {token}" for mode, token in result.errors.items())
