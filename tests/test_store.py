@@ -241,3 +241,21 @@ def test_status_tells_recorded_running_and_pending_trials(tmp_path):
     status = store.status(trials, "resmlp")
     assert status.done == {trials[0]} and status.running == {trials[1]}
     assert status.pending == {trials[2], trials[3]} and status.saved_loops == {trials[2]: 2}
+
+
+def test_stale_claims_are_cleared_and_live_ones_kept(tmp_path):
+    store = ResultsStore(tmp_path)
+    live = store.claim([TRIAL])
+    dead = store.claim_path(Trial("2*4", "full", 1))
+    dead.parent.mkdir(parents=True)
+    dead.write_text(json.dumps({"host": claim_files.HOST, "pid": dead_pid(), "token": "old"}))
+    store.clear_stale_claims()
+    assert store.claim_path(TRIAL).exists() and not dead.exists()
+    assert not dead.parent.exists()
+    live.release()
+
+
+def test_the_engine_and_sweep_layers_do_not_import_the_markdown_layer():
+    code = "import sys, psa.sweep; print(sorted(m for m in sys.modules if 'markdown' in m))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -291,6 +291,7 @@ def test_a_sweep_stopped_by_sigterm_mid_batch_resumes_exactly(
     plan = capsys.readouterr().out
     half = TRIALS * len(MODES)
     assert f"{half} trials to run ({half} already recorded)" in plan
+    assert f"({half * (LOOPS - done)} trial-loops left)" in plan
     assert f"[{KEYS[1]}] K={half}" in plan and f"resumes after loop {done}" in plan
     assert KEYS[0] not in plan.split("\n", 1)[1]
     # A smaller memory budget now does not re-plan the saved batch: it resumes as it was.
@@ -298,8 +299,13 @@ def test_a_sweep_stopped_by_sigterm_mid_batch_resumes_exactly(
     assert f"[{KEYS[1]}] K={half}" in capsys.readouterr().out
 
     sweep_command.main(sweep_flags(results, repo_dataset))
-    assert f"1 batches, {half} trials x {LOOPS} meta-loops" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    left = half * (LOOPS - done)
+    assert f"1 batches, {half} trials x {LOOPS} meta-loops ({left} trial-loops left)" in out
     assert_same_as_reference(results, reference)
+    # A record's seconds count every session's training, not only the last one's.
+    resumed = [r for r in read_records(results) if r["arch"] == KEYS[1]]
+    assert all(r["seconds"] * half >= saved.seconds > 0 for r in resumed)
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from psa.arguments import mode_list
 from psa.atomic import write_text_atomically
 from psa.cloud.grid import MODELS, PRECISIONS
 from psa.modes import MODES
-from psa.store import ResultsStore
+from psa.store import ResultsStore, upstream_results_name
 
 CHECKPOINT_DIR = Path("/opt/ml/checkpoints")
 MODEL_DIR = Path("/opt/ml/model")
@@ -122,8 +122,7 @@ def write_results_txt(results_dir: Path, modes: tuple[str, ...]) -> list[Path]:
             for record in sorted(records, key=lambda r: r["trial"])
             if record["mode"] == mode
         ]
-        name = "results.txt" if len(modes) == 1 else f"results-{mode}.txt"
-        path = results_dir / name
+        path = results_dir / upstream_results_name(mode, modes)
         write_text_atomically(path, "".join(f"{bounty:.2f}\n" for bounty in bounties))
         written.append(path)
     return written

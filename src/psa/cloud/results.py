@@ -32,7 +32,8 @@ from psa.cloud.listing import list_objects
 from psa.cloud.progress import Progress
 from psa.cloud.settings import Settings, add_settings_flags, load_settings, require
 from psa.markdown import write_summary_markdown, write_trials_markdown
-from psa.store import SETTINGS_NAME, TRIALS_FILE_NAME, ResultsStore
+from psa.modes import MODES
+from psa.store import SETTINGS_NAME, TRIALS_FILE_NAME, ResultsStore, upstream_results_name
 from psa.store.records import records_frame
 from psa.store.results import LOOP_LOG_NAME, UNIT_RECORDS_NAME
 
@@ -155,12 +156,12 @@ def _unique(records: list[dict]) -> list[dict]:
 
 def _records_from_results_txt(contents: dict[str, bytes], spec: JobSpec) -> list[dict] | None:
     """Upstream outputs: one ``%.2f`` validation bounty per line; records carry only that."""
-    if len(spec.modes) == 1 and "results.txt" in contents:
-        files = {spec.modes[0]: contents["results.txt"]}
-    else:
-        files = {
-            m: contents[f"results-{m}.txt"] for m in spec.modes if f"results-{m}.txt" in contents
-        }
+    files = {}
+    for mode in spec.modes:  # a one-mode job's results.txt, else results-<mode>.txt
+        names = (upstream_results_name(mode, spec.modes), upstream_results_name(mode, MODES))
+        found = [name for name in names if name in contents]
+        if found:
+            files[mode] = contents[found[0]]
     if not files:
         return None
     records = []

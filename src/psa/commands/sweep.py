@@ -252,10 +252,12 @@ def run(args: argparse.Namespace) -> None:
         if stored != batch_plan:
             batch_plan = stored
             chunks = replan()
+    store.clear_stale_claims()
     done = store.recorded_trials(settings.model)
     for stacks in configs:
         drop_finished_chunks(store, stacks, done)
     if not chunks:
+        finish(store, settings.model, arch_order)  # a sweep stopped before it merged
         whose = f"of shard {args.shard} " if args.shard else ""
         console.print(f"Nothing to run: every trial {whose}is recorded in {args.results_dir}.")
         return
@@ -263,8 +265,9 @@ def run(args: argparse.Namespace) -> None:
     total = sum(len(c.trials) * (settings.meta_loops - c.saved_loops) for c in chunks)
     part = f" | shard {args.shard} of plan {batch_plan.fingerprint()}" if args.shard else ""
     console.print(
-        f"Sweep: {len(chunks)} batches, {trials} trials x {settings.meta_loops} meta-loops | "
-        f"base seed {settings.seed} | device {device} | results in {args.results_dir}{part}"
+        f"Sweep: {len(chunks)} batches, {trials} trials x {settings.meta_loops} meta-loops "
+        f"({total} trial-loops left) | base seed {settings.seed} | device {device} | "
+        f"results in {args.results_dir}{part}"
     )
     data = load_mnist(args.data_dir, device)
     progress = Progress(
@@ -476,10 +479,11 @@ def finish(store: ResultsStore, model: str, arch_order: list[str]) -> None:
 
 
 def print_plan(console: Console, chunks: list[Chunk], settings: Settings, finished: int) -> None:
+    left = sum(len(c.trials) * (settings.meta_loops - c.saved_loops) for c in chunks)
     console.print(
         f"Plan: {sum(len(c.trials) for c in chunks)} trials to run "
-        f"({finished} already recorded), {settings.meta_loops} meta-loops each, "
-        f"model {settings.model}, base seed {settings.seed}"
+        f"({finished} already recorded), {settings.meta_loops} meta-loops each "
+        f"({left} trial-loops left), model {settings.model}, base seed {settings.seed}"
     )
     total_seconds = 0.0
     by_arch: dict[str, list] = {}

@@ -23,7 +23,7 @@ from psa.cli import CommandParser
 from psa.markdown import read_mode_statistics, read_trials
 from psa.modes import MODES
 from psa.report.style import FigureError, add_figure_flags, figure_options
-from psa.store import ResultsFormatError, summary_name
+from psa.store import ResultsFormatError, ResultsStore, summary_name
 
 RESULTS_DIR = Path("results")
 CONFIGURATIONS = Path("reproduction/configurations.txt")
@@ -445,7 +445,7 @@ def convergence_main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--logs-dir",
         type=Path,
-        default=RESULTS_DIR / "logs",
+        default=ResultsStore(RESULTS_DIR).logs_dir,
         help="a results dir, its logs/, a model dir, or a dir of CloudWatch job logs",
     )
     parser.add_argument(

@@ -121,7 +121,7 @@ def read_loop_logs(logs_dir: str | Path, model: str = "resmlp") -> pd.DataFrame:
         raise ResultsFormatError(f"logs directory {root} does not exist")
     store = ResultsStore(root)
     if store.record_files() and store.log_files():
-        root, paths = root / "logs", store.log_files()
+        root, paths = store.logs_dir, store.log_files()
     else:
         paths = sorted(root.rglob("*.jsonl"))
     frames = [read_jsonl_log(path) for path in paths if path not in store.record_files()]

@@ -35,6 +35,15 @@ keep two workers from interleaving a file but not from running the same trial tw
 claims (not per-chunk) also hold when two workers plan different chunks (different memory,
 different --max-batch). No file is appended to by two processes: records are per-chunk files
 and a log has one writer, its trial's claimant.
+
+A worker's use of it (sweep's, and any runner of a share of a grid):
+
+    store = ResultsStore(results_dir)          # stale_seconds= for another-host timeout
+    status = store.status(trials, model)       # .done, .running (live claims), .pending
+    claim = store.claim(chunk_trials)          # all of them or None (a live worker has one)
+    with claim:                                # released on exit, also on a stop
+        ...                                    # claim.check() before each commit
+    store.merge_records()                      # trials.jsonl, at the end
 """
 
 from psa.store.claims import Claim, ClaimLost
@@ -54,6 +63,7 @@ from psa.store.results import (
     run_logs,
     summary_name,
     trials_table_name,
+    upstream_results_name,
 )
 
 __all__ = [
@@ -75,4 +85,5 @@ __all__ = [
     "run_logs",
     "summary_name",
     "trials_table_name",
+    "upstream_results_name",
 ]

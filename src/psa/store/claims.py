@@ -144,25 +144,43 @@ def acquire(paths: list[Path], stale_seconds: float = STALE_SECONDS) -> Claim | 
     return claim
 
 
+def clear_stale(path: Path, stale_seconds: float = STALE_SECONDS) -> bool:
+    """Remove the claim at ``path`` if it is stale; False when it is live (or was replaced by a
+    live one meanwhile). It is renamed to a name of this process's first (one rename of a file
+    succeeds), then checked to be the claim judged stale; another one is put back."""
+    holder = read_holder(path)
+    if is_live(path, holder, stale_seconds):
+        return False
+    aside = path.with_name(f"{path.name}.{uuid.uuid4().hex}.stale")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return True  # another worker cleared or took it first
+    if read_holder(aside) != holder:  # replaced after it was judged: put it back
+        with contextlib.suppress(FileExistsError):
+            os.link(aside, path)
+        aside.unlink(missing_ok=True)
+        return False
+    aside.unlink(missing_ok=True)
+    return True
+
+
+def clear_stale_claims(folder: Path, stale_seconds: float = STALE_SECONDS) -> None:
+    """Remove the stale claims under ``folder`` (of workers that died) and emptied folders."""
+    for path in sorted(folder.glob("*/*.claim")):
+        clear_stale(path, stale_seconds)
+    for sub in sorted(folder.glob("*")):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+
+
 def _take(path: Path, content: bytes, stale_seconds: float) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(2):
         if _create(path, content):
             return True
-        holder = read_holder(path)
-        if is_live(path, holder, stale_seconds):
+        if not clear_stale(path, stale_seconds):
             return False
-        aside = path.with_name(f"{path.name}.{uuid.uuid4().hex}.stale")
-        try:
-            os.rename(path, aside)
-        except FileNotFoundError:
-            continue  # another worker took it over first: try to create it again
-        if read_holder(aside) != holder:  # it was replaced after we judged it: put it back
-            with contextlib.suppress(FileExistsError):
-                os.link(aside, path)
-            aside.unlink(missing_ok=True)
-            return False
-        aside.unlink(missing_ok=True)
     return _create(path, content)
 
 

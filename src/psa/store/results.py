@@ -64,6 +64,12 @@ class Status:
     saved_loops: dict[Trial, int] = field(default_factory=dict)  # pending with saved progress
 
 
+def upstream_results_name(mode: str, modes: Iterable[str]) -> str:
+    """Upstream's per-job bounties: ``results.txt`` for a one-mode job, else
+    ``results-<mode>.txt``."""
+    return "results.txt" if len(tuple(modes)) == 1 else f"results-{mode}.txt"
+
+
 def trials_table_name(model: str) -> str:
     return f"psa_{model}_trials.md"
 
@@ -105,6 +111,10 @@ class ResultsStore:
     @property
     def trials_path(self) -> Path:
         return self.root / TRIALS_FILE_NAME
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / LOGS_DIR
 
     def log_path(self, trial: Trial) -> Path:
         slug = arch_slug(arch_stacks(trial.arch))
@@ -286,6 +296,10 @@ class ResultsStore:
         """Claim every one of ``trials`` for this process, or none (None) when a live worker
         holds one; stale claims are taken over."""
         return claims.acquire([self.claim_path(t) for t in trials], self.stale_seconds)
+
+    def clear_stale_claims(self) -> None:
+        """Remove the claims of workers that died (their trials are free again)."""
+        claims.clear_stale_claims(self.root / CLAIMS_DIR, self.stale_seconds)
 
     def is_claimed(self, trial: Trial) -> bool:
         path = self.claim_path(trial)
