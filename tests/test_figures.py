@@ -38,7 +38,7 @@ from psa.report.heatmaps import (
 )
 from psa.report.plotting import SIZED_AREAS, area_scale
 from psa.report.regimes import classify_trials
-from psa.report.style import FigureOptions
+from psa.report.style import FigureError, FigureOptions
 from psa.store import ResultsFormatError
 from schemas import loop_record
 
@@ -488,5 +488,19 @@ def test_convergence_csv_holds_the_lines_and_band_it_draws(results_dir, tmp_path
         expected = {(loop, round(v, 9)) for loop, v in zip(mean["loop"], mean["ci_low"])}
         expected |= {(loop, round(v, 9)) for loop, v in zip(mean["loop"], mean["ci_high"])}
         assert any(expected <= {(x, round(y, 9)) for x, y in band} for band in bands)
-    assert "decay identical to none" in [text.get_text() for text in ax.texts]
+    assert ax.get_title(loc="right") == "ResMLP 4*17\ndecay identical to none"
     assert len(data) == len(csv)
+
+
+def test_default_labels_that_do_not_fit_are_left_out_with_a_note(tmp_path, drawn):
+    configs = read_config_file(REPRODUCTION / "configurations.txt")
+    points = design_points(configs)
+    path = tmp_path / "matching.png"
+    column = FigureOptions(size="column", dpi=DPI)
+    data = heatmap_parameter_matching(points, set(), path, "resmlp", column)
+    assert data.attrs["note"].startswith("drawn without point labels: no room to label")
+    assert not drawn_labels(drawn[path]) and not data["label"].any()
+    explicit = FigureOptions(size="column", labels=True, dpi=DPI)
+    with pytest.raises(FigureError, match="use a larger --size or --no-labels"):
+        heatmap_parameter_matching(points, set(), tmp_path / "labelled.png", "resmlp", explicit)
+    assert not (tmp_path / "labelled.png").exists()

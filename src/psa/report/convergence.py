@@ -43,7 +43,7 @@ CONFIDENCE = 0.95
 # exactly over an earlier one leaves it showing through the gaps.
 LINE_STYLES = {
     "none": (),
-    "decay": (4.0, 2.0),
+    "decay": (3.0, 3.0),
     "dropout": (1.0, 1.2),
     "full": (5.0, 1.5, 1.0, 1.5),
     "hidden": (2.5, 1.2),
@@ -300,12 +300,9 @@ def convergence_figure(
                 fontsize="small",
                 bbox={"boxstyle": "round,pad=0.25", "facecolor": regime.colour, "linewidth": 0},
             )
-            ax.set_title(f"{model_title(model)} {arch}", loc="right")
-            if same:
-                ax.text(
-                    0.99, 0.03, _identical_note(same), transform=ax.transAxes, ha="right",
-                    va="bottom", fontsize="small", color="#424242", wrap=True,
-                ).set_in_layout(False)  # fmt: skip
+            # Identical modes are named under the panel's title, clear of every curve.
+            note = f"\n{_identical_note(same)}" if same else ""
+            ax.set_title(f"{model_title(model)} {arch}{note}", loc="right")
             ax.set_xlabel("Meta-loop" if ax is axes[-1] else "")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(CURVES[curve])

@@ -277,7 +277,7 @@ def heatmap_ablation_effects(
         adjusted = {"holm": "Holm-adjusted ", "bh": "BH-adjusted ", "none": ""}[correction]
         figure.suptitle(
             f"{model_title(model)}: Ablation Effects against none\n"
-            f"({test}, {adjusted}p < {alpha:g}; marker area grows with |effect size| d)"
+            f"({test}, {adjusted}p < {alpha:g})"
         )
         present = [key for key in styles if (data["outcome"] == key).any()]
         handles = [

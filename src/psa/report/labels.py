@@ -79,6 +79,11 @@ class Taken:
     def __init__(self, boxes: list[Box]):
         self.boxes = np.array([(b.x0, b.y0, b.x1, b.y1) for b in boxes]).reshape(-1, 4)
 
+    def copy(self) -> Taken:
+        copied = Taken([])
+        copied.boxes = self.boxes.copy()
+        return copied
+
     def add(self, box: Box) -> None:
         self.boxes = np.vstack([self.boxes, (box.x0, box.y0, box.x1, box.y1)])
 
@@ -209,18 +214,37 @@ def place_labels(ax: Axes, data: pd.DataFrame, fontsize: float) -> list[Annotati
         sum(math.dist(points[i], other) < 4 * sizes[i][1] for other in points)
         for i in range(len(data))
     ]
-    for index in sorted(set(range(len(data))) - done, key=lambda i: -crowding[i]):
+    rest = sorted(set(range(len(data))) - done)
+    orders = [sorted(rest, key=lambda i: -crowding[i]), rest, rest[::-1]]
+    tries = [
+        _place_in_order(order, data, points, radii, sizes, pad, frame, taken) for order in orders
+    ]
+    placed = [attempt for attempt in tries if attempt[0] is not None]
+    if not placed:
+        raise FigureError(
+            f"no room to label {tries[0][1]} at this size; use a larger --size or --no-labels"
+        )
+    # The order that needs the fewest leader lines, then the least distance from the points.
+    best = min(placed, key=lambda attempt: attempt[1])[0]
+    placements += best
+    return [_draw(ax, data.iloc[p.index], p, radii[p.index] / scale, fontsize) for p in placements]
+
+
+def _place_in_order(order, data, points, radii, sizes, pad, frame, taken: Taken):
+    """Greedy placements in ``order`` and their cost, or (None, the arch that found no room)."""
+    taken = taken.copy()
+    placements, leaders, distance = [], 0, 0.0
+    for index in order:
         row = data.iloc[index]
         directions = _directions(row["depth"], row["width"])
         found = _greedy(points[index], radii[index], sizes[index], pad, frame, taken, directions)
         if found is None:
-            raise FigureError(
-                f"no room to label {row['arch']} at this size; use a larger --size or --no-labels"
-            )
-        placement = Placement(index, found.x, found.y, found.ha, found.leader, found.box)
-        placements.append(placement)
-        taken.add(placement.box)
-    return [_draw(ax, data.iloc[p.index], p, radii[p.index] / scale, fontsize) for p in placements]
+            return None, row["arch"]
+        placements.append(Placement(index, found.x, found.y, found.ha, found.leader, found.box))
+        taken.add(found.box)
+        leaders += found.leader
+        distance += math.dist(points[index], (found.x, found.y))
+    return placements, (leaders, distance)
 
 
 def _draw(ax: Axes, row, placement: Placement, radius_points: float, fontsize: float) -> Annotation:

@@ -1,7 +1,7 @@
 """The two palettes of every figure: upstream's colours, or colour-blind safe ones.
 
 ``colorblind`` takes its categorical colours from seaborn's colorblind palette (after Okabe and
-Ito) and its continuous maps from perceptually uniform ones (viridis, seaborn's flare and mako),
+Ito) and its continuous maps from perceptually uniform ones (viridis, seaborn's flare and crest),
 and draws untrainable architectures as black crosses, so no colour scale's dark end is read as
 "untrainable".
 """
@@ -103,7 +103,7 @@ def palette(name: str) -> Palette:
             },
             baseline=sns.color_palette("viridis", as_cmap=True),
             instability=sns.color_palette("flare", as_cmap=True),
-            parameters=sns.color_palette("mako_r", as_cmap=True),
+            parameters=sns.color_palette("crest", as_cmap=True),
             untrainable="#000000",
             untrainable_marker="X",
             boxes=blue,
