@@ -11,6 +11,7 @@ import torch
 
 import psa.engine
 from psa.ablation import AblationTarget, apply_ablation, draw_target, hidden_candidates
+from psa.arch import Arch
 from psa.engine import Engine, Hyperparameters, TrialSpec
 from psa.model import build_architecture, init_parameters
 from psa.modes import ABLATIVE_MODES, BASELINE_MODES
@@ -38,7 +39,7 @@ def expected_zeroing(arch, state: dict, target: AblationTarget, mode: str) -> di
 @pytest.mark.parametrize(("model", "stacks"), ARCHS)
 @pytest.mark.parametrize("mode", ABLATIVE_MODES)
 def test_ablation_zeroes_exactly_the_specified_elements_of_the_chosen_trial(model, stacks, mode):
-    arch = build_architecture(model, stacks)
+    arch = build_architecture(model, Arch(stacks))
     params = init_parameters(arch, [5, 6, 7])
     before = [params.state_dict(arch, k) for k in range(3)]
     rng = random.Random(f"{model}-{stacks}-{mode}")
@@ -66,13 +67,13 @@ def test_ablation_zeroes_exactly_the_specified_elements_of_the_chosen_trial(mode
 
 @pytest.mark.parametrize("mode", BASELINE_MODES)
 def test_non_ablative_modes_draw_no_target(mode):
-    arch = build_architecture("resmlp", [(2, 5)])
+    arch = build_architecture("resmlp", Arch([(2, 5)]))
     rng = random.Random(0)
     assert all(draw_target(arch, mode, rng) is None for _ in range(20))
 
 
 def test_hidden_candidates_of_18x18_resmlp_are_36_layers_with_648_neurons():
-    arch = build_architecture("resmlp", [(18, 18)])
+    arch = build_architecture("resmlp", Arch([(18, 18)]))
     candidates = hidden_candidates(arch)
     assert len(arch.linears) == 38
     assert len(candidates) == 36
@@ -81,7 +82,7 @@ def test_hidden_candidates_of_18x18_resmlp_are_36_layers_with_648_neurons():
 
 
 def test_hidden_mode_never_targets_the_resmlp_input_projection_or_final_layer():
-    arch = build_architecture("resmlp", [(1, 4), (1, 40)])
+    arch = build_architecture("resmlp", Arch([(1, 4), (1, 40)]))
     rng = random.Random(1)
     drawn = Counter(draw_target(arch, "hidden", rng).linear for _ in range(4000))
     roles = {arch.linears[i].role for i in drawn}
@@ -90,7 +91,7 @@ def test_hidden_mode_never_targets_the_resmlp_input_projection_or_final_layer():
 
 
 def test_hidden_mode_of_the_plain_mlp_includes_its_first_layer():
-    arch = build_architecture("mlp", [(3, 6)])
+    arch = build_architecture("mlp", Arch([(3, 6)]))
     assert hidden_candidates(arch) == {0: (1,), 1: (2,), 2: (3,)}
     rng = random.Random(2)
     assert {draw_target(arch, "hidden", rng).linear for _ in range(500)} == {0, 1, 2}
@@ -98,7 +99,7 @@ def test_hidden_mode_of_the_plain_mlp_includes_its_first_layer():
 
 def test_hidden_mode_draws_uniformly_over_neurons_not_layers():
     # Candidate widths 4, 4, 40, 40, 40: a neuron-uniform draw hits the narrow layers rarely.
-    arch = build_architecture("resmlp", [(1, 4), (1, 40)])
+    arch = build_architecture("resmlp", Arch([(1, 4), (1, 40)]))
     candidates = hidden_candidates(arch)
     total = sum(arch.linears[i].out_features for i in candidates)
     rng = random.Random(3)
@@ -116,7 +117,7 @@ def test_hidden_mode_draws_uniformly_over_neurons_not_layers():
 
 def test_full_mode_draws_a_layer_uniformly_then_a_row_uniformly():
     # Rows per Linear: 200, 200, 200, 10; neuron-uniform would give the final layer 1.6%.
-    arch = build_architecture("resmlp", [(1, 200)])
+    arch = build_architecture("resmlp", Arch([(1, 200)]))
     rng = random.Random(4)
     draws = 8_000
     targets = [draw_target(arch, "full", rng) for _ in range(draws)]
@@ -130,14 +131,14 @@ def test_full_mode_draws_a_layer_uniformly_then_a_row_uniformly():
 
 
 def test_full_mode_of_a_single_stack_chooses_among_2l_plus_2_layers():
-    arch = build_architecture("resmlp", [(32, 4)])
+    arch = build_architecture("resmlp", Arch([(32, 4)]))
     assert len(arch.linears) == 66
     rng = random.Random(5)
     assert {draw_target(arch, "full", rng).linear for _ in range(3000)} == set(range(66))
 
 
 def test_output_mode_targets_only_rows_of_the_final_layer():
-    arch = build_architecture("resmlp", [(2, 6)])
+    arch = build_architecture("resmlp", Arch([(2, 6)]))
     last = len(arch.linears) - 1
     rng = random.Random(6)
     targets = [draw_target(arch, "output", rng) for _ in range(500)]
@@ -147,20 +148,20 @@ def test_output_mode_targets_only_rows_of_the_final_layer():
 
 
 def test_draws_are_reproducible_from_the_generator_seed():
-    arch = build_architecture("resmlp", [(3, 8)])
+    arch = build_architecture("resmlp", Arch([(3, 8)]))
     for mode in ABLATIVE_MODES:
         first = [draw_target(arch, mode, random.Random(9)) for _ in range(3)]
         assert first[0] == first[1] == first[2]
 
 
 def test_describe_names_the_upstream_layer_and_neuron():
-    arch = build_architecture("resmlp", [(2, 4)])
+    arch = build_architecture("resmlp", Arch([(2, 4)]))
     target = AblationTarget(linear=2, neuron=3, consumers=(3,))
     assert target.describe(arch) == {"layer": "layer_stack.3.blocks.0.layers.3", "neuron": 3}
 
 
 def test_engine_loops_start_from_the_lkg_with_at_most_one_new_ablation(mnist_small, monkeypatch):
-    arch = build_architecture("resmlp", [(2, 6)])
+    arch = build_architecture("resmlp", Arch([(2, 6)]))
     modes = ["full", "hidden", "output", "none"]
     trials = [TrialSpec(mode, run_seeds(31, mode)) for mode in modes]
     engine = Engine(arch, trials, Hyperparameters(lr=3e-3, batch_size=500), mnist_small)
@@ -200,7 +201,7 @@ def test_engine_loops_start_from_the_lkg_with_at_most_one_new_ablation(mnist_sma
 
 
 def test_corrected_hidden_targets_are_the_real_hidden_units_with_every_reader_zeroed():
-    arch = build_architecture("resmlp", [(2, 3), (1, 5)])
+    arch = build_architecture("resmlp", Arch([(2, 3), (1, 5)]))
     names = {i: spec.name for i, spec in enumerate(arch.linears)}
     candidates = {
         names[i]: [names[j] for j in readers]
@@ -220,7 +221,7 @@ def test_corrected_hidden_targets_are_the_real_hidden_units_with_every_reader_ze
 
 
 def test_corrected_hidden_ablation_zeroes_the_unit_and_its_columns_in_every_reader():
-    arch = build_architecture("resmlp", [(2, 4)])
+    arch = build_architecture("resmlp", Arch([(2, 4)]))
     params = init_parameters(arch, [11, 12])
     before = params.state_dict(arch, 0)
     target = AblationTarget(linear=0, neuron=2, consumers=(1, 3, 5))
@@ -239,7 +240,7 @@ def test_corrected_hidden_ablation_zeroes_the_unit_and_its_columns_in_every_read
 
 
 def test_neuron_sampling_of_full_mode_is_uniform_over_all_neurons():
-    arch = build_architecture("resmlp", [(1, 200)])  # rows 200, 200, 200, 10
+    arch = build_architecture("resmlp", Arch([(1, 200)]))  # rows 200, 200, 200, 10
     rng = random.Random(8)
     draws = 12_000
     targets = [draw_target(arch, "full", rng, full_sampling="neuron") for _ in range(draws)]

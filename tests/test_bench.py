@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from psa.arch import Arch
 from psa.commands import bench
-from psa.model import parameter_count
 
 
 @pytest.mark.slow
@@ -34,7 +34,7 @@ def test_bench_writes_the_matmul_peak_and_a_row_per_engine_and_batch_size(
     ]
     for row in rows:
         assert row["arch"] == "1*8" and row["precision"] == "fp32"
-        assert row["parameters"] == parameter_count("resmlp", [(1, 8)])
+        assert row["parameters"] == Arch([(1, 8)]).resmlp_parameters
         assert row["epoch_seconds"] > 0 and row["gflops"] > 0
         assert row["seconds_per_trial_epoch"] == pytest.approx(
             row["epoch_seconds"] / row["trials"], abs=1e-4

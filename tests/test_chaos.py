@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from psa.arch import Arch, parse_arch, parse_key
 from psa.checkpoint import DEFAULT_NAME, load_checkpoint
 from psa.engine import Engine, Hyperparameters, TrialSpec
 from psa.model import build_architecture
@@ -26,7 +27,8 @@ from psa.seeds import run_seeds
 from psa.store import ResultsStore, Trial, run_logs
 
 ENTRY = Path(__file__).with_name("chaos_entry.py")
-ARCHS, KEYS = ("[1*8]", "[2*4]"), ("1*8", "2*4")
+ARCHS = ("[1*8]", "[2*4]")
+SHAPES = tuple(parse_arch(arch) for arch in ARCHS)
 MODES, TRIALS, LOOPS, SEED, MAX_BATCH = ("none", "dropout", "hidden"), 2, 4, 5, 3
 EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}
 SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
@@ -100,7 +102,7 @@ def sweep_argv(results: Path, data_dir: Path) -> list[str]:
 
 
 def every_trial() -> list[Trial]:
-    return [Trial(a, m, t) for a in KEYS for m in MODES for t in range(1, TRIALS + 1)]
+    return [Trial(a, m, t) for a in SHAPES for m in MODES for t in range(1, TRIALS + 1)]
 
 
 def read_log(path: Path) -> tuple[list[dict], bool]:
@@ -140,8 +142,8 @@ def assert_consistent(results: Path) -> None:
     ]
     units = [(r["arch"], r["mode"], r["trial"]) for r in unit_lines]
     assert len(units) == len(set(units)), "a trial recorded twice"
-    recorded = {Trial(*key) for key in units} | store.recorded_trials("resmlp")
-    saved = {t: s.loops_completed for a in KEYS for s in store.saved_chunks(a) for t in s.trials}
+    recorded = {Trial(parse_key(a), m, t) for a, m, t in units} | store.recorded_trials("resmlp")
+    saved = {t: s.loops_completed for a in SHAPES for s in store.saved_chunks(a) for t in s.trials}
     for trial in every_trial():
         lines, _torn = read_log(store.log_path(trial))
         loops = [line["loop"] for line in lines]
@@ -165,7 +167,7 @@ def reference(tmp_path_factory, repo_dataset):
 def assert_finished_like(results: Path, reference) -> None:
     assert snapshot(results) == reference
     store = ResultsStore(results)
-    assert store.saved_chunks(KEYS[0]) == store.saved_chunks(KEYS[1]) == []
+    assert store.saved_chunks(SHAPES[0]) == store.saved_chunks(SHAPES[1]) == []
     assert not list((results / "claims").glob("**/*.claim"))
     lines = store.trials_path.read_text().splitlines()
     assert len(lines) == len(every_trial())  # merged, each trial once
@@ -196,7 +198,7 @@ def test_sweep_survives_a_stop_inside_every_critical_section(reference, tmp_path
         assert_consistent(results)
         if injection[1:3] == (2, "KILL") and injection[0].endswith("save_chunk"):
             # (e) the state saved at that boundary survives a kill -9 at once.
-            [state, *_] = ResultsStore(results).saved_chunks(KEYS[0])
+            [state, *_] = ResultsStore(results).saved_chunks(SHAPES[0])
             logged = read_log(ResultsStore(results).log_path(state.trials[0]))[0]
             assert state.loops_completed == len(logged) >= 2
     status, out, err = finish(launch("sweep", sweep_argv(results, repo_dataset), tmp_path / "f"))
@@ -257,7 +259,7 @@ def train_argv(model_dir: Path, data_dir: Path) -> list[str]:
 
 def accuracy_on_test_split(checkpoint: Path, data) -> float:
     tensors, _ = load_checkpoint(checkpoint)
-    arch = build_architecture("resmlp", [(1, 8)])
+    arch = build_architecture("resmlp", Arch([(1, 8)]))
     seeds = run_seeds(TRAIN_SEED, "hidden")
     engine = Engine(arch, [TrialSpec("hidden", seeds)], Hyperparameters(batch_size=64), data)
     engine.load_lkg(0, tensors)

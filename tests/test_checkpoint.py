@@ -14,13 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from psa import checkpoint
+from psa.arch import Arch, parse_arch
 from psa.checkpoint import CheckpointError
 
 
 def metadata(**changes) -> dict:
     base = checkpoint.make_metadata(
         model="resmlp",
-        arch="4*4",
+        arch=Arch([(4, 4)]),
         hyperparameters={
             "lr": 1e-4,
             "batch_size": 256,
@@ -203,7 +204,7 @@ def test_a_missing_file_is_a_checkpoint_error(tmp_path):
 
 def test_the_same_model_and_arch_resume_even_if_spelled_differently(saved):
     _, stored = checkpoint.load_checkpoint(saved)
-    checkpoint.check_compatible(stored, "resmlp", "[ 2*4,2*4 ]", saved)
+    checkpoint.check_compatible(stored, "resmlp", parse_arch("[ 2*4,2*4 ]"), saved)
 
 
 def test_another_arch_is_refused_naming_both_architectures(tmp_path, monkeypatch):
@@ -211,7 +212,7 @@ def test_another_arch_is_refused_naming_both_architectures(tmp_path, monkeypatch
     monkeypatch.setenv("PSA_RUN_PREFIX", "scripts/poetry run")
     path = Path("models") / "mnist_lkg.safetensors"
     with pytest.raises(CheckpointError) as refused:
-        checkpoint.check_compatible(metadata(), "resmlp", "8*8", path)
+        checkpoint.check_compatible(metadata(), "resmlp", Arch([(8, 8)]), path)
     assert str(refused.value) == (
         "models/mnist_lkg.safetensors holds a resmlp [4*4] but --arch asks for resmlp [8*8]; "
         "use --model-dir for a new run or `scripts/poetry run clean` to start fresh"
@@ -224,7 +225,7 @@ def test_another_model_kind_is_refused_and_the_clean_hint_names_the_model_dir(
     monkeypatch.delenv("PSA_RUN_PREFIX", raising=False)
     path = tmp_path / "runs" / "lkg.safetensors"
     with pytest.raises(CheckpointError) as refused:
-        checkpoint.check_compatible(metadata(), "mlp", "4*4", path)
+        checkpoint.check_compatible(metadata(), "mlp", Arch([(4, 4)]), path)
     message = str(refused.value)
     assert "holds a resmlp [4*4] but --model asks for mlp [4*4]" in message
     assert f"`clean --model-dir {path.parent} lkg.safetensors`" in message

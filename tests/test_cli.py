@@ -221,31 +221,19 @@ def test_clean_and_clean_all_run_without_torch(tmp_path):
     assert sorted(path.name for path in models.iterdir()) == [".gitkeep"]
 
 
-# Until parameter counts leave psa.model (which needs torch), these import it.
-COUNTS_NEED_TORCH = pytest.mark.xfail(strict=True, reason="psa.model imports torch")
-
-
 @pytest.mark.parametrize(
     "argv",
     [
         ["classify-regimes", "--trials-file", "{results}", "--format", "json"],
-        pytest.param(
-            ["make-architecture-table", "--config-file", "{results}/configurations.txt"],
-            marks=COUNTS_NEED_TORCH,
-        ),
-        pytest.param(
-            ["make-trial-accuracy-table", "--datafile", "{results}"], marks=COUNTS_NEED_TORCH
-        ),
-        pytest.param(
-            ["make-design-space-figure", "--config-file", "{results}/configurations.txt",
-             "--output-file", "space.png", "--dpi", "40"],
-            marks=COUNTS_NEED_TORCH,
-        ),
-        pytest.param(
-            ["make-figure-heatmaps", "--trials-file", "{results}", "--config-file",
-             "{results}/configurations.txt", "--output-dir", "figures", "--dpi", "40"],
-            marks=COUNTS_NEED_TORCH,
-        ),
+        ["make-architecture-table", "--config-file", "{results}/configurations.txt",
+         "--asymmetric-file", "{repo}/reproduction/asymmetric.txt"],
+        ["make-trial-accuracy-table", "--datafile", "{results}", "--order",
+         "{results}/configurations.txt"],
+        ["make-design-space-figure", "--config-file", "{results}/configurations.txt",
+         "--output-file", "space.png", "--dpi", "40"],
+        ["make-figure-heatmaps", "--trials-file", "{results}", "--config-file",
+         "{results}/configurations.txt", "--asymmetric-file",
+         "{repo}/reproduction/asymmetric.txt", "--output-dir", "figures", "--dpi", "40"],
         ["make-convergence-plots", "--logs-dir", "{results}", "--targets", "1*2",
          "--output-dir", "figures", "--dpi", "40"],
         ["generate-reproduction-tests", "--configs", "{results}/configurations.txt",
@@ -255,7 +243,8 @@ COUNTS_NEED_TORCH = pytest.mark.xfail(strict=True, reason="psa.model imports tor
 )
 def test_reporting_commands_run_without_torch(tmp_path, argv):
     results = str(ROOT / "results")
-    done = without_torch(tmp_path, *[part.replace("{results}", results) for part in argv])
+    argv = [part.replace("{results}", results).replace("{repo}", str(ROOT)) for part in argv]
+    done = without_torch(tmp_path, *argv)
     assert done.returncode == 0, done.stderr
     assert "torch" not in done.stderr
 
@@ -265,11 +254,8 @@ def test_reporting_commands_run_without_torch(tmp_path, argv):
     [
         ["sagemaker-runner", "--arch", "[2*8]", "--trials", "1", "--meta-loops", "1",
          "--dry-run"],
-        pytest.param(
-            ["sagemaker-results-parser", "--arch", "[2*8]", "--trials", "1", "--meta-loops", "1",
-             "--output-dir", "out"],
-            marks=COUNTS_NEED_TORCH,
-        ),
+        ["sagemaker-results-parser", "--arch", "[2*8]", "--trials", "1", "--meta-loops", "1",
+         "--output-dir", "out"],
         ["sagemaker-get-training-logs", "--output-dir", "logs"],
         ["sagemaker-cost-estimator", "--output", "cost.json"],
         ["sagemaker-estimate-storage", "--output", "storage.json"],

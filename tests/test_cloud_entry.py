@@ -10,6 +10,7 @@ import pytest
 
 import psa.commands
 from cloud_support import jsonl
+from psa.arch import Arch
 from psa.cloud import entry
 from psa.cloud.grid import JobSpec
 from psa.cloud.runner import Decision, training_request
@@ -29,7 +30,7 @@ def toolkit_argv(hyperparameters: dict[str, str]) -> list[str]:
 
 
 def job_request(modes=("none", "full")) -> dict:
-    spec = JobSpec(((2, 8),), modes, 3, 5, "resmlp", 1e-3, 64, 1e-4, 0.2, 99, "fp32")
+    spec = JobSpec(Arch([(2, 8)]), modes, 3, 5, "resmlp", 1e-3, 64, 1e-4, 0.2, 99, "fp32")
     settings = Settings(role="arn:aws:iam::1:role/r", region="us-east-1", bucket="b")
     decision = Decision(spec, "psa-x", "psa-x", True, None)
     return training_request(decision, settings, "s3://b/src.tar.gz", "s3://b/data/")

@@ -154,7 +154,7 @@ def test_upstream_loop_lines_parse_back_trial_by_trial(trials, data):
     )
     assert len(parsed) == len(trials)
     for trial, values, test in zip(parsed, trials, tests, strict=True):
-        assert (trial.arch, trial.mode) == ("18*18", "output")
+        assert (trial.arch.key, trial.mode) == ("18*18", "output")
         assert [
             (trial.loops[k]["val_accuracy"], trial.loops[k]["lkg_accuracy"])
             for k in sorted(trial.loops)

@@ -14,6 +14,7 @@ from cloud_support import (
     jsonl,
     model_tar,
 )
+from psa.arch import Arch
 from psa.cloud import aws, results
 from psa.cloud.grid import JobSpec
 from psa.markdown import read_summary_markdown, read_trials_markdown
@@ -24,7 +25,7 @@ GRID = ["--trials", "2", "--meta-loops", "3"]
 
 
 def spec(stacks, modes=MODES):
-    return JobSpec(stacks, modes, 2, 3, "resmlp", 1e-4, 256, 1e-4, 0.1, 1234, "fp32")
+    return JobSpec(Arch(stacks), modes, 2, 3, "resmlp", 1e-4, 256, 1e-4, 0.1, 1234, "fp32")
 
 
 @pytest.fixture

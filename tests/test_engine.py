@@ -10,13 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from psa.arch import Arch
 from psa.engine import ADAM_BETAS, ADAM_EPS, Engine, Hyperparameters, TrialSpec, _AdamW
 from psa.model import build_architecture
 from psa.modes import MODES
 from psa.seeds import loop_seed, run_seeds, trial_run_seed
 from reference_nets import reference
 
-ARCH = build_architecture("resmlp", [(2, 8)])
+ARCH = build_architecture("resmlp", Arch([(2, 8)]))
 HYPER = Hyperparameters(lr=2e-3, batch_size=250, weight_decay=0.05, dropout=0.3)
 # Batched and single runs differ by float rounding only; a large lr lets Adam amplify that into
 # visible drift within a few loops, so the equivalence tests use a moderate one.
@@ -114,7 +115,7 @@ def test_a_loop_equals_a_plain_torch_training_epoch_with_adamw(mnist_small):
     for mode, decay in (("none", 0.0), ("decay", HYPER.weight_decay)):
         trial = spec(mode)
         engine = Engine(ARCH, [trial], HYPER, mnist_small)
-        net = reference("resmlp", ARCH.stacks)
+        net = reference("resmlp", ARCH.arch.stacks)
         net.load_state_dict(state(engine, 0))
         report = engine.run_loop(ablate=False)
 
@@ -180,7 +181,7 @@ def test_evaluate_matches_the_reference_accuracy_on_the_full_validation_set(mnis
     engine = Engine(ARCH, [spec("none", 1), spec("none", 2)], HYPER, mnist)
     accuracies = engine.evaluate(engine.lkg, mnist.val_x, mnist.val_y)
     for k in range(2):
-        net = reference("resmlp", ARCH.stacks)
+        net = reference("resmlp", ARCH.arch.stacks)
         net.load_state_dict(state(engine, k))
         with torch.no_grad():
             correct = (net(mnist.val_x).argmax(1) == mnist.val_y).sum().item()
@@ -232,7 +233,7 @@ def test_dropout_acts_only_in_dropout_mode_and_only_in_training(mnist_small):
     # Evaluation is deterministic and dropout-free: the same weights score the same.
     first = batched.evaluate(batched.lkg, mnist_small.val_x, mnist_small.val_y)
     assert batched.evaluate(batched.lkg, mnist_small.val_x, mnist_small.val_y) == first
-    net = reference("resmlp", ARCH.stacks)
+    net = reference("resmlp", ARCH.arch.stacks)
     net.load_state_dict(state(batched, 1))
     with torch.no_grad():
         correct = (net(mnist_small.val_x).argmax(1) == mnist_small.val_y).sum().item()

@@ -12,7 +12,7 @@ from matplotlib.colors import to_hex
 from matplotlib.text import Annotation, Text
 from scipy import stats as scipy_stats
 
-from psa.arch import format_arch, parse_arch, read_config_file
+from psa.arch import parse_arch, parse_key, read_config_file
 from psa.modes import MODES
 from psa.report import convergence as convergence_module
 from psa.report import design_space as design_space_module
@@ -47,7 +47,7 @@ KINDS = ("png", "csv")
 REPRODUCTION = Path(__file__).parents[1] / "reproduction"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NONE_TRIALS = [90.0, 92.0, 94.0, 96.0, 98.0]
-CONFIGS = [parse_arch(f"[{key}]") for key in ("1*64", "4*4", "18*18", "64*1", "2*2", "8*8")]
+CONFIGS = [parse_key(key) for key in ("1*64", "4*4", "18*18", "64*1", "2*2", "8*8")]
 CONFIGS.append(parse_arch("[4*4, 2*8]"))
 MIRRORS = [parse_arch("[64*1]")]
 
@@ -401,7 +401,7 @@ def assert_no_overlap(boxes):
 def test_point_labels_never_overlap(tmp_path, drawn, size):
     configs = read_config_file(REPRODUCTION / "configurations.txt")
     grid = configs if size == "page" else CONFIGS
-    mirrors = {format_arch(stacks) for stacks in read_config_file(REPRODUCTION / "asymmetric.txt")}
+    mirrors = {arch.key for arch in read_config_file(REPRODUCTION / "asymmetric.txt")}
     options = FigureOptions(size=size, dpi=DPI)
     path = tmp_path / "matching.png"
     data = heatmap_parameter_matching(design_points(grid), mirrors, path, "resmlp", options)

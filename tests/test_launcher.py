@@ -100,7 +100,7 @@ def test_slurm_launch_submits_one_job_array_of_shards_with_the_asked_resources(
         assert task.args.shard == Shard(index + 1, 3)
         assert task.args.results_dir == results.absolute() and task.args.results_dir.is_absolute()
         assert task.args.launcher is None and task.args.shards is None
-        assert [tuple(a) for a in task.args.arch] == [((4, 17),), ((18, 18),)]
+        assert [a.stacks for a in task.args.arch] == [((4, 17),), ((18, 18),)]
         assert (task.args.trials, task.args.meta_loops, task.args.seed) == (10, 100, 1234)
         assert delayed._timeout_min == 720
         # Requeued after a timeout or preemption, it is the same shard again.

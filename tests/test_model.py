@@ -9,12 +9,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from psa.arch import Arch
 from psa.model import (
     build_architecture,
     forward,
     init_parameters,
-    mlp_equivalent_parameter_count,
-    parameter_count,
 )
 from reference_nets import dropout_modules, reference
 
@@ -24,9 +23,9 @@ def resmlp_formula(depth: int, width: int) -> int:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 200), st.integers(1, 3000).filter(lambda w: w != 784))
+@given(st.integers(1, 100), st.integers(1, 3000).filter(lambda w: w != 784))
 def test_resmlp_parameter_count_follows_the_single_stack_formula(depth, width):
-    assert parameter_count("resmlp", [(depth, width)]) == resmlp_formula(depth, width)
+    assert Arch([(depth, width)]).resmlp_parameters == resmlp_formula(depth, width)
 
 
 @settings(max_examples=15, deadline=None)
@@ -36,10 +35,11 @@ def test_resmlp_parameter_count_follows_the_single_stack_formula(depth, width):
     ),
     st.sampled_from(["resmlp", "mlp"]),
 )
-def test_parameter_count_equals_the_reference_modules_parameters(stacks, model):
+def test_parameter_counts_without_torch_equal_the_reference_modules_parameters(stacks, model):
     expected = sum(p.numel() for p in reference(model, stacks).parameters())
-    assert parameter_count(model, stacks) == expected
-    arch = build_architecture(model, stacks)
+    assert Arch(stacks).parameters(model) == expected
+    arch = build_architecture(model, Arch(stacks))
+    assert arch.parameter_count() == expected
     params = init_parameters(arch, [0])
     assert sum(t.numel() for t in params.tensors()) == expected
 
@@ -54,13 +54,13 @@ def test_parameter_count_equals_the_reference_modules_parameters(stacks, model):
     ],
 )
 def test_parameter_counts_match_the_spec(stacks, resmlp, mlp):
-    assert parameter_count("resmlp", stacks) == resmlp
-    assert mlp_equivalent_parameter_count(stacks) == mlp
-    assert parameter_count("mlp", stacks) == mlp
+    assert Arch(stacks).resmlp_parameters == resmlp
+    assert Arch(stacks).mlp_parameters == mlp
+    assert build_architecture("mlp", Arch(stacks)).parameter_count() == mlp
 
 
 def test_a_first_stack_of_width_784_has_no_input_projection():
-    arch = build_architecture("resmlp", [(1, 784)])
+    arch = build_architecture("resmlp", Arch([(1, 784)]))
     assert [spec.role for spec in arch.linears] == ["block_l1", "block_l2", "final"]
     assert arch.parameter_count() == 2 * (784 * 784 + 784) + 10 * 785
 
@@ -75,7 +75,7 @@ def test_a_first_stack_of_width_784_has_no_input_projection():
     ],
 )
 def test_state_dict_uses_upstream_names_and_shapes(model, stacks):
-    arch = build_architecture(model, stacks)
+    arch = build_architecture(model, Arch(stacks))
     params = init_parameters(arch, [1, 2])
     state = params.state_dict(arch, 1)
     expected = reference(model, stacks).state_dict()
@@ -86,7 +86,7 @@ def test_state_dict_uses_upstream_names_and_shapes(model, stacks):
 
 
 def test_upstream_names_of_a_two_stack_resmlp():
-    arch = build_architecture("resmlp", [(2, 4), (1, 8)])
+    arch = build_architecture("resmlp", Arch([(2, 4), (1, 8)]))
     assert [spec.name for spec in arch.linears] == [
         "layer_stack.0",
         "layer_stack.3.blocks.0.layers.0",
@@ -101,7 +101,7 @@ def test_upstream_names_of_a_two_stack_resmlp():
 
 
 def test_weights_are_stored_transposed_in_out_and_state_dict_restores_out_in():
-    arch = build_architecture("resmlp", [(1, 6)])
+    arch = build_architecture("resmlp", Arch([(1, 6)]))
     params = init_parameters(arch, [3, 4, 5])
     assert tuple(params.weights[0].shape) == (3, 784, 6)
     assert tuple(params.biases[0].shape) == (3, 6)
@@ -111,7 +111,7 @@ def test_weights_are_stored_transposed_in_out_and_state_dict_restores_out_in():
 
 
 def test_load_state_dict_round_trips_into_one_trial_only():
-    arch = build_architecture("resmlp", [(2, 5)])
+    arch = build_architecture("resmlp", Arch([(2, 5)]))
     params = init_parameters(arch, [1, 2, 3])
     donor = init_parameters(arch, [99]).state_dict(arch, 0)
     before = [params.state_dict(arch, k) for k in range(3)]
@@ -124,18 +124,18 @@ def test_load_state_dict_round_trips_into_one_trial_only():
 
 
 def test_load_state_dict_refuses_another_architecture():
-    small = build_architecture("resmlp", [(2, 5)])
-    other = build_architecture("resmlp", [(2, 6)])
+    small = build_architecture("resmlp", Arch([(2, 5)]))
+    other = build_architecture("resmlp", Arch([(2, 6)]))
     params = init_parameters(small, [1])
     with pytest.raises(ValueError, match="shape"):
         params.load_state_dict(small, 0, init_parameters(other, [1]).state_dict(other, 0))
-    deeper = build_architecture("resmlp", [(3, 5)])
+    deeper = build_architecture("resmlp", Arch([(3, 5)]))
     with pytest.raises(ValueError, match="missing|unexpected"):
         params.load_state_dict(small, 0, init_parameters(deeper, [1]).state_dict(deeper, 0))
 
 
 def test_a_trials_initial_weights_depend_only_on_its_seed():
-    arch = build_architecture("resmlp", [(2, 9)])
+    arch = build_architecture("resmlp", Arch([(2, 9)]))
     together = init_parameters(arch, [11, 22, 33])
     alone = init_parameters(arch, [22])
     for name, tensor in alone.state_dict(arch, 0).items():
@@ -145,7 +145,7 @@ def test_a_trials_initial_weights_depend_only_on_its_seed():
 
 
 def test_initialisation_is_pytorchs_default_uniform_bound():
-    arch = build_architecture("resmlp", [(1, 64)])
+    arch = build_architecture("resmlp", Arch([(1, 64)]))
     params = init_parameters(arch, [7])
     for spec, w, b in zip(arch.linears, params.weights, params.biases):
         bound = 1.0 / math.sqrt(spec.in_features)
@@ -169,7 +169,7 @@ CASES = [
 def test_batched_forward_equals_a_torch_nn_reference_for_every_trial(
     model, stacks, trials, group_size
 ):
-    arch = build_architecture(model, stacks)
+    arch = build_architecture(model, Arch(stacks))
     params = init_parameters(arch, [100 + k for k in range(trials)])
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(trials // group_size, 13, 784, generator=generator)
@@ -184,7 +184,7 @@ def test_batched_forward_equals_a_torch_nn_reference_for_every_trial(
 
 @pytest.mark.parametrize(("model", "stacks", "trials", "group_size"), CASES)
 def test_dropout_masks_act_where_given_and_nowhere_else(model, stacks, trials, group_size):
-    arch = build_architecture(model, stacks)
+    arch = build_architecture(model, Arch(stacks))
     params = init_parameters(arch, [200 + k for k in range(trials)])
     generator = torch.Generator().manual_seed(1)
     batch = 11
@@ -213,6 +213,6 @@ def test_dropout_masks_act_where_given_and_nowhere_else(model, stacks, trials, g
 
 
 def test_dropout_sites_are_the_transitions_and_block_inner_activations():
-    arch = build_architecture("resmlp", [(2, 4), (1, 8)])
+    arch = build_architecture("resmlp", Arch([(2, 4), (1, 8)]))
     assert arch.dropout_sites == (4, 4, 4, 8, 8)
-    assert build_architecture("mlp", [(2, 4), (1, 8)]).dropout_sites == (4, 4, 8)
+    assert build_architecture("mlp", Arch([(2, 4), (1, 8)])).dropout_sites == (4, 4, 8)

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from psa.arch import arch_slug, parse_arch
+from psa.arch import parse_arch, parse_key
 from psa.commands import merge_results
 from psa.commands import sweep as sweep_command
 from psa.commands.sweep import full_plan
@@ -62,7 +62,7 @@ def outcomes(results_dir: Path) -> dict[tuple, tuple]:
 def loop_values(results_dir: Path) -> dict[tuple, list]:
     values = {}
     for arch in KEYS:
-        for path in (results_dir / "logs" / arch_slug(parse_arch(f"[{arch}]"))).glob("*.jsonl"):
+        for path in (results_dir / "logs" / parse_key(arch).slug).glob("*.jsonl"):
             lines = [json.loads(line) for line in path.read_text().splitlines()]
             values[arch, path.name] = [
                 (line["loop"], line["val_accuracy"], line["lkg_accuracy"], line["ablation"])
@@ -263,7 +263,7 @@ def test_a_local_task_warned_of_its_time_limit_requeues_and_resumes_exactly(
     )
     executor = launcher.build_executor(args, (results / "launcher").absolute())
     [job] = executor.submit_array(launcher.tasks(args))
-    logs = results / "logs" / arch_slug(parse_arch(ARCHS[0]))
+    logs = results / "logs" / parse_arch(ARCHS[0]).slug
     deadline = time.monotonic() + 300
     while not any(path.stat().st_size for path in logs.glob("*.jsonl")):
         assert time.monotonic() < deadline and job.state == "RUNNING", job.paths.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from psa.arch import format_arch, read_config_file
+from psa.arch import Arch, parse_key, read_config_file
 from psa.markdown import render_summary_markdown, render_trials_markdown, write_tables
 from psa.store import LineLog, ResultsStore, StoreError, Trial
 from psa.store import claims as claim_files
@@ -21,12 +21,13 @@ from psa.store.results import ChunkState
 from schemas import loop_record, trial_record
 
 SHIPPED = Path(__file__).resolve().parents[1] / "results"
-TRIAL = Trial("1*8", "none", 1)
+ARCH = Arch([(1, 8)])
+TRIAL = Trial(ARCH, "none", 1)
 
 
 def log_lines(store: ResultsStore, trial: Trial, loops: int) -> list[dict]:
     return [
-        loop_record(trial.arch, trial.mode, trial.index, k, 50.0 + k, 50.0 + k)
+        loop_record(trial.arch.key, trial.mode, trial.index, k, 50.0 + k, 50.0 + k)
         for k in range(1, loops + 1)
     ]
 
@@ -43,7 +44,7 @@ def test_the_shipped_results_render_from_their_records_byte_for_byte(folder, con
     root = SHIPPED / folder
     store = ResultsStore(root)
     records = store.read_records("resmlp")
-    order = [format_arch(stacks) for stacks in read_config_file(SHIPPED / configs)]
+    order = [arch.key for arch in read_config_file(SHIPPED / configs)]
     table = render_trials_markdown(records, "resmlp", order)
     assert table == store.table_path("resmlp").read_text()
     summary = render_summary_markdown(records, "resmlp", order)
@@ -59,7 +60,7 @@ def test_the_shipped_results_render_from_their_records_byte_for_byte(folder, con
 def test_the_shipped_logs_and_records_are_where_the_store_says(tmp_path):
     store = ResultsStore(SHIPPED)
     for record in store.records():
-        path = store.log_path(Trial(record["arch"], record["mode"], record["trial"]))
+        path = store.log_path(Trial(parse_key(record["arch"]), record["mode"], record["trial"]))
         loops = [json.loads(line)["loop"] for line in path.read_text().splitlines()]
         assert loops == list(range(1, record["loops_run"] + 1))
     assert store.read_settings()["seed"] == 2026
@@ -131,7 +132,7 @@ def test_a_chunks_records_are_written_once_and_whole(tmp_path):
         store.write_records("1x8-abc", records[:1])
     assert [json.loads(line) for line in path.read_text().splitlines()] == records
     assert sorted(p.name for p in path.parent.iterdir()) == ["1x8-abc.jsonl"]
-    assert store.recorded_trials("resmlp") == {Trial("1*8", "none", 1), Trial("1*8", "full", 1)}
+    assert store.recorded_trials("resmlp") == {Trial(ARCH, "none", 1), Trial(ARCH, "full", 1)}
 
 
 def test_merging_keeps_trials_jsonl_as_it_was_and_adds_each_missing_record_once(tmp_path):
@@ -152,22 +153,22 @@ def test_merging_keeps_trials_jsonl_as_it_was_and_adds_each_missing_record_once(
 
 def test_a_chunk_state_round_trips_with_its_seconds(tmp_path):
     store = ResultsStore(tmp_path)
-    trials = [Trial("1*8", "none", 1), Trial("1*8", "full", 1)]
+    trials = [Trial(ARCH, "none", 1), Trial(ARCH, "full", 1)]
     state = ChunkState("1x8-abc", trials, 3, [2, 3], 12.5)
     store.save_chunk(state, {"trial0.w": torch.ones(2)})
-    assert store.chunk_state("1x8-abc", "1*8") == state
-    assert store.saved_chunks("1*8") == [state]
+    assert store.chunk_state("1x8-abc", ARCH) == state
+    assert store.saved_chunks(ARCH) == [state]
     assert torch.equal(store.chunk_tensors("1x8-abc")["trial0.w"], torch.ones(2))
     store.delete_chunk("1x8-abc")
-    assert store.saved_chunks("1*8") == [] and not (tmp_path / "chunks").exists()
+    assert store.saved_chunks(ARCH) == [] and not (tmp_path / "chunks").exists()
 
 
 def test_a_claim_is_exclusive_until_released(tmp_path):
     store = ResultsStore(tmp_path)
-    first = store.claim([TRIAL, Trial("1*8", "full", 1)])
+    first = store.claim([TRIAL, Trial(ARCH, "full", 1)])
     assert first is not None
-    assert store.claim([Trial("1*8", "full", 1)]) is None
-    assert store.claim([Trial("1*8", "hidden", 1)]) is not None
+    assert store.claim([Trial(ARCH, "full", 1)]) is None
+    assert store.claim([Trial(ARCH, "hidden", 1)]) is not None
     holder = json.loads(store.claim_path(TRIAL).read_text())
     assert holder["pid"] == os.getpid() and holder["host"] == claim_files.HOST
     first.release()
@@ -176,8 +177,8 @@ def test_a_claim_is_exclusive_until_released(tmp_path):
 
 def test_all_or_nothing_a_refused_claim_takes_none_of_its_trials(tmp_path):
     store = ResultsStore(tmp_path)
-    assert store.claim([Trial("1*8", "full", 1)]) is not None
-    assert store.claim([TRIAL, Trial("1*8", "full", 1)]) is None
+    assert store.claim([Trial(ARCH, "full", 1)]) is not None
+    assert store.claim([TRIAL, Trial(ARCH, "full", 1)]) is None
     assert not store.claim_path(TRIAL).exists()
 
 
@@ -234,7 +235,7 @@ def test_the_heartbeat_refreshes_the_claims_mtime(tmp_path):
 
 def test_status_tells_recorded_running_and_pending_trials(tmp_path):
     store = ResultsStore(tmp_path)
-    trials = [Trial("1*8", mode, 1) for mode in ("none", "full", "hidden", "output")]
+    trials = [Trial(ARCH, mode, 1) for mode in ("none", "full", "hidden", "output")]
     store.write_records("1x8-a", [trial_record("1*8", "none", 1, 60.0)])
     store.claim([trials[1]])
     store.save_chunk(ChunkState("1x8-b", trials[2:3], 2, [1], 1.0), {"trial0.w": torch.ones(1)})
@@ -246,7 +247,7 @@ def test_status_tells_recorded_running_and_pending_trials(tmp_path):
 def test_stale_claims_are_cleared_and_live_ones_kept(tmp_path):
     store = ResultsStore(tmp_path)
     live = store.claim([TRIAL])
-    dead = store.claim_path(Trial("2*4", "full", 1))
+    dead = store.claim_path(Trial(Arch([(2, 4)]), "full", 1))
     dead.parent.mkdir(parents=True)
     dead.write_text(json.dumps({"host": claim_files.HOST, "pid": dead_pid(), "token": "old"}))
     store.clear_stale_claims()

@@ -18,10 +18,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from psa.arch import arch_slug, parse_arch
+from psa.arch import Arch, parse_arch, parse_key
 from psa.commands import sweep as sweep_command
 from psa.markdown import read_summary_markdown, read_trials_markdown
-from psa.model import parameter_count
 from psa.modes import ABLATIVE_MODES, BASELINE_MODES, MODES
 from psa.store import ResultsStore, Trial
 from psa.sweep import Settings, plan_chunks, prepare_results_dir
@@ -71,7 +70,7 @@ def read_records(results_dir: Path) -> list[dict]:
 
 
 def read_log(results_dir: Path, arch: str, mode: str, trial: int) -> list[dict]:
-    path = results_dir / "logs" / arch_slug(parse_arch(f"[{arch}]")) / f"{mode}-t{trial}.jsonl"
+    path = results_dir / "logs" / parse_key(arch).slug / f"{mode}-t{trial}.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -177,7 +176,7 @@ def test_the_markdown_tables_parse_back_to_the_records(reference):
             [r["val_bounty"] for r in records if (r["arch"], r["mode"]) == (row.arch, row.mode)]
         )
         assert row.status == "ok" and row.n == TRIALS
-        assert row.parameters == parameter_count("resmlp", parse_arch(f"[{row.arch}]"))
+        assert row.parameters == parse_key(row.arch).resmlp_parameters
         expected = (bounties.mean(), bounties.std(ddof=0), bounties.min(), bounties.max())
         assert (row.mean, row.std, row.min, row.max) == pytest.approx(expected, abs=0.005 + 1e-9)
 
@@ -238,7 +237,7 @@ def start_sweep(results_dir: Path, data_dir: Path) -> subprocess.Popen:
 def wait_inside_second_architecture(process: subprocess.Popen, results_dir: Path) -> None:
     """Return once the first architecture is recorded and every trial of the second has logged
     its first loop (so a batch is mid-way: at least one loop done, more to come)."""
-    logs = results_dir / "logs" / arch_slug(parse_arch(ARCHS[1]))
+    logs = results_dir / "logs" / parse_arch(ARCHS[1]).slug
     expected = TRIALS * len(MODES)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -283,7 +282,7 @@ def test_a_sweep_stopped_by_sigterm_mid_batch_resumes_exactly(
     assert process.returncode == 143, err
     assert "Traceback" not in err and "Interrupted" in out
     assert {r["arch"] for r in read_records(results)} == {KEYS[0]}
-    [saved] = ResultsStore(results).saved_chunks(KEYS[1])
+    [saved] = ResultsStore(results).saved_chunks(parse_key(KEYS[1]))
     done = saved.loops_completed
     assert 1 <= done < LOOPS
 
@@ -464,14 +463,14 @@ def pending_trials(draw) -> list[Trial]:
     pending = []
     for index in sorted(indices):
         modes = draw(st.lists(st.sampled_from(MODES), min_size=1, max_size=6, unique=True))
-        pending += [Trial("4*17", mode, index) for mode in MODES if mode in modes]
+        pending += [Trial(Arch([(4, 17)]), mode, index) for mode in MODES if mode in modes]
     return pending
 
 
 @given(pending=pending_trials(), max_trials=st.integers(1, 20))
 def test_plan_chunks_keeps_indices_together_within_the_limit(pending, max_trials):
-    stacks = [(4, 17)]
-    chunks = plan_chunks(stacks, pending, max_trials)
+    arch = Arch([(4, 17)])
+    chunks = plan_chunks(arch, pending, max_trials)
     planned = [t for chunk in chunks for t in chunk.trials]
     assert sorted(trials_of(planned)) == sorted(trials_of(pending))
     assert len(planned) == len(pending)
@@ -480,7 +479,7 @@ def test_plan_chunks_keeps_indices_together_within_the_limit(pending, max_trials
     for trial in pending:
         groups[trial.index] = groups.get(trial.index, 0) + 1
     for chunk in chunks:
-        assert chunk.stacks == stacks and 1 <= len(chunk.trials) <= max_trials
+        assert chunk.arch == arch and 1 <= len(chunk.trials) <= max_trials
         assert trials_of(chunk.trials) == [
             t for t in trials_of(pending) if t in trials_of(chunk.trials)
         ]
@@ -499,8 +498,9 @@ def test_plan_chunks_keeps_indices_together_within_the_limit(pending, max_trials
 
 
 def test_plan_chunks_of_the_paper_grid_packs_whole_trial_indices():
-    pending = [Trial("4*17", mode, t) for t in range(1, 11) for mode in MODES]
-    chunks = plan_chunks([(4, 17)], pending, 20)
+    arch = Arch([(4, 17)])
+    pending = [Trial(arch, mode, t) for t in range(1, 11) for mode in MODES]
+    chunks = plan_chunks(arch, pending, 20)
     assert [len(c.trials) for c in chunks] == [18, 18, 18, 6]
     assert [sorted({t.index for t in c.trials}) for c in chunks] == [
         [1, 2, 3],
@@ -508,4 +508,4 @@ def test_plan_chunks_of_the_paper_grid_packs_whole_trial_indices():
         [7, 8, 9],
         [10],
     ]
-    assert [len(c.trials) for c in plan_chunks([(4, 17)], pending, 4)] == [4, 2] * 10
+    assert [len(c.trials) for c in plan_chunks(arch, pending, 4)] == [4, 2] * 10

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psa
-from psa.arch import ArchError, format_arch, parse_arch
+from psa.arch import Arch, ArchError, parse_key
 from psa.atomic import write_bytes_atomically
 from psa.errors import PsaError, command_hint
 from psa.modes import MODES
@@ -51,7 +51,7 @@ class CheckpointError(PsaError):
 def make_metadata(
     *,
     model: str,
-    arch: str,
+    arch: Arch,
     hyperparameters: dict[str, Any],
     seed: int,
     data_seed: int,
@@ -63,7 +63,7 @@ def make_metadata(
     metadata = {
         "schema": SCHEMA_VERSION,
         "model": model,
-        "arch": arch,
+        "arch": arch.key,
         "hyperparameters": dict(hyperparameters),
         "seed": seed,
         "data_seed": data_seed,
@@ -93,7 +93,7 @@ def validate_metadata(metadata: Any) -> None:
     if metadata["model"] not in MODELS:
         raise ValueError(f"unknown model {metadata['model']!r}")
     try:
-        parse_arch(f"[{metadata['arch']}]")
+        parse_key(metadata["arch"])
     except ArchError as error:
         raise ValueError(f"bad arch: {error}") from None
     missing = [key for key in HYPERPARAMETER_KEYS if key not in metadata["hyperparameters"]]
@@ -153,34 +153,26 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return tensors, metadata
 
 
-def check_compatible(metadata: dict[str, Any], model: str, arch: str, path: str | Path) -> None:
-    """Refuse to resume a checkpoint of another model kind or architecture than asked for."""
-    stored_model, stored_arch = metadata["model"], _canonical(metadata["arch"])
-    wanted_arch = _canonical(arch)
-    if stored_model == model and stored_arch == wanted_arch:
+def check_compatible(metadata: dict[str, Any], model: str, arch: Arch, path: str | Path) -> None:
+    """Refuse to resume a checkpoint of another model kind or architecture than asked for
+    (``metadata`` is valid: load_checkpoint checked its arch)."""
+    stored_model, stored_arch = metadata["model"], parse_key(metadata["arch"])
+    if stored_model == model and stored_arch == arch:
         return
     flags = [
         flag
         for flag, differs in (
             ("--model", stored_model != model),
-            ("--arch", stored_arch != wanted_arch),
+            ("--arch", stored_arch != arch),
         )
         if differs
     ]
     verb = "asks" if len(flags) == 1 else "ask"
     raise CheckpointError(
-        f"{path} holds a {stored_model} [{stored_arch}] but {' and '.join(flags)} {verb} for "
-        f"{model} [{wanted_arch}]; use --model-dir for a new run or {_clean_command(Path(path))} "
+        f"{path} holds a {stored_model} {stored_arch.flag} but {' and '.join(flags)} {verb} for "
+        f"{model} {arch.flag}; use --model-dir for a new run or {_clean_command(Path(path))} "
         "to start fresh"
     )
-
-
-def _canonical(arch: str) -> str:
-    text = arch.strip()
-    try:
-        return format_arch(parse_arch(text if text.startswith("[") else f"[{text}]"))
-    except ArchError:
-        return text
 
 
 def _header(payload: bytes) -> dict[str, Any]:

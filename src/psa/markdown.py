@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from psa.arch import ArchError, arch_stacks, canonical_arch
+from psa.arch import ArchError, parse_key
 from psa.atomic import write_text_atomically
 from psa.modes import MODE_TITLES, MODES
 from psa.store import ResultsFormatError, ResultsStore, read_trial_records
@@ -65,7 +65,7 @@ def _arch_order(frame: pd.DataFrame, arch_order: Iterable | None) -> list[str]:
     present = list(dict.fromkeys(frame["arch"]))
     if arch_order is None:
         return present
-    order = list(dict.fromkeys(canonical_arch(arch) for arch in arch_order))
+    order = list(dict.fromkeys(parse_key(arch).key for arch in arch_order))
     return order + [arch for arch in present if arch not in order]
 
 
@@ -145,10 +145,9 @@ def render_summary_markdown(
     ``errors`` maps (arch, mode) to a token (``NO_JOB_FOUND``, ``ERROR: …``) printed instead of the
     statistics. A mode with neither records nor an error prints ``NO_RESULTS``.
     """
-    from psa.model import parameter_count
 
     frame = records_frame(records)
-    errors = {(canonical_arch(arch), mode): token for (arch, mode), token in (errors or {}).items()}
+    errors = {(parse_key(arch).key, mode): token for (arch, mode), token in (errors or {}).items()}
     long = frame.rename(columns={"val_bounty": "accuracy"})
     stats = mode_statistics(long).set_index(["arch", "mode"])
     archs = _arch_order(frame, arch_order)
@@ -156,7 +155,7 @@ def render_summary_markdown(
     lines = [f"# Persistent Stochastic Ablation - {model_title(model)} Results Summary", ""]
     lines += ["## Statistical Summary", ""]
     for arch in archs:
-        parameters = parameter_count(model, arch_stacks(arch))
+        parameters = parse_key(arch).parameters(model)
         lines.append(f"Results Shape {{{arch}}} Parameters {{{parameters:,}}}")
         for mode in MODES:
             title = MODE_TITLES[mode]
@@ -234,7 +233,7 @@ def parse_trials_markdown(text: str, path: str | Path = "<trials>") -> pd.DataFr
         if line.startswith(ARCH_HEADING.strip()):
             key = line[len(ARCH_HEADING.strip()) :].strip()
             try:
-                arch = canonical_arch(key)
+                arch = parse_key(key).key
             except ArchError as error:
                 raise fail(path, number, f"bad architecture heading: {error}") from None
             if arch in archs:
@@ -313,7 +312,7 @@ def parse_summary_markdown(text: str, path: str | Path = "<summary>") -> pd.Data
         shape = _SHAPE.match(line)
         if shape:
             try:
-                arch = canonical_arch(shape.group(1))
+                arch = parse_key(shape.group(1)).key
             except ArchError as error:
                 raise fail(path, number, f"bad architecture in 'Results Shape': {error}") from None
             archs.append(arch)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
+from psa.arch import parse_key
 from psa.atomic import write_bytes_atomically, write_text_atomically
 from psa.errors import PsaError
 from psa.markdown import write_tables
@@ -70,7 +71,7 @@ def settings_from_record(record: dict) -> Settings | None:
 
 
 def trial_of(record: dict) -> Trial:
-    return Trial(record["arch"], record["mode"], record["trial"])
+    return Trial(parse_key(str(record["arch"])), record["mode"], record["trial"])
 
 
 def read_source(path: Path) -> Source:

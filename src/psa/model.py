@@ -14,11 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from psa.arch import Stack, format_arch
+from psa.arch import CLASSES, INPUT_FEATURES, Arch
 
 MODELS = ("resmlp", "mlp")
-INPUT_FEATURES = 784
-CLASSES = 10
 
 
 @dataclass(frozen=True)
@@ -44,13 +42,9 @@ class Step:
 @dataclass(frozen=True)
 class Architecture:
     model: str
-    stacks: tuple[Stack, ...]
+    arch: Arch
     linears: tuple[LinearSpec, ...]  # compute order
     steps: tuple[Step, ...]
-
-    @property
-    def key(self) -> str:
-        return format_arch(list(self.stacks))
 
     @property
     def dropout_sites(self) -> tuple[int, ...]:
@@ -65,21 +59,21 @@ class Architecture:
         return sum(s.out_features * (s.in_features + 1) for s in self.linears)
 
 
-def build_architecture(model: str, stacks: list[Stack]) -> Architecture:
+def build_architecture(model: str, arch: Arch) -> Architecture:
     if model == "resmlp":
-        return _resmlp(stacks)
+        return _resmlp(arch)
     if model == "mlp":
-        return _mlp(stacks)
+        return _mlp(arch)
     raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
 
 
-def _resmlp(stacks: list[Stack]) -> Architecture:
+def _resmlp(arch: Arch) -> Architecture:
     # Mirrors upstream's nn.Sequential indices: a transition is Linear, ReLU, Dropout (3 slots),
     # a residual stack one slot; block layers are Linear(0), ReLU(1), Dropout(2), Linear(3).
     linears: list[LinearSpec] = []
     steps: list[Step] = []
     slot, current = 0, INPUT_FEATURES
-    for depth, width in stacks:
+    for depth, width in arch.stacks:
         if width != current:
             role = "projection" if not linears else "transition"
             linears.append(LinearSpec(f"layer_stack.{slot}", current, width, role))
@@ -94,32 +88,22 @@ def _resmlp(stacks: list[Stack]) -> Architecture:
         current = width
     linears.append(LinearSpec(f"layer_stack.{slot}", current, CLASSES, "final"))
     steps.append(Step("final", (len(linears) - 1,)))
-    return Architecture("resmlp", tuple(stacks), tuple(linears), tuple(steps))
+    return Architecture("resmlp", arch, tuple(linears), tuple(steps))
 
 
-def _mlp(stacks: list[Stack]) -> Architecture:
+def _mlp(arch: Arch) -> Architecture:
     # The first paper's plain MLP: per hidden layer Linear, ReLU, Dropout; then Linear to 10.
     linears: list[LinearSpec] = []
     steps: list[Step] = []
     current = INPUT_FEATURES
-    for depth, width in stacks:
+    for depth, width in arch.stacks:
         for _ in range(depth):
             linears.append(LinearSpec(f"layers.{3 * len(linears)}", current, width, "hidden"))
             steps.append(Step("dense", (len(linears) - 1,)))
             current = width
     linears.append(LinearSpec(f"layers.{3 * len(linears)}", current, CLASSES, "final"))
     steps.append(Step("final", (len(linears) - 1,)))
-    return Architecture("mlp", tuple(stacks), tuple(linears), tuple(steps))
-
-
-def parameter_count(model: str, stacks: list[Stack]) -> int:
-    """Real parameter count of ``model`` ("resmlp" or "mlp") for these stacks."""
-    return build_architecture(model, stacks).parameter_count()
-
-
-def mlp_equivalent_parameter_count(stacks: list[Stack]) -> int:
-    """The plain-MLP count that upstream's tables printed for every architecture."""
-    return parameter_count("mlp", stacks)
+    return Architecture("mlp", arch, tuple(linears), tuple(steps))
 
 
 class StackedParameters:
@@ -169,7 +153,7 @@ class StackedParameters:
         if set(state) != expected:
             missing, unexpected = expected - set(state), set(state) - expected
             raise ValueError(
-                f"state dict does not fit {arch.model} [{arch.key}]: "
+                f"state dict does not fit {arch.model} {arch.arch.flag}: "
                 f"{len(missing)} missing and {len(unexpected)} unexpected tensors"
             )
         with torch.no_grad():
@@ -181,7 +165,7 @@ class StackedParameters:
                     if tuple(tensor.shape) != tuple(target.shape):
                         raise ValueError(
                             f"tensor {spec.name} has shape {tuple(tensor.shape)}, "
-                            f"{arch.model} [{arch.key}] needs {tuple(target.shape)}"
+                            f"{arch.model} {arch.arch.flag} needs {tuple(target.shape)}"
                         )
                     target.copy_(tensor)
 
@@ -245,7 +229,7 @@ def forward(
             if step.kind == "final":
                 return pre
             h = _dropout(torch.relu_(pre), dropout_masks, site)
-    raise ValueError(f"architecture {arch.key} has no final layer")
+    raise ValueError(f"architecture {arch.arch.flag} has no final layer")
 
 
 def _linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ def loop_record(
 ) -> dict:
     return {
         "run_id": run_id,
-        "arch": arch.key,
+        "arch": arch.arch.key,
         "model": arch.model,
         "mode": mode,
         "trial": trial,

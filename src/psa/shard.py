@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from psa.arch import Stack, format_arch, parse_arch
+from psa.arch import parse_key
 from psa.atomic import fsync_directory
 from psa.store import Trial
 from psa.sweep import Chunk, SweepError
@@ -99,7 +99,7 @@ class Plan:
 
 def _batch_json(chunk: Chunk) -> dict:
     return {
-        "arch": format_arch(chunk.stacks),
+        "arch": chunk.arch.key,
         "trials": [[trial.mode, trial.index] for trial in chunk.trials],
     }
 
@@ -124,9 +124,8 @@ def plan_from_json(data: dict, path: Path) -> Plan:
         grid = Grid(tuple(stored["archs"]), tuple(stored["modes"]), int(stored["trials"]))
         batches, costs = [], []
         for entry in data["batches"]:
-            stacks: list[Stack] = parse_arch(f"[{entry['arch']}]")
-            key = format_arch(stacks)
-            batches.append(Chunk(stacks, [Trial(key, mode, int(i)) for mode, i in entry["trials"]]))
+            arch = parse_key(entry["arch"])
+            batches.append(Chunk(arch, [Trial(arch, mode, int(i)) for mode, i in entry["trials"]]))
             costs.append(float(entry["seconds"]))
     except (KeyError, TypeError, ValueError) as error:
         raise SweepError(

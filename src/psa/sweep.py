@@ -21,7 +21,7 @@ from dataclasses import MISSING, asdict, dataclass, fields
 import torch
 
 from psa import interrupts
-from psa.arch import Stack, arch_slug, format_arch
+from psa.arch import Arch
 from psa.data import MnistSplits
 from psa.engine import Engine, Hyperparameters, LoopReport, TrialSpec
 from psa.errors import PsaError
@@ -68,14 +68,14 @@ class Settings:
 
 @dataclass
 class Chunk:
-    stacks: list[Stack]
+    arch: Arch
     trials: list[Trial]
     saved_loops: int = 0  # loops a killed run saved; the chunk resumes after them
 
     @property
     def key(self) -> str:
         text = json.dumps([[t.mode, t.index] for t in self.trials])
-        return f"{arch_slug(self.stacks)}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+        return f"{self.arch.slug}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 def check_results_dir(store: ResultsStore, settings: Settings) -> bool:
@@ -150,7 +150,7 @@ def memory_budget(device: torch.device) -> int:
     return int(available * MEMORY_FRACTION)
 
 
-def plan_chunks(stacks: list[Stack], pending: list[Trial], max_trials: int) -> list[Chunk]:
+def plan_chunks(arch: Arch, pending: list[Trial], max_trials: int) -> list[Chunk]:
     """Split an architecture's pending trials into chunks of at most ``max_trials``, keeping the
     modes of one trial index together (they share batches) unless one index alone is too big."""
     by_index: dict[int, list[Trial]] = {}
@@ -161,28 +161,28 @@ def plan_chunks(stacks: list[Stack], pending: list[Trial], max_trials: int) -> l
     for group in by_index.values():
         if len(group) > max_trials:
             chunks.extend(
-                Chunk(stacks, group[i : i + max_trials]) for i in range(0, len(group), max_trials)
+                Chunk(arch, group[i : i + max_trials]) for i in range(0, len(group), max_trials)
             )
             continue
         if len(current) + len(group) > max_trials:
-            chunks.append(Chunk(stacks, current))
+            chunks.append(Chunk(arch, current))
             current = []
         current = current + group
     if current:
-        chunks.append(Chunk(stacks, current))
+        chunks.append(Chunk(arch, current))
     return chunks
 
 
 def saved_chunks(
-    store: ResultsStore, stacks: list[Stack], pending: list[Trial], running: set[Trial]
+    store: ResultsStore, arch: Arch, pending: list[Trial], running: set[Trial]
 ) -> list[Chunk]:
     """Chunks of this architecture that a killed run left half done, rebuilt as they were, so
     they continue from their saved loop whatever the memory budget is now. One with a trial a
     live worker holds is that worker's."""
     open_trials = set(pending)
     chunks = []
-    for state in store.saved_chunks(format_arch(stacks)):
-        chunk = Chunk(stacks, state.trials, state.loops_completed)
+    for state in store.saved_chunks(arch):
+        chunk = Chunk(arch, state.trials, state.loops_completed)
         if chunk.key == state.key and set(state.trials) <= open_trials:
             open_trials -= set(state.trials)
             if not set(state.trials) & running:
@@ -190,10 +190,10 @@ def saved_chunks(
     return chunks
 
 
-def drop_finished_chunks(store: ResultsStore, stacks: list[Stack], done: set[Trial]) -> None:
+def drop_finished_chunks(store: ResultsStore, arch: Arch, done: set[Trial]) -> None:
     """Delete saved states of chunks whose trials are all recorded (a kill right after the
     records were written, before the state went)."""
-    for state in store.saved_chunks(format_arch(stacks)):
+    for state in store.saved_chunks(arch):
         if set(state.trials) <= done:
             store.delete_chunk(state.key)
 
@@ -212,7 +212,7 @@ class ChunkRunner:
 
     def run(self, chunk: Chunk, claim: Claim) -> None:
         settings, store = self.settings, self.store
-        arch = build_architecture(settings.model, chunk.stacks)
+        arch = build_architecture(settings.model, chunk.arch)
         specs = [self._spec(t) for t in chunk.trials]
         engine = Engine(arch, specs, settings.hyper, self.data)
         seconds = self._resume(engine, chunk)
@@ -260,7 +260,7 @@ class ChunkRunner:
         """Continue from the chunk's saved LKGs (later loops draw exactly what an uninterrupted
         run would, since every random stream is derived from (seed, loop)); the training seconds
         of the earlier sessions."""
-        state = self.store.chunk_state(chunk.key, format_arch(chunk.stacks))
+        state = self.store.chunk_state(chunk.key, chunk.arch)
         if state is None:
             return 0.0
         tensors = self.store.chunk_tensors(chunk.key)
@@ -316,7 +316,7 @@ class ChunkRunner:
         settings = self.settings
         return [
             {
-                "arch": trial.arch,
+                "arch": trial.arch.key,
                 "model": settings.model,
                 "mode": trial.mode,
                 "trial": trial.index,
@@ -337,18 +337,17 @@ class ChunkRunner:
 
 
 def grid(
-    configs: list[list[Stack]], modes: list[str], trials: int, done: set[Trial]
-) -> list[tuple[list[Stack], list[Trial]]]:
+    configs: list[Arch], modes: list[str], trials: int, done: set[Trial]
+) -> list[tuple[Arch, list[Trial]]]:
     """Pending trials per architecture, in configuration order (trial index, then mode)."""
     plan = []
-    for stacks in configs:
-        key = format_arch(stacks)
+    for arch in configs:
         pending = [
-            Trial(key, mode, t)
+            Trial(arch, mode, t)
             for t in range(1, trials + 1)
             for mode in modes
-            if Trial(key, mode, t) not in done
+            if Trial(arch, mode, t) not in done
         ]
         if pending:
-            plan.append((stacks, pending))
+            plan.append((arch, pending))
     return plan

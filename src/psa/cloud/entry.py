@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from psa.arch import arch_flag, argparse_arch
+from psa.arch import argparse_arch
 from psa.arguments import mode_list
 from psa.atomic import write_text_atomically
 from psa.cloud.grid import MODELS, PRECISIONS
@@ -67,7 +67,7 @@ def job_paths(environ: dict[str, str], checkpoint_dir: Path | None = None) -> Jo
 def sweep_argv(args: argparse.Namespace, results_dir: Path, data_dir: Path | None) -> list[str]:
     argv = [
         "--arch",
-        arch_flag(args.arch),
+        args.arch.flag,
         "--modes",
         ",".join(args.modes),
         "--trials",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psa
-from psa.arch import Stack, arch_flag, arch_slug, argparse_arch, format_arch, read_config_file
+from psa.arch import Arch, argparse_arch, read_config_file
 from psa.arguments import mode_list, positive_int
 from psa.modes import MODES
 
@@ -86,7 +86,7 @@ def add_grid_flags(parser: argparse.ArgumentParser) -> None:
 class JobSpec:
     """One training job: an architecture, its modes, and every setting that changes results."""
 
-    stacks: tuple[Stack, ...]
+    arch: Arch
     modes: tuple[str, ...]
     trials: int
     meta_loops: int
@@ -99,10 +99,6 @@ class JobSpec:
     precision: str
 
     @property
-    def arch(self) -> str:
-        return format_arch(list(self.stacks))
-
-    @property
     def mode_label(self) -> str:
         if len(self.modes) == 1:
             return self.modes[0]
@@ -110,7 +106,7 @@ class JobSpec:
 
     def settings_hash(self) -> str:
         identity = {
-            "arch": self.arch,
+            "arch": self.arch.key,
             "modes": list(self.modes),
             "trials": self.trials,
             "meta_loops": self.meta_loops,
@@ -129,13 +125,13 @@ class JobSpec:
         """The job name of the first attempt; long slugs are cut (the hash keeps names unique)."""
         tail = f"-{self.mode_label}-{self.settings_hash()}"
         room = NAME_LIMIT - ATTEMPT_RESERVE - len(job_prefix) - 1 - len(tail)
-        slug = arch_slug(list(self.stacks))[:room].rstrip("-")
+        slug = self.arch.slug[:room].rstrip("-")
         return f"{job_prefix}-{slug}{tail}"
 
     def entry_arguments(self) -> dict[str, str]:
         """The in-job entry's flags (without dashes) and their values."""
         return {
-            "arch": arch_flag(list(self.stacks)),
+            "arch": self.arch.flag,
             "modes": ",".join(self.modes),
             "trials": str(self.trials),
             "meta-loops": str(self.meta_loops),
@@ -158,7 +154,7 @@ def plan_jobs(args: argparse.Namespace) -> list[JobSpec]:
     groups = [(mode,) for mode in args.modes] if args.job_per == "mode" else [tuple(args.modes)]
     return [
         JobSpec(
-            stacks=tuple(stacks),
+            arch=arch,
             modes=modes,
             trials=args.trials,
             meta_loops=args.meta_loops,
@@ -170,7 +166,7 @@ def plan_jobs(args: argparse.Namespace) -> list[JobSpec]:
             seed=args.seed,
             precision=args.precision,
         )
-        for stacks in architectures
+        for arch in architectures
         for modes in groups
     ]
 

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from psa.arch import ArchError, arch_slug, canonical_arch, parse_arch
+from psa.arch import Arch, ArchError, parse_key
 from psa.modes import MODES
 
 MISSING = "N/A"
@@ -27,7 +27,7 @@ _LOOP_LINE = re.compile(
     rf"(?<![\w-])Loop\s+(\d+)\s*/\s*(\d+)\b.*?\bCurrent:\s*{_NUMBER}\s*%.*?\bLKG:\s*{_NUMBER}\s*%"
 )
 _TEST_LINE = re.compile(rf"Final Test Accuracy:\s*{_NUMBER}\s*%")
-_UPSTREAM_JOB = re.compile(r"^[A-Za-z0-9]+-(\d+)x(\d+)-([a-z]+)-")
+_UPSTREAM_JOB = re.compile(r"^[A-Za-z0-9]+-(\d+)x(\d+)-([a-z]+)-", re.ASCII)
 _LOOP_KEYS = frozenset({"arch", "mode", "trial", "loop", "val_accuracy", "lkg_accuracy"})
 _TRIAL_KEYS = frozenset({"arch", "mode", "trial", "val_bounty"})
 
@@ -36,7 +36,7 @@ _TRIAL_KEYS = frozenset({"arch", "mode", "trial", "val_bounty"})
 class TrialLog:
     """One trial's per-loop records (schema of the per-loop JSON lines) and its test accuracy."""
 
-    arch: str
+    arch: Arch
     mode: str
     trial: int
     model: str
@@ -46,7 +46,7 @@ class TrialLog:
     from_text: bool = False  # read from upstream's text lines, not from psa's JSON records
 
     @property
-    def key(self) -> tuple[str, str, int]:
+    def key(self) -> tuple[Arch, str, int]:
         return (self.arch, self.mode, self.trial)
 
 
@@ -64,9 +64,9 @@ def _json_object(message: str) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def _canonical(record: dict) -> tuple[str, str, int] | None:
+def _canonical(record: dict) -> tuple[Arch, str, int] | None:
     try:
-        arch = canonical_arch(str(record["arch"]))
+        arch = parse_key(str(record["arch"]))
         trial = int(record["trial"])
     except (ArchError, TypeError, ValueError):
         return None
@@ -77,9 +77,14 @@ def _canonical(record: dict) -> tuple[str, str, int] | None:
 
 def parse_job_log(job: str, lines: Iterable[str], model: str = "resmlp") -> list[TrialLog]:
     """The trials one job's log lines describe; JSON records win over text when both occur."""
-    from_json: dict[tuple[str, str, int], TrialLog] = {}
+    from_json: dict[tuple[Arch, str, int], TrialLog] = {}
     from_text: list[TrialLog] = []
-    upstream = _UPSTREAM_JOB.match(job)
+    upstream, upstream_arch = _UPSTREAM_JOB.match(job), None
+    if upstream is not None:
+        try:
+            upstream_arch = Arch([(int(upstream.group(1)), int(upstream.group(2)))])
+        except ArchError:  # no network psa could train: not an upstream job's name
+            upstream = None
     current: TrialLog | None = None
     last_loop = 0
     for line in lines:
@@ -94,7 +99,7 @@ def parse_job_log(job: str, lines: Iterable[str], model: str = "resmlp") -> list
                     key, TrialLog(*key, record.get("model", model), record.get("run_id", job))
                 )
                 if record.keys() >= _LOOP_KEYS:
-                    trial.loops[int(record["loop"])] = {**record, "arch": key[0]}
+                    trial.loops[int(record["loop"])] = {**record, "arch": key[0].key}
                 elif record.get("test_accuracy") is not None:
                     trial.test_accuracy = float(record["test_accuracy"])
             continue
@@ -104,14 +109,14 @@ def parse_job_log(job: str, lines: Iterable[str], model: str = "resmlp") -> list
         if loop_match:
             loop = int(loop_match.group(1))
             if current is None or loop <= last_loop:
-                depth, width, mode = upstream.groups()
-                current = TrialLog(f"{depth}*{width}", mode, len(from_text) + 1, model, job)
+                mode = upstream.group(3)
+                current = TrialLog(upstream_arch, mode, len(from_text) + 1, model, job)
                 current.from_text = True
                 from_text.append(current)
             last_loop = loop
             current.loops[loop] = {
                 "run_id": job,
-                "arch": current.arch,
+                "arch": current.arch.key,
                 "model": model,
                 "mode": current.mode,
                 "trial": current.trial,
@@ -148,7 +153,7 @@ def merge_jobs(jobs: Iterable[tuple[str, list[TrialLog]]]) -> list[TrialLog]:
     Records of psa's jobs merge per trial; an upstream rerun of an arch x mode replaces the
     earlier job's trials of it as a whole.
     """
-    merged: dict[tuple[str, str, int], TrialLog] = {}
+    merged: dict[tuple[Arch, str, int], TrialLog] = {}
     for _, trials in sorted(jobs, key=lambda item: item[0]):
         replaced = {(trial.arch, trial.mode) for trial in trials if trial.from_text}
         for key in [key for key in merged if key[:2] in replaced]:
@@ -165,7 +170,7 @@ def merge_jobs(jobs: Iterable[tuple[str, list[TrialLog]]]) -> list[TrialLog]:
 
 
 def _order(trial: TrialLog) -> tuple:
-    return (parse_arch(f"[{trial.arch}]"), MODES.index(trial.mode), trial.trial)
+    return (trial.arch, MODES.index(trial.mode), trial.trial)
 
 
 def _cell(value: float | None) -> str:
@@ -183,7 +188,7 @@ def loop_table(trials: list[TrialLog], kind: str) -> str:
     header.append("Final Test")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for trial in trials:
-        cells = [arch_slug(parse_arch(f"[{trial.arch}]")), trial.mode, str(trial.trial)]
+        cells = [trial.arch.slug, trial.mode, str(trial.trial)]
         for loop in range(1, last + 1):
             cells.append(_cell(_value(trial, loop, kind)))
         cells.append(_cell(trial.test_accuracy))

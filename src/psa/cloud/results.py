@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from boto3.exceptions import RetriesExceededError
 from botocore.exceptions import ClientError
 
-from psa.arch import ArchError, arch_slug
+from psa.arch import ArchError
 from psa.atomic import write_bytes_atomically, write_text_atomically
 from psa.cli import CommandParser
 from psa.cloud.aws import cli_errors, client, error_code
@@ -81,7 +81,7 @@ def candidate_jobs(names: set[str], spec: JobSpec, settings: Settings, naming: s
 
 def upstream_stem(spec: JobSpec, settings: Settings) -> str:
     """Upstream named its jobs ``psa-LxW-mode-<timestamp>``."""
-    return f"{settings.job_prefix}-{arch_slug(list(spec.stacks))}-{spec.modes[0]}-"
+    return f"{settings.job_prefix}-{spec.arch.slug}-{spec.modes[0]}-"
 
 
 def read_output(archive_path: Path, result: JobResult) -> None:
@@ -176,7 +176,7 @@ def _records_from_results_txt(contents: dict[str, bytes], spec: JobSpec) -> list
                 ) from None
             records.append(
                 {
-                    "arch": spec.arch,
+                    "arch": spec.arch.key,
                     "model": spec.model,
                     "mode": mode,
                     "trial": trial,
@@ -231,9 +231,9 @@ def collect(
 
 def write_results_dir(results: list[JobResult], output_dir: Path, model: str) -> Path:
     records = [record for result in results for record in result.records]
-    arch_order = list(dict.fromkeys(result.spec.arch for result in results))
+    arch_order = list(dict.fromkeys(result.spec.arch.key for result in results))
     errors = {
-        (result.spec.arch, mode): token
+        (result.spec.arch.key, mode): token
         for result in results
         for mode, token in result.errors.items()
     }

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from psa.arch import ArchError, format_arch, parse_arch
+from psa.arch import ArchError, parse_key
 from psa.arguments import positive_int
 from psa.cli import CommandParser
 from psa.data import DatasetError, MnistSplits, load_mnist
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
-        archs = [parse_arch(f"[{a.strip()}]") for a in args.archs.split(",") if a.strip()]
+        archs = [parse_key(a) for a in args.archs.split(",") if a.strip()]
         ks = [int(k) for k in args.trials.split(",")]
         precisions = [p.strip() for p in args.precisions.split(",")]
         if any(k < 1 for k in ks) or any(p not in PRECISIONS for p in precisions):
@@ -118,8 +118,8 @@ def run(args, archs, ks, precisions, device, data: MnistSplits) -> dict:
     rows = []
     steps_per_epoch = math.ceil(TRAIN_ROWS / args.batch_size)
     subset = _subset(data, args.steps * args.batch_size)
-    for stacks in archs:
-        arch = build_architecture("resmlp", stacks)
+    for shape in archs:
+        arch = build_architecture("resmlp", shape)
         floor = (
             6
             * arch.parameter_count()
@@ -214,7 +214,7 @@ def reference_module(arch: Architecture) -> nn.Module:
     """Upstream's ResMLP as nn.Modules (spec 2.2), dropout idle as outside dropout mode."""
     layers: list[nn.Module] = []
     current = 784
-    for depth, width in arch.stacks:
+    for depth, width in arch.arch.stacks:
         if width != current:
             layers += [nn.Linear(current, width), nn.ReLU(), nn.Dropout(0.0)]
         layers.append(nn.Sequential(*[_Block(width) for _ in range(depth)]))
@@ -257,7 +257,7 @@ def _row(
     per_trial = epoch_seconds / k
     flops = 6 * arch.parameter_count() * TRAIN_ROWS * k
     return {
-        "arch": format_arch(list(arch.stacks)),
+        "arch": arch.arch.key,
         "parameters": arch.parameter_count(),
         "engine": engine,
         "trials": k,

@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from psa.arch import arch_flag
 from psa.engine import LoopReport, TrialState
 from psa.model import Architecture
 
@@ -45,7 +44,7 @@ class TrainingDisplay:
         if self.rich:
             self.console.print(architecture_table(arch))
         self.print(
-            f"{arch.model} {arch_flag(list(arch.stacks))} | {arch.parameter_count():,} parameters"
+            f"{arch.model} {arch.arch.flag} | {arch.parameter_count():,} parameters"
             f" | mode {args.ablation_mode} | device {self.device.type} | precision "
             f"{args.precision} | seed {self.seeds.run} (data seed {self.seeds.data})"
         )
@@ -104,7 +103,7 @@ class TrainingDisplay:
 
 
 def architecture_table(arch: Architecture) -> Table:
-    table = Table(title=f"{arch.model} {arch_flag(list(arch.stacks))}")
+    table = Table(title=f"{arch.model} {arch.arch.flag}")
     for column in ("#", "layer", "role", "in", "out", "parameters"):
         table.add_column(
             column, justify="right" if column in ("#", "in", "out", "parameters") else "left"

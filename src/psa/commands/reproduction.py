@@ -12,7 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from psa.arch import ArchError, Stack, arch_flag, arch_slug, read_config_file
+from psa.arch import Arch, ArchError, read_config_file
 from psa.arguments import positive_int
 from psa.cli import CommandParser
 from psa.modes import MODES
@@ -68,10 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def train_command(
-    stacks: list[Stack], mode: str, trial: int, meta_loops: int, seed: int, model_root: str
+    arch: Arch, mode: str, trial: int, meta_loops: int, seed: int, model_root: str
 ) -> str:
     """One trial as one shell command line."""
-    model_dir = f"{model_root.rstrip('/')}/{arch_slug(stacks)}_{mode}_t{trial}/"
+    model_dir = f"{model_root.rstrip('/')}/{arch.slug}_{mode}_t{trial}/"
     rest = [
         "--ablation-mode",
         mode,
@@ -84,11 +84,11 @@ def train_command(
         str(trial_run_seed(seed, trial)),
     ]
     # Upstream's spelling, --arch "[L*W]": safe in double quotes (digits, *, comma, space).
-    return f'{TRAIN} --arch "{arch_flag(stacks)}" {shlex.join(rest)}'
+    return f'{TRAIN} --arch "{arch.flag}" {shlex.join(rest)}'
 
 
 def script_text(
-    configs: list[list[Stack]], trials: int, meta_loops: int, seed: int, model_root: str
+    configs: list[Arch], trials: int, meta_loops: int, seed: int, model_root: str
 ) -> str:
     total = len(configs) * len(MODES) * trials
     root = shlex.quote(model_root)
@@ -112,8 +112,8 @@ def script_text(
         "",
     ]
     commands = [
-        train_command(stacks, mode, trial, meta_loops, seed, model_root)
-        for stacks in configs
+        train_command(arch, mode, trial, meta_loops, seed, model_root)
+        for arch in configs
         for trial in range(1, trials + 1)
         for mode in MODES
     ]
@@ -148,12 +148,12 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     print("=== Individual Commands ===")
-    for stacks in configs:
-        print(f"# Architecture: {arch_flag(stacks)} ({arch_slug(stacks)})")
+    for arch in configs:
+        print(f"# Architecture: {arch.flag} ({arch.slug})")
         for mode in MODES:
             print(
                 train_command(
-                    stacks, mode, 1, arguments.meta_loops, arguments.seed, arguments.model_root
+                    arch, mode, 1, arguments.meta_loops, arguments.seed, arguments.model_root
                 )
             )
         print()

@@ -17,7 +17,7 @@ from rich.progress import (
 )
 
 from psa import interrupts, launcher
-from psa.arch import ArchError, argparse_arch, format_arch, read_config_file
+from psa.arch import Arch, ArchError, argparse_arch, read_config_file
 from psa.arguments import add_method_flags, mode_list, positive_int, probability
 from psa.cli import CommandParser
 from psa.data import DatasetError, load_mnist
@@ -198,20 +198,20 @@ def plan(args, settings: Settings, store: ResultsStore, configs, device) -> list
     done = store.recorded_trials(settings.model) if store.exists() else set()
     budget = memory_budget(device)
     chunks = []
-    for stacks, pending in grid(configs, args.modes, args.trials, done):
+    for arch, pending in grid(configs, args.modes, args.trials, done):
         running = {t for t in pending if store.is_claimed(t)}
-        resumed = saved_chunks(store, stacks, pending, running)
+        resumed = saved_chunks(store, arch, pending, running)
         taken = {t for chunk in resumed for t in chunk.trials} | running
-        arch = build_architecture(args.model, stacks)
-        limit = args.max_batch or batch_limit(arch, args.batch_size, budget, device)
+        network = build_architecture(args.model, arch)
+        limit = args.max_batch or batch_limit(network, args.batch_size, budget, device)
         rest = [t for t in pending if t not in taken]
-        chunks += resumed + plan_chunks(stacks, rest, limit)
+        chunks += resumed + plan_chunks(arch, rest, limit)
     return chunks
 
 
 def run(args: argparse.Namespace) -> None:
     configs = args.arch if args.arch else read_config_file(args.configs)
-    arch_order = [format_arch(stacks) for stacks in configs]
+    arch_order = [arch.key for arch in configs]
     store = ResultsStore(args.results_dir)
     seed = args.seed if args.seed is not None else stored_seed(store)
     settings = Settings(
@@ -254,8 +254,8 @@ def run(args: argparse.Namespace) -> None:
             chunks = replan()
     store.clear_stale_claims()
     done = store.recorded_trials(settings.model)
-    for stacks in configs:
-        drop_finished_chunks(store, stacks, done)
+    for arch in configs:
+        drop_finished_chunks(store, arch, done)
     if not chunks:
         finish(store, settings.model, arch_order)  # a sweep stopped before it merged
         whose = f"of shard {args.shard} " if args.shard else ""
@@ -298,8 +298,8 @@ def run(args: argparse.Namespace) -> None:
             sys.exit(interrupts.exit_status(error))
     finish(store, settings.model, arch_order)
     every = [
-        Trial(key, mode, index)
-        for key in arch_order
+        Trial(arch, mode, index)
+        for arch in configs
         for mode in args.modes
         for index in range(1, args.trials + 1)
     ]
@@ -324,7 +324,7 @@ def choose_plan(args, store: ResultsStore, configs, settings: Settings, device, 
         return stored
     started = store.exists() and (
         store.recorded_trials(settings.model)
-        or any(store.saved_chunks(format_arch(stacks)) for stacks in configs)
+        or any(store.saved_chunks(arch) for arch in configs)
     )
     if args.shard is None and started:
         return None
@@ -336,12 +336,12 @@ def full_plan(
 ) -> Plan:
     """Every batch of the grid, finished or not, in the order one process runs them."""
     batches, costs = [], []
-    for stacks, trials in grid(configs, wanted.modes, wanted.trials, set()):
-        arch = build_architecture(settings.model, stacks)
-        limit = max_batch or batch_limit(arch, settings.batch_size, budget, device)
-        for chunk in plan_chunks(stacks, trials, limit):
+    for arch, trials in grid(configs, wanted.modes, wanted.trials, set()):
+        network = build_architecture(settings.model, arch)
+        limit = max_batch or batch_limit(network, settings.batch_size, budget, device)
+        for chunk in plan_chunks(arch, trials, limit):
             batches.append(chunk)
-            costs.append(estimate_seconds(arch, len(chunk.trials), settings))
+            costs.append(estimate_seconds(network, len(chunk.trials), settings))
     return Plan(wanted, tuple(batches), tuple(costs))
 
 
@@ -355,8 +355,8 @@ def open_batches(batch_plan: Plan, shard: Shard | None, store: ResultsStore, mod
         left = [trial for trial in batch.trials if trial not in done]
         if not left or any(store.is_claimed(trial) for trial in left):
             continue
-        chunk = batch if len(left) == len(batch.trials) else Chunk(batch.stacks, left)
-        state = store.chunk_state(chunk.key, format_arch(chunk.stacks))
+        chunk = batch if len(left) == len(batch.trials) else Chunk(batch.arch, left)
+        state = store.chunk_state(chunk.key, chunk.arch)
         chunk.saved_loops = state.loops_completed if state is not None else 0
         chunks.append(chunk)
     return chunks
@@ -425,7 +425,7 @@ def print_status(console: Console, store: ResultsStore) -> None:
             state = "pending"
         counts[state] += 1
         sizes[state] += len(batch.trials)
-        per = by_arch.setdefault(format_arch(batch.stacks), dict.fromkeys(states, 0))
+        per = by_arch.setdefault(batch.arch.key, dict.fromkeys(states, 0))
         per[state] += 1
     console.print(
         f"{store.root}: batch plan {batch_plan.fingerprint()}, {len(batch_plan.batches)} batches "
@@ -450,7 +450,7 @@ def run_chunk(store, settings, data, chunk, label, progress, task, console) -> i
     with claim:
         if set(chunk.trials) & store.recorded_trials(settings.model):
             return 0  # recorded by another worker between planning and claiming
-        label = f"[{format_arch(chunk.stacks)}] {label} (K={len(chunk.trials)})"
+        label = f"{chunk.arch.flag} {label} (K={len(chunk.trials)})"
         progress.update(task, description=label)
 
         def on_loop(chunk, report, engine):
@@ -486,11 +486,11 @@ def print_plan(console: Console, chunks: list[Chunk], settings: Settings, finish
         f"({left} trial-loops left), model {settings.model}, base seed {settings.seed}"
     )
     total_seconds = 0.0
-    by_arch: dict[str, list] = {}
+    by_arch: dict[Arch, list] = {}
     for chunk in chunks:
-        by_arch.setdefault(format_arch(chunk.stacks), []).append(chunk)
+        by_arch.setdefault(chunk.arch, []).append(chunk)
     for key, batches in by_arch.items():
-        arch = build_architecture(settings.model, batches[0].stacks)
+        arch = build_architecture(settings.model, key)
         seconds = [
             estimate_seconds(arch, len(c.trials), settings, settings.meta_loops - c.saved_loops)
             for c in batches
@@ -501,7 +501,7 @@ def print_plan(console: Console, chunks: list[Chunk], settings: Settings, finish
             k = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
             indices = sorted({t.index for c in batches for t in c.trials})
             console.print(
-                f"  [{key}] {len(batches)} batches of K={k}"
+                f"  {key.flag} {len(batches)} batches of K={k}"
                 f" (trials {indices[0]}-{indices[-1]}) ~{_duration(sum(seconds))}"
             )
             continue
@@ -510,7 +510,7 @@ def print_plan(console: Console, chunks: list[Chunk], settings: Settings, finish
             indices = sorted({t.index for t in chunk.trials})
             resume = f", resumes after loop {chunk.saved_loops}" if chunk.saved_loops else ""
             console.print(
-                f"  [{key}] K={len(chunk.trials)} (trials {indices[0]}-{indices[-1]}"
+                f"  {key.flag} K={len(chunk.trials)} (trials {indices[0]}-{indices[-1]}"
                 f", modes {','.join(modes)}{resume}) ~{_duration(estimate)}"
             )
     console.print(

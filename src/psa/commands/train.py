@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from psa import interrupts
-from psa.arch import argparse_arch, format_arch
+from psa.arch import argparse_arch
 from psa.arguments import add_method_flags, positive_int, probability
 from psa.checkpoint import (
     DEFAULT_NAME,
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> None:
     metadata = None
     if checkpoint.exists():
         tensors, metadata = load_checkpoint(checkpoint)
-        check_compatible(metadata, args.model, format_arch(args.arch), checkpoint)
+        check_compatible(metadata, args.model, args.arch, checkpoint)
 
     started = time.perf_counter()
     data = load_mnist(args.data_dir, device)
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> None:
         seeds = run_seeds(seed, args.ablation_mode, args.data_seed)
         metadata = make_metadata(
             model=args.model,
-            arch=format_arch(args.arch),
+            arch=args.arch,
             hyperparameters=_hyper_dict(hyper),
             seed=seeds.run,
             data_seed=seeds.data,

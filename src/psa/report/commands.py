@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from psa.arch import ArchError, canonical_arch, read_config_file
+from psa.arch import ArchError, parse_key, read_config_file
 from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.markdown import read_mode_statistics, read_trials
@@ -164,7 +164,7 @@ def _trials(parser: argparse.ArgumentParser, args: argparse.Namespace) -> pd.Dat
 def _config_archs(path: Path | None) -> list[str] | None:
     if path is None:
         return None
-    return [canonical_arch(stacks) for stacks in read_config_file(path)]
+    return [arch.key for arch in read_config_file(path)]
 
 
 def _format_regimes(classified: pd.DataFrame, counts: pd.DataFrame, zeror: float, fmt: str):
@@ -431,7 +431,7 @@ def _add_correction(parser: argparse.ArgumentParser, whose: str = "") -> None:
 def parse_targets(text: str) -> list[str]:
     """``"1*1024,18*18"`` or ``"[4*4, 2*8],18*18"`` -> canonical architecture keys."""
     pieces = re.findall(r"\[[^\]]*\]|[^,\s][^,]*", text)
-    return list(dict.fromkeys(canonical_arch(piece.strip()) for piece in pieces))
+    return list(dict.fromkeys(parse_key(piece).key for piece in pieces))
 
 
 def convergence_main(argv: list[str] | None = None) -> int:

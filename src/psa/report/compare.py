@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from psa.arch import canonical_arch
+from psa.arch import parse_key
 from psa.markdown import wide_trials
 from psa.modes import MODES
 
@@ -142,7 +142,7 @@ def compare_modes(
     archs = (
         list(dict.fromkeys(long["arch"]))
         if arch_order is None
-        else list(dict.fromkeys(canonical_arch(arch) for arch in arch_order))
+        else list(dict.fromkeys(parse_key(arch).key for arch in arch_order))
     )
     rows = []
     for arch in archs:

@@ -25,7 +25,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from scipy import stats as scipy_stats
 
-from psa.arch import ArchError, canonical_arch
+from psa.arch import ArchError, parse_key
 from psa.markdown import model_title
 from psa.modes import MODES
 from psa.report.palettes import palette
@@ -64,7 +64,7 @@ def read_jsonl_log(path: str | Path) -> pd.DataFrame:
     rows = []
     for number, line in json_lines(path, REQUIRED_LOG_KEYS, "log line"):
         try:
-            arch = canonical_arch(str(line["arch"]))
+            arch = parse_key(str(line["arch"])).key
         except ArchError as error:
             raise _fail(path, number, str(error)) from None
         rows.append(
@@ -129,7 +129,7 @@ def read_loop_logs(logs_dir: str | Path, model: str = "resmlp") -> pd.DataFrame:
     for path in sorted(root.rglob("*.log")):
         job = _job_of(path, root)
         if job:
-            arch = canonical_arch(job.group(1).replace("x", "*").replace("-", ", "))
+            arch = parse_key(job.group(1).replace("x", "*").replace("-", ", ")).key
             jobs.setdefault((arch, job.group(2)), []).append(path)
     frames += [
         read_cloudwatch_job(files, arch, mode, model) for (arch, mode), files in jobs.items()

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Rectangle
 
-from psa.arch import Stack
+from psa.arch import Arch
 from psa.markdown import model_title
 from psa.report.heatmaps import design_points
 from psa.report.labels import label_or_note
@@ -25,7 +25,7 @@ def design_space_path(output_dir: str | Path, model: str, fmt: str = "png") -> P
 
 
 def design_space_figure(
-    configs: Iterable[list[Stack]],
+    configs: Iterable[Arch],
     path: str | Path,
     model: str = "resmlp",
     options: FigureOptions | None = None,

@@ -22,9 +22,8 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm, Normalize, TwoSlopeNorm, to_hex
 from matplotlib.ticker import FixedLocator, FuncFormatter
 
-from psa.arch import Stack, format_arch
+from psa.arch import Arch
 from psa.markdown import is_paired, mode_statistics, model_title
-from psa.model import mlp_equivalent_parameter_count
 from psa.modes import ABLATIVE_MODES, MODES
 from psa.report.compare import compare_modes
 from psa.report.labels import label_or_note, place_labels
@@ -73,11 +72,9 @@ def heatmap_path(output_dir: str | Path, model: str, name: str, fmt: str = "png"
     return Path(output_dir) / f"{model_title(model)}_Heatmap_{name}.{fmt}"
 
 
-def design_points(configs: Iterable[list[Stack]]) -> pd.DataFrame:
+def design_points(configs: Iterable[Arch]) -> pd.DataFrame:
     """arch, depth, width of every single-stack configuration (others have no L x W position)."""
-    rows = [
-        (format_arch(stacks), stacks[0][0], stacks[0][1]) for stacks in configs if len(stacks) == 1
-    ]
+    rows = [(arch.key, *arch.stacks[0]) for arch in configs if len(arch.stacks) == 1]
     points = pd.DataFrame(rows, columns=["arch", "depth", "width"])
     return points.drop_duplicates("arch").reset_index(drop=True)
 
@@ -363,7 +360,7 @@ def heatmap_parameter_matching(
     """Plain-MLP-equivalent parameter counts: colour and area on log scales, shape by matching."""
     data = points.copy()
     data["parameters"] = [
-        mlp_equivalent_parameter_count([(depth, width)])
+        Arch([(depth, width)]).mlp_parameters
         for depth, width in zip(data["depth"], data["width"], strict=True)
     ]
     data["asymmetric"] = data["arch"].isin(asymmetric)
@@ -440,8 +437,8 @@ def heatmap_regimes(
 
 def make_heatmaps(
     long: pd.DataFrame,
-    configs: Iterable[list[Stack]],
-    asymmetric: Iterable[list[Stack]],
+    configs: Iterable[Arch],
+    asymmetric: Iterable[Arch],
     output_dir: str | Path,
     model: str = "resmlp",
     zeror: float = ZEROR_VALIDATION,
@@ -452,7 +449,7 @@ def make_heatmaps(
     """Write the six heatmaps; return each one's data by name (e.g. ``"Ablation_Effects"``)."""
     options = options or FigureOptions()
     points = design_points(configs)
-    mirrored = {format_arch(stacks) for stacks in asymmetric}
+    mirrored = {arch.key for arch in asymmetric}
     table = architecture_summary(points, long, zeror)
     path = {name: heatmap_path(output_dir, model, name, options.fmt) for name in HEATMAP_NAMES}
     return {

@@ -7,9 +7,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 import pandas as pd
 
-from psa.arch import Stack, format_arch
+from psa.arch import Arch
 from psa.markdown import model_title
-from psa.model import mlp_equivalent_parameter_count, parameter_count
 from psa.modes import MODES
 
 WINNER_TOLERANCE = Decimal("0.01")  # a mode within this of the row's best mean shares the win
@@ -18,8 +17,8 @@ DEFAULT_ACCURACY_LABEL = "tab:results_summary_stats"
 
 
 def architecture_table(
-    configs: Iterable[list[Stack]],
-    asymmetric: Iterable[list[Stack]],
+    configs: Iterable[Arch],
+    asymmetric: Iterable[Arch],
     model: str = "resmlp",
     caption: str | None = None,
     label: str = DEFAULT_ARCHITECTURE_LABEL,
@@ -30,7 +29,7 @@ def architecture_table(
     (the count the configurations were matched on); for the plain MLP the two are the same.
     """
     title = model_title(model)
-    mirrored = {format_arch(stacks) for stacks in asymmetric}
+    mirrored = {arch.key for arch in asymmetric}
     caption = caption or f"Parameters of the {title} Architectures"
     columns = [r"\textbf{Architecture}", rf"\textbf{{{title} Parameters}}"]
     if model != "mlp":
@@ -46,12 +45,11 @@ def architecture_table(
         " & ".join(columns) + r" \\",
         r"\midrule",
     ]
-    for stacks in configs:
-        key = format_arch(stacks)
-        cells = [key, f"{parameter_count(model, stacks):,}"]
+    for arch in configs:
+        cells = [arch.key, f"{arch.parameters(model):,}"]
         if model != "mlp":
-            cells.append(f"{mlp_equivalent_parameter_count(stacks):,}")
-        cells.append("Asymmetric" if key in mirrored else "Matched")
+            cells.append(f"{arch.mlp_parameters:,}")
+        cells.append("Asymmetric" if arch.key in mirrored else "Matched")
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from psa.arch import ArchError, canonical_arch
+from psa.arch import ArchError, parse_key
 from psa.modes import MODES
 from psa.store.jsonlines import ResultsFormatError, fail, json_lines
 
@@ -34,7 +34,7 @@ def records_frame(records: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
         raise ResultsFormatError(
             f"trial records name unknown modes {unknown}; modes are {list(MODES)}"
         )
-    frame["arch"] = [canonical_arch(arch) for arch in frame["arch"]]
+    frame["arch"] = [parse_key(arch).key for arch in frame["arch"]]
     frame["trial"] = frame["trial"].astype(int)
     frame["val_bounty"] = frame["val_bounty"].astype(float)
     key = (
@@ -62,7 +62,7 @@ def read_record_lines(path: Path) -> list[dict]:
         if record["mode"] not in MODES:
             raise fail(path, number, f"unknown mode {record['mode']!r}")
         try:
-            record["arch"] = canonical_arch(str(record["arch"]))
+            record["arch"] = parse_key(str(record["arch"])).key
             record["val_bounty"] = float(record["val_bounty"])
             record["trial"] = int(record["trial"])
         except (ArchError, TypeError, ValueError) as error:

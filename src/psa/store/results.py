@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from psa.arch import arch_slug, arch_stacks, canonical_arch
+from psa.arch import Arch, parse_key
 from psa.atomic import fsync_directory, write_bytes_atomically, write_text_atomically
 from psa.errors import PsaError
 from psa.store import claims
@@ -36,9 +36,9 @@ class StoreError(PsaError):
 
 
 class Trial(NamedTuple):
-    """One trial of a grid: the architecture's table key (``"4*17"``), mode and 1-based index."""
+    """One trial of a grid: its architecture, mode and 1-based index."""
 
-    arch: str
+    arch: Arch
     mode: str
     index: int
 
@@ -117,8 +117,7 @@ class ResultsStore:
         return self.root / LOGS_DIR
 
     def log_path(self, trial: Trial) -> Path:
-        slug = arch_slug(arch_stacks(trial.arch))
-        return self.root / LOGS_DIR / slug / f"{trial.mode}-t{trial.index}.jsonl"
+        return self.root / LOGS_DIR / trial.arch.slug / f"{trial.mode}-t{trial.index}.jsonl"
 
     def named_log_path(self, name: str) -> Path:
         """The path of a loop log named relative to a results dir (``logs/4x17/none-t1.jsonl``)."""
@@ -183,7 +182,7 @@ class ResultsStore:
 
     def recorded_trials(self, model: str) -> set[Trial]:
         return {
-            Trial(r["arch"], r["mode"], r["trial"])
+            Trial(parse_key(str(r["arch"])), r["mode"], r["trial"])
             for r in self.records()
             if r.get("model", model) == model
         }
@@ -248,7 +247,7 @@ class ResultsStore:
         payload = encode_safetensors(tensors, {CHUNK_METADATA_KEY: json.dumps(metadata)})
         write_bytes_atomically(self.chunk_path(state.key), payload)
 
-    def chunk_state(self, key: str, arch: str) -> ChunkState | None:
+    def chunk_state(self, key: str, arch: Arch) -> ChunkState | None:
         path = self.chunk_path(key)
         if not path.exists():
             return None
@@ -275,10 +274,9 @@ class ResultsStore:
 
         return load_file(self.chunk_path(key))
 
-    def saved_chunks(self, arch: str) -> list[ChunkState]:
+    def saved_chunks(self, arch: Arch) -> list[ChunkState]:
         """The saved states of this architecture's chunks, in name order."""
-        slug = arch_slug(arch_stacks(arch))
-        paths = sorted((self.root / CHUNKS_DIR).glob(f"{slug}-*.safetensors"))
+        paths = sorted((self.root / CHUNKS_DIR).glob(f"{arch.slug}-*.safetensors"))
         states = [self.chunk_state(path.name.removesuffix(".safetensors"), arch) for path in paths]
         return [state for state in states if state is not None]
 
@@ -289,8 +287,7 @@ class ResultsStore:
             path.parent.rmdir()
 
     def claim_path(self, trial: Trial) -> Path:
-        slug = arch_slug(arch_stacks(trial.arch))
-        return self.root / CLAIMS_DIR / slug / f"{trial.mode}-t{trial.index}.claim"
+        return self.root / CLAIMS_DIR / trial.arch.slug / f"{trial.mode}-t{trial.index}.claim"
 
     def claim(self, trials: Iterable[Trial]) -> claims.Claim | None:
         """Claim every one of ``trials`` for this process, or none (None) when a live worker
@@ -326,7 +323,7 @@ class ResultsStore:
 
 
 def _record_key(record: dict) -> tuple:
-    arch = canonical_arch(str(record["arch"]))
+    arch = parse_key(str(record["arch"])).key
     return (arch, record.get("model"), record["mode"], int(record["trial"]))
 
 
