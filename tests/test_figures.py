@@ -227,9 +227,13 @@ def test_regime_map_agrees_with_the_classifier(heatmaps):
     assert data["4*4"] == "untrainable" and data["2*2"] == "unknown"
 
 
-def test_design_space_boxes_end_exactly_at_depth_and_width(tmp_path):
+def test_design_space_boxes_end_exactly_at_depth_and_width(tmp_path, drawn):
     path = tmp_path / "space.png"
     data = design_space_figure(CONFIGS, path, options=OPTIONS).set_index("arch")
+    csv = pd.read_csv(path.with_suffix(".csv"))
+    (points,) = [c for c in drawn[path].axes[0].collections if isinstance(c, PathCollection)]
+    assert points.get_offsets().tolist() == csv[["depth", "width"]].to_numpy(float).tolist()
+    assert drawn_labels(drawn[path]) == sorted(csv["label"])
     assert path.read_bytes()[:8] == PNG_MAGIC
     assert data.loc["64*1", ["x0", "y0", "x1", "y1"]].tolist() == [1.0, 1.0, 64.0, 1.0]
     assert "4*4, 2*8" not in data.index

@@ -183,7 +183,7 @@ def test_a_format_that_disagrees_with_the_suffix_is_one_line(configs, tmp_path, 
     err = fail_line(capsys, design_space_main, ["--output-file", str(tmp_path / "d.jpg")])
     assert "suffix .jpg; use .png, .pdf or .svg" in err
     err = fail_line(capsys, design_space_main, ["--size", "wide"])
-    assert "is not column, page or W,H in inches" in err
+    assert "is not column, page or W,H in inches; give" in err
     assert not list(tmp_path.glob("d.*"))
 
 

@@ -65,11 +65,12 @@ def parse_size(text: str) -> str | tuple[float, float]:
         width, height = (float(part) for part in parts)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"size {text!r} is not column, page or W,H in inches (e.g. 3.5,3)"
+            f"size {text!r} is not column, page or W,H in inches; give e.g. --size 3.5,3"
         ) from None
     if not all(math.isfinite(x) and 0 < x <= LARGEST_INCHES for x in (width, height)):
         raise argparse.ArgumentTypeError(
-            f"size {text!r} must be two inch values above 0 and at most {LARGEST_INCHES:g}"
+            f"size {text!r} is out of range; give widths and heights above 0 and at most "
+            f"{LARGEST_INCHES:g} inches"
         )
     return (width, height)
 
