@@ -17,7 +17,6 @@ TRAINER_FLAGS = {
     "--num-workers", "--device", "--weight-decay", "--dropout", "--seed", "--data-seed",
     "--model", "--precision",
 }  # fmt: skip
-HEADER_LINES = 7  # shebang, two comments, set, trap, two guards
 
 
 @pytest.fixture
@@ -38,9 +37,9 @@ def generated(tmp_path: Path, configs: Path, capsys) -> tuple[Path, str]:
 
 def train_lines(script: Path) -> list[list[str]]:
     return [
-        shlex.split(line)
+        shlex.split(line)[1:]
         for line in script.read_text().splitlines()
-        if line.startswith("scripts/poetry run train ")
+        if line.startswith("trial scripts/poetry run train ")
     ]
 
 
@@ -60,11 +59,13 @@ def test_every_line_is_a_comment_or_exactly_one_command(generated):
     lines = script.read_text().splitlines()
     assert lines[0] == "#!/usr/bin/env bash"
     assert "set -euo pipefail" in lines
-    for line in lines[HEADER_LINES:]:
+    for line in lines[lines.index("") :]:
         if not line or line.startswith("#"):
             continue
         words = shlex.split(line)
         assert not {";", "&&", "||", "|", "&"} & set(words), line
+        if words[0] == "trial":
+            words = words[1:]
         assert words[:3] in (["scripts/poetry", "run", "train"], ["echo", words[1]]), line
         if words[0] != "echo":
             parsed = flags(words)
@@ -130,10 +131,15 @@ def test_stdout_lists_six_commands_per_architecture(generated):
 def fake_repo(script: Path, fail_on: str | None = None) -> Path:
     """A repo root whose scripts/poetry records each call and fails the one matching fail_on."""
     root = script.parent.parent
-    (root / "scripts").mkdir()
+    (root / "scripts").mkdir(exist_ok=True)
     poetry = root / "scripts" / "poetry"
-    check = f'case "$*" in *{fail_on}*) exit 3;; esac' if fail_on else ""
-    poetry.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$*" >> calls.log\n{check}\n')
+    # Like train, it creates the model dir, and leaves a checkpoint there when it fails.
+    make_dir = 'for a in "$@"; do [ "${p:-}" = --model-dir ] && dir=$a; p=$a; done; mkdir -p "$dir"'
+    check = f'case "$*" in *{fail_on}*) touch "$dir/mnist_lkg.safetensors"; exit 3;; esac'
+    poetry.write_text(
+        f'#!/usr/bin/env bash\nprintf "%s\\n" "$*" >> calls.log\n{make_dir}\n'
+        f"{check if fail_on else ''}\n"
+    )
     poetry.chmod(0o755)
     return root
 
@@ -165,7 +171,7 @@ def test_the_first_failure_stops_the_script_and_names_the_command(generated):
     assert len(calls) == len(MODES) + 4
 
 
-def test_the_script_refuses_to_resume_an_earlier_run(generated):
+def test_the_script_refuses_a_model_root_it_did_not_start(generated):
     script, _ = generated
     root = fake_repo(script)
     earlier = root / "models" / "repro" / "2x4_none_t1"
@@ -173,7 +179,41 @@ def test_the_script_refuses_to_resume_an_earlier_run(generated):
     (earlier / "mnist_lkg.safetensors").write_text("x")
     finished = run_script(script, root)
     assert finished.returncode == 1
-    assert "holds an earlier run" in finished.stderr and "clean-all --yes" in finished.stderr
+    assert "holds a run this script did not start" in finished.stderr
+    assert "clean-all --model-dir ./models/repro" in finished.stderr
+    assert not (root / "calls.log").exists()
+
+
+def test_a_stopped_script_rerun_skips_finished_trials_and_restarts_the_stopped_one(generated):
+    script, _ = generated
+    root = fake_repo(script, fail_on="2x4_full_t2/")
+    assert run_script(script, root).returncode == 3
+    first = (root / "calls.log").read_text().splitlines()
+    stopped = root / "models" / "repro" / "2x4_full_t2"
+    assert (stopped / "mnist_lkg.safetensors").exists()
+    (root / "calls.log").unlink()
+    rerun = run_script(script, fake_repo(script))
+    assert rerun.returncode == 0, rerun.stderr
+    assert "restarting the unfinished trial in ./models/repro/2x4_full_t2/" in rerun.stdout
+    again = (root / "calls.log").read_text().splitlines()
+    assert again[0] == first[-1] and len(first) - 1 + len(again) == 36
+    assert not (stopped / "mnist_lkg.safetensors").exists()
+    (root / "calls.log").unlink()
+    assert run_script(script, root).returncode == 0
+    assert not (root / "calls.log").exists()  # every trial finished: nothing runs again
+
+
+def test_a_finished_trial_of_other_settings_is_refused(generated, configs, tmp_path):
+    script, _ = generated
+    root = fake_repo(script)
+    assert run_script(script, root).returncode == 0
+    reproduction.main(
+        ["--configs", str(configs), "--output", str(script), "--trials", "3", "--meta-loops", "9"]
+    )
+    (root / "calls.log").unlink()
+    refused = run_script(script, root)
+    assert refused.returncode == 1
+    assert "holds a finished trial of other settings" in refused.stderr
     assert not (root / "calls.log").exists()
 
 

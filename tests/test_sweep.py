@@ -301,6 +301,8 @@ def test_a_sweep_stopped_by_sigterm_mid_batch_resumes_exactly(
     out = capsys.readouterr().out
     left = half * (LOOPS - done)
     assert f"1 batches, {half} trials x {LOOPS} meta-loops ({left} trial-loops left)" in out
+    assert f"resuming at loop {done + 1}/{LOOPS} ({done} loops saved)" in out
+    assert f"loop {done + 1}/{LOOPS} | best LKG" in out and f"loop {done}/{LOOPS} |" not in out
     assert_same_as_reference(results, reference)
     # A record's seconds count every session's training, not only the last one's.
     resumed = [r for r in read_records(results) if r["arch"] == KEYS[1]]

@@ -24,6 +24,35 @@ DEFAULT_MODEL_ROOT = "./models/repro"
 DEFAULT_SEED = 1234
 MODE_FLAGS = {"decay": ["--weight-decay", "1e-4"], "dropout": ["--dropout", "0.1"]}
 TRAIN = "scripts/poetry run train"
+FINISHED = ".trial-finished"
+# ``trial COMMAND``: run one trial's train command unless its model dir records it as finished
+# (with the same command); a dir a stop left unfinished is cleared and the trial restarts, since
+# train would add --meta-loops to the loops it holds.
+TRIAL_FUNCTION = [
+    "trial() {",
+    '    local dir="" previous="" word',
+    '    for word in "$@"; do',
+    '        if [ "$previous" = --model-dir ]; then dir=$word; fi',
+    "        previous=$word",
+    "    done",
+    f'    if [ -f "$dir/{FINISHED}" ]; then',
+    f'        if [ "$(cat "$dir/{FINISHED}")" = "$*" ]; then return 0; fi',
+    '        echo "run_reproduction.sh: $dir holds a finished trial of other settings; move it '
+    'away or delete it with: scripts/poetry run clean-all --model-dir $dir" >&2',
+    "        exit 1",
+    "    fi",
+    '    if [ -e "$dir" ]; then',
+    '        echo "run_reproduction.sh: restarting the unfinished trial in $dir"',
+    '        rm -rf -- "$dir"',
+    "    fi",
+    '    "$@" || {',
+    "        local status=$?",
+    '        echo "run_reproduction.sh: stopped at the first failure; this command failed: $*" >&2',
+    '        exit "$status"',
+    "    }",
+    f'    printf "%s\\n" "$*" > "$dir/{FINISHED}"',
+    "}",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,20 +128,24 @@ def script_text(
         f"of {meta_loops} meta-loops.",
         "# Run it from the repository root. Each trial trains in its own model dir under "
         f"{model_root}; trial t of every mode uses the same --seed (paired design).",
+        "# Stopped (Ctrl-C, kill) and rerun, it skips the trials it finished and restarts the "
+        "one it stopped in.",
         "set -euo pipefail",
         "trap 'echo \"run_reproduction.sh: stopped at the first failure; this command failed: "
         "$BASH_COMMAND\" >&2' ERR",
         f"if [ ! -x scripts/poetry ]; then {_fail('run this from the repository root')}; fi",
-        f'if [ -n "$(find {root} -type f -print -quit 2>/dev/null)" ]; then '
+        f'if [ -n "$(find {root} -type f -print -quit 2>/dev/null)" ] && '
+        f'[ -z "$(find {root} -name {FINISHED} -print -quit)" ]; then '
         + _fail(
-            f"{model_root} holds an earlier run, which train would resume; move it away or "
-            f"delete it with: scripts/poetry run clean-all --yes --model-dir {model_root}"
+            f"{model_root} holds a run this script did not start, which train would resume; "
+            f"move it away or delete it with: scripts/poetry run clean-all --model-dir {model_root}"
         )
         + "; fi",
+        *TRIAL_FUNCTION,
         "",
     ]
     commands = [
-        train_command(arch, mode, trial, meta_loops, seed, model_root)
+        "trial " + train_command(arch, mode, trial, meta_loops, seed, model_root)
         for arch in configs
         for trial in range(1, trials + 1)
         for mode in MODES

@@ -452,6 +452,11 @@ def run_chunk(store, settings, data, chunk, label, progress, task, console) -> i
             return 0  # recorded by another worker between planning and claiming
         label = f"{chunk.arch.flag} {label} (K={len(chunk.trials)})"
         progress.update(task, description=label)
+        if chunk.saved_loops:
+            console.print(
+                f"{label} resuming at loop {chunk.saved_loops + 1}/{settings.meta_loops} "
+                f"({chunk.saved_loops} loops saved)"
+            )
 
         def on_loop(chunk, report, engine):
             progress.advance(task, len(chunk.trials))
