@@ -347,3 +347,26 @@ def test_analyze_dataset_json_is_alone_on_stdout(capsys):
     analyze_dataset.main(["--format", "json"])
     report = json.loads(capsys.readouterr().out)
     assert report["split_validation"]["class_counts"]["1"] == 1102
+
+
+def _exit_with_a_library_message(argv):
+    sys.exit("broken: the download failed (Error downloading x:\nTried y\n); fix the network")
+
+
+def test_a_multi_line_message_from_a_library_still_ends_as_one_line(monkeypatch, capsys):
+    monkeypatch.setitem(cli.COMMANDS, "broken", f"{__name__}:_exit_with_a_library_message")
+    assert cli.run("broken", []) == 1
+    assert capsys.readouterr().err == (
+        "broken: the download failed (Error downloading x: Tried y ); fix the network\n"
+    )
+
+
+def test_a_hint_names_a_command_as_the_user_runs_them(tmp_path, monkeypatch, capsys):
+    from psa.report.commands import classify_regimes_main
+
+    monkeypatch.setenv("PSA_RUN_PREFIX", "scripts/poetry run")
+    with pytest.raises(SystemExit):
+        classify_regimes_main(["--trials-file", str(tmp_path / "absent")])
+    err = capsys.readouterr().err
+    assert err.startswith("classify-regimes: --trials-file ") and err.count("\n") == 1
+    assert "run `scripts/poetry run sweep` first" in err

@@ -218,7 +218,10 @@ def test_the_parser_writes_per_loop_tables_and_jsonl(tmp_path, capsys):
     assert records[0]["arch"] == "18*18" and records[0]["run_id"] == job
 
 
-def test_the_parser_says_what_to_do_without_logs(tmp_path, capsys):
+def test_the_parser_says_what_to_do_without_logs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PSA_RUN_PREFIX", "scripts/poetry run")
     with pytest.raises(SystemExit):
         logs.parse_main(["--logs-dir", str(tmp_path / "absent")])
-    assert "run sagemaker-get-training-logs first" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "run `scripts/poetry run sagemaker-get-training-logs` first" in err
+    assert err.count("\n") == 1

@@ -83,7 +83,12 @@ def run(command: str, argv: Sequence[str]) -> int:
         print(f"{command}: stopped by {name}; rerun the same command to continue", file=sys.stderr)
         return EXIT_STATUS[signum]
     except PsaError as error:
-        print(f"{command}: {error}", file=sys.stderr)
+        print(f"{command}: {one_line(str(error))}", file=sys.stderr)
+        return 1
+    except SystemExit as done:
+        if not isinstance(done.code, str):
+            raise
+        print(one_line(done.code), file=sys.stderr)
         return 1
     except BrokenPipeError:
         # The reader of stdout went away (`| head`): nothing left to say, and no traceback.
@@ -101,6 +106,11 @@ def version_requested(argv: Sequence[str]) -> bool:
     if "--" in options:
         options = options[: options.index("--")]
     return "--version" in options
+
+
+def one_line(message: str) -> str:
+    """A message on one line, whatever a library put into it."""
+    return " ".join(message.split())
 
 
 def running(default: str) -> str:

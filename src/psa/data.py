@@ -319,8 +319,9 @@ def _download(data_dir: Path) -> None:
 
         MNIST(str(data_dir), train=True, download=True)
     except Exception as error:  # any network or archive failure means MNIST is unavailable
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(":")
         raise DatasetError(
-            f"{missing[0]} is missing and downloading MNIST failed ({error}); "
+            f"{missing[0]} is missing and downloading MNIST failed ({reason}); "
             f"restore the shipped files with `git checkout -- {data_dir}` "
             f"or pass --data-dir pointing at a folder that holds them"
         ) from None

@@ -24,6 +24,7 @@ from psa.cloud.jobs import read_jobs_file
 from psa.cloud.logparse import loop_table, merge_jobs, parse_job_log
 from psa.cloud.progress import Progress
 from psa.cloud.settings import add_settings_flags, load_settings, require
+from psa.errors import command_hint
 from psa.store import ResultsStore, Trial
 
 DOWNLOAD_PROG = "sagemaker-get-training-logs"
@@ -133,10 +134,14 @@ def parse_main(argv: list[str] | None = None) -> int:
     parser = _parse_parser()
     args = parser.parse_args(argv)
     if not args.logs_dir.is_dir():
-        parser.error(f"logs dir {args.logs_dir} does not exist; run {DOWNLOAD_PROG} first")
+        parser.error(
+            f"logs dir {args.logs_dir} does not exist; run `{command_hint(DOWNLOAD_PROG)}` first"
+        )
     jobs = read_job_logs(args.logs_dir)
     if not jobs:
-        parser.error(f"no .log files under {args.logs_dir}; run {DOWNLOAD_PROG} first")
+        parser.error(
+            f"no .log files under {args.logs_dir}; run `{command_hint(DOWNLOAD_PROG)}` first"
+        )
     parsed = [(job, parse_job_log(job, lines, args.model)) for job, lines in jobs.items()]
     for job, trials in parsed:
         if not trials:

@@ -102,7 +102,9 @@ def select_targets(model_dir: Path, files: list[str], everything: bool) -> list[
     """The files to delete, each checked to lie inside ``model_dir`` (symlinks followed)."""
     if files:
         if not model_dir.is_dir():
-            raise CleanError(f"model dir {model_dir} does not exist")
+            raise CleanError(
+                f"model dir {model_dir} does not exist; pass --model-dir the folder to clean"
+            )
         return _dedupe([_named_target(model_dir, name) for name in files])
     if not model_dir.is_dir():
         return []

@@ -20,6 +20,7 @@ import pandas as pd
 from psa.arch import ArchError, parse_key, read_config_file
 from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
+from psa.errors import command_hint
 from psa.markdown import read_mode_statistics, read_trials
 from psa.modes import MODES
 from psa.report.style import FigureError, add_figure_flags, figure_options
@@ -155,7 +156,7 @@ def _trials(parser: argparse.ArgumentParser, args: argparse.Namespace) -> pd.Dat
         parser,
         args.trials_file,
         "--trials-file",
-        "run `sweep` first or pass a trial table, trials.jsonl or results dir",
+        f"run `{command_hint('sweep')}` first or pass a trial table, trials.jsonl or results dir",
     )
     args.model = _resolve_model(args.trials_file, args.model)
     return read_trials(args.trials_file, args.model)
@@ -292,7 +293,8 @@ def trial_accuracy_table_main(argv: list[str] | None = None) -> int:
         from psa.report.latex import default_accuracy_caption, trial_accuracy_table
 
         datafile = args.datafile or RESULTS_DIR / summary_name(args.model or "resmlp")
-        _require_file(parser, datafile, "--datafile", "run `sweep` first or pass --datafile")
+        hint = f"run `{command_hint('sweep')}` first or pass --datafile"
+        _require_file(parser, datafile, "--datafile", hint)
         args.model = _resolve_model(datafile, args.model)
         stats = read_mode_statistics(datafile, args.model)
         order = _config_archs(args.order)

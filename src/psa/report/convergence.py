@@ -118,7 +118,9 @@ def read_loop_logs(logs_dir: str | Path, model: str = "resmlp") -> pd.DataFrame:
     """
     root = Path(logs_dir)
     if not root.is_dir():
-        raise ResultsFormatError(f"logs directory {root} does not exist")
+        raise ResultsFormatError(
+            f"logs directory {root} does not exist; pass --logs-dir a results dir or logs dir"
+        )
     store = ResultsStore(root)
     if store.record_files() and store.log_files():
         root, paths = store.logs_dir, store.log_files()
