@@ -225,6 +225,7 @@ def test_clean_and_clean_all_run_without_torch(tmp_path):
     "argv",
     [
         ["classify-regimes", "--trials-file", "{results}", "--format", "json"],
+        ["compare-modes", "--trials-file", "{results}", "--format", "csv"],
         ["make-architecture-table", "--config-file", "{results}/configurations.txt",
          "--asymmetric-file", "{repo}/reproduction/asymmetric.txt"],
         ["make-trial-accuracy-table", "--datafile", "{results}", "--order",
@@ -370,3 +371,16 @@ def test_a_hint_names_a_command_as_the_user_runs_them(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err
     assert err.startswith("classify-regimes: --trials-file ") and err.count("\n") == 1
     assert "run `scripts/poetry run sweep` first" in err
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_compare_modes_keeps_its_format_alone_on_stdout(fmt, capsys):
+    from psa.report.commands import compare_modes_main
+
+    assert compare_modes_main(["--trials-file", str(ROOT / "results"), "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    if fmt == "json":
+        json.loads(out)
+    else:
+        rows = list(csv.reader(io.StringIO(out)))
+        assert len({len(row) for row in rows}) == 1 and len(rows) > 1
