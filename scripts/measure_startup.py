@@ -3,8 +3,9 @@
     python3 scripts/measure_startup.py [--repeats 5]
 
 Runs, alternately and --repeats times each, ``scripts/poetry run python -c "import torch"`` and a
-one-loop ``[1*8]`` train (in a temporary model dir), plus a few light commands, and prints every
-time, the minimum and the median of each, and the target: train within 2x the bare import + 1 s.
+one-loop ``[1*8]`` train (in a temporary model dir), plus Poetry's own start-up (``python -c
+pass``) and a few light commands, and prints every time, the minimum and the median of each,
+and the target: train within 2x the bare import + 1 s.
 Measure on an otherwise idle machine; the minimum is the figure least disturbed by other load.
 """
 
@@ -24,6 +25,7 @@ POETRY = ["scripts/poetry", "run"]
 
 def commands(model_dir: Path) -> dict[str, list[str]]:
     return {
+        "python -c pass": ["python", "-c", "pass"],
         "import torch": ["python", "-c", "import torch"],
         "train [1*8] x1": [
             "train", "--arch", "[1*8]", "--meta-loops", "1", "--seed", "1",

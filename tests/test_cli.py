@@ -384,3 +384,12 @@ def test_compare_modes_keeps_its_format_alone_on_stdout(fmt, capsys):
     else:
         rows = list(csv.reader(io.StringIO(out)))
         assert len({len(row) for row in rows}) == 1 and len(rows) > 1
+
+
+def test_train_loads_none_of_the_packages_it_does_not_use():
+    heavy = ("pandas", "torchvision", "torch._dynamo", "sympy", "matplotlib", "boto3")
+    code = f"import sys, psa.commands.train; print([m for m in {heavy!r} if m in sys.modules])"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert done.stdout.strip() == "[]"

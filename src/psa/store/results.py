@@ -10,16 +10,18 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
-
-import pandas as pd
+from typing import TYPE_CHECKING, NamedTuple
 
 from psa.arch import Arch, parse_key
 from psa.atomic import fsync_directory, write_bytes_atomically, write_text_atomically
 from psa.errors import PsaError
 from psa.store import claims
 from psa.store.jsonlines import LineLog, ResultsFormatError, encode, repair, split_lines
-from psa.store.records import frame_of_records, read_record_lines
+
+# psa.store.records (pandas) is imported where it is used: train writes through this package, and
+# pandas would add a second or more to its start-up.
+if TYPE_CHECKING:
+    import pandas as pd
 
 TRIALS_FILE_NAME = "trials.jsonl"
 SETTINGS_NAME = "settings.json"
@@ -168,6 +170,8 @@ class ResultsStore:
     def records(self) -> list[dict]:
         """Every trial record, each trial once (a record in trials.jsonl and in its own file is
         one record; of two different ones the later file's wins, as a rerun's did)."""
+        from psa.store.records import read_record_lines
+
         seen: dict[tuple, dict] = {}
         for path in self.record_files():
             for record in read_record_lines(path):
@@ -178,6 +182,8 @@ class ResultsStore:
 
     def read_records(self, model: str | None = None) -> pd.DataFrame:
         """The records as a frame (see psa.store.records.frame_of_records)."""
+        from psa.store.records import frame_of_records
+
         return frame_of_records(self.records(), model)
 
     def recorded_trials(self, model: str) -> set[Trial]:
@@ -211,6 +217,8 @@ class ResultsStore:
         """Rewrite trials.jsonl (atomically) to hold every record: its own lines as they are,
         then those of the work units' files it lacks. The unit files stay, so a merge that
         races another can lose nothing."""
+        from psa.store.records import read_record_lines
+
         lines, torn = split_lines(self.trials_path) if self.trials_path.exists() else ([], False)
         lines = [line for line in lines if line.strip()]
         known = {_record_key(json.loads(line)) for line in lines}
@@ -334,4 +342,6 @@ def read_trial_records(source: str | Path, model: str | None = None) -> pd.DataF
         return ResultsStore(source).read_records(model)
     if not source.exists():
         raise ResultsFormatError(f"cannot read results file {source}: it does not exist")
+    from psa.store.records import frame_of_records, read_record_lines
+
     return frame_of_records(read_record_lines(source), model)
