@@ -508,3 +508,18 @@ def test_default_labels_that_do_not_fit_are_left_out_with_a_note(tmp_path, drawn
     with pytest.raises(FigureError, match="use a larger --size or --no-labels"):
         heatmap_parameter_matching(points, set(), tmp_path / "labelled.png", "resmlp", explicit)
     assert not (tmp_path / "labelled.png").exists()
+
+
+def test_colorblind_convergence_uses_the_palettes_lines_and_regime_badges(
+    results_dir, tmp_path, drawn
+):
+    logs = read_loop_logs(results_dir)
+    path = tmp_path / "convergence.png"
+    options = FigureOptions(palette="colorblind", dpi=DPI)
+    data = convergence_figure(logs, ["4*17"], path, options=options)
+    colorblind = set(sns.color_palette("colorblind").as_hex()) | {"#000000"}
+    assert set(data["colour"]) <= colorblind
+    ax = drawn[path].axes[0]
+    badges = [c for c in ax.get_children() if isinstance(c, Text) and c.get_bbox_patch()]
+    assert [to_hex(badge.get_bbox_patch().get_facecolor()) for badge in badges] != []
+    assert {to_hex(badge.get_bbox_patch().get_facecolor()) for badge in badges} <= colorblind

@@ -276,6 +276,7 @@ def convergence_figure(
         raise ValueError(f"curve must be one of {sorted(CURVES)}")
     options = options or FigureOptions()
     colours = palette(options.palette).lines
+    badges = palette(options.palette).regimes
     bounties = trial_bounties(logs) if bounties is None else bounties
     regimes = classify_trials(bounties, zeror, arch_order=targets).set_index("arch")["regime"]
     drawn = []
@@ -300,7 +301,11 @@ def convergence_figure(
                 loc="left",
                 color="white",
                 fontsize="small",
-                bbox={"boxstyle": "round,pad=0.25", "facecolor": regime.colour, "linewidth": 0},
+                bbox={
+                    "boxstyle": "round,pad=0.25",
+                    "facecolor": badges[regime.key],
+                    "linewidth": 0,
+                },
             )
             # Identical modes are named under the panel's title, clear of every curve.
             note = f"\n{_identical_note(same)}" if same else ""
