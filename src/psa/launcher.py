@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from psa.arguments import positive_int
+from psa.errors import command_hint
 from psa.shard import Shard
 from psa.sweep import SweepError
 
@@ -185,7 +186,7 @@ def launch(args: argparse.Namespace) -> int:
         print(f"Started {count} local submitit jobs, job i runs sweep --shard i/N")
     for index, job in enumerate(jobs, start=1):
         print(f"  shard {index}/{len(jobs)}: job {job.job_id}, log {job.paths.stdout}")
-    print(f"Watch: sweep --status --results-dir {results_dir}")
+    print(f"Watch: {command_hint('sweep')} --status --results-dir {results_dir}")
     if args.launcher == "slurm":
         return 0
     return wait(jobs)

@@ -17,10 +17,10 @@ from psa.atomic import write_bytes_atomically, write_text_atomically
 from psa.errors import PsaError
 from psa.markdown import write_tables
 from psa.modes import MODES
-from psa.shard import PLAN_NAME, read_plan
+from psa.shard import PLAN_NAME, PlanError, read_plan
 from psa.store import ResultsFormatError, ResultsStore, StoreError, Trial
 from psa.store.jsonlines import encode
-from psa.sweep import Settings, SweepError
+from psa.sweep import Settings
 
 # What makes two records of one trial the same result (timings and provenance may differ).
 OUTCOME_KEYS = ("val_bounty", "test_accuracy", "bounty_loop", "loops_run")
@@ -160,7 +160,7 @@ def merge(paths: list[Path]) -> Merged:
     for source in sources:
         try:
             plan = read_plan(source.store.root)
-        except SweepError:
+        except PlanError:
             plan = None
         plans.append(plan)
         if plan is not None:

@@ -19,11 +19,15 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from psa.arch import parse_key
 from psa.atomic import fsync_directory
+from psa.errors import PsaError
 from psa.store import Trial
-from psa.sweep import Chunk, SweepError
+
+if TYPE_CHECKING:  # the engine (torch) loads only where a plan is built or read
+    from psa.sweep import Chunk
 
 PLAN_NAME = "plan.json"
 PLAN_VERSION = 1
@@ -116,7 +120,13 @@ def assign(costs: list[float] | tuple[float, ...], count: int) -> list[int]:
     return owners
 
 
+class PlanError(PsaError):
+    """A results dir's plan.json that cannot be read; the message says what to do."""
+
+
 def plan_from_json(data: dict, path: Path) -> Plan:
+    from psa.sweep import Chunk
+
     try:
         if data["version"] != PLAN_VERSION:
             raise ValueError(f"version {data['version']} (this psa reads {PLAN_VERSION})")
@@ -128,7 +138,7 @@ def plan_from_json(data: dict, path: Path) -> Plan:
             batches.append(Chunk(arch, [Trial(arch, mode, int(i)) for mode, i in entry["trials"]]))
             costs.append(float(entry["seconds"]))
     except (KeyError, TypeError, ValueError) as error:
-        raise SweepError(
+        raise PlanError(
             f"{path} is not a batch plan ({error}); restore it, or move it away to plan anew"
         ) from None
     return Plan(grid, tuple(batches), tuple(costs))
@@ -142,11 +152,11 @@ def read_plan(results_dir: Path) -> Plan | None:
     except FileNotFoundError:
         return None
     except OSError as error:
-        raise SweepError(f"cannot read {path} ({error.strerror}); check its permissions") from None
+        raise PlanError(f"cannot read {path} ({error.strerror}); check its permissions") from None
     try:
         data = json.loads(text)
     except ValueError as error:
-        raise SweepError(
+        raise PlanError(
             f"{path} is unreadable ({error}); restore it, or move it away to plan anew"
         ) from None
     return plan_from_json(data, path)

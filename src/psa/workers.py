@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from psa import interrupts
+from psa.errors import command_hint
 from psa.shard import Shard
 from psa.sweep import SweepError
 
@@ -75,7 +76,7 @@ def run_workers(args: argparse.Namespace) -> int:
         processes.append(worker)
         per = f", {threads} threads" if threads and device.startswith("cpu") else ""
         print(f"  shard {index}/{count} on {device}{per}: pid {worker.pid}, log {log}", flush=True)
-    print(f"Watch: sweep --status --results-dir {results_dir}", flush=True)
+    print(f"Watch: {command_hint('sweep')} --status --results-dir {results_dir}", flush=True)
     try:
         with interrupts.sigterm_stops():
             for worker in processes:

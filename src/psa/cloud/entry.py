@@ -23,6 +23,7 @@ from psa.arguments import mode_list
 from psa.atomic import write_text_atomically
 from psa.cloud.grid import MODELS, PRECISIONS
 from psa.modes import MODES
+from psa.shard import argparse_shard
 from psa.store import ResultsStore, upstream_results_name
 
 CHECKPOINT_DIR = Path("/opt/ml/checkpoints")
@@ -42,7 +43,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="train.py", description="Run one SageMaker job's share of the PSA grid."
     )
-    parser.add_argument("--arch", type=argparse_arch, required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--arch", type=argparse_arch)
+    where.add_argument(
+        "--archs", type=arch_keys, help="the grid of a shard job: L*W keys separated by ';'"
+    )
+    parser.add_argument("--shard", type=argparse_shard, help="the shard I/N of --archs to run")
     parser.add_argument("--modes", type=mode_list, default=MODES)
     parser.add_argument("--trials", type=int, required=True)
     parser.add_argument("--meta-loops", type=int, required=True)
@@ -64,10 +70,18 @@ def job_paths(environ: dict[str, str], checkpoint_dir: Path | None = None) -> Jo
     return JobPaths(model_dir, work_dir, Path(channel) if channel else None)
 
 
+def arch_keys(text: str) -> list:
+    return [argparse_arch(f"[{key.strip()}]") for key in text.split(";") if key.strip()]
+
+
 def sweep_argv(args: argparse.Namespace, results_dir: Path, data_dir: Path | None) -> list[str]:
+    if args.archs:
+        where = [flag for arch in args.archs for flag in ("--arch", arch.flag)]
+        where += ["--shard", str(args.shard)] if args.shard else []
+    else:
+        where = ["--arch", args.arch.flag]
     argv = [
-        "--arch",
-        args.arch.flag,
+        *where,
         "--modes",
         ",".join(args.modes),
         "--trials",
@@ -200,6 +214,7 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         stop.set()
         thread.join()
         relay.flush()
-        write_results_txt(paths.work_dir, args.modes)
+        if not args.archs:  # upstream's results.txt holds one architecture's bounties
+            write_results_txt(paths.work_dir, args.modes)
         publish(paths.work_dir, paths.model_dir)
     return status

@@ -73,12 +73,21 @@ def add_grid_flags(parser: argparse.ArgumentParser) -> None:
         help=f"base seed (default: {SEED}; fixed, unlike sweep's, so a rerun finds its jobs)",
     )
     group.add_argument("--precision", choices=PRECISIONS, default="fp32", help="default: fp32")
-    group.add_argument(
+    cut = group.add_mutually_exclusive_group()
+    cut.add_argument(
         "--job-per",
         choices=("arch", "mode"),
         default="arch",
         help="one job per architecture with all its trials batched (default), "
         "or one per architecture x mode as upstream ran",
+    )
+    cut.add_argument(
+        "--shards",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="instead of --job-per: N jobs, job i running sweep --shard i/N of the whole grid "
+        "(its batch plan split as on a SLURM cluster)",
     )
 
 
@@ -97,6 +106,18 @@ class JobSpec:
     dropout: float
     seed: int
     precision: str
+    shard: str | None = None  # "I/N": sweep --shard I/N over ``grid``; ``arch`` is then None
+    grid: tuple[Arch, ...] = ()
+
+    @property
+    def archs(self) -> list[Arch]:
+        """The architectures this job runs."""
+        return list(self.grid) if self.shard else [self.arch]
+
+    @property
+    def label(self) -> str:
+        """What a report calls the job: its architecture's key, or its shard."""
+        return f"shard {self.shard}" if self.shard else self.arch.key
 
     @property
     def mode_label(self) -> str:
@@ -106,7 +127,7 @@ class JobSpec:
 
     def settings_hash(self) -> str:
         identity = {
-            "arch": self.arch.key,
+            "arch": self.arch.key if self.arch is not None else None,
             "modes": list(self.modes),
             "trials": self.trials,
             "meta_loops": self.meta_loops,
@@ -118,6 +139,8 @@ class JobSpec:
             "seed": self.seed,
             "precision": self.precision,
         }
+        if self.shard:  # per-architecture jobs keep the names they always had
+            identity.update(shard=self.shard, archs=[arch.key for arch in self.grid])
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return digest[:HASH_LENGTH]
 
@@ -125,13 +148,18 @@ class JobSpec:
         """The job name of the first attempt; long slugs are cut (the hash keeps names unique)."""
         tail = f"-{self.mode_label}-{self.settings_hash()}"
         room = NAME_LIMIT - ATTEMPT_RESERVE - len(job_prefix) - 1 - len(tail)
-        slug = self.arch.slug[:room].rstrip("-")
+        label = "shard" + self.shard.replace("/", "of") if self.shard else self.arch.slug
+        slug = label[:room].rstrip("-")
         return f"{job_prefix}-{slug}{tail}"
 
     def entry_arguments(self) -> dict[str, str]:
         """The in-job entry's flags (without dashes) and their values."""
+        if self.shard:
+            where = {"archs": ";".join(arch.key for arch in self.grid), "shard": self.shard}
+        else:
+            where = {"arch": self.arch.flag}
         return {
-            "arch": self.arch.flag,
+            **where,
             "modes": ",".join(self.modes),
             "trials": str(self.trials),
             "meta-loops": str(self.meta_loops),
@@ -151,23 +179,27 @@ def plan_jobs(args: argparse.Namespace) -> list[JobSpec]:
         architectures = [args.arch]
     else:
         architectures = read_config_file(args.configs or default_configs_path())
+    settings = {
+        "trials": args.trials,
+        "meta_loops": args.meta_loops,
+        "model": args.model,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "weight_decay": args.weight_decay,
+        "dropout": args.dropout,
+        "seed": args.seed,
+        "precision": args.precision,
+    }
+    shards = getattr(args, "shards", None)
+    if shards:
+        grid = tuple(architectures)
+        return [
+            JobSpec(None, tuple(args.modes), **settings, shard=f"{i}/{shards}", grid=grid)
+            for i in range(1, shards + 1)
+        ]
     groups = [(mode,) for mode in args.modes] if args.job_per == "mode" else [tuple(args.modes)]
     return [
-        JobSpec(
-            arch=arch,
-            modes=modes,
-            trials=args.trials,
-            meta_loops=args.meta_loops,
-            model=args.model,
-            lr=args.lr,
-            batch_size=args.batch_size,
-            weight_decay=args.weight_decay,
-            dropout=args.dropout,
-            seed=args.seed,
-            precision=args.precision,
-        )
-        for arch in architectures
-        for modes in groups
+        JobSpec(arch=arch, modes=modes, **settings) for arch in architectures for modes in groups
     ]
 
 

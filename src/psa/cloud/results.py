@@ -114,6 +114,8 @@ def read_output(archive_path: Path, result: JobResult) -> None:
             records = _unique(
                 [record for name in record_files for record in _parse_records(contents[name])]
             )
+        elif spec.shard:
+            records = None  # a shard job writes trial records; results.txt is one arch's
         else:
             records = _records_from_results_txt(contents, spec)
         if SETTINGS_NAME in contents:
@@ -231,11 +233,13 @@ def collect(
 
 def write_results_dir(results: list[JobResult], output_dir: Path, model: str) -> Path:
     records = [record for result in results for record in result.records]
-    arch_order = list(dict.fromkeys(result.spec.arch.key for result in results))
+    arch_order = list(dict.fromkeys(arch.key for result in results for arch in result.spec.archs))
+    # A shard job's problem belongs to no one architecture: its line says it, its trials are absent.
     errors = {
         (result.spec.arch.key, mode): token
         for result in results
         for mode, token in result.errors.items()
+        if not result.spec.shard
     }
     store = ResultsStore(output_dir)
     lines = "".join(json.dumps(record) + "\n" for record in records)

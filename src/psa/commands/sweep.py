@@ -28,7 +28,16 @@ from psa.markdown import write_tables
 from psa.model import MODELS, build_architecture
 from psa.modes import MODES
 from psa.seeds import fresh_seed
-from psa.shard import Grid, Plan, Shard, argparse_shard, assign, read_plan, store_plan
+from psa.shard import (
+    Grid,
+    Plan,
+    PlanError,
+    Shard,
+    argparse_shard,
+    assign,
+    read_plan,
+    store_plan,
+)
 from psa.store import ClaimLost, ResultsFormatError, ResultsStore, StoreError, Trial
 from psa.sweep import (
     Chunk,
@@ -182,6 +191,7 @@ def execute(args: argparse.Namespace) -> None:
     except (
         ArchError,
         SweepError,
+        PlanError,
         StoreError,
         DatasetError,
         DeviceError,
