@@ -8,6 +8,8 @@ Layout of a results dir (every name is spelled out here and nowhere else):
     logs/<arch slug>/<mode>-t<i>.jsonl  one line per completed meta-loop of trial i
     chunks/<chunk key>.safetensors      a running chunk's LKG weights and counters
     claims/<arch slug>/<mode>-t<i>.claim  which live worker runs trial i
+    plan.json                           the batch plan that shards split (psa.shard)
+    launcher/                           submitit's and --devices workers' files and logs
     psa_<model>_trials.md, psa_<model>_summary.md   the upstream tables, rendered from records
 
 What stays true at any instant, whatever kill lands (pinned by tests/test_store.py and the chaos
