@@ -180,57 +180,60 @@ def run(args: argparse.Namespace) -> None:
     )
 
     display = TrainingDisplay(arch, args, device, seeds)
-    display.header(data_seconds, checkpoint)
-    resumed = metadata["loops_completed"] > 0
-    if resumed:
-        engine.load_lkg(0, tensors)
-        engine.revalidate([metadata["bounty_loop"] or 0])
-        last_mode = metadata["mode_history"][-1]["mode"]
-        if last_mode != args.ablation_mode:
-            metadata["mode_history"].append(
-                {"mode": args.ablation_mode, "first_loop": engine.loops_completed + 1}
-            )
-        display.resumed(metadata, engine.state[0].lkg_accuracy, last_mode)
-    metadata.update(seed=seeds.run, data_seed=seeds.data, hyperparameters=_hyper_dict(hyper))
-
-    # Lines of a loop the checkpoint does not hold (a kill between the two) go first.
-    repair_run_logs(model_dir, checkpoint, metadata["loops_completed"])
     # Microseconds: two runs started within one second must not share a log.
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     log = LineLog(run_log_path(model_dir, checkpoint, run_id))
     stop = None
+    # A stop from here on ends with the summary of what is on disk.
     try:
-        with interrupts.sigterm_stops(), display.progress(args.meta_loops) as advance:
-            for session_loop in range(1, args.meta_loops + 1):
-                # The first loop of every session trains the LKG unablated (upstream parity).
-                report = engine.run_loop(ablate=session_loop > 1)
-                state = engine.state[0]
-                # The loop is committed whole: a stop waits until its log line and then its
-                # checkpoint are written. A kill between the two leaves a line that the next
-                # run drops (above).
-                with interrupts.held():
-                    log.append(
-                        loop_record(
-                            run_id=run_id,
-                            arch=arch,
-                            mode=args.ablation_mode,
-                            trial=1,
-                            loop=report.loop,
-                            target=report.targets[0],
-                            val_accuracy=report.val_accuracy[0],
-                            lkg_accuracy=state.lkg_accuracy,
-                            promoted=report.promoted[0],
-                            train_seconds=report.train_seconds,
+        with interrupts.sigterm_stops():
+            display.header(data_seconds, checkpoint)
+            resumed = metadata["loops_completed"] > 0
+            if resumed:
+                engine.load_lkg(0, tensors)
+                engine.revalidate([metadata["bounty_loop"] or 0])
+                last_mode = metadata["mode_history"][-1]["mode"]
+                if last_mode != args.ablation_mode:
+                    metadata["mode_history"].append(
+                        {"mode": args.ablation_mode, "first_loop": engine.loops_completed + 1}
+                    )
+                display.resumed(metadata, engine.state[0].lkg_accuracy, last_mode)
+            metadata.update(
+                seed=seeds.run, data_seed=seeds.data, hyperparameters=_hyper_dict(hyper)
+            )
+            with display.progress(args.meta_loops) as advance:
+                # Lines of a loop the checkpoint does not hold (a kill between the two) go first.
+                repair_run_logs(model_dir, checkpoint, metadata["loops_completed"])
+                for session_loop in range(1, args.meta_loops + 1):
+                    # The first loop of every session trains the LKG unablated (upstream parity).
+                    report = engine.run_loop(ablate=session_loop > 1)
+                    state = engine.state[0]
+                    # The loop is committed whole: a stop waits until its log line and then its
+                    # checkpoint are written. A kill between the two leaves a line that the next
+                    # run drops (above).
+                    with interrupts.held():
+                        log.append(
+                            loop_record(
+                                run_id=run_id,
+                                arch=arch,
+                                mode=args.ablation_mode,
+                                trial=1,
+                                loop=report.loop,
+                                target=report.targets[0],
+                                val_accuracy=report.val_accuracy[0],
+                                lkg_accuracy=state.lkg_accuracy,
+                                promoted=report.promoted[0],
+                                train_seconds=report.train_seconds,
+                            )
                         )
-                    )
-                    metadata.update(
-                        loops_completed=report.loop,
-                        bounty=state.lkg_accuracy,
-                        bounty_loop=state.bounty_loop,
-                    )
-                    save_checkpoint(checkpoint, engine.lkg.state_dict(arch, 0), metadata)
-                display.loop(session_loop, report, state)
-                advance()
+                        metadata.update(
+                            loops_completed=report.loop,
+                            bounty=state.lkg_accuracy,
+                            bounty_loop=state.bounty_loop,
+                        )
+                        save_checkpoint(checkpoint, engine.lkg.state_dict(arch, 0), metadata)
+                    display.loop(session_loop, report, state)
+                    advance()
     except KeyboardInterrupt as error:
         stop = error
     finally:
