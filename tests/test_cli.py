@@ -387,9 +387,39 @@ def test_compare_modes_keeps_its_format_alone_on_stdout(fmt, capsys):
 
 
 def test_train_loads_none_of_the_packages_it_does_not_use():
-    heavy = ("pandas", "torchvision", "torch._dynamo", "sympy", "matplotlib", "boto3")
+    heavy = ("pandas", "torchvision", "torch._dynamo", "sympy", "matplotlib", "boto3", "rich")
     code = f"import sys, psa.commands.train; print([m for m in {heavy!r} if m in sys.modules])"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_train_on_a_terminal_still_shows_its_rich_table(tmp_path):
+    import pty
+
+    controller, terminal = pty.openpty()
+    argv = ["--arch", "[1*8]", "--meta-loops", "1", "--seed", "1", "--model-dir", str(tmp_path)]
+    entry = "import sys; from psa.cli import run; sys.exit(run('train', sys.argv[1:]))"
+    process = subprocess.Popen(
+        [sys.executable, "-c", entry, *argv],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env=_env(tmp_path),
+        cwd=tmp_path,
+    )
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal closed: the command ended
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=300) == 0, output.decode(errors="replace")
+    text = output.decode(errors="replace")
+    assert "parameters" in text and "projection" in text  # the architecture table's rows
+    assert "Final Test Accuracy" in text

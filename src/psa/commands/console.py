@@ -1,18 +1,25 @@
 """Terminal output of the training commands: rich tables and bars on a terminal, one plain
-line per meta-loop everywhere else (CI, SageMaker, pipes), in a format log parsers read."""
+line per meta-loop everywhere else (CI, SageMaker, pipes), in a format log parsers read.
+
+rich is imported only for a terminal: it is half a second of every other run's start-up.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from psa.engine import LoopReport, TrialState
 from psa.model import Architecture
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
 
 
 def loop_line(index: int, total: int, report: LoopReport, state: TrialState, k: int = 0) -> str:
@@ -27,8 +34,8 @@ def loop_line(index: int, total: int, report: LoopReport, state: TrialState, k: 
 
 class TrainingDisplay:
     def __init__(self, arch: Architecture, args, device, seeds):
-        self.console = Console(highlight=False, soft_wrap=True)
-        self.rich = self.console.is_terminal
+        self.console = terminal_console()
+        self.rich = self.console is not None
         self.arch, self.args, self.device, self.seeds = arch, args, device, seeds
         self._progress: Progress | None = None
 
@@ -64,6 +71,14 @@ class TrainingDisplay:
         if not self.rich:
             yield lambda: None
             return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
         columns = (
             TextColumn("meta-loops"),
             BarColumn(),
@@ -102,7 +117,21 @@ class TrainingDisplay:
         self.print(f"Final Test Accuracy: {test_accuracy:.2f}%")
 
 
+def terminal_console() -> Console | None:
+    """A rich console when stdout is a terminal (rich decides, honouring FORCE_COLOR and
+    TTY_INTERACTIVE), else None, without importing rich."""
+    forced = os.environ.get("FORCE_COLOR") or os.environ.get("TTY_INTERACTIVE")
+    if not (forced or sys.stdout.isatty()):
+        return None
+    from rich.console import Console
+
+    console = Console(highlight=False, soft_wrap=True)
+    return console if console.is_terminal else None
+
+
 def architecture_table(arch: Architecture) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"{arch.model} {arch.arch.flag}")
     for column in ("#", "layer", "role", "in", "out", "parameters"):
         table.add_column(
