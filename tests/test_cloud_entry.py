@@ -3,12 +3,10 @@ import json
 import re
 import subprocess
 import sys
-import types
-from pathlib import Path
+from dataclasses import replace
 
 import pytest
 
-import psa.commands
 from cloud_support import jsonl
 from psa.arch import Arch
 from psa.cloud import entry
@@ -16,6 +14,9 @@ from psa.cloud.grid import JobSpec
 from psa.cloud.runner import Decision, training_request
 from psa.cloud.settings import Settings
 from psa.cloud.sourcedir import default_source_dir
+from psa.commands import sweep as sweep_command
+from psa.commands.sweep import SweepRequest
+from psa.config import Hyperparameters, RunConfig
 from schemas import loop_record, trial_record
 
 
@@ -29,8 +30,11 @@ def toolkit_argv(hyperparameters: dict[str, str]) -> list[str]:
     return argv
 
 
-def job_request(modes=("none", "full")) -> dict:
-    spec = JobSpec(Arch([(2, 8)]), modes, 3, 5, "resmlp", 1e-3, 64, 1e-4, 0.2, 99, "fp32")
+CONFIG = RunConfig("resmlp", 5, 99, Hyperparameters(1e-3, 64, 1e-4, 0.2, "fp32"))
+
+
+def job_request(modes=("none", "full"), config=CONFIG) -> dict:
+    spec = JobSpec(Arch([(2, 8)]), modes, 3, config)
     settings = Settings(role="arn:aws:iam::1:role/r", region="us-east-1", bucket="b")
     decision = Decision(spec, "psa-x", "psa-x", True, None)
     return training_request(decision, settings, "s3://b/src.tar.gz", "s3://b/data/")
@@ -38,28 +42,35 @@ def job_request(modes=("none", "full")) -> dict:
 
 def test_the_runners_hyperparameters_reach_sweep_unchanged(tmp_path):
     args = entry.parse_args(toolkit_argv(job_request()["HyperParameters"]))
-    argv = entry.sweep_argv(args, tmp_path / "out", tmp_path / "data")
-    flags = dict(zip(argv[::2], argv[1::2], strict=True))
-    assert flags == {
-        "--arch": "[2*8]",
-        "--modes": "none,full",
-        "--trials": "3",
-        "--meta-loops": "5",
-        "--model": "resmlp",
-        "--lr": "0.001",
-        "--batch-size": "64",
-        "--weight-decay": "0.0001",
-        "--dropout": "0.2",
-        "--seed": "99",
-        "--precision": "fp32",
-        "--results-dir": str(tmp_path / "out"),
-        "--data-dir": str(tmp_path / "data"),
-    }
+    request = entry.sweep_request(args, tmp_path / "out", tmp_path / "data")
+    assert request == SweepRequest(
+        archs=(Arch([(2, 8)]),),
+        modes=("none", "full"),
+        trials=3,
+        config=CONFIG,
+        results_dir=tmp_path / "out",
+        data_dir=tmp_path / "data",
+    )
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        {"hidden_targets": "corrected"},
+        {"full_sampling": "neuron"},
+        {"precision": "bf16"},
+        {"hidden_targets": "corrected", "full_sampling": "neuron", "precision": "bf16"},
+    ],
+)
+def test_every_method_flag_reaches_the_jobs_sweep(tmp_path, method):
+    config = replace(CONFIG, hyper=replace(CONFIG.hyper, **method))
+    args = entry.parse_args(toolkit_argv(job_request(config=config)["HyperParameters"]))
+    assert entry.sweep_request(args, tmp_path, None).config == config
 
 
 def test_without_a_channel_sweep_gets_no_data_dir(tmp_path):
     args = entry.parse_args(toolkit_argv(job_request()["HyperParameters"]))
-    assert "--data-dir" not in entry.sweep_argv(args, tmp_path, None)
+    assert entry.sweep_request(args, tmp_path, None).data_dir is None
 
 
 def test_the_sweep_writes_into_checkpoints_when_the_job_has_them(tmp_path):
@@ -113,25 +124,20 @@ def test_the_relay_echoes_each_complete_line_once(tmp_path):
 
 @pytest.fixture
 def fake_sweep(monkeypatch):
-    """A stand-in for psa.commands.sweep that writes what a finished sweep leaves behind."""
+    """A stand-in for the sweep a job runs that writes what a finished sweep leaves behind."""
     calls = []
 
-    def main(argv):
-        calls.append(argv)
-        out = Path(argv[argv.index("--results-dir") + 1])
-        modes = argv[argv.index("--modes") + 1].split(",")
+    def run_request(request):
+        calls.append(request)
+        out, modes = request.results_dir, request.modes
         records = [trial_record("2*8", mode, t, 90.0 + t) for mode in modes for t in (1, 2)]
         (out / "trials.jsonl").write_text(jsonl(records))
         (out / "logs" / "2x8").mkdir(parents=True)
         (out / "logs" / "2x8" / "none-t1.jsonl").write_text(
             jsonl([loop_record("2*8", "none", 1, 1, 80.0, 80.0)])
         )
-        return 0
 
-    module = types.ModuleType("psa.commands.sweep")
-    module.main = main
-    monkeypatch.setitem(sys.modules, "psa.commands.sweep", module)
-    monkeypatch.setattr(psa.commands, "sweep", module, raising=False)
+    monkeypatch.setattr(sweep_command, "run_request", run_request)
     return calls
 
 
@@ -150,10 +156,10 @@ def test_a_job_publishes_the_sweep_results_and_results_txt(
 
     assert entry.main(argv, environ) == 0
 
-    [sweep_argv] = fake_sweep
-    assert sweep_argv[sweep_argv.index("--results-dir") + 1] == str(checkpoints / "sweep")
+    [request] = fake_sweep
+    assert request.results_dir == checkpoints / "sweep"
     staged = tmp_path / "tmp" / "psa-dataset"
-    assert sweep_argv[sweep_argv.index("--data-dir") + 1] == str(staged)
+    assert request.data_dir == staged
     assert (staged / "train-images-idx3-ubyte.gz").read_bytes() == b"x"
     model = tmp_path / "model"
     assert (model / "results.txt").read_text() == "91.00\n92.00\n"

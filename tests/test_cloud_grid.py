@@ -1,4 +1,6 @@
 import argparse
+import hashlib
+import json
 import re
 from dataclasses import replace
 
@@ -16,6 +18,7 @@ from psa.cloud.grid import (
     attempt_of,
     plan_jobs,
 )
+from psa.config import Hyperparameters, RunConfig
 from psa.modes import MODES
 
 SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -27,21 +30,18 @@ def grid(argv):
     return parser.parse_args(argv)
 
 
+JOB_FIELDS = ("arch", "modes", "trials")
+CONFIG_FIELDS = ("model", "meta_loops", "seed")
+
+
 def spec(**changes):
-    base = JobSpec(
-        arch=Arch([(4, 17)]),
-        modes=MODES,
-        trials=10,
-        meta_loops=100,
-        model="resmlp",
-        lr=1e-4,
-        batch_size=256,
-        weight_decay=1e-4,
-        dropout=0.1,
-        seed=1234,
-        precision="fp32",
-    )
-    return replace(base, **changes)
+    """The paper's job of [4*17], with ``changes`` to the job, its config or hyperparameters."""
+    job = {key: value for key, value in changes.items() if key in JOB_FIELDS}
+    config = {key: value for key, value in changes.items() if key in CONFIG_FIELDS}
+    hyper = {k: v for k, v in changes.items() if k not in JOB_FIELDS + CONFIG_FIELDS}
+    base = JobSpec(Arch([(4, 17)]), MODES, 10, RunConfig(meta_loops=100, seed=1234))
+    config = replace(base.config, hyper=replace(base.config.hyper, **hyper), **config)
+    return replace(base, config=config, **job)
 
 
 def test_job_names_are_deterministic_and_readable():
@@ -63,11 +63,65 @@ def test_job_names_are_deterministic_and_readable():
         {"dropout": 0.2},
         {"seed": 7},
         {"precision": "bf16"},
+        {"hidden_targets": "corrected"},
+        {"full_sampling": "neuron"},
         {"modes": ("none", "decay")},
     ],
 )
 def test_any_setting_that_changes_results_changes_the_name(change):
     assert spec(**change).base_name("psa") != spec().base_name("psa")
+
+
+def test_jobs_at_upstreams_method_keep_the_names_they_had_before_the_method_flags():
+    identity = {
+        "arch": "4*17",
+        "modes": list(MODES),
+        "trials": 10,
+        "meta_loops": 100,
+        "model": "resmlp",
+        "lr": 1e-4,
+        "batch_size": 256,
+        "weight_decay": 1e-4,
+        "dropout": 0.1,
+        "seed": 1234,
+        "precision": "fp32",
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    assert spec().base_name("psa") == f"psa-4x17-all-{digest}"
+
+
+def test_the_grid_takes_every_method_flag_and_the_job_gets_them():
+    [job] = plan_jobs(
+        grid(
+            [
+                *("--arch", "[4*17]", "--hidden-targets", "corrected"),
+                *("--full-sampling", "neuron", "--precision", "bf16", "--dropout", "0.3"),
+            ]
+        )
+    )
+    assert job.config.hyper == Hyperparameters(
+        dropout=0.3, precision="bf16", hidden_targets="corrected", full_sampling="neuron"
+    )
+    arguments = job.entry_arguments()
+    assert (arguments["hidden-targets"], arguments["full-sampling"]) == ("corrected", "neuron")
+    assert (arguments["precision"], arguments["dropout"]) == ("bf16", "0.3")
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--dropout", "1.5"),
+        ("--dropout", "-0.1"),
+        ("--lr", "nan"),
+        ("--batch-size", "0"),
+        ("--hidden-targets", "all"),
+        ("--precision", "fp16"),
+    ],
+)
+def test_a_setting_out_of_range_is_refused_by_the_grid_flags(flags, capsys):
+    with pytest.raises(SystemExit):
+        grid(["--arch", "[4*17]", *flags])
+    assert flags[0] in capsys.readouterr().err
 
 
 stacks = st.lists(

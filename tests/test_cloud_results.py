@@ -17,6 +17,7 @@ from cloud_support import (
 from psa.arch import Arch
 from psa.cloud import aws, results
 from psa.cloud.grid import JobSpec
+from psa.config import RunConfig
 from psa.markdown import read_summary_markdown, read_trials_markdown
 from psa.modes import MODES
 from schemas import loop_record, trial_record
@@ -25,7 +26,7 @@ GRID = ["--trials", "2", "--meta-loops", "3"]
 
 
 def spec(stacks, modes=MODES):
-    return JobSpec(Arch(stacks), modes, 2, 3, "resmlp", 1e-4, 256, 1e-4, 0.1, 1234, "fp32")
+    return JobSpec(Arch(stacks), modes, 2, RunConfig(meta_loops=3, seed=1234))
 
 
 @pytest.fixture

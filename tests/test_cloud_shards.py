@@ -11,15 +11,17 @@ import pytest
 from moto import mock_aws
 
 from cloud_support import BUCKET, PREFIX, REGION, ROLE, isolated_aws_env, jsonl, model_tar
+from psa.arch import Arch
 from psa.cloud import entry, results, runner
 from psa.cloud.sourcedir import MNIST_FILES
 from psa.commands import merge_results
-from psa.sweep import Settings
+from psa.config import RunConfig
+from psa.shard import Shard
 from schemas import trial_record
 
 CONFIGS = "4*17\n2*8\n1*4\n"
 GRID = ["--configs", "configs.txt", "--trials", "2", "--meta-loops", "3", "--seed", "7"]
-SETTINGS = Settings("resmlp", 1e-4, 256, 1e-4, 0.1, 3, 7, "fp32")
+SETTINGS = RunConfig("resmlp", 3, 7)
 
 
 @pytest.fixture
@@ -81,9 +83,10 @@ def test_a_shard_job_runs_sweep_shard_over_the_grid(tmp_path, monkeypatch):
     for key, value in spec.entry_arguments().items():
         argv += [f"--{key}", value]
     args = entry.parse_args(argv)
-    sweep = entry.sweep_argv(args, tmp_path / "out", None)
-    assert sweep[:8] == ["--arch", "[4*17]", "--arch", "[2*8]", "--arch", "[1*4]", "--shard", "2/3"]
-    assert sweep[sweep.index("--seed") + 1] == "7"
+    request = entry.sweep_request(args, tmp_path / "out", None)
+    assert request.archs == (Arch([(4, 17)]), Arch([(2, 8)]), Arch([(1, 4)]))
+    assert request.shard == Shard(2, 3)
+    assert request.config.seed == 7
 
 
 def sweep_record(arch: str, mode: str, trial: int, bounty: float) -> dict:
@@ -106,7 +109,7 @@ def test_shard_jobs_collected_merge_with_a_local_shard(aws, tmp_path):
     }
     s3 = boto3.client("s3", region_name=REGION)
     for spec, records in outputs.items():
-        files = {"trials.jsonl": jsonl(records), "settings.json": json.dumps(asdict(SETTINGS))}
+        files = {"trials.jsonl": jsonl(records), "settings.json": json.dumps(SETTINGS.flat())}
         key = f"{PREFIX}/{spec.base_name('psa')}/output/model.tar.gz"
         s3.put_object(Bucket=BUCKET, Key=key, Body=model_tar(files))
     assert results.main([*GRID, "--shards", "2", "--output-dir", "cloud"]) == 0
@@ -115,7 +118,7 @@ def test_shard_jobs_collected_merge_with_a_local_shard(aws, tmp_path):
 
     local = tmp_path / "local"
     local.mkdir()
-    (local / "settings.json").write_text(json.dumps(asdict(SETTINGS)))
+    (local / "settings.json").write_text(json.dumps(SETTINGS.flat()))
     mine = [sweep_record("2*8", "full", 1, 70.0), sweep_record("4*17", "none", 2, 91.0)]
     (local / "trials.jsonl").write_text(jsonl(mine))
     before = {p: p.read_bytes() for d in (cloud, local) for p in d.rglob("*") if p.is_file()}

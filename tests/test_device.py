@@ -63,3 +63,34 @@ def test_an_unknown_device_name_is_a_clear_error(machine, name):
     machine()
     with pytest.raises(DeviceError, match="use one of auto, cpu, cuda, mps"):
         resolve_device(name)
+
+
+@pytest.mark.parametrize("command", ["train", "sweep", "bench"])
+@pytest.mark.parametrize(
+    ("name", "gpus", "expected"),
+    [
+        ("cuda:1", 0, "--device cuda:1 was requested but "),
+        ("cuda:1", 1, "--device cuda:1 was requested but only 1 CUDA device(s) exist"),
+        ("mps", 0, "--device mps was requested but Apple MPS is not available"),
+        ("tpu", 0, "unknown device 'tpu'"),
+    ],
+)
+def test_every_command_parses_a_device_string_and_refuses_a_missing_one_in_one_line(
+    machine, command, name, gpus, expected, tmp_path, capsys
+):
+    """The flag takes any torch device string; the machine, not the parser, refuses it."""
+    from psa.commands import bench, sweep, train
+
+    machine(cuda=gpus > 0, gpus=gpus)
+    main = {"train": train.main, "sweep": sweep.main, "bench": bench.main}[command]
+    where = {
+        "train": ["--model-dir", str(tmp_path / "m"), "--arch", "[1*8]"],
+        "sweep": ["--results-dir", str(tmp_path / "r"), "--arch", "[1*8]", "--trials", "1"],
+        "bench": ["--output", str(tmp_path / "b.json"), "--archs", "1*8"],
+    }[command]
+    with pytest.raises(SystemExit) as refused:
+        main(["--device", name, *where])
+    message = str(refused.value.code)
+    assert message.startswith(f"{command}: ") and expected in message and "\n" not in message
+    assert "invalid choice" not in message + capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -4,17 +4,17 @@ one line, dropping exact duplicates, and never touching its inputs."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from psa.commands import merge_results
+from psa.config import RunConfig
 from psa.markdown import read_summary_markdown, read_trials_markdown
-from psa.sweep import Settings
 from schemas import loop_record, trial_record
 
-SETTINGS = Settings("resmlp", 1e-4, 256, 1e-4, 0.1, 3, 11, "fp32")
+SETTINGS = RunConfig("resmlp", 3, 11)
 
 
 def sweep_record(arch: str, mode: str, trial: int, bounty: float, settings=SETTINGS) -> dict:
@@ -31,10 +31,10 @@ def sweep_record(arch: str, mode: str, trial: int, bounty: float, settings=SETTI
     )
 
 
-def results_dir(path: Path, records: list[dict], settings: Settings | None = SETTINGS) -> Path:
+def results_dir(path: Path, records: list[dict], settings: RunConfig | None = SETTINGS) -> Path:
     path.mkdir(parents=True)
     if settings is not None:
-        (path / "settings.json").write_text(json.dumps(asdict(settings), indent=2) + "\n")
+        (path / "settings.json").write_text(json.dumps(settings.flat(), indent=2) + "\n")
     (path / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     for record in records:
         slug = record["arch"].replace("*", "x")
@@ -74,7 +74,7 @@ def test_the_union_of_two_dirs_drops_exact_duplicates_and_writes_the_tables(tmp_
     assert sorted(keys) == sorted([("4*17", "none", 1), ("4*17", "full", 1), ("2*8", "none", 2)])
     kept = next(r for r in records if r["mode"] == "full")
     assert kept["seconds"] == 1.5  # the first input's record
-    assert json.loads((out / "settings.json").read_text()) == asdict(SETTINGS)
+    assert json.loads((out / "settings.json").read_text()) == SETTINGS.flat()
     log = out / "logs" / "4x17" / "full-t1.jsonl"
     assert json.loads(log.read_text())["run_id"] == "a"
     table = read_trials_markdown(out / "psa_resmlp_trials.md")
@@ -102,7 +102,7 @@ def test_other_settings_are_refused_in_one_line_and_nothing_is_written(
     tmp_path, change, difference
 ):
     a = results_dir(tmp_path / "a", [sweep_record("4*17", "none", 1, 90.0)])
-    other = replace(SETTINGS, **change)
+    other = RunConfig.from_flat({**SETTINGS.flat(), **change})
     b = results_dir(tmp_path / "b", [sweep_record("4*17", "none", 2, 90.0, other)], other)
     before = snapshot(a, b)
     out = tmp_path / "merged"
@@ -114,7 +114,7 @@ def test_other_settings_are_refused_in_one_line_and_nothing_is_written(
 
 def test_settings_are_read_from_the_records_of_a_dir_without_a_settings_file(tmp_path):
     a = results_dir(tmp_path / "a", [sweep_record("4*17", "none", 1, 90.0)])
-    other = replace(SETTINGS, dropout=0.2)
+    other = RunConfig.from_flat({**SETTINGS.flat(), "dropout": 0.2})
     b = results_dir(tmp_path / "b", [sweep_record("4*17", "none", 2, 90.0, other)], None)
     message = refuse(["--results-dir", str(tmp_path / "merged"), str(a), str(b)])
     assert "dropout 0.2 vs 0.1" in message

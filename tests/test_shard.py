@@ -20,11 +20,12 @@ from psa.arch import parse_arch, parse_key
 from psa.commands import merge_results
 from psa.commands import sweep as sweep_command
 from psa.commands.sweep import full_plan
+from psa.config import RunConfig
 from psa.device import resolve_device
 from psa.modes import MODES
 from psa.shard import PLAN_NAME, Grid, Shard, assign, parse_shard, read_plan, store_plan
 from psa.store import ResultsStore
-from psa.sweep import Settings, prepare_results_dir
+from psa.sweep import prepare_results_dir
 
 ARCHS = ("[1*8]", "[2*4]")
 KEYS = ("1*8", "2*4")
@@ -174,7 +175,7 @@ def test_dry_run_of_a_shard_shows_its_part_of_the_plan_and_writes_nothing(
 def test_a_shard_of_another_grid_than_the_dir_was_planned_for_is_refused(tmp_path, repo_dataset):
     results = tmp_path / "results"
     # What a shard's real run stores before it trains: the settings and the plan.
-    settings = Settings("resmlp", 1e-4, 256, 1e-4, 0.1, LOOPS, SEED, "fp32")
+    settings = RunConfig("resmlp", LOOPS, SEED)
     prepare_results_dir(ResultsStore(results), settings)
     grid = Grid(KEYS, tuple(MODES), TRIALS)
     configs = [parse_arch(arch) for arch in ARCHS]

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +19,11 @@ from hypothesis import strategies as st
 
 from psa.arch import Arch, parse_arch, parse_key
 from psa.commands import sweep as sweep_command
+from psa.config import RunConfig
 from psa.markdown import read_summary_markdown, read_trials_markdown
 from psa.modes import ABLATIVE_MODES, BASELINE_MODES, MODES
 from psa.store import ResultsStore, Trial
-from psa.sweep import Settings, plan_chunks, prepare_results_dir
+from psa.sweep import plan_chunks, prepare_results_dir
 from schemas import LOOP_LOG_KEYS
 
 ARCHS = ("[1*8]", "[2*4]")
@@ -49,7 +49,7 @@ RECORD_KEYS = {
     "device",
 }
 # What a default sweep with LOOPS meta-loops and SEED stores in settings.json.
-DEFAULT_SETTINGS = Settings("resmlp", 1e-4, 256, 1e-4, 0.1, LOOPS, SEED, "fp32")
+DEFAULT_SETTINGS = RunConfig("resmlp", LOOPS, SEED)
 
 
 def sweep_flags(results_dir: Path, data_dir: Path, *extra: str) -> list[str]:
@@ -131,7 +131,7 @@ def test_a_sweep_records_every_trial_once_with_the_shared_schema(reference):
         }
         assert record["hyperparameters"].items() >= hyperparameters.items()
     settings = json.loads((reference / "settings.json").read_text())
-    assert settings == asdict(DEFAULT_SETTINGS)
+    assert settings == DEFAULT_SETTINGS.flat()
 
 
 @pytest.mark.slow

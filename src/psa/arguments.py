@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from psa.modes import FULL_SAMPLING, HIDDEN_TARGETS, MODES
+from psa.modes import MODES
 
 
 def positive_int(text: str) -> int:
@@ -15,16 +15,6 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{value} must be in [0, 1)")
     return value
 
 
@@ -39,18 +29,11 @@ def mode_list(text: str) -> tuple[str, ...]:
     return tuple(mode for mode in MODES if mode in names)
 
 
-def add_method_flags(parser: argparse.ArgumentParser) -> None:
-    """The departures from upstream's method; the defaults keep upstream's behaviour."""
+def add_device_flag(parser: argparse.ArgumentParser) -> None:
+    """``--device``: any torch device string; psa.device refuses one this machine lacks."""
     parser.add_argument(
-        "--hidden-targets",
-        choices=HIDDEN_TARGETS,
-        default="upstream",
-        help="hidden mode's targets: upstream's (every Linear but the first and last) or the "
-        "ResMLP's real hidden units with every reader zeroed",
-    )
-    parser.add_argument(
-        "--full-sampling",
-        choices=FULL_SAMPLING,
-        default="layer",
-        help="full mode: a layer uniformly then a neuron (upstream), or a neuron uniformly",
+        "--device",
+        default="auto",
+        metavar="DEVICE",
+        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps",
     )

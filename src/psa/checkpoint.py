@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import psa
 from psa.arch import Arch, ArchError, parse_key
 from psa.atomic import write_bytes_atomically
+from psa.config import MODELS
 from psa.errors import PsaError, command_hint
 from psa.modes import MODES
 
@@ -24,7 +25,6 @@ SCHEMA_VERSION = 1
 METADATA_KEY = "psa"
 DEFAULT_NAME = "mnist_lkg.safetensors"
 HYPERPARAMETER_KEYS = ("lr", "batch_size", "weight_decay", "dropout", "precision")
-MODELS = ("resmlp", "mlp")
 
 _NUMBER = (int, float)
 # Required top-level keys and their JSON types (bool is excluded from numbers below).

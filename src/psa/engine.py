@@ -23,25 +23,14 @@ from torch.optim.adam import adam
 
 from psa import interrupts
 from psa.ablation import AblationTarget, apply_ablation, draw_target
+from psa.config import Hyperparameters
 from psa.data import MnistSplits
 from psa.model import Architecture, StackedParameters, forward, init_parameters
 from psa.seeds import RunSeeds, loop_seed
 
-PRECISIONS = ("fp32", "bf16")
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 EVAL_BYTES = 256 * 2**20  # activation budget of one evaluation chunk
-
-
-@dataclass(frozen=True)
-class Hyperparameters:
-    lr: float = 1e-4
-    batch_size: int = 256
-    weight_decay: float = 1e-4  # used in decay mode only
-    dropout: float = 0.1  # used in dropout mode only
-    precision: str = "fp32"
-    hidden_targets: str = "upstream"  # or "corrected" (see psa.ablation)
-    full_sampling: str = "layer"  # or "neuron"
 
 
 @dataclass(frozen=True)
@@ -76,8 +65,6 @@ class Engine:
         data: MnistSplits,
         loops_completed: int = 0,
     ):
-        if hyper.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, not {hyper.precision!r}")
         self.arch, self.trials, self.hyper, self.data = arch, trials, hyper, data
         self.device = data.train_x.device
         self.loops_completed = loops_completed

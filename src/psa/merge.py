@@ -9,18 +9,18 @@ Inputs are only read, each through its results store.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from psa.arch import parse_key
 from psa.atomic import write_bytes_atomically, write_text_atomically
+from psa.config import ConfigError, RunConfig
 from psa.errors import PsaError
 from psa.markdown import write_tables
 from psa.modes import MODES
 from psa.shard import PLAN_NAME, PlanError, read_plan
 from psa.store import ResultsFormatError, ResultsStore, StoreError, Trial
 from psa.store.jsonlines import encode
-from psa.sweep import Settings
 
 # What makes two records of one trial the same result (timings and provenance may differ).
 OUTCOME_KEYS = ("val_bounty", "test_accuracy", "bounty_loop", "loops_run")
@@ -33,13 +33,13 @@ class MergeError(PsaError):
 @dataclass
 class Source:
     store: ResultsStore
-    settings: Settings
+    settings: RunConfig
     records: list[dict]
 
 
 @dataclass
 class Merged:
-    settings: Settings
+    settings: RunConfig
     records: list[dict]
     origins: list[ResultsStore]  # the input each kept record (and its loop log) comes from
     arch_order: list[str]
@@ -48,25 +48,20 @@ class Merged:
     plan_text: str | None  # the inputs' common batch plan, if they share one
 
 
-def _defaults() -> dict:
-    return {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
-
-
-def settings_from_record(record: dict) -> Settings | None:
+def settings_from_record(record: dict) -> RunConfig | None:
     """The settings a sweep record carries; None for records without them (upstream's)."""
     hyper, seeds = record.get("hyperparameters"), record.get("seeds")
     if not isinstance(hyper, dict) or not isinstance(seeds, dict) or "meta_loops" not in record:
         return None
     values = {
-        **_defaults(),
         **hyper,
         "model": record.get("model", "resmlp"),
         "meta_loops": record["meta_loops"],
         "seed": seeds.get("base"),
     }
     try:
-        return Settings(**values)
-    except TypeError:
+        return RunConfig.from_flat(values)
+    except ConfigError:
         return None
 
 
@@ -89,8 +84,8 @@ def read_source(path: Path) -> Source:
     carried = {settings_from_record(record) for record in records}
     if stored is not None:
         try:
-            settings = Settings(**{**_defaults(), **stored})
-        except TypeError as error:
+            settings = RunConfig.from_flat(stored)
+        except ConfigError as error:
             raise MergeError(f"{store.settings_path} is not a sweep's settings ({error})") from None
     elif len(carried) == 1 and None not in carried:
         settings = carried.pop()
@@ -114,8 +109,8 @@ def _label(record: dict) -> str:
     return f"[{record['arch']}] {record['mode']} trial {record['trial']}"
 
 
-def _difference(a: Settings, b: Settings) -> str:
-    left, right = asdict(a), asdict(b)
+def _difference(a: RunConfig, b: RunConfig) -> str:
+    left, right = a.flat(), b.flat()
     return "; ".join(
         f"{key} {left[key]!r} vs {right[key]!r}" for key in left if left[key] != right[key]
     )
@@ -200,7 +195,7 @@ def write_merged(merged: Merged, output: Path) -> None:
         trial = trial_of(record)
         if origin.log_path(trial).is_file():
             write_bytes_atomically(store.log_path(trial), origin.log_path(trial).read_bytes())
-    store.write_settings(asdict(merged.settings))
+    store.write_settings(merged.settings.flat())
     if merged.plan_text is not None:
         write_text_atomically(output / PLAN_NAME, merged.plan_text)
     write_bytes_atomically(store.trials_path, encode(merged.records))

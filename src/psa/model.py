@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from psa.arch import CLASSES, INPUT_FEATURES, Arch
-
-MODELS = ("resmlp", "mlp")
+from psa.config import MODELS
 
 
 @dataclass(frozen=True)

@@ -16,54 +16,22 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, fields
-
-import torch
+from dataclasses import asdict, dataclass
 
 from psa import interrupts
 from psa.arch import Arch
+from psa.config import ConfigError, RunConfig
 from psa.data import MnistSplits
-from psa.engine import Engine, Hyperparameters, LoopReport, TrialSpec
+from psa.engine import Engine, LoopReport, TrialSpec
 from psa.errors import PsaError
 from psa.model import Architecture, build_architecture
 from psa.records import loop_record, provenance
 from psa.seeds import run_seeds, trial_run_seed
 from psa.store import ChunkState, Claim, ResultsStore, StoreError, Trial
 
-MEMORY_FRACTION = 0.5
-CPU_FLOP_PER_STEP = 4e9
-
 
 class SweepError(PsaError):
     """A sweep that cannot start as asked; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What every trial of a results dir shares; a rerun must match it exactly."""
-
-    model: str
-    lr: float
-    batch_size: int
-    weight_decay: float
-    dropout: float
-    meta_loops: int
-    seed: int
-    precision: str
-    hidden_targets: str = "upstream"
-    full_sampling: str = "layer"
-
-    @property
-    def hyper(self) -> Hyperparameters:
-        return Hyperparameters(
-            self.lr,
-            self.batch_size,
-            self.weight_decay,
-            self.dropout,
-            self.precision,
-            self.hidden_targets,
-            self.full_sampling,
-        )
 
 
 @dataclass
@@ -78,21 +46,21 @@ class Chunk:
         return f"{self.arch.slug}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
-def check_results_dir(store: ResultsStore, settings: Settings) -> bool:
+def check_results_dir(store: ResultsStore, settings: RunConfig) -> bool:
     """Whether the store already holds a sweep; refuse one made with other settings."""
     try:
         stored = store.read_settings()
+        if stored is None:
+            return False
+        # A key that an older psa did not write holds its default (upstream behaviour).
+        differences = RunConfig.from_flat(stored).differences(settings)
     except StoreError as error:
         raise SweepError(f"{error}; repair it or use another --results-dir") from None
-    if stored is None:
-        return False
-    # A key that an older psa did not write holds its default (upstream behaviour).
-    defaults = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
-    differences = [
-        f"{key} {stored.get(key, defaults.get(key))!r} here vs {value!r} asked"
-        for key, value in asdict(settings).items()
-        if stored.get(key, defaults.get(key)) != value
-    ]
+    except ConfigError as error:
+        raise SweepError(
+            f"{store.settings_path} is not a sweep's settings ({error}); repair it or use "
+            "another --results-dir"
+        ) from None
     if differences:
         raise SweepError(
             f"{store.root} holds a sweep with other settings ({'; '.join(differences)}); "
@@ -101,10 +69,10 @@ def check_results_dir(store: ResultsStore, settings: Settings) -> bool:
     return True
 
 
-def prepare_results_dir(store: ResultsStore, settings: Settings) -> None:
+def prepare_results_dir(store: ResultsStore, settings: RunConfig) -> None:
     """Create the results dir, or check that an existing one was made with the same settings."""
     if not check_results_dir(store, settings):
-        store.write_settings(asdict(settings))
+        store.write_settings(settings.flat())
 
 
 def stored_seed(store: ResultsStore) -> int | None:
@@ -113,41 +81,6 @@ def stored_seed(store: ResultsStore) -> int | None:
         return int((store.read_settings() or {})["seed"])
     except (StoreError, KeyError, TypeError, ValueError):
         return None
-
-
-def trial_bytes(arch: Architecture, batch_size: int) -> int:
-    """Memory one trial needs in the engine: weights, gradient, two Adam moments and the LKG,
-    plus the activations autograd keeps for one batch (with dropout masks)."""
-    parameters = arch.parameter_count()
-    activations = batch_size * sum(spec.out_features for spec in arch.linears)
-    return 4 * (5 * parameters + 4 * activations)
-
-
-def batch_limit(arch: Architecture, batch_size: int, budget: int, device: torch.device) -> int:
-    """How many trials to train together: as many as fit in ``budget`` bytes, and on a CPU no
-    more than keep one step's arithmetic near ``CPU_FLOP_PER_STEP``. Batching pays where
-    per-step overhead dominates (small networks); a large network already keeps the cores busy
-    on its own, and stacking more of them only adds memory traffic (bench: [1*1024] trains a
-    trial-epoch in 5.6 s alone and 7.0 s in a batch of 60)."""
-    by_memory = max(1, budget // trial_bytes(arch, batch_size))
-    if device.type != "cpu":
-        return by_memory
-    by_work = max(1, int(CPU_FLOP_PER_STEP // (6 * arch.parameter_count() * batch_size)))
-    return min(by_memory, by_work)
-
-
-def memory_budget(device: torch.device) -> int:
-    """A safe share of the memory free now: GPU memory on CUDA, available RAM otherwise."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * MEMORY_FRACTION)
-    try:
-        with open("/proc/meminfo") as meminfo:
-            fields = dict(line.split(":", 1) for line in meminfo)
-        available = int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        available = 8 * 2**30
-    return int(available * MEMORY_FRACTION)
 
 
 def plan_chunks(arch: Arch, pending: list[Trial], max_trials: int) -> list[Chunk]:
@@ -204,7 +137,7 @@ class ChunkRunner:
     def __init__(
         self,
         store: ResultsStore,
-        settings: Settings,
+        settings: RunConfig,
         data: MnistSplits,
         on_loop: Callable[[Chunk, LoopReport, Engine], None],
     ):

@@ -18,10 +18,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from psa.arch import argparse_arch
-from psa.arguments import mode_list
+from psa.arch import ArchError, argparse_arch, parse_key
+from psa.arguments import mode_list, positive_int
 from psa.atomic import write_text_atomically
-from psa.cloud.grid import MODELS, PRECISIONS
+from psa.config import RunConfig
 from psa.modes import MODES
 from psa.shard import argparse_shard
 from psa.store import ResultsStore, upstream_results_name
@@ -50,15 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--shard", type=argparse_shard, help="the shard I/N of --archs to run")
     parser.add_argument("--modes", type=mode_list, default=MODES)
-    parser.add_argument("--trials", type=int, required=True)
-    parser.add_argument("--meta-loops", type=int, required=True)
-    parser.add_argument("--model", choices=MODELS, default="resmlp")
-    parser.add_argument("--lr", type=float, required=True)
-    parser.add_argument("--batch-size", type=int, required=True)
-    parser.add_argument("--weight-decay", type=float, required=True)
-    parser.add_argument("--dropout", type=float, required=True)
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    parser.add_argument("--trials", type=positive_int, required=True)
+    # The run configuration, with the checks sagemaker-runner made before launching the job.
+    RunConfig.add_flags(parser)
     return parser.parse_args(argv)
 
 
@@ -71,43 +65,27 @@ def job_paths(environ: dict[str, str], checkpoint_dir: Path | None = None) -> Jo
 
 
 def arch_keys(text: str) -> list:
-    return [argparse_arch(f"[{key.strip()}]") for key in text.split(";") if key.strip()]
+    """``"4*17;2*8"`` -> the Arch of each key."""
+    try:
+        return [parse_key(key) for key in text.split(";") if key.strip()]
+    except ArchError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def sweep_argv(args: argparse.Namespace, results_dir: Path, data_dir: Path | None) -> list[str]:
-    if args.archs:
-        where = [flag for arch in args.archs for flag in ("--arch", arch.flag)]
-        where += ["--shard", str(args.shard)] if args.shard else []
-    else:
-        where = ["--arch", args.arch.flag]
-    argv = [
-        *where,
-        "--modes",
-        ",".join(args.modes),
-        "--trials",
-        str(args.trials),
-        "--meta-loops",
-        str(args.meta_loops),
-        "--model",
-        args.model,
-        "--lr",
-        repr(args.lr),
-        "--batch-size",
-        str(args.batch_size),
-        "--weight-decay",
-        repr(args.weight_decay),
-        "--dropout",
-        repr(args.dropout),
-        "--seed",
-        str(args.seed),
-        "--precision",
-        args.precision,
-        "--results-dir",
-        str(results_dir),
-    ]
-    if data_dir is not None:
-        argv += ["--data-dir", str(data_dir)]
-    return argv
+def sweep_request(args: argparse.Namespace, results_dir: Path, data_dir: Path | None):
+    """The sweep this job runs: its architecture's trials (or its shard of the grid), batched,
+    on the best device."""
+    from psa.commands.sweep import SweepRequest  # the engine is imported only inside the job
+
+    return SweepRequest(
+        archs=tuple(args.archs) if args.archs else (args.arch,),
+        modes=tuple(args.modes),
+        trials=args.trials,
+        config=RunConfig.from_args(args),
+        results_dir=results_dir,
+        data_dir=data_dir,
+        shard=args.shard if args.archs else None,
+    )
 
 
 def stage_dataset(channel: Path, destination: Path) -> Path:
@@ -199,17 +177,22 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     data_dir = None
     if paths.data_channel is not None:
         data_dir = stage_dataset(paths.data_channel, Path(tempfile.gettempdir()) / "psa-dataset")
-    argv_for_sweep = sweep_argv(args, paths.work_dir, data_dir)
-    print("psa job: sweep " + " ".join(argv_for_sweep), flush=True)
+    request = sweep_request(args, paths.work_dir, data_dir)
+    where = [f"--arch {arch.flag}" for arch in request.archs]
+    where += [f"--shard {request.shard}"] if request.shard else []
+    flags = {"modes": ",".join(request.modes), "trials": request.trials}
+    flags.update(request.config.flag_values())
+    shown = " ".join([*where, *(f"--{name} {value}" for name, value in flags.items())])
+    print(f"psa job: sweep {shown} --results-dir {paths.work_dir}", flush=True)
 
-    from psa.commands import sweep  # the engine is imported only inside the job
+    from psa.commands import sweep
 
     relay = RecordRelay(paths.work_dir)
     stop = threading.Event()
     thread = threading.Thread(target=relay.run_every, args=(RELAY_SECONDS, stop), daemon=True)
     thread.start()
     try:
-        status = sweep.main(argv_for_sweep) or 0
+        sweep.run_request(request)
     finally:
         stop.set()
         thread.join()
@@ -217,4 +200,4 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         if not args.archs:  # upstream's results.txt holds one architecture's bounties
             write_results_txt(paths.work_dir, args.modes)
         publish(paths.work_dir, paths.model_dir)
-    return status
+    return 0

@@ -18,6 +18,7 @@ from pathlib import Path
 import psa
 from psa.arch import Arch, argparse_arch, read_config_file
 from psa.arguments import mode_list, positive_int
+from psa.config import OPTIONAL_SETTINGS, Hyperparameters, RunConfig
 from psa.modes import MODES
 
 NAME_LIMIT = 63  # SageMaker training job names: [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}
@@ -25,14 +26,7 @@ ATTEMPT_RESERVE = len("-r99")
 HASH_LENGTH = 8
 
 TRIALS = 10
-META_LOOPS = 100
-LR = 1e-4
-BATCH_SIZE = 256
-WEIGHT_DECAY = 1e-4
-DROPOUT = 0.1
-SEED = 1234
-PRECISIONS = ("fp32", "bf16")
-MODELS = ("resmlp", "mlp")
+SEED = 1234  # fixed, unlike sweep's drawn seed, so a rerun of the runner finds its own jobs
 
 
 def default_configs_path() -> Path:
@@ -54,25 +48,11 @@ def add_grid_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--modes", type=mode_list, default=MODES, help=f"default: {','.join(MODES)}")
     group.add_argument("--trials", type=positive_int, default=TRIALS, help=f"default: {TRIALS}")
-    group.add_argument(
-        "--meta-loops", type=positive_int, default=META_LOOPS, help=f"default: {META_LOOPS}"
+    RunConfig.add_flags(
+        group,
+        seed_default=SEED,
+        helps={"seed": "base seed (fixed, unlike sweep's, so a rerun finds its jobs)"},
     )
-    group.add_argument("--model", choices=MODELS, default="resmlp", help="default: resmlp")
-    group.add_argument("--lr", type=float, default=LR, help=f"default: {LR}")
-    group.add_argument(
-        "--batch-size", type=positive_int, default=BATCH_SIZE, help=f"default: {BATCH_SIZE}"
-    )
-    group.add_argument(
-        "--weight-decay", type=float, default=WEIGHT_DECAY, help=f"default: {WEIGHT_DECAY}"
-    )
-    group.add_argument("--dropout", type=float, default=DROPOUT, help=f"default: {DROPOUT}")
-    group.add_argument(
-        "--seed",
-        type=int,
-        default=SEED,
-        help=f"base seed (default: {SEED}; fixed, unlike sweep's, so a rerun finds its jobs)",
-    )
-    group.add_argument("--precision", choices=PRECISIONS, default="fp32", help="default: fp32")
     cut = group.add_mutually_exclusive_group()
     cut.add_argument(
         "--job-per",
@@ -95,17 +75,10 @@ def add_grid_flags(parser: argparse.ArgumentParser) -> None:
 class JobSpec:
     """One training job: an architecture, its modes, and every setting that changes results."""
 
-    arch: Arch
+    arch: Arch | None
     modes: tuple[str, ...]
     trials: int
-    meta_loops: int
-    model: str
-    lr: float
-    batch_size: int
-    weight_decay: float
-    dropout: float
-    seed: int
-    precision: str
+    config: RunConfig
     shard: str | None = None  # "I/N": sweep --shard I/N over ``grid``; ``arch`` is then None
     grid: tuple[Arch, ...] = ()
 
@@ -126,19 +99,17 @@ class JobSpec:
         return "all" if self.modes == MODES else "mix"
 
     def settings_hash(self) -> str:
+        """A hash of every setting; the method flags count only where they leave upstream's
+        method, so jobs launched before those flags existed keep their names."""
         identity = {
             "arch": self.arch.key if self.arch is not None else None,
             "modes": list(self.modes),
             "trials": self.trials,
-            "meta_loops": self.meta_loops,
-            "model": self.model,
-            "lr": self.lr,
-            "batch_size": self.batch_size,
-            "weight_decay": self.weight_decay,
-            "dropout": self.dropout,
-            "seed": self.seed,
-            "precision": self.precision,
+            **self.config.flat(),
         }
+        for name in OPTIONAL_SETTINGS:
+            if identity[name] == getattr(Hyperparameters(), name):
+                del identity[name]
         if self.shard:  # per-architecture jobs keep the names they always had
             identity.update(shard=self.shard, archs=[arch.key for arch in self.grid])
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
@@ -162,14 +133,7 @@ class JobSpec:
             **where,
             "modes": ",".join(self.modes),
             "trials": str(self.trials),
-            "meta-loops": str(self.meta_loops),
-            "model": self.model,
-            "lr": repr(self.lr),
-            "batch-size": str(self.batch_size),
-            "weight-decay": repr(self.weight_decay),
-            "dropout": repr(self.dropout),
-            "seed": str(self.seed),
-            "precision": self.precision,
+            **self.config.flag_values(),
         }
 
 
@@ -179,17 +143,7 @@ def plan_jobs(args: argparse.Namespace) -> list[JobSpec]:
         architectures = [args.arch]
     else:
         architectures = read_config_file(args.configs or default_configs_path())
-    settings = {
-        "trials": args.trials,
-        "meta_loops": args.meta_loops,
-        "model": args.model,
-        "lr": args.lr,
-        "batch_size": args.batch_size,
-        "weight_decay": args.weight_decay,
-        "dropout": args.dropout,
-        "seed": args.seed,
-        "precision": args.precision,
-    }
+    settings = {"trials": args.trials, "config": RunConfig.from_args(args)}
     shards = getattr(args, "shards", None)
     if shards:
         grid = tuple(architectures)

@@ -19,11 +19,11 @@ from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.cloud.aws import cli_errors, client
 from psa.cloud.cloudwatch import LOG_GROUP, download_job, jobs_with_logs
-from psa.cloud.grid import MODELS
 from psa.cloud.jobs import read_jobs_file
 from psa.cloud.logparse import loop_table, merge_jobs, parse_job_log
 from psa.cloud.progress import Progress
 from psa.cloud.settings import add_settings_flags, load_settings, require
+from psa.config import MODELS
 from psa.errors import command_hint
 from psa.store import ResultsStore, Trial
 

@@ -179,7 +179,7 @@ def _records_from_results_txt(contents: dict[str, bytes], spec: JobSpec) -> list
             records.append(
                 {
                     "arch": spec.arch.key,
-                    "model": spec.model,
+                    "model": spec.config.model,
                     "mode": mode,
                     "trial": trial,
                     "val_bounty": bounty,

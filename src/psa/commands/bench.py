@@ -9,6 +9,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,12 +19,12 @@ from rich.table import Table
 from torch import nn
 
 from psa.arch import ArchError, parse_key
-from psa.arguments import positive_int
+from psa.arguments import add_device_flag, positive_int
 from psa.cli import CommandParser
+from psa.config import HYPERPARAMETER_NAMES, PRECISIONS, Hyperparameters, RunConfig
 from psa.data import DatasetError, MnistSplits, load_mnist
-from psa.device import CHOICES as DEVICE_CHOICES
 from psa.device import DeviceError, resolve_device
-from psa.engine import PRECISIONS, Engine, Hyperparameters, TrialSpec
+from psa.engine import Engine, TrialSpec
 from psa.model import Architecture, build_architecture
 from psa.modes import MODES
 from psa.records import provenance
@@ -58,20 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="training steps timed per measurement; an epoch is extrapolated "
         "from them (196 steps at batch 256)",
     )
-    parser.add_argument(
-        "--batch-size", type=positive_int, default=256, help="training batch size"
-    )
+    # The hyperparameters of the timed trials; --precisions varies the precision.
+    RunConfig.add_flags(parser, [name for name in HYPERPARAMETER_NAMES if name != "precision"])
     parser.add_argument(
         "--no-upstream",
         action="store_true",
         help="skip the upstream-style nn.Module + DataLoader reference",
     )
-    parser.add_argument(
-        "--device",
-        choices=DEVICE_CHOICES,
-        default="auto",
-        help="auto picks CUDA, then MPS, then CPU",
-    )
+    add_device_flag(parser)
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="MNIST folder (default: the shipped dataset/)"
     )
@@ -132,9 +127,8 @@ def run(args, archs, ks, precisions, device, data: MnistSplits) -> dict:
             console.print(_line(rows[-1]))
         for precision in precisions:
             for k in ks:
-                seconds = engine_epoch_seconds(
-                    arch, k, precision, subset, args.batch_size, steps_per_epoch
-                )
+                hyper = replace(RunConfig.from_args(args).hyper, precision=precision)
+                seconds = engine_epoch_seconds(arch, k, hyper, subset, steps_per_epoch)
                 rows.append(_row(arch, "engine", k, precision, seconds, floor))
                 console.print(_line(rows[-1]))
     report = {
@@ -155,9 +149,8 @@ def run(args, archs, ks, precisions, device, data: MnistSplits) -> dict:
 def engine_epoch_seconds(
     arch: Architecture,
     k: int,
-    precision: str,
+    hyper: Hyperparameters,
     data: MnistSplits,
-    batch_size: int,
     steps_per_epoch: int,
 ) -> float:
     """Seconds of one training epoch of K batched trials, extrapolated from a timed subset."""
@@ -167,10 +160,10 @@ def engine_epoch_seconds(
         seed = trial_run_seed(0, t + 1)
         trials.append(TrialSpec(MODES[mode], run_seeds(seed, MODES[mode])))
     trials.sort(key=lambda spec: spec.seeds.data)  # modes sharing a data order stay together
-    engine = Engine(arch, trials, Hyperparameters(batch_size=batch_size, precision=precision), data)
+    engine = Engine(arch, trials, hyper, data)
     engine.run_loop(ablate=False)  # warm-up: allocator, kernels, lazy imports
     report = engine.run_loop(ablate=True)
-    steps = math.ceil(data.train_x.shape[0] / batch_size)
+    steps = math.ceil(data.train_x.shape[0] / hyper.batch_size)
     return report.train_seconds * steps_per_epoch / steps
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -18,14 +19,14 @@ from rich.progress import (
 
 from psa import interrupts, launcher
 from psa.arch import Arch, ArchError, argparse_arch, read_config_file
-from psa.arguments import add_method_flags, mode_list, positive_int, probability
+from psa.arguments import add_device_flag, mode_list, positive_int
 from psa.cli import CommandParser
+from psa.config import RunConfig
 from psa.data import DatasetError, load_mnist
-from psa.device import CHOICES as DEVICE_CHOICES
 from psa.device import DeviceError, resolve_device
-from psa.engine import PRECISIONS
 from psa.markdown import write_tables
-from psa.model import MODELS, build_architecture
+from psa.memory import MemoryLimitError, batch_limit, check_fits, memory_budget
+from psa.model import build_architecture
 from psa.modes import MODES
 from psa.seeds import fresh_seed
 from psa.shard import (
@@ -42,13 +43,10 @@ from psa.store import ClaimLost, ResultsFormatError, ResultsStore, StoreError, T
 from psa.sweep import (
     Chunk,
     ChunkRunner,
-    Settings,
     SweepError,
-    batch_limit,
     check_results_dir,
     drop_finished_chunks,
     grid,
-    memory_budget,
     plan_chunks,
     prepare_results_dir,
     saved_chunks,
@@ -85,50 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--modes", type=mode_list, default=MODES, help="comma-separated modes")
     parser.add_argument("--trials", type=positive_int, default=10, help="trials per mode")
-    parser.add_argument(
-        "--meta-loops", type=positive_int, default=100, help="meta-loops per trial"
+    RunConfig.add_flags(
+        parser,
+        helps={
+            "seed": "base seed; drawn and recorded when omitted (a rerun reuses the results "
+            "dir's seed)"
+        },
     )
-    parser.add_argument(
-        "--model",
-        choices=MODELS,
-        default="resmlp",
-        help="residual MLP, or the first paper's plain MLP",
-    )
-    parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
-    parser.add_argument(
-        "--batch-size", type=positive_int, default=256, help="training batch size"
-    )
-    parser.add_argument(
-        "--weight-decay", type=float, default=1e-4, help="AdamW weight decay of decay-mode trials"
-    )
-    parser.add_argument(
-        "--dropout", type=probability, default=0.1, help="dropout rate of dropout-mode trials"
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=None,
-        help="base seed; drawn and recorded when omitted (a rerun reuses the results dir's seed)",
-    )
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="fp32",
-        help="bf16 autocasts the matmuls; weights, optimizer and LKG stay fp32",
-    )
-    add_method_flags(parser)
     parser.add_argument(
         "--results-dir",
         type=Path,
         default=Path("results"),
         help="where trial records, loop logs, tables and saved batches go",
     )
-    parser.add_argument(
-        "--device",
-        choices=DEVICE_CHOICES,
-        default="auto",
-        help="auto picks CUDA, then MPS, then CPU",
-    )
+    add_device_flag(parser)
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="MNIST folder (default: the shipped dataset/)"
     )
@@ -170,8 +138,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@dataclass(frozen=True)
+class SweepRequest:
+    """What one sweep process runs: a grid of architectures x modes x trials with one run
+    configuration (its seed None: the results dir's, or drawn), and where."""
+
+    archs: tuple[Arch, ...]
+    modes: tuple[str, ...]
+    trials: int
+    config: RunConfig
+    results_dir: Path
+    device: str = "auto"
+    data_dir: Path | None = None
+    max_batch: int | None = None
+    shard: Shard | None = None
+    dry_run: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> SweepRequest:
+        """The request of parsed flags; reads --configs unless --arch is given."""
+        archs = args.arch if args.arch else read_config_file(args.configs)
+        return cls(
+            tuple(archs),
+            tuple(args.modes),
+            args.trials,
+            RunConfig.from_args(args),
+            args.results_dir,
+            args.device,
+            args.data_dir,
+            args.max_batch,
+            args.shard,
+            args.dry_run,
+        )
+
+
+ERRORS = (
+    ArchError,
+    SweepError,
+    PlanError,
+    StoreError,
+    DatasetError,
+    DeviceError,
+    MemoryLimitError,
+    ResultsFormatError,
+)
+
+
 def main(argv: list[str] | None = None) -> None:
     execute(build_parser().parse_args(argv))
+
+
+def run_request(request: SweepRequest) -> None:
+    """Run one sweep; a refusal ends the process with one line ``sweep: ...``."""
+    try:
+        run(request)
+    except ERRORS as error:
+        sys.exit(f"sweep: {error}")
 
 
 def execute(args: argparse.Namespace) -> None:
@@ -187,73 +209,59 @@ def execute(args: argparse.Namespace) -> None:
         elif args.status:
             print_status(Console(highlight=False, soft_wrap=True), ResultsStore(args.results_dir))
         else:
-            run(args)
-    except (
-        ArchError,
-        SweepError,
-        PlanError,
-        StoreError,
-        DatasetError,
-        DeviceError,
-        ResultsFormatError,
-    ) as error:
+            run(SweepRequest.from_args(args))
+    except ERRORS as error:
         sys.exit(f"sweep: {error}")
     if code:
         sys.exit(code)
 
 
-def plan(args, settings: Settings, store: ResultsStore, configs, device) -> list[Chunk]:
+def plan(
+    request: SweepRequest, settings: RunConfig, store: ResultsStore, device
+) -> list[Chunk]:
     """The chunks still to run: saved ones first (as they were saved), then the rest, leaving
     out trials that are recorded or that a live worker holds."""
     done = store.recorded_trials(settings.model) if store.exists() else set()
     budget = memory_budget(device)
     chunks = []
-    for arch, pending in grid(configs, args.modes, args.trials, done):
+    for arch, pending in grid(request.archs, request.modes, request.trials, done):
         running = {t for t in pending if store.is_claimed(t)}
         resumed = saved_chunks(store, arch, pending, running)
         taken = {t for chunk in resumed for t in chunk.trials} | running
-        network = build_architecture(args.model, arch)
-        limit = args.max_batch or batch_limit(network, args.batch_size, budget, device)
+        network = build_architecture(settings.model, arch)
+        limit = request.max_batch or batch_limit(network, settings.hyper.batch_size, budget, device)
         rest = [t for t in pending if t not in taken]
         chunks += resumed + plan_chunks(arch, rest, limit)
     return chunks
 
 
-def run(args: argparse.Namespace) -> None:
-    configs = args.arch if args.arch else read_config_file(args.configs)
+def run(request: SweepRequest) -> None:
+    configs = request.archs
     arch_order = [arch.key for arch in configs]
-    store = ResultsStore(args.results_dir)
-    seed = args.seed if args.seed is not None else stored_seed(store)
-    settings = Settings(
-        args.model,
-        args.lr,
-        args.batch_size,
-        args.weight_decay,
-        args.dropout,
-        args.meta_loops,
-        fresh_seed() if seed is None else seed,
-        args.precision,
-        args.hidden_targets,
-        args.full_sampling,
-    )
-    device = resolve_device(args.device)
+    store = ResultsStore(request.results_dir)
+    seed = request.config.seed if request.config.seed is not None else stored_seed(store)
+    settings = replace(request.config, seed=fresh_seed() if seed is None else seed)
+    device = resolve_device(request.device)
     # Checked before anything else, so --dry-run refuses what the real run would refuse.
     check_results_dir(store, settings)
-    wanted = Grid(tuple(arch_order), tuple(args.modes), args.trials)
-    batch_plan = choose_plan(args, store, configs, settings, device, wanted)
+    wanted = Grid(tuple(arch_order), tuple(request.modes), request.trials)
+    batch_plan = choose_plan(request, store, settings, device, wanted)
 
     def replan() -> list[Chunk]:
         if batch_plan is None:
-            return plan(args, settings, store, configs, device)
-        return open_batches(batch_plan, args.shard, store, settings.model)
+            return plan(request, settings, store, device)
+        return open_batches(batch_plan, request.shard, store, settings.model)
 
     chunks = replan()
+    for arch, size in sorted({(chunk.arch, len(chunk.trials)) for chunk in chunks}):
+        network = build_architecture(settings.model, arch)
+        check_fits(network, settings.hyper.batch_size, size, device)
     finished = len(store.recorded_trials(settings.model)) if store.exists() else 0
 
     console = Console(highlight=False, soft_wrap=True)
-    if args.dry_run:
+    if request.dry_run:
         if batch_plan is not None:
-            print_shard_line(console, batch_plan, args.shard)
+            print_shard_line(console, batch_plan, request.shard)
         print_plan(console, chunks, settings, finished)
         return
     prepare_results_dir(store, settings)
@@ -268,18 +276,18 @@ def run(args: argparse.Namespace) -> None:
         drop_finished_chunks(store, arch, done)
     if not chunks:
         finish(store, settings.model, arch_order)  # a sweep stopped before it merged
-        whose = f"of shard {args.shard} " if args.shard else ""
-        console.print(f"Nothing to run: every trial {whose}is recorded in {args.results_dir}.")
+        whose = f"of shard {request.shard} " if request.shard else ""
+        console.print(f"Nothing to run: every trial {whose}is recorded in {request.results_dir}.")
         return
     trials = sum(len(c.trials) for c in chunks)
     total = sum(len(c.trials) * (settings.meta_loops - c.saved_loops) for c in chunks)
-    part = f" | shard {args.shard} of plan {batch_plan.fingerprint()}" if args.shard else ""
+    part = f" | shard {request.shard} of plan {batch_plan.fingerprint()}" if request.shard else ""
     console.print(
         f"Sweep: {len(chunks)} batches, {trials} trials x {settings.meta_loops} meta-loops "
         f"({total} trial-loops left) | base seed {settings.seed} | device {device} | "
-        f"results in {args.results_dir}{part}"
+        f"results in {request.results_dir}{part}"
     )
-    data = load_mnist(args.data_dir, device)
+    data = load_mnist(request.data_dir, device)
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -310,20 +318,20 @@ def run(args: argparse.Namespace) -> None:
     every = [
         Trial(arch, mode, index)
         for arch in configs
-        for mode in args.modes
-        for index in range(1, args.trials + 1)
+        for mode in request.modes
+        for index in range(1, request.trials + 1)
     ]
     status = store.status(every, settings.model)
     elsewhere = f"; {len(status.running)} run in another worker" if status.running else ""
-    console.print(f"Done: {len(status.done)} trials recorded in {args.results_dir}{elsewhere}")
+    console.print(f"Done: {len(status.done)} trials recorded in {request.results_dir}{elsewhere}")
 
 
-def choose_plan(args, store: ResultsStore, configs, settings: Settings, device, wanted: Grid):
+def choose_plan(request: SweepRequest, store: ResultsStore, settings: RunConfig, device, wanted):
     """The results dir's batch plan; a new one for a shard or a fresh dir; None (plan the pending
     trials as they come) for an unsharded sweep of a dir planned before, or for another grid."""
     stored = read_plan(store.root) if store.exists() else None
     if stored is not None and stored.grid != wanted:
-        if args.shard is not None:
+        if request.shard is not None:
             raise SweepError(
                 f"{store.root} was planned for another grid "
                 f"({grid_difference(stored.grid, wanted)}); give every shard the same "
@@ -334,21 +342,22 @@ def choose_plan(args, store: ResultsStore, configs, settings: Settings, device, 
         return stored
     started = store.exists() and (
         store.recorded_trials(settings.model)
-        or any(store.saved_chunks(arch) for arch in configs)
+        or any(store.saved_chunks(arch) for arch in request.archs)
     )
-    if args.shard is None and started:
+    if request.shard is None and started:
         return None
-    return full_plan(configs, wanted, settings, args.max_batch, memory_budget(device), device)
+    budget = memory_budget(device)
+    return full_plan(request.archs, wanted, settings, request.max_batch, budget, device)
 
 
 def full_plan(
-    configs, wanted: Grid, settings: Settings, max_batch: int | None, budget: int, device
+    configs, wanted: Grid, settings: RunConfig, max_batch: int | None, budget: int, device
 ) -> Plan:
     """Every batch of the grid, finished or not, in the order one process runs them."""
     batches, costs = [], []
     for arch, trials in grid(configs, wanted.modes, wanted.trials, set()):
         network = build_architecture(settings.model, arch)
-        limit = max_batch or batch_limit(network, settings.batch_size, budget, device)
+        limit = max_batch or batch_limit(network, settings.hyper.batch_size, budget, device)
         for chunk in plan_chunks(arch, trials, limit):
             batches.append(chunk)
             costs.append(estimate_seconds(network, len(chunk.trials), settings))
@@ -493,7 +502,7 @@ def finish(store: ResultsStore, model: str, arch_order: list[str]) -> None:
         write_tables(store, model, arch_order)
 
 
-def print_plan(console: Console, chunks: list[Chunk], settings: Settings, finished: int) -> None:
+def print_plan(console: Console, chunks: list[Chunk], settings: RunConfig, finished: int) -> None:
     left = sum(len(c.trials) * (settings.meta_loops - c.saved_loops) for c in chunks)
     console.print(
         f"Plan: {sum(len(c.trials) for c in chunks)} trials to run "
@@ -534,7 +543,7 @@ def print_plan(console: Console, chunks: list[Chunk], settings: Settings, finish
     )
 
 
-def estimate_seconds(arch, trials: int, settings: Settings, loops: int | None = None) -> float:
+def estimate_seconds(arch, trials: int, settings: RunConfig, loops: int | None = None) -> float:
     """Seconds for ``trials`` trials of ``arch`` over ``loops`` meta-loops (default: all of
     them; the cost model above)."""
     flops = 6.0 * arch.parameter_count() * 50_000

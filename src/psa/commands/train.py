@@ -12,7 +12,7 @@ from pathlib import Path
 
 from psa import interrupts
 from psa.arch import argparse_arch
-from psa.arguments import add_method_flags, positive_int, probability
+from psa.arguments import add_device_flag
 from psa.checkpoint import (
     DEFAULT_NAME,
     CheckpointError,
@@ -23,11 +23,12 @@ from psa.checkpoint import (
 )
 from psa.cli import CommandParser
 from psa.commands.console import TrainingDisplay
+from psa.config import RunConfig
 from psa.data import DatasetError, load_mnist
-from psa.device import CHOICES as DEVICE_CHOICES
 from psa.device import DeviceError, resolve_device
-from psa.engine import PRECISIONS, Engine, Hyperparameters, TrialSpec, TrialState
-from psa.model import MODELS, build_architecture
+from psa.engine import Engine, TrialSpec, TrialState
+from psa.memory import MemoryLimitError, check_fits
+from psa.model import build_architecture
 from psa.modes import MODES
 from psa.records import loop_record
 from psa.seeds import fresh_seed, run_seeds
@@ -47,23 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
         help='layers as COUNT*WIDTH segments, e.g. "[4*4, 2*8]"',
     )
     parser.add_argument(
-        "--model",
-        choices=MODELS,
-        default="resmlp",
-        help="residual MLP, or the plain MLP of the first paper",
-    )
-    parser.add_argument(
         "--ablation-mode", choices=MODES, default="none", help="the PSA mode of this run"
     )
-    parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
-    parser.add_argument(
-        "--batch-size", type=positive_int, default=256, help="training batch size"
-    )
-    parser.add_argument(
-        "--meta-loops",
-        type=positive_int,
-        default=100,
-        help="meta-loops in this run (a rerun on the same model dir adds to them)",
+    RunConfig.add_flags(
+        parser,
+        helps={
+            "meta_loops": "meta-loops in this run (a rerun on the same model dir adds to them)",
+            "seed": "run seed (initialisation, ablation draws, dropout); drawn and printed when "
+            "omitted; a resumed run keeps its stored seed",
+        },
     )
     parser.add_argument(
         "--model-dir",
@@ -72,40 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the LKG checkpoint and run logs live (SAGEMAKER_MODEL_DIR overrides it)",
     )
     parser.add_argument(
-        "--weight-decay",
-        type=float,
-        default=1e-4,
-        help="AdamW weight decay, used in decay mode only",
-    )
-    parser.add_argument(
-        "--dropout", type=probability, default=0.1, help="dropout rate, used in dropout mode only"
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=None,
-        help="run seed (initialisation, ablation draws, dropout); drawn and "
-        "printed when omitted; a resumed run keeps its stored seed",
-    )
-    parser.add_argument(
         "--data-seed",
         type=int,
         default=None,
         help="seed of the batch order (default: derived from --seed)",
     )
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="fp32",
-        help="bf16 autocasts the matmuls; weights, optimizer and LKG stay fp32",
-    )
-    add_method_flags(parser)
-    parser.add_argument(
-        "--device",
-        choices=DEVICE_CHOICES,
-        default="auto",
-        help="auto picks CUDA, then MPS, then CPU",
-    )
+    add_device_flag(parser)
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="MNIST folder (default: the shipped dataset/)"
     )
@@ -128,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (CheckpointError, DatasetError, DeviceError) as error:
+    except (CheckpointError, DatasetError, DeviceError, MemoryLimitError) as error:
         sys.exit(f"train: {error}")
 
 
@@ -137,15 +102,8 @@ def run(args: argparse.Namespace) -> None:
     checkpoint = model_dir / DEFAULT_NAME
     arch = build_architecture(args.model, args.arch)
     device = resolve_device(args.device)
-    hyper = Hyperparameters(
-        args.lr,
-        args.batch_size,
-        args.weight_decay,
-        args.dropout,
-        args.precision,
-        args.hidden_targets,
-        args.full_sampling,
-    )
+    hyper = RunConfig.from_args(args).hyper
+    check_fits(arch, hyper.batch_size, 1, device)  # before anything is allocated
 
     metadata = None
     if checkpoint.exists():
@@ -162,7 +120,7 @@ def run(args: argparse.Namespace) -> None:
         metadata = make_metadata(
             model=args.model,
             arch=args.arch,
-            hyperparameters=_hyper_dict(hyper),
+            hyperparameters=asdict(hyper),
             seed=seeds.run,
             data_seed=seeds.data,
             mode=args.ablation_mode,
@@ -199,7 +157,7 @@ def run(args: argparse.Namespace) -> None:
                     )
                 display.resumed(metadata, engine.state[0].lkg_accuracy, last_mode)
             metadata.update(
-                seed=seeds.run, data_seed=seeds.data, hyperparameters=_hyper_dict(hyper)
+                seed=seeds.run, data_seed=seeds.data, hyperparameters=asdict(hyper)
             )
             with display.progress(args.meta_loops) as advance:
                 # Lines of a loop the checkpoint does not hold (a kill between the two) go first.
@@ -257,10 +215,6 @@ def run(args: argparse.Namespace) -> None:
         checkpoint,
     )
     sys.exit(interrupts.exit_status(stop))
-
-
-def _hyper_dict(hyper: Hyperparameters) -> dict:
-    return asdict(hyper)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import pandas as pd
 from psa.arch import ArchError, parse_key, read_config_file
 from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
+from psa.config import MODELS
 from psa.errors import command_hint
 from psa.markdown import read_mode_statistics, read_trials
 from psa.modes import MODES
@@ -29,7 +30,6 @@ from psa.store import ResultsFormatError, ResultsStore, summary_name
 RESULTS_DIR = Path("results")
 CONFIGURATIONS = Path("reproduction/configurations.txt")
 ASYMMETRIC = Path("reproduction/asymmetric.txt")
-MODELS = ("resmlp", "mlp")
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
