@@ -23,6 +23,13 @@ def single_thread_torch():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def plain_command_names(monkeypatch):
+    """Messages name commands as they were run (scripts/poetry exports PSA_RUN_PREFIX); tests
+    expect the plain names whatever runs them, and set the variable where they test it."""
+    monkeypatch.delenv("PSA_RUN_PREFIX", raising=False)
+
+
 @pytest.fixture(scope="session")
 def repo_dataset() -> Path:
     """The shipped dataset/ folder of this checkout."""
