@@ -19,6 +19,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
+from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.cloud.aws import cli_errors, client, error_code
 from psa.cloud.jobs import list_project_jobs, read_jobs_file
@@ -246,7 +247,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"no training jobs named {settings.job_prefix}-… in {settings.region}")
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        write_text_atomically(args.output, json.dumps(summary, indent=2, default=str) + "\n")
         print(f"report written to {args.output}", file=sys.stderr)
     return 0

@@ -13,6 +13,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.cloud.aws import cli_errors, client
 from psa.cloud.listing import list_objects
@@ -95,7 +96,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(report['folders'])} folder(s); --detailed lists them")
         print(f"about ${report['monthly_cost']:.4f} per month at ${price}/GB-month")
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(report, indent=2) + "\n")
+        write_text_atomically(args.output, json.dumps(report, indent=2) + "\n")
         print(f"report written to {args.output}", file=sys.stderr)
     return 0

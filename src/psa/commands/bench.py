@@ -20,6 +20,7 @@ from torch import nn
 
 from psa.arch import ArchError, parse_key
 from psa.arguments import add_device_flag, positive_int
+from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.config import HYPERPARAMETER_NAMES, PRECISIONS, Hyperparameters, RunConfig
 from psa.data import DatasetError, MnistSplits, load_mnist
@@ -140,8 +141,7 @@ def run(args, archs, ks, precisions, device, data: MnistSplits) -> dict:
         **provenance(device),
     }
     console.print(summary_table(rows))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomically(args.output, json.dumps(report, indent=2) + "\n")
     console.print(f"Wrote {args.output}")
     return report
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from psa.arch import Arch, ArchError, read_config_file
 from psa.arguments import positive_int
+from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.modes import MODES
 from psa.seeds import trial_run_seed
@@ -171,8 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     output = arguments.output
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
+        write_text_atomically(output, text)
         output.chmod(0o755)
     except OSError as error:
         sys.exit(
