@@ -57,6 +57,18 @@ def isolated_aws_env(monkeypatch, tmp_path, credentials: bool = True, **settings
     monkeypatch.chdir(tmp_path)
 
 
+def stand_in_dataset(monkeypatch, tmp_path) -> None:
+    """MNIST file names with tiny contents, where the runner looks for the dataset to upload."""
+    from psa.cloud import runner
+    from psa.cloud.sourcedir import MNIST_FILES
+
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    for name in MNIST_FILES:
+        (dataset / name).write_bytes(b"tiny stand-in")
+    monkeypatch.setattr(runner, "default_dataset_dir", lambda: dataset)
+
+
 def model_tar(files: dict[str, bytes | str]) -> bytes:
     """A model.tar.gz as SageMaker packs /opt/ml/model (members relative, no leading ./)."""
     buffer = io.BytesIO()

@@ -1,5 +1,7 @@
 """The record schemas that train, sweep and SageMaker jobs share, and builders of small records."""
 
+import pandas as pd
+
 LOOP_LOG_KEYS = {
     "run_id",
     "arch",
@@ -46,3 +48,16 @@ def loop_record(arch: str, mode: str, trial: int, loop: int, current: float, lkg
         "promoted": current >= lkg,
         "train_seconds": 0.1,
     }
+
+
+def long_form(cells: dict, paired: bool):
+    """cells: {arch: {mode: [accuracy per trial]}} -> the reporting readers' long form."""
+    rows = [
+        (arch, trial, mode, value, "ok")
+        for arch, modes in cells.items()
+        for mode, values in modes.items()
+        for trial, value in enumerate(values, start=1)
+    ]
+    long = pd.DataFrame(rows, columns=["arch", "trial", "mode", "accuracy", "status"])
+    long.attrs.update(paired=paired, archs=list(cells))
+    return long

@@ -21,12 +21,13 @@ from cloud_support import (
     ScriptedHttp,
     isolated_aws_env,
     json_answer,
+    stand_in_dataset,
     throttled,
 )
 from psa.cloud import runner
 from psa.cloud.aws import client
 from psa.cloud.settings import Settings
-from psa.cloud.sourcedir import MNIST_FILES, build_bundle, default_source_dir
+from psa.cloud.sourcedir import build_bundle, default_source_dir
 
 GRID = ["--arch", "[2*8]", "--modes", "none,full", "--trials", "2", "--meta-loops", "3"]
 
@@ -36,11 +37,7 @@ def aws(monkeypatch, tmp_path):
     isolated_aws_env(
         monkeypatch, tmp_path, AWS_SAGEMAKER_ROLE=ROLE, S3_BUCKET_NAME=BUCKET, S3_PREFIX=PREFIX
     )
-    dataset = tmp_path / "dataset"
-    dataset.mkdir()
-    for name in MNIST_FILES:
-        (dataset / name).write_bytes(b"tiny stand-in")
-    monkeypatch.setattr(runner, "default_dataset_dir", lambda: dataset)
+    stand_in_dataset(monkeypatch, tmp_path)
     with mock_aws():
         boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
         yield boto3.client("sagemaker", region_name=REGION)

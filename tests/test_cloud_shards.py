@@ -10,10 +10,18 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from cloud_support import BUCKET, PREFIX, REGION, ROLE, isolated_aws_env, jsonl, model_tar
+from cloud_support import (
+    BUCKET,
+    PREFIX,
+    REGION,
+    ROLE,
+    isolated_aws_env,
+    jsonl,
+    model_tar,
+    stand_in_dataset,
+)
 from psa.arch import Arch
 from psa.cloud import entry, results, runner
-from psa.cloud.sourcedir import MNIST_FILES
 from psa.commands import merge_results
 from psa.config import RunConfig
 from psa.shard import Shard
@@ -30,11 +38,7 @@ def aws(monkeypatch, tmp_path):
         monkeypatch, tmp_path, AWS_SAGEMAKER_ROLE=ROLE, S3_BUCKET_NAME=BUCKET, S3_PREFIX=PREFIX
     )
     (tmp_path / "configs.txt").write_text(CONFIGS)
-    dataset = tmp_path / "dataset"
-    dataset.mkdir()
-    for name in MNIST_FILES:
-        (dataset / name).write_bytes(b"tiny stand-in")
-    monkeypatch.setattr(runner, "default_dataset_dir", lambda: dataset)
+    stand_in_dataset(monkeypatch, tmp_path)
     with mock_aws():
         boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
         yield boto3.client("sagemaker", region_name=REGION)

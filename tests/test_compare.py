@@ -16,7 +16,7 @@ from psa.report.commands import compare_modes_main
 from psa.report.compare import adjust_p, compare_modes, compare_pair
 from psa.report.compare_format import render
 from psa.store import read_trial_records
-from schemas import trial_record
+from schemas import long_form, trial_record
 
 GOLDEN = Path(__file__).parent / "golden"
 # Set PSA_UPDATE_GOLDEN=1 to rewrite the golden files after a deliberate format change.
@@ -26,17 +26,6 @@ NONE = [90.1, 91.7, 93.2, 92.4, 90.9]
 FULL = [90.6, 92.1, 93.9, 92.5, 91.6]  # a small gain in every trial, lost in the spread unpaired
 HIDDEN = [88.0, 91.0, 89.5, 90.2]  # one trial fewer
 
-
-def long_form(cells, paired):
-    rows = [
-        (arch, trial, mode, value, "ok")
-        for arch, modes in cells.items()
-        for mode, values in modes.items()
-        for trial, value in enumerate(values, start=1)
-    ]
-    long = pd.DataFrame(rows, columns=["arch", "trial", "mode", "accuracy", "status"])
-    long.attrs.update(paired=paired, archs=list(cells))
-    return long
 
 
 CELLS = {

@@ -40,7 +40,7 @@ from psa.report.plotting import SIZED_AREAS, area_scale
 from psa.report.regimes import classify_trials
 from psa.report.style import FigureError, FigureOptions
 from psa.store import ResultsFormatError
-from schemas import loop_record
+from schemas import long_form, loop_record
 
 DPI = 20
 KINDS = ("png", "csv")
@@ -51,18 +51,6 @@ CONFIGS = [parse_key(key) for key in ("1*64", "4*4", "18*18", "64*1", "2*2", "8*
 CONFIGS.append(parse_arch("[4*4, 2*8]"))
 MIRRORS = [parse_arch("[64*1]")]
 
-
-def long_form(cells, paired):
-    """cells: {arch: {mode: [accuracy per trial]}} -> the readers' long form."""
-    rows = [
-        (arch, trial, mode, value, "ok")
-        for arch, modes in cells.items()
-        for mode, values in modes.items()
-        for trial, value in enumerate(values, start=1)
-    ]
-    long = pd.DataFrame(rows, columns=["arch", "trial", "mode", "accuracy", "status"])
-    long.attrs.update(paired=paired, archs=list(cells))
-    return long
 
 
 SHIFT = [0.4, 0.5, 0.6, 0.5, 0.5]  # a steady paired gain hidden in a wide spread
