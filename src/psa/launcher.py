@@ -48,7 +48,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         metavar="MINUTES",
         help="wall-clock limit of each task; a task that reaches it is requeued and resumes",
     )
-    group.add_argument("--gpus-per-task", type=int, default=None, help="GPUs of each task")
+    group.add_argument("--gpus-per-task", type=positive_int, default=None, help="GPUs of each task")
     group.add_argument(
         "--cpus-per-task",
         type=positive_int,
