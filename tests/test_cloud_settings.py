@@ -59,9 +59,11 @@ def test_region_falls_back_to_aws_default_region(clean_env, monkeypatch):
     assert load_settings(parse([])).region == "us-west-2"
 
 
-def test_an_explicit_env_file_must_exist(clean_env):
-    with pytest.raises(SettingsError, match="does not exist"):
-        load_settings(parse(["--env-file", "missing.env"]))
+def test_an_explicit_env_file_must_exist(clean_env, capsys):
+    with pytest.raises(SystemExit) as refused:  # a usage error, before any setting is read
+        parse(["--env-file", "missing.env"])
+    assert refused.value.code == 2
+    assert "--env-file: missing.env does not exist" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

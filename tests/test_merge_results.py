@@ -146,6 +146,13 @@ def test_an_input_as_output_or_a_dir_without_records_is_refused(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "holds no trial records" in refuse(["--results-dir", str(tmp_path / "m"), str(empty)])
-    missing = str(tmp_path / "x")
-    assert "is not a directory" in refuse(["--results-dir", str(tmp_path / "m"), missing])
     assert snapshot(a) == before
+
+
+def test_a_missing_input_is_a_usage_error(tmp_path, capsys):
+    missing = str(tmp_path / "x")
+    with pytest.raises(SystemExit) as refused:
+        merge_results.main(["--results-dir", str(tmp_path / "m"), missing])
+    assert refused.value.code == 2
+    assert f"{missing} does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

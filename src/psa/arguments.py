@@ -4,6 +4,7 @@ runner, so each flag parses and reports errors the same way everywhere."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from psa.modes import MODES
 
@@ -16,6 +17,14 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return value
+
+
+def existing_path(text: str) -> Path:
+    """An input the command reads: one that does not exist is a usage error (exit status 2)."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text} does not exist")
+    return path
 
 
 def mode_list(text: str) -> tuple[str, ...]:

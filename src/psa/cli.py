@@ -20,7 +20,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from psa.errors import PsaError
+from psa.errors import PsaError, UsageError, UsageExit
 
 # Console command -> "module:function" taking argv. An alias is one more row.
 COMMANDS = {
@@ -78,18 +78,19 @@ def run(command: str, argv: Sequence[str]) -> int:
         status = getattr(importlib.import_module(module), function)(list(argv))
         return status if isinstance(status, int) else 0
     except KeyboardInterrupt as stop:
+        from psa.interrupts import stopped_line
+
         signum = getattr(stop, "signum", signal.SIGINT)  # Stopped, or psa.interrupts.Interrupted
-        name = signal.Signals(signum).name
-        print(f"{command}: stopped by {name}; rerun the same command to continue", file=sys.stderr)
+        print(stopped_line(command, stop, "rerun the same command to continue"), file=sys.stderr)
         return EXIT_STATUS[signum]
     except PsaError as error:
         print(f"{command}: {one_line(str(error))}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(error, UsageError) else 1
     except SystemExit as done:
         if not isinstance(done.code, str):
             raise
         print(one_line(done.code), file=sys.stderr)
-        return 1
+        return 2 if isinstance(done, UsageExit) else 1
     except BrokenPipeError:
         # The reader of stdout went away (`| head`): nothing left to say, and no traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

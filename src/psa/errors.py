@@ -4,6 +4,7 @@ those lines name another command."""
 from __future__ import annotations
 
 import os
+from typing import NoReturn
 
 # Set by ``scripts/poetry run``, so a hint names a command as the user types it.
 PREFIX_VARIABLE = "PSA_RUN_PREFIX"
@@ -14,6 +15,31 @@ class PsaError(Exception):
 
     The console entry layer (``psa.cli``) prints it as ``<command>: <message>`` and exits 1.
     """
+
+
+class UsageError(PsaError):
+    """A PsaError that is the command line's: flags that cannot go together; exit status 2."""
+
+
+class UsageExit(SystemExit):
+    """Ends a command with its one line and exit status 2: the command line is wrong as given
+    (flags that cannot go together, a named input that does not exist or cannot be used).
+
+    Raised as ``UsageExit("<command>: <what is wrong>; <what to do>")``, like ``sys.exit(line)``,
+    whose status is 1."""
+
+
+def exit_with(prog: str, error: PsaError) -> NoReturn:
+    """End the command with ``<prog>: <error>``: exit status 2 for a UsageError, else 1."""
+    raise (UsageExit if isinstance(error, UsageError) else SystemExit)(f"{prog}: {error}") from None
+
+
+def install_hint(extra: str) -> str:
+    """How the user installs an optional extra: through scripts/poetry when that runs them."""
+    prefix = os.environ.get(PREFIX_VARIABLE, "").strip()
+    if prefix.endswith(" run"):
+        return f"{prefix.removesuffix(' run')} install -E {extra}"
+    return f"pip install 'psa[{extra}]' (or: poetry install -E {extra})"
 
 
 def command_hint(command: str) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
+from psa.arguments import existing_path
 from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.cloud.aws import cli_errors, client, error_code
@@ -201,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--job", action="append", default=[], help="a job name (repeatable)")
     parser.add_argument(
         "--jobs-file",
-        type=Path,
+        type=existing_path,
         help="job names, one per line (default: all jobs named <JOB_NAME_PREFIX>-… on SageMaker)",
     )
     parser.add_argument(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psa
 from psa.arch import Arch, argparse_arch, read_config_file
-from psa.arguments import mode_list, positive_int
+from psa.arguments import existing_path, mode_list, positive_int
 from psa.config import OPTIONAL_SETTINGS, Hyperparameters, RunConfig
 from psa.modes import MODES
 
@@ -40,7 +40,7 @@ def add_grid_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("grid (the same flags as sweep)")
     group.add_argument(
         "--configs",
-        type=Path,
+        type=existing_path,
         help="one L*W per line (default: reproduction/configurations.txt of this checkout)",
     )
     group.add_argument(

@@ -15,6 +15,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
+from psa.arguments import existing_path
 from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.cloud.aws import cli_errors, client
@@ -38,7 +39,7 @@ def _download_parser() -> argparse.ArgumentParser:
         description="Download training-job logs from CloudWatch Logs (resumable).",
     )
     parser.add_argument("--job", action="append", default=[], help="a job name (repeatable)")
-    parser.add_argument("--jobs-file", type=Path, help="job names, one per line")
+    parser.add_argument("--jobs-file", type=existing_path, help="job names, one per line")
     parser.add_argument(
         "--output-dir",
         type=Path,
@@ -139,8 +140,9 @@ def parse_main(argv: list[str] | None = None) -> int:
         )
     jobs = read_job_logs(args.logs_dir)
     if not jobs:
-        parser.error(
-            f"no .log files under {args.logs_dir}; run `{command_hint(DOWNLOAD_PROG)}` first"
+        sys.exit(
+            f"{PARSE_PROG}: no .log files under {args.logs_dir}; "
+            f"run `{command_hint(DOWNLOAD_PROG)}` first"
         )
     parsed = [(job, parse_job_log(job, lines, args.model)) for job, lines in jobs.items()]
     for job, trials in parsed:

@@ -22,6 +22,7 @@ from pathlib import Path
 from botocore.exceptions import ClientError
 
 from psa.arch import ArchError
+from psa.arguments import existing_path
 from psa.cli import CommandParser
 from psa.cloud.aws import QUOTA_CODE, RETRY_ATTEMPTS, cli_errors, client, error_code
 from psa.cloud.grid import JobSpec, add_grid_flags, attempt_name, attempt_of, plan_jobs
@@ -222,13 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_grid_flags(parser)
     parser.add_argument(
         "--source-dir",
-        type=Path,
+        type=existing_path,
         default=default_source_dir(),
         help="the job's entry files (default: aws/sagemaker of this checkout)",
     )
     parser.add_argument(
         "--dataset-dir",
-        type=Path,
+        type=existing_path,
         default=default_dataset_dir(),
         help="folder with the four MNIST .gz files, uploaded once as the 'training' channel "
         "(default: dataset/ of this checkout)",
@@ -273,7 +274,8 @@ def _dry_run(decisions: list[Decision], settings: Settings, source_dir: Path) ->
     requests = [training_request(d, settings, source_uri, dataset_uri(settings)) for d in decisions]
     print(json.dumps(requests, indent=2))
     print(
-        f"{PROG}: dry run: {len(requests)} job(s); sourcedir.tar.gz ({len(bundle.files)} files) "
+        f"{PROG}: dry run: {len(requests)} job(s); sourcedir.tar.gz ({len(bundle.files)} files, "
+        f"{len(bundle.data):,} bytes) "
         f"would go to {source_uri}; nothing was sent",
         file=sys.stderr,
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from psa.arguments import existing_path
 from psa.errors import PsaError
 
 ENV_EXAMPLE = "aws/sagemaker/.env.example"
@@ -99,7 +100,9 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) 
     """Add ``--env-file`` and the override flags of the named settings to a command's parser."""
     group = parser.add_argument_group("settings (override .env and the environment)")
     group.add_argument(
-        "--env-file", type=Path, help="settings file (default: .env in the current directory)"
+        "--env-file",
+        type=existing_path,
+        help="settings file (default: .env in the current directory)",
     )
     for name in names:
         field = _BY_NAME[name]

@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from psa.arguments import existing_path
 from psa.cli import CommandParser
 from psa.data import (
     NUM_CLASSES,
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--data-dir",
-        type=Path,
+        type=existing_path,
         default=None,
         help="folder holding the MNIST files (default: $SM_CHANNEL_TRAINING, else dataset/)",
     )

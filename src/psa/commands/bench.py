@@ -19,13 +19,14 @@ from rich.table import Table
 from torch import nn
 
 from psa.arch import ArchError, parse_key
-from psa.arguments import add_device_flag, positive_int
+from psa.arguments import add_device_flag, existing_path, positive_int
 from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.config import HYPERPARAMETER_NAMES, PRECISIONS, Hyperparameters, RunConfig
 from psa.data import DatasetError, MnistSplits, load_mnist
 from psa.device import DeviceError, resolve_device
 from psa.engine import Engine, TrialSpec
+from psa.errors import UsageExit
 from psa.model import Architecture, build_architecture
 from psa.modes import MODES
 from psa.records import provenance
@@ -69,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_device_flag(parser)
     parser.add_argument(
-        "--data-dir", type=Path, default=None, help="MNIST folder (default: the shipped dataset/)"
+        "--data-dir",
+        type=existing_path,
+        default=None,
+        help="MNIST folder (default: the shipped dataset/)",
     )
     parser.add_argument(
         "--output", type=Path, default=Path("results/bench.json"), help="JSON file of the figures"
@@ -86,14 +90,16 @@ def main(argv: list[str] | None = None) -> None:
         if any(k < 1 for k in ks) or any(p not in PRECISIONS for p in precisions):
             raise ValueError
     except ArchError as error:
-        sys.exit(f"bench: {error}")
+        raise UsageExit(f"bench: --archs: {error}") from None
     except ValueError:
-        sys.exit(
+        raise UsageExit(
             "bench: --trials takes positive whole numbers and --precisions "
             f"{','.join(PRECISIONS)}, e.g. --trials 1,6,60 --precisions fp32,bf16"
-        )
+        ) from None
     if not archs:
-        sys.exit("bench: --archs lists no architecture; give L*W items, e.g. --archs 1*1024,4*17")
+        raise UsageExit(
+            "bench: --archs lists no architecture; give L*W items, e.g. --archs 1*1024,4*17"
+        )
     try:
         device = resolve_device(args.device)
         data = load_mnist(args.data_dir, device)

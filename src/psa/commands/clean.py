@@ -9,7 +9,7 @@ from pathlib import Path
 
 from psa.checkpoint import DEFAULT_NAME
 from psa.cli import CommandParser
-from psa.errors import PsaError
+from psa.errors import PsaError, UsageExit
 
 KEEP = frozenset({".gitkeep"})
 
@@ -73,12 +73,12 @@ def main_all(argv: list[str] | None = None) -> None:
 
 def run(arguments: argparse.Namespace, prog: str = "clean") -> None:
     if arguments.all and arguments.files:
-        sys.exit(f"{prog}: give either --all or FILE names, not both; see `{prog} --help`")
+        raise UsageExit(f"{prog}: give either --all or FILE names, not both; see `{prog} --help`")
     model_dir = arguments.model_dir
     try:
         targets = select_targets(model_dir, arguments.files, arguments.all)
     except CleanError as error:
-        sys.exit(f"{prog}: {error}")
+        raise UsageExit(f"{prog}: {error}") from None
 
     if not targets:
         print(f"Nothing to delete in {model_dir}.")
@@ -170,7 +170,7 @@ def _dedupe(paths: list[Path]) -> list[Path]:
 def _confirm(targets: list[Path], model_dir: Path, prog: str) -> bool:
     """Ask y/N on the terminal; without one, refuse rather than wait for an answer."""
     if not sys.stdin.isatty():
-        sys.exit(
+        raise UsageExit(
             f"{prog}: this would delete {len(targets)} files in {model_dir}, and there is no "
             "terminal to confirm on; rerun with --yes (or --dry-run to list them)"
         )

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from psa.arguments import existing_path
 from psa.cli import CommandParser
 from psa.merge import MergeError, merge, write_merged
 from psa.store import ResultsStore
@@ -27,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="the merged results dir (new, empty, or a previous merge's, whose records are kept)",
     )
-    parser.add_argument("inputs", type=Path, nargs="+", metavar="DIR", help="results dirs to merge")
+    parser.add_argument(
+        "inputs", type=existing_path, nargs="+", metavar="DIR", help="results dirs to merge"
+    )
     return parser
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from psa.arch import Arch, ArchError, read_config_file
-from psa.arguments import positive_int
+from psa.arguments import existing_path, positive_int
 from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.modes import MODES
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--configs",
-        type=Path,
+        type=existing_path,
         default=DEFAULT_CONFIGS,
         help=f"one L*W per line, # comments (default: {DEFAULT_CONFIGS})",
     )

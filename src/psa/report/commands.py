@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from psa.arch import ArchError, parse_key, read_config_file
+from psa.arguments import existing_path
 from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.config import MODELS
@@ -104,7 +105,7 @@ def _add_zeror(parser: argparse.ArgumentParser) -> None:
         help="compute ZeroR from the MNIST validation split in --data-dir",
     )
     parser.add_argument(
-        "--data-dir", type=Path, default=None, help="MNIST dir for --zeror-from-data"
+        "--data-dir", type=existing_path, default=None, help="MNIST dir for --zeror-from-data"
     )
 
 
@@ -204,7 +205,7 @@ def classify_regimes_main(argv: list[str] | None = None) -> int:
     _add_trials_file(parser)
     parser.add_argument(
         "--config-file",
-        type=Path,
+        type=existing_path,
         default=None,
         help="architectures to classify, in order (default: those of the trials file); "
         "one without trials is 'unknown'",
@@ -240,11 +241,14 @@ def architecture_table_main(argv: list[str] | None = None) -> int:
         "Print the LaTeX table of configurations with their parameter counts.",
     )
     parser.add_argument(
-        "--config-file", type=Path, default=CONFIGURATIONS, help="configurations, one per line"
+        "--config-file",
+        type=existing_path,
+        default=CONFIGURATIONS,
+        help="configurations, one per line",
     )
     parser.add_argument(
         "--asymmetric-file",
-        type=Path,
+        type=existing_path,
         default=ASYMMETRIC,
         help="configurations labelled Asymmetric (the rest are Matched)",
     )
@@ -280,7 +284,10 @@ def trial_accuracy_table_main(argv: list[str] | None = None) -> int:
         "(default: results/psa_<model>_summary.md)",
     )
     parser.add_argument(
-        "--order", type=Path, default=CONFIGURATIONS, help="configurations file giving row order"
+        "--order",
+        type=existing_path,
+        default=CONFIGURATIONS,
+        help="configurations file giving row order",
     )
     _add_model(parser)
     parser.add_argument("--caption", default=None, help="table caption (default: from the data)")
@@ -332,7 +339,7 @@ def _written(path: Path) -> None:
 def design_space_main(argv: list[str] | None = None) -> int:
     parser = _parser("make-figure-design-space", "Draw the tested design space (depth x width).")
     parser.add_argument(
-        "--config-file", type=Path, default=CONFIGURATIONS, help="configurations to draw"
+        "--config-file", type=existing_path, default=CONFIGURATIONS, help="configurations to draw"
     )
     _output_file(parser)
     parser.add_argument(
@@ -367,13 +374,13 @@ def heatmaps_main(argv: list[str] | None = None) -> int:
     _add_trials_file(parser)
     parser.add_argument(
         "--config-file",
-        type=Path,
+        type=existing_path,
         default=CONFIGURATIONS,
         help="architectures to place (single-stack L*W)",
     )
     parser.add_argument(
         "--asymmetric-file",
-        type=Path,
+        type=existing_path,
         default=ASYMMETRIC,
         help="architectures drawn as triangles in Parameter Matching",
     )
@@ -436,6 +443,14 @@ def parse_targets(text: str) -> list[str]:
     return list(dict.fromkeys(parse_key(piece).key for piece in pieces))
 
 
+def targets_flag(text: str) -> list[str]:
+    """``--targets``: a malformed architecture is a usage error, as ``--arch`` is elsewhere."""
+    try:
+        return parse_targets(text)
+    except ArchError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def convergence_main(argv: list[str] | None = None) -> int:
     from psa.report.convergence import LATE_BREAKTHROUGH_TARGETS
 
@@ -446,7 +461,7 @@ def convergence_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--logs-dir",
-        type=Path,
+        type=existing_path,
         default=ResultsStore(RESULTS_DIR).logs_dir,
         help="a results dir, its logs/, a model dir, or a dir of CloudWatch job logs",
     )
@@ -456,6 +471,7 @@ def convergence_main(argv: list[str] | None = None) -> int:
     _output_file(parser)
     parser.add_argument(
         "--targets",
+        type=targets_flag,
         default=None,
         help="comma-separated architectures, one panel each (default: every architecture "
         f"logged; with --late-breakthroughs: {','.join(LATE_BREAKTHROUGH_TARGETS)})",
@@ -502,10 +518,9 @@ def convergence_main(argv: list[str] | None = None) -> int:
         )
 
         options = figure_options(args, args.output_file)
-        targets_text = args.targets or (
-            ",".join(LATE_BREAKTHROUGH_TARGETS) if args.late_breakthroughs else None
+        targets = args.targets or (
+            parse_targets(",".join(LATE_BREAKTHROUGH_TARGETS)) if args.late_breakthroughs else None
         )
-        targets = parse_targets(targets_text) if targets_text else None
         logs = read_loop_logs(args.logs_dir, args.model or "resmlp")
         model = _resolve_model(args.logs_dir, args.model, sorted(set(logs["model"])))
         logs = logs[logs["model"] == model]
@@ -550,7 +565,7 @@ def compare_modes_main(argv: list[str] | None = None) -> int:
     _add_trials_file(parser)
     parser.add_argument(
         "--config-file",
-        type=Path,
+        type=existing_path,
         default=None,
         help="architectures to compare, in order (default: those of the trials)",
     )
