@@ -296,7 +296,12 @@ def test_ctrl_c_stops_cleanly_and_reports_the_bounty_and_test_accuracy(
     assert done >= 2
     [log] = logs(tmp_path)
     assert len(read_lines(log)) == done
-    assert "Interrupted" in out
+    name = signal.Signals(stop).name
+    assert err.splitlines()[-1] == (
+        f"train: stopped by {name}; the LKG checkpoint holds every completed meta-loop "
+        f"({done}); rerun the same command to continue"
+    )
+    assert "Interrupted" not in out
     bounty = [line for line in out.splitlines() if line.startswith("Final Bounty")]
     assert len(bounty) == 1
     assert f"{metadata['bounty']:.2f}% @ {metadata['bounty_loop']}/{done}" in bounty[0]

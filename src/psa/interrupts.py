@@ -27,6 +27,12 @@ def exit_status(error: KeyboardInterrupt) -> int:
     return 128 + int(getattr(error, "signum", signal.SIGINT))
 
 
+def stopped_line(command: str, error: KeyboardInterrupt, detail: str) -> str:
+    """Every command's last line after a stop: ``<command>: stopped by SIGINT; <detail>``."""
+    name = signal.Signals(getattr(error, "signum", signal.SIGINT)).name
+    return f"{command}: stopped by {name}; {detail}"
+
+
 @contextlib.contextmanager
 def sigterm_stops() -> Iterator[None]:
     """Turn SIGTERM into KeyboardInterrupt; the caller's handler is restored afterwards."""

@@ -100,12 +100,6 @@ class TrainingDisplay:
             described = target.describe(self.arch)
             self.print(f"  ablated neuron {described['neuron']} of {described['layer']}")
 
-    def interrupted(self, saved: bool) -> None:
-        if saved:
-            self.print("Interrupted: the LKG checkpoint holds every completed meta-loop.")
-        else:
-            self.print("Interrupted before the first meta-loop was completed; nothing was saved.")
-
     def finished(
         self, state: TrialState, test_accuracy: float, loops: int, checkpoint: Path
     ) -> None:

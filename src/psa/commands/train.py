@@ -12,7 +12,7 @@ from pathlib import Path
 
 from psa import interrupts
 from psa.arch import argparse_arch
-from psa.arguments import add_device_flag
+from psa.arguments import add_device_flag, existing_path
 from psa.checkpoint import (
     DEFAULT_NAME,
     CheckpointError,
@@ -21,7 +21,8 @@ from psa.checkpoint import (
     make_metadata,
     save_checkpoint,
 )
-from psa.cli import CommandParser
+from psa.cli import CommandParser, running
+from psa.cli import run as run_command
 from psa.commands.console import TrainingDisplay
 from psa.config import RunConfig
 from psa.data import DatasetError, load_mnist
@@ -72,7 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_device_flag(parser)
     parser.add_argument(
-        "--data-dir", type=Path, default=None, help="MNIST folder (default: the shipped dataset/)"
+        "--data-dir",
+        type=existing_path,
+        default=None,
+        help="MNIST folder (default: the shipped dataset/)",
     )
     parser.add_argument(
         "--num-workers",
@@ -203,19 +207,23 @@ def run(args: argparse.Namespace) -> None:
         return
     # The loop in flight is discarded: the summary is of what is on disk.
     if not checkpoint.exists():
-        display.interrupted(saved=False)
-        sys.exit(interrupts.exit_status(stop))
-    tensors, on_disk = load_checkpoint(checkpoint)
-    engine.load_lkg(0, tensors)
-    display.interrupted(saved=True)
-    display.finished(
-        TrialState(on_disk["bounty"], on_disk["bounty_loop"]),
-        engine.test_accuracy()[0],
-        on_disk["loops_completed"],
-        checkpoint,
-    )
+        detail = "no meta-loop was completed and nothing was saved; rerun the same command"
+    else:
+        tensors, on_disk = load_checkpoint(checkpoint)
+        engine.load_lkg(0, tensors)
+        display.finished(
+            TrialState(on_disk["bounty"], on_disk["bounty_loop"]),
+            engine.test_accuracy()[0],
+            on_disk["loops_completed"],
+            checkpoint,
+        )
+        detail = (
+            f"the LKG checkpoint holds every completed meta-loop ({on_disk['loops_completed']}); "
+            "rerun the same command to continue"
+        )
+    print(interrupts.stopped_line(running("train"), stop, detail), file=sys.stderr)
     sys.exit(interrupts.exit_status(stop))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("train", sys.argv[1:]))
