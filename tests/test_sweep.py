@@ -24,6 +24,7 @@ from psa.markdown import read_summary_markdown, read_trials_markdown
 from psa.modes import ABLATIVE_MODES, BASELINE_MODES, MODES
 from psa.store import ResultsStore, Trial
 from psa.sweep import plan_chunks, prepare_results_dir
+from psa.wording import count
 from schemas import LOOP_LOG_KEYS
 
 ARCHS = ("[1*8]", "[2*4]")
@@ -280,7 +281,9 @@ def test_a_sweep_stopped_by_sigterm_mid_batch_resumes_exactly(
     finally:
         process.kill()
     assert process.returncode == 143, err
-    assert "Traceback" not in err and "Interrupted" in out
+    assert "Traceback" not in err and "Interrupted" not in out
+    last = err.splitlines()[-1]
+    assert last.startswith("sweep: stopped by SIGTERM; finished trials are recorded")
     assert {r["arch"] for r in read_records(results)} == {KEYS[0]}
     [saved] = ResultsStore(results).saved_chunks(parse_key(KEYS[1]))
     done = saved.loops_completed
@@ -300,8 +303,8 @@ def test_a_sweep_stopped_by_sigterm_mid_batch_resumes_exactly(
     sweep_command.main(sweep_flags(results, repo_dataset))
     out = capsys.readouterr().out
     left = half * (LOOPS - done)
-    assert f"1 batches, {half} trials x {LOOPS} meta-loops ({left} trial-loops left)" in out
-    assert f"resuming at loop {done + 1}/{LOOPS} ({done} loops saved)" in out
+    assert f"1 batch, {half} trials x {LOOPS} meta-loops ({left} trial-loops left)" in out
+    assert f"resuming at loop {done + 1}/{LOOPS} ({count(done, 'loop')} saved)" in out
     assert f"loop {done + 1}/{LOOPS} | best LKG" in out and f"loop {done}/{LOOPS} |" not in out
     assert_same_as_reference(results, reference)
     # A record's seconds count every session's training, not only the last one's.
@@ -415,12 +418,13 @@ def test_a_bad_configs_line_is_refused_with_its_file_and_line(
     assert not results.exists()
 
 
-def test_a_missing_configs_file_is_named_in_one_line(tmp_path):
+def test_a_missing_configs_file_is_named_in_one_line(tmp_path, capsys):
     missing = tmp_path / "nowhere.txt"
     with pytest.raises(SystemExit) as raised:
         sweep_command.main(["--configs", str(missing), "--results-dir", str(tmp_path / "r")])
-    message = str(raised.value.code)
-    assert message.startswith("sweep:") and "\n" not in message and str(missing) in message
+    assert raised.value.code == 2  # a usage error
+    message = capsys.readouterr().err
+    assert message.startswith("sweep:") and message.count("\n") == 1 and str(missing) in message
 
 
 def test_dry_run_prints_batches_and_an_estimate_and_writes_nothing(tmp_path, repo_dataset, capsys):
@@ -437,7 +441,7 @@ def test_dry_run_prints_batches_and_an_estimate_and_writes_nothing(tmp_path, rep
         "[2*4] K=12",
         "[2*4] K=6",
     ]
-    assert "trials 1-2" in batches[0] and "trials 3-3" in batches[1]
+    assert "trials 1-2" in batches[0] and "(trial 3," in batches[1]
     assert all(line.rsplit("~", 1)[1][0].isdigit() for line in batches)
     assert "Estimated time: ~" in out
     assert not results.exists()

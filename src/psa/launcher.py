@@ -16,12 +16,11 @@ import sys
 from pathlib import Path
 
 from psa.arguments import positive_int
-from psa.errors import command_hint
+from psa.errors import UsageError, command_hint, install_hint
 from psa.shard import Shard
 from psa.sweep import SweepError
 
 LAUNCHERS = ("local", "slurm")
-EXTRA = "pip install 'psa[slurm]' (or: poetry install -E slurm)"
 JOB_NAME = "psa-sweep"
 TIMEOUT_REQUEUES = 10  # how often a task may hit its time limit and be requeued
 DEFAULT_TIME_LIMIT = 1440  # minutes
@@ -79,7 +78,8 @@ def import_submitit():
         import submitit
     except ImportError:
         raise SweepError(
-            f"--launcher needs submitit, which is not installed; install the extra: {EXTRA}"
+            f"--launcher needs submitit, which is not installed; install the extra: "
+            f"{install_hint('slurm')}"
         ) from None
     return submitit
 
@@ -89,7 +89,7 @@ def sbatch_parameters(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip() or key.strip().startswith("-"):
-            raise SweepError(
+            raise UsageError(
                 f"--sbatch {pair!r} is not KEY=VALUE; give e.g. --sbatch constraint=a100"
             )
         extra[key.strip()] = value.strip()
@@ -108,11 +108,11 @@ def shard_arguments(args: argparse.Namespace, shard: Shard) -> argparse.Namespac
 
 def check(args: argparse.Namespace) -> None:
     if args.shards is None:
-        raise SweepError(f"--launcher {args.launcher} needs --shards N; add e.g. --shards 4")
+        raise UsageError(f"--launcher {args.launcher} needs --shards N; add e.g. --shards 4")
     if args.shard is not None:
-        raise SweepError("--launcher starts every shard itself; drop --shard")
+        raise UsageError("--launcher starts every shard itself; drop --shard")
     if args.launcher == "local" and (args.partition or args.account or args.qos or args.sbatch):
-        raise SweepError(
+        raise UsageError(
             "--partition, --account, --qos and --sbatch are SLURM's; use --launcher slurm"
         )
     sbatch_parameters(args.sbatch)

@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 from psa import interrupts
-from psa.errors import command_hint
+from psa.errors import UsageError, command_hint
 from psa.shard import Shard
-from psa.sweep import SweepError
 
 
 def device_list(text: str) -> tuple[str, ...]:
@@ -57,7 +56,7 @@ def _work(args: argparse.Namespace, log: Path, threads: int | None) -> None:
 
 def run_workers(args: argparse.Namespace) -> int:
     if args.shard is not None or args.launcher is not None:
-        raise SweepError("--devices starts one shard per device itself; drop --shard/--launcher")
+        raise UsageError("--devices starts one shard per device itself; drop --shard/--launcher")
     results_dir = Path(args.results_dir)
     logs = (args.launcher_dir or results_dir / "launcher").absolute()
     logs.mkdir(parents=True, exist_ok=True)
@@ -74,7 +73,7 @@ def run_workers(args: argparse.Namespace) -> int:
         )
         worker.start()
         processes.append(worker)
-        per = f", {threads} threads" if threads and device.startswith("cpu") else ""
+        per = f", {count(threads, 'thread')}" if threads and device.startswith("cpu") else ""
         print(f"  shard {index}/{count} on {device}{per}: pid {worker.pid}, log {log}", flush=True)
     print(f"Watch: {command_hint('sweep')} --status --results-dir {results_dir}", flush=True)
     try:

@@ -19,11 +19,13 @@ from rich.progress import (
 
 from psa import interrupts, launcher
 from psa.arch import Arch, ArchError, argparse_arch, read_config_file
-from psa.arguments import add_device_flag, mode_list, positive_int
-from psa.cli import CommandParser
+from psa.arguments import add_device_flag, existing_path, mode_list, positive_int
+from psa.cli import CommandParser, running
+from psa.cli import run as run_command
 from psa.config import RunConfig
 from psa.data import DatasetError, load_mnist
 from psa.device import DeviceError, resolve_device
+from psa.errors import UsageError, exit_with
 from psa.markdown import write_tables
 from psa.memory import MemoryLimitError, batch_limit, check_fits, memory_budget
 from psa.model import build_architecture
@@ -40,6 +42,7 @@ from psa.shard import (
     store_plan,
 )
 from psa.store import ClaimLost, ResultsFormatError, ResultsStore, StoreError, Trial
+from psa.store.results import SHIPPED_MARKER
 from psa.sweep import (
     Chunk,
     ChunkRunner,
@@ -52,12 +55,16 @@ from psa.sweep import (
     saved_chunks,
     stored_seed,
 )
+from psa.wording import count, noun, span
 from psa.workers import device_list, run_workers
 
 # Rough CPU cost model of a trial-epoch for --dry-run, fitted to `bench` on a 2-core machine
 # (results/bench.json; within about 30 %): arithmetic at a sustained rate, plus the memory
 # traffic of the activations, which bounds small batched networks.
 DRY_RUN_GFLOPS = 120.0
+# Where a sweep writes unless told: a dir of the user's own (git ignores it), never the shipped
+# results/.
+DEFAULT_RESULTS_DIR = Path("results/sweep")
 DRY_RUN_SECONDS_PER_ACTIVATION_UNIT = 8e-5  # per unit of width summed over the Linears
 VALIDATION_SHARE = 1 + 2 * 10_000 / (6 * 50_000)  # a forward pass over 10,000 images
 
@@ -70,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--configs",
-        type=Path,
+        type=existing_path,
         default=Path("reproduction/configurations.txt"),
         help="one L*W architecture per line",
     )
@@ -93,12 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--results-dir",
         type=Path,
-        default=Path("results"),
+        default=DEFAULT_RESULTS_DIR,
         help="where trial records, loop logs, tables and saved batches go",
+    )
+    parser.add_argument(
+        "--add-to-shipped",
+        action="store_true",
+        help="let --results-dir be the results set shipped with psa (results/, marked by "
+        "SHIPPED.md), adding this sweep's trials to it",
     )
     add_device_flag(parser)
     parser.add_argument(
-        "--data-dir", type=Path, default=None, help="MNIST folder (default: the shipped dataset/)"
+        "--data-dir",
+        type=existing_path,
+        default=None,
+        help="MNIST folder (default: the shipped dataset/)",
     )
     parser.add_argument(
         "--max-batch",
@@ -181,6 +197,7 @@ ERRORS = (
     DeviceError,
     MemoryLimitError,
     ResultsFormatError,
+    UsageError,
 )
 
 
@@ -193,27 +210,39 @@ def run_request(request: SweepRequest) -> None:
     try:
         run(request)
     except ERRORS as error:
-        sys.exit(f"sweep: {error}")
+        exit_with("sweep", error)
 
 
 def execute(args: argparse.Namespace) -> None:
     """Run parsed flags: a sweep, its status, or its shards through a launcher or per device."""
     code = 0
     try:
+        check_not_shipped(args)
         if args.launcher is not None:
             code = launcher.launch(args)
         elif args.devices is not None:
             code = run_workers(args)
         elif args.shards is not None:
-            raise SweepError("--shards N needs --launcher local or slurm; or give --shard I/N")
+            raise UsageError("--shards N needs --launcher local or slurm; or give --shard I/N")
         elif args.status:
             print_status(Console(highlight=False, soft_wrap=True), ResultsStore(args.results_dir))
         else:
             run(SweepRequest.from_args(args))
     except ERRORS as error:
-        sys.exit(f"sweep: {error}")
+        exit_with("sweep", error)
     if code:
         sys.exit(code)
+
+
+def check_not_shipped(args: argparse.Namespace) -> None:
+    """A run never adds to the shipped results set unless --add-to-shipped says so."""
+    if args.status or args.add_to_shipped or not ResultsStore(args.results_dir).is_shipped():
+        return
+    raise UsageError(
+        f"{args.results_dir} is the results set shipped with psa ({SHIPPED_MARKER} there), "
+        f"which a sweep does not add to; give a --results-dir of your own (the default is "
+        f"{DEFAULT_RESULTS_DIR}), or --add-to-shipped to add to it"
+    )
 
 
 def plan(
@@ -283,7 +312,8 @@ def run(request: SweepRequest) -> None:
     total = sum(len(c.trials) * (settings.meta_loops - c.saved_loops) for c in chunks)
     part = f" | shard {request.shard} of plan {batch_plan.fingerprint()}" if request.shard else ""
     console.print(
-        f"Sweep: {len(chunks)} batches, {trials} trials x {settings.meta_loops} meta-loops "
+        f"Sweep: {count(len(chunks), 'batch')}, {count(trials, 'trial')} x "
+        f"{count(settings.meta_loops, 'meta-loop')} "
         f"({total} trial-loops left) | base seed {settings.seed} | device {device} | "
         f"results in {request.results_dir}{part}"
     )
@@ -309,10 +339,11 @@ def run(request: SweepRequest) -> None:
                 chunks = replan() if ran else []
         except KeyboardInterrupt as error:
             finish(store, settings.model, arch_order)
-            console.print(
-                "Interrupted: finished trials are recorded and unfinished batches "
-                "saved at their last completed loop; rerun the same command to resume."
+            detail = (
+                "finished trials are recorded and unfinished batches saved at their last "
+                "completed loop; rerun the same command to resume"
             )
+            print(interrupts.stopped_line(running("sweep"), error, detail), file=sys.stderr)
             sys.exit(interrupts.exit_status(error))
     finish(store, settings.model, arch_order)
     every = [
@@ -323,7 +354,8 @@ def run(request: SweepRequest) -> None:
     ]
     status = store.status(every, settings.model)
     elsewhere = f"; {len(status.running)} run in another worker" if status.running else ""
-    console.print(f"Done: {len(status.done)} trials recorded in {request.results_dir}{elsewhere}")
+    done = count(len(status.done), "trial")
+    console.print(f"Done: {done} recorded in {request.results_dir}{elsewhere}")
 
 
 def choose_plan(request: SweepRequest, store: ResultsStore, settings: RunConfig, device, wanted):
@@ -396,7 +428,7 @@ def print_shard_line(console: Console, batch_plan: Plan, shard: Shard | None) ->
     total = sum(batch_plan.costs)
     if shard is None:
         console.print(
-            f"Batch plan {batch_plan.fingerprint()}: {len(batch_plan.batches)} batches, "
+            f"Batch plan {batch_plan.fingerprint()}: {count(len(batch_plan.batches), 'batch')}, "
             f"~{_duration(total)}"
         )
         return
@@ -404,7 +436,7 @@ def print_shard_line(console: Console, batch_plan: Plan, shard: Shard | None) ->
     mine = sum(cost for cost, owner in zip(batch_plan.costs, owners) if owner == shard.index)
     console.print(
         f"Shard {shard} of batch plan {batch_plan.fingerprint()}: {owners.count(shard.index)} of "
-        f"{len(batch_plan.batches)} batches, ~{_duration(mine)} of ~{_duration(total)}"
+        f"{count(len(batch_plan.batches), 'batch')}, ~{_duration(mine)} of ~{_duration(total)}"
     )
 
 
@@ -422,8 +454,8 @@ def print_status(console: Console, store: ResultsStore) -> None:
     if batch_plan is None:
         recorded = store.recorded_trials(model)
         console.print(
-            f"{store.root}: {len(recorded)} trials recorded; no batch plan (plan.json, written "
-            "by the first sweep of a results dir since shards exist), so no batches to show"
+            f"{store.root}: {count(len(recorded), 'trial')} recorded; no batch plan (plan.json, "
+            "written by the first sweep of a results dir since shards exist), so no batches to show"
         )
         return
     trials = [trial for batch in batch_plan.batches for trial in batch.trials]
@@ -447,8 +479,9 @@ def print_status(console: Console, store: ResultsStore) -> None:
         per = by_arch.setdefault(batch.arch.key, dict.fromkeys(states, 0))
         per[state] += 1
     console.print(
-        f"{store.root}: batch plan {batch_plan.fingerprint()}, {len(batch_plan.batches)} batches "
-        f"of {len(trials)} trials; {len(status.done)} trials recorded"
+        f"{store.root}: batch plan {batch_plan.fingerprint()}, "
+        f"{count(len(batch_plan.batches), 'batch')} of {count(len(trials), 'trial')}; "
+        f"{count(len(status.done), 'trial')} recorded"
     )
     notes = {
         "running": " (claimed by a live worker)",
@@ -456,7 +489,8 @@ def print_status(console: Console, store: ResultsStore) -> None:
     }
     for state in states:
         note = notes.get(state, "") if counts[state] else ""
-        console.print(f"  {state:8} {counts[state]:4} batches, {sizes[state]} trials{note}")
+        batches = f"{counts[state]:4} {noun(counts[state], 'batch')}"
+        console.print(f"  {state:8} {batches}, {count(sizes[state], 'trial')}{note}")
     for key, per in by_arch.items():
         console.print(f"  [{key}] " + ", ".join(f"{s} {n}" for s, n in per.items() if n))
 
@@ -474,7 +508,7 @@ def run_chunk(store, settings, data, chunk, label, progress, task, console) -> i
         if chunk.saved_loops:
             console.print(
                 f"{label} resuming at loop {chunk.saved_loops + 1}/{settings.meta_loops} "
-                f"({chunk.saved_loops} loops saved)"
+                f"({count(chunk.saved_loops, 'loop')} saved)"
             )
 
         def on_loop(chunk, report, engine):
@@ -505,8 +539,8 @@ def finish(store: ResultsStore, model: str, arch_order: list[str]) -> None:
 def print_plan(console: Console, chunks: list[Chunk], settings: RunConfig, finished: int) -> None:
     left = sum(len(c.trials) * (settings.meta_loops - c.saved_loops) for c in chunks)
     console.print(
-        f"Plan: {sum(len(c.trials) for c in chunks)} trials to run "
-        f"({finished} already recorded), {settings.meta_loops} meta-loops each "
+        f"Plan: {count(sum(len(c.trials) for c in chunks), 'trial')} to run "
+        f"({finished} already recorded), {count(settings.meta_loops, 'meta-loop')} each "
         f"({left} trial-loops left), model {settings.model}, base seed {settings.seed}"
     )
     total_seconds = 0.0
@@ -525,8 +559,8 @@ def print_plan(console: Console, chunks: list[Chunk], settings: RunConfig, finis
             k = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
             indices = sorted({t.index for c in batches for t in c.trials})
             console.print(
-                f"  {key.flag} {len(batches)} batches of K={k}"
-                f" (trials {indices[0]}-{indices[-1]}) ~{_duration(sum(seconds))}"
+                f"  {key.flag} {count(len(batches), 'batch')} of K={k}"
+                f" ({span('trial', indices)}) ~{_duration(sum(seconds))}"
             )
             continue
         for chunk, estimate in zip(batches, seconds):
@@ -534,12 +568,13 @@ def print_plan(console: Console, chunks: list[Chunk], settings: RunConfig, finis
             indices = sorted({t.index for t in chunk.trials})
             resume = f", resumes after loop {chunk.saved_loops}" if chunk.saved_loops else ""
             console.print(
-                f"  {key.flag} K={len(chunk.trials)} (trials {indices[0]}-{indices[-1]}"
+                f"  {key.flag} K={len(chunk.trials)} ({span('trial', indices)}"
                 f", modes {','.join(modes)}{resume}) ~{_duration(estimate)}"
             )
     console.print(
-        f"Estimated time: ~{_duration(total_seconds)} (rough CPU model; "
-        "`bench` measures this machine)"
+        f"Estimated time: ~{_duration(total_seconds)} on an idle 2-core CPU (a rough model "
+        "fitted to `bench` there, within about 30 %; a busy machine takes longer, a GPU far "
+        "less; `bench` measures this one)"
     )
 
 
@@ -562,4 +597,4 @@ def _duration(seconds: float) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("sweep", sys.argv[1:]))

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 TRIALS_FILE_NAME = "trials.jsonl"
 SETTINGS_NAME = "settings.json"
+SHIPPED_MARKER = "SHIPPED.md"
 LOGS_DIR, RECORDS_DIR, CHUNKS_DIR, CLAIMS_DIR = "logs", "records", "chunks", "claims"
 CHUNK_METADATA_KEY = "psa_chunk"
 # Paths inside a results dir (as in a job's model.tar.gz) of a loop log and a unit's records.
@@ -105,6 +106,11 @@ class ResultsStore:
 
     def exists(self) -> bool:
         return self.settings_path.exists() or bool(self.record_files())
+
+    def is_shipped(self) -> bool:
+        """The results set that ships with psa (it holds SHIPPED.md), which runs do not add to
+        unless asked."""
+        return (self.root / SHIPPED_MARKER).is_file()
 
     @property
     def settings_path(self) -> Path:
