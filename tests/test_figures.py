@@ -232,8 +232,8 @@ def write_jsonl_log(path, arch, mode, trial, currents, start_loop=1):
     best = -1.0
     with path.open("a") as stream:
         for loop, current in enumerate(currents, start=start_loop):
+            line = loop_record(arch, mode, trial, loop, current, max(best, current), best)
             best = max(best, current)
-            line = loop_record(arch, mode, trial, loop, current, best)
             stream.write(json.dumps(line) + "\n")
 
 
