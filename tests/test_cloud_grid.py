@@ -1,7 +1,10 @@
 import argparse
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -45,7 +48,18 @@ def spec(**changes):
 
 
 def test_job_names_are_deterministic_and_readable():
-    assert spec().base_name("psa") == spec().base_name("psa")
+    # The same job named in another interpreter, with another string hash seed, gets this name.
+    code = (
+        "from psa.arch import Arch; from psa.cloud.grid import JobSpec; "
+        "from psa.config import RunConfig; from psa.modes import MODES; "
+        "print(JobSpec(Arch([(4, 17)]), MODES, 10, RunConfig(meta_loops=100, seed=1234))"
+        ".base_name('psa'))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    elsewhere = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert elsewhere.stdout.strip() == spec().base_name("psa")
     assert re.fullmatch(r"psa-4x17-all-[0-9a-f]{8}", spec().base_name("psa"))
     assert spec(modes=("hidden",)).base_name("psa").startswith("psa-4x17-hidden-")
     assert spec(modes=("none", "full")).base_name("psa").startswith("psa-4x17-mix-")

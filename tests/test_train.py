@@ -236,12 +236,9 @@ def wait_for_loops(process: subprocess.Popen, checkpoint: Path, loops: int, time
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"training ended early: {process.communicate()[1][-2000:]}")
-        if checkpoint.exists():
-            try:
-                if load_checkpoint(checkpoint)[1]["loops_completed"] >= loops:
-                    return
-            except Exception:  # noqa: BLE001 - a reader may race the atomic rename on some systems
-                pass
+        # Written by an atomic rename: a reader sees the old file or the new one, whole.
+        if checkpoint.exists() and load_checkpoint(checkpoint)[1]["loops_completed"] >= loops:
+            return
         time.sleep(0.05)
     process.kill()
     pytest.fail(f"no checkpoint with {loops} loops after {timeout}s")
