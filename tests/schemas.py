@@ -18,6 +18,7 @@ LOOP_LOG_KEYS = {
     "lkg_accuracy",
     "promoted",
     "train_seconds",
+    "provenance",
 }
 
 
@@ -42,6 +43,7 @@ TRIAL_RECORD_KEYS = {
     "git_revision",
     "torch_version",
     "device",
+    "provenance",
 }
 
 
@@ -66,6 +68,7 @@ def trial_record(arch: str, mode: str, trial: int, bounty: float, **extra) -> di
         "git_revision": None,
         "torch_version": "2.0.0",
         "device": "cpu",
+        "provenance": None,
     }
     record.update(extra)
     return record
@@ -96,6 +99,7 @@ def loop_record(
         "lkg_accuracy": lkg,
         "promoted": promoted,
         "train_seconds": 0.1,
+        "provenance": None,
     }
 
 

@@ -23,6 +23,7 @@ from psa.arch import Arch, parse_arch, parse_key
 from psa.checkpoint import DEFAULT_NAME, load_checkpoint
 from psa.engine import Engine, Hyperparameters, TrialSpec
 from psa.model import build_architecture
+from psa.records import PER_RUN_FIELDS
 from psa.seeds import run_seeds
 from psa.store import ResultsStore, Trial, run_logs
 
@@ -33,7 +34,7 @@ MODES, TRIALS, LOOPS, SEED, MAX_BATCH = ("none", "dropout", "hidden"), 2, 4, 5, 
 EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}
 SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
 TRAIN_LOOPS, TRAIN_SEED, TRAIN_BATCH = 5, 7, 64
-TIMING = {"seconds", "train_seconds"}  # wall clock: the only fields a resume may change
+TIMING = PER_RUN_FIELDS  # wall clock and run id: the only fields a resume may change
 
 # (function, call number, signal, when): every place where a stop could split what sweep writes.
 SWEEP_INJECTIONS = [

@@ -107,7 +107,7 @@ def test_every_upstream_readme_command_name_is_a_console_script():
         module, attribute = target.split(":")
         assert module == "psa.cli" and attribute == name.replace("-", "_")
         assert callable(getattr(cli, attribute))
-    assert set(scripts) == set(cli.COMMANDS)
+    assert set(scripts) == {*cli.COMMANDS, "psa"}
 
 
 def test_make_design_space_figure_is_the_design_space_command_under_its_upstream_name():
@@ -423,3 +423,35 @@ def test_train_on_a_terminal_still_shows_its_rich_table(tmp_path):
     text = output.decode(errors="replace")
     assert "parameters" in text and "projection" in text  # the architecture table's rows
     assert "Final Test Accuracy" in text
+
+
+def test_the_psa_command_lists_every_command_by_group(capsys):
+    assert cli.psa(["--help"]) == 0
+    out = capsys.readouterr().out
+    grouped = [name for group in cli.GROUPS.values() for name in group]
+    assert sorted(grouped) == sorted(cli.COMMANDS)
+    for title, group in cli.GROUPS.items():
+        assert f"\n{title}:\n" in out and all(f"  {name} " in out for name in group)
+    assert cli.psa([]) == 2 and "usage: psa COMMAND" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_the_psa_command_runs_every_subcommands_help(capsys, command):
+    assert cli.psa([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: psa {command}"), out[:200]
+
+
+def test_the_psa_command_refuses_an_unknown_subcommand_in_one_line(capsys):
+    assert cli.psa(["trian"]) == 2
+    assert capsys.readouterr().err == "psa: unknown command 'trian'; see `psa --help`\n"
+
+
+def test_the_psa_console_script_runs_a_subcommand(tmp_path):
+    psa_script = Path(sys.executable).with_name("psa")
+    if not psa_script.exists():
+        pytest.skip("the package is not installed into this environment")
+    done = subprocess.run(
+        [str(psa_script), "sweep", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.startswith("psa sweep ")

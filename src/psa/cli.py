@@ -46,6 +46,48 @@ COMMANDS = {
     "sagemaker-logs-parser": "psa.cloud.logs:parse_main",
     "sagemaker-cost-estimator": "psa.cloud.cost:main",
     "sagemaker-estimate-storage": "psa.cloud.storage:main",
+    "export-results": "psa.commands.export:results_main",
+    "export-tensorboard": "psa.commands.export:tensorboard_main",
+    "results-value": "psa.commands.export:value_main",
+    "check-reproduction": "psa.commands.check_reproduction:main",
+}
+
+# ``psa --help``: the subcommands by group, each with what it does in a few words.
+GROUPS = {
+    "Train and sweep": {
+        "train": "train one network with PSA (resumable)",
+        "sweep": "run a grid of architectures x modes x trials, batched and resumable",
+        "merge-results": "merge results dirs of one grid into one",
+        "bench": "measure training throughput on this machine",
+        "analyze-dataset": "class balance and ZeroR of the MNIST splits",
+        "generate-reproduction-tests": "the grid as one train command per trial",
+        "clean": "delete the checkpoint and run logs of a model dir",
+        "clean-all": "delete everything in a model dir",
+    },
+    "Results": {
+        "export-results": "trial records and loop logs as CSV or parquet tables",
+        "export-tensorboard": "TensorBoard event files of the loop logs",
+        "results-value": "one number from a results dir (mean, std, ... of a column)",
+        "check-reproduction": "check a results dir against a claims file",
+    },
+    "Tables and figures": {
+        "classify-regimes": "the convergence regime of every architecture",
+        "make-architecture-table": "LaTeX table of the architectures",
+        "make-trial-accuracy-table": "LaTeX table of accuracy per mode",
+        "make-figure-design-space": "figure of the tested design space",
+        "make-design-space-figure": "the same, by its upstream README name",
+        "make-figure-heatmaps": "the paper's heatmaps",
+        "make-convergence-plots": "convergence curves from the loop logs",
+        "compare-modes": "paired comparison of modes",
+    },
+    "SageMaker": {
+        "sagemaker-runner": "launch the grid as SageMaker jobs",
+        "sagemaker-results-parser": "collect the jobs' results into a results dir",
+        "sagemaker-get-training-logs": "download the jobs' logs",
+        "sagemaker-logs-parser": "per-loop tables from the jobs' logs",
+        "sagemaker-cost-estimator": "what the jobs cost",
+        "sagemaker-estimate-storage": "what the jobs store",
+    },
 }
 
 EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -61,18 +103,19 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
-def run(command: str, argv: Sequence[str]) -> int:
-    """Run console command ``command`` with ``argv`` as a process does; return its exit status."""
+def run(command: str, argv: Sequence[str], name: str | None = None) -> int:
+    """Run console command ``command`` with ``argv`` as a process does; return its exit status.
+    ``name`` is what the user typed (``psa train``), when not the command itself."""
     global _running
     previous = {number: signal.getsignal(number) for number in EXIT_STATUS}
     for number in EXIT_STATUS:
         signal.signal(number, _stop)
-    _running = command
+    _running = name or command
     try:
         if version_requested(argv):
             from psa.revision import version_text
 
-            print(version_text(command))
+            print(version_text(_running))
             return 0
         module, function = COMMANDS[command].split(":")
         status = getattr(importlib.import_module(module), function)(list(argv))
@@ -81,10 +124,10 @@ def run(command: str, argv: Sequence[str]) -> int:
         from psa.interrupts import stopped_line
 
         signum = getattr(stop, "signum", signal.SIGINT)  # Stopped, or psa.interrupts.Interrupted
-        print(stopped_line(command, stop, "rerun the same command to continue"), file=sys.stderr)
+        print(stopped_line(_running, stop, "rerun the same command to continue"), file=sys.stderr)
         return EXIT_STATUS[signum]
     except PsaError as error:
-        print(f"{command}: {one_line(str(error))}", file=sys.stderr)
+        print(f"{_running}: {one_line(str(error))}", file=sys.stderr)
         return 2 if isinstance(error, UsageError) else 1
     except SystemExit as done:
         if not isinstance(done.code, str):
@@ -99,6 +142,41 @@ def run(command: str, argv: Sequence[str]) -> int:
         _running = None
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def psa(argv: Sequence[str] | None = None) -> int:
+    """``psa SUBCOMMAND ARGS``: every console command under one name (``psa train``, ``psa
+    sweep``); ``psa --help`` lists them by group. The upstream names keep working on their own."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(umbrella_help())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from psa.revision import version_text
+
+        print(version_text("psa"))
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"psa: unknown command {argv[0]!r}; see `psa --help`", file=sys.stderr)
+        return 2
+    try:
+        return run(argv[0], argv[1:], name=f"psa {argv[0]}")
+    except SystemExit as done:  # --help and usage errors of the subcommand's parser
+        return done.code if isinstance(done.code, int) else 0 if done.code is None else 1
+
+
+def umbrella_help() -> str:
+    lines = [
+        "usage: psa COMMAND [ARGS]   (psa COMMAND --help for a command's flags)",
+        "",
+        "Persistent Stochastic Ablation on MNIST. Every command also runs under its own name "
+        "(train, sweep, ...).",
+    ]
+    width = max(len(name) for group in GROUPS.values() for name in group)
+    for title, commands in GROUPS.items():
+        lines += ["", f"{title}:"]
+        lines += [f"  {name:<{width}}  {summary}" for name, summary in commands.items()]
+    return "\n".join(lines)
 
 
 def version_requested(argv: Sequence[str]) -> bool:

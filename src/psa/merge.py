@@ -21,6 +21,7 @@ from psa.modes import MODES
 from psa.shard import PLAN_NAME, PlanError, read_plan
 from psa.store import ResultsFormatError, ResultsStore, StoreError, Trial
 from psa.store.jsonlines import encode
+from psa.store.provenance import copy_provenance
 
 # What makes two records of one trial the same result (timings and provenance may differ).
 OUTCOME_KEYS = ("val_bounty", "test_accuracy", "bounty_loop", "loops_run")
@@ -195,6 +196,8 @@ def write_merged(merged: Merged, output: Path) -> None:
         trial = trial_of(record)
         if origin.log_path(trial).is_file():
             write_bytes_atomically(store.log_path(trial), origin.log_path(trial).read_bytes())
+    for origin in {origin.root: origin for origin in merged.origins}.values():
+        copy_provenance(origin.root, output)  # the runs its records name
     store.write_settings(merged.settings.flat())
     if merged.plan_text is not None:
         write_text_atomically(output / PLAN_NAME, merged.plan_text)

@@ -1,5 +1,5 @@
-"""The schema of the per-loop log lines of train, sweep and SageMaker jobs, and the provenance
-stamped on trial records; the files themselves are psa.store's."""
+"""The schema of the per-loop log lines of train, sweep and SageMaker jobs, and the version stamp
+of trial records; the files themselves are psa.store's."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ import psa
 from psa.ablation import AblationTarget
 from psa.model import Architecture
 from psa.revision import git_revision
+
+# Fields of trial records and loop-log lines that differ between an interrupted-and-resumed run
+# and an uninterrupted one: wall-clock seconds and the id of the command run (psa.provenance)
+# that wrote them. Everything else is equal; tests compare records without these.
+PER_RUN_FIELDS = frozenset({"seconds", "train_seconds", "provenance"})
 
 
 def loop_record(
@@ -23,6 +28,7 @@ def loop_record(
     lkg_accuracy: float,
     promoted: bool,
     train_seconds: float,
+    provenance: str | None,
 ) -> dict:
     return {
         "run_id": run_id,
@@ -36,11 +42,12 @@ def loop_record(
         "lkg_accuracy": lkg_accuracy,
         "promoted": promoted,
         "train_seconds": round(train_seconds, 4),
+        "provenance": provenance,
     }
 
 
-def provenance(device: torch.device) -> dict:
-    """Versions and revision that produced a record."""
+def version_stamp(device: torch.device) -> dict:
+    """Versions and revision that produced a record (the full story is its provenance file)."""
     return {
         "psa_version": psa.__version__,
         "git_revision": git_revision(),

@@ -25,7 +25,7 @@ from psa.data import MnistSplits
 from psa.engine import Engine, LoopReport, TrialSpec
 from psa.errors import PsaError
 from psa.model import Architecture, build_architecture
-from psa.records import loop_record, provenance
+from psa.records import loop_record, version_stamp
 from psa.seeds import run_seeds, trial_run_seed
 from psa.store import ChunkState, Claim, ResultsStore, StoreError, Trial
 
@@ -140,8 +140,12 @@ class ChunkRunner:
         settings: RunConfig,
         data: MnistSplits,
         on_loop: Callable[[Chunk, LoopReport, Engine], None],
+        provenance: str | None = None,
+        tensorboard: bool = False,
     ):
         self.store, self.settings, self.data, self.on_loop = store, settings, data, on_loop
+        self.provenance = provenance  # the id of this command run's provenance
+        self.tensorboard = tensorboard  # write each trial's TensorBoard run as loops commit
 
     def run(self, chunk: Chunk, claim: Claim) -> None:
         settings, store = self.settings, self.store
@@ -149,11 +153,13 @@ class ChunkRunner:
         specs = [self._spec(t) for t in chunk.trials]
         engine = Engine(arch, specs, settings.hyper, self.data)
         seconds = self._resume(engine, chunk)
-        logs = []
+        logs, boards = [], []
         try:
             for trial in chunk.trials:
                 log, kept = store.open_loop_log(trial, engine.loops_completed)
                 logs.append(log)
+                if self.tensorboard:
+                    boards.append(self._board(trial, kept))
                 if [line["loop"] for line in kept] != list(range(1, engine.loops_completed + 1)):
                     print(
                         f"sweep: {log.path} lacks loops its chunk saved (an older psa); "
@@ -161,7 +167,7 @@ class ChunkRunner:
                         file=sys.stderr,
                     )
                     store.delete_chunk(chunk.key)
-                    for other in logs:
+                    for other in [*logs, *boards]:
                         other.close()
                     return self.run(chunk, claim)
             while engine.loops_completed < settings.meta_loops:
@@ -171,19 +177,28 @@ class ChunkRunner:
                 with interrupts.held():
                     claim.check()
                     for k, (trial, log) in enumerate(zip(chunk.trials, logs)):
-                        log.append(self._line(chunk, arch, trial, report, k))
+                        line = self._line(chunk, arch, trial, report, k)
+                        log.append(line)
+                        if boards:
+                            boards[k].append(line)
                     seconds += time.perf_counter() - started
                     self._save(engine, chunk, seconds)
                 claim.heartbeat()
                 self.on_loop(chunk, report, engine)
         finally:
-            for log in logs:
+            for log in [*logs, *boards]:
                 log.close()
         records = self._records(chunk, engine, specs, seconds)
         with interrupts.held():  # the chunk's records, then its saved state goes
             claim.check()
             store.write_records(chunk.key, records)
             store.delete_chunk(chunk.key)
+
+    def _board(self, trial: Trial, kept: list[dict]):
+        from psa.store import tensorboard
+
+        folder = tensorboard.run_dir(self.store.root, trial.arch.slug, trial.mode, trial.index)
+        return tensorboard.LiveRun(folder, kept)
 
     def _spec(self, trial: Trial) -> TrialSpec:
         seed = trial_run_seed(self.settings.seed, trial.index)
@@ -239,13 +254,14 @@ class ChunkRunner:
             lkg_accuracy=report.lkg_accuracy[k],
             promoted=report.promoted[k],
             train_seconds=report.train_seconds,
+            provenance=self.provenance,
         )
 
     def _records(
         self, chunk: Chunk, engine: Engine, specs: list[TrialSpec], seconds: float
     ) -> list[dict]:
         test = engine.test_accuracy()
-        stamp = provenance(engine.device)
+        stamp = version_stamp(engine.device)
         settings = self.settings
         return [
             {
@@ -264,6 +280,7 @@ class ChunkRunner:
                 "seconds": round(seconds / engine.size, 3),
                 "trials_in_batch": engine.size,
                 **stamp,
+                "provenance": self.provenance,
             }
             for k, (trial, spec) in enumerate(zip(chunk.trials, specs))
         ]

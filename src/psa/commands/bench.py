@@ -29,7 +29,7 @@ from psa.engine import Engine, TrialSpec
 from psa.errors import UsageExit
 from psa.model import Architecture, build_architecture
 from psa.modes import MODES
-from psa.records import provenance
+from psa.records import version_stamp
 from psa.seeds import run_seeds, trial_run_seed
 
 TRAIN_ROWS = 50_000
@@ -144,7 +144,7 @@ def run(args, archs, ks, precisions, device, data: MnistSplits) -> dict:
         "batch_size": args.batch_size,
         "rows": rows,
         "threads": torch.get_num_threads(),
-        **provenance(device),
+        **version_stamp(device),
     }
     console.print(summary_table(rows))
     write_text_atomically(args.output, json.dumps(report, indent=2) + "\n")

@@ -9,7 +9,9 @@ from pathlib import Path
 from psa.arguments import existing_path
 from psa.cli import CommandParser
 from psa.merge import MergeError, merge, write_merged
+from psa.provenance import capture
 from psa.store import ResultsStore
+from psa.store.provenance import recording
 from psa.store.results import CHUNKS_DIR
 
 PROG = "merge-results"
@@ -68,7 +70,8 @@ def run(args: argparse.Namespace) -> None:
         )
     sources = [output, *inputs] if previous else inputs
     merged = merge(sources)
-    write_merged(merged, output)
+    with recording(output, capture()):
+        write_merged(merged, output)
     counts = ", ".join(f"{merged.counts[path]} from {path}" for path in sources)
     print(
         f"{len(merged.records)} trial records ({counts}; {merged.duplicates} exact duplicates "

@@ -30,6 +30,7 @@ from psa.markdown import write_tables
 from psa.memory import MemoryLimitError, batch_limit, check_fits, memory_budget
 from psa.model import build_architecture
 from psa.modes import MODES
+from psa.provenance import capture
 from psa.seeds import fresh_seed
 from psa.shard import (
     Grid,
@@ -42,6 +43,7 @@ from psa.shard import (
     store_plan,
 )
 from psa.store import ClaimLost, ResultsFormatError, ResultsStore, StoreError, Trial
+from psa.store.provenance import recording
 from psa.store.results import SHIPPED_MARKER
 from psa.sweep import (
     Chunk,
@@ -127,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the plan, trials per batch and an estimated time; run nothing",
     )
+    parser.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="write TensorBoard event files of the loops as they run, into "
+        "RESULTS_DIR/tensorboard (the optional extra tensorboard)",
+    )
     scale = parser.add_argument_group("scale-out")
     scale.add_argument(
         "--shard",
@@ -169,6 +177,7 @@ class SweepRequest:
     max_batch: int | None = None
     shard: Shard | None = None
     dry_run: bool = False
+    tensorboard: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> SweepRequest:
@@ -185,6 +194,7 @@ class SweepRequest:
             args.max_batch,
             args.shard,
             args.dry_run,
+            getattr(args, "tensorboard", False),
         )
 
 
@@ -327,14 +337,22 @@ def run(request: SweepRequest) -> None:
         console=console,
         disable=not console.is_terminal,
     )
-    with interrupts.sigterm_stops(), progress:
+    if request.tensorboard:
+        from psa.store import tensorboard
+
+        tensorboard.require()
+    this_run = capture(device)  # the records of this run name its provenance
+    with interrupts.sigterm_stops(), progress, recording(store.root, this_run):
         task = progress.add_task("trial-loops", total=total)
         try:
             while chunks:
                 ran = 0
                 for number, chunk in enumerate(chunks, start=1):
                     label = f"batch {number}/{len(chunks)}"
-                    ran += run_chunk(store, settings, data, chunk, label, progress, task, console)
+                    ran += run_chunk(
+                        store, settings, data, chunk, label, progress, task, console,
+                        this_run.id, request.tensorboard,
+                    )
                 # Trials skipped because another worker held them may be free by now.
                 chunks = replan() if ran else []
         except KeyboardInterrupt as error:
@@ -346,6 +364,8 @@ def run(request: SweepRequest) -> None:
             print(interrupts.stopped_line(running("sweep"), error, detail), file=sys.stderr)
             sys.exit(interrupts.exit_status(error))
     finish(store, settings.model, arch_order)
+    if request.tensorboard:  # trials recorded by runs without --tensorboard, or other workers
+        tensorboard.rebuild(store.root, tensorboard.results_dir_runs(store))
     every = [
         Trial(arch, mode, index)
         for arch in configs
@@ -495,7 +515,10 @@ def print_status(console: Console, store: ResultsStore) -> None:
         console.print(f"  [{key}] " + ", ".join(f"{s} {n}" for s, n in per.items() if n))
 
 
-def run_chunk(store, settings, data, chunk, label, progress, task, console) -> int:
+def run_chunk(
+    store, settings, data, chunk, label, progress, task, console, provenance=None,
+    tensorboard=False,
+) -> int:
     """Run ``chunk`` if this worker can claim all its trials: 1 if it ran, 0 if skipped."""
     claim = store.claim(chunk.trials)
     if claim is None:
@@ -522,7 +545,8 @@ def run_chunk(store, settings, data, chunk, label, progress, task, console) -> i
                 )
 
         try:
-            ChunkRunner(store, settings, data, on_loop).run(chunk, claim)
+            runner = ChunkRunner(store, settings, data, on_loop, provenance, tensorboard)
+            runner.run(chunk, claim)
         except ClaimLost as error:
             print(f"sweep: {error}; leaving that batch to it", file=sys.stderr)
             return 0

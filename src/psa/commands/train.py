@@ -7,7 +7,6 @@ import os
 import sys
 import time
 from dataclasses import asdict
-from datetime import datetime, timezone
 from pathlib import Path
 
 from psa import interrupts
@@ -31,9 +30,11 @@ from psa.engine import Engine, TrialSpec, TrialState
 from psa.memory import MemoryLimitError, check_fits
 from psa.model import build_architecture
 from psa.modes import MODES
+from psa.provenance import capture
 from psa.records import loop_record
 from psa.seeds import fresh_seed, run_seeds
 from psa.store import LineLog, repair_run_logs, run_log_path
+from psa.store.provenance import recording
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="print the ablation target and timings of every loop"
     )
+    parser.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="write TensorBoard event files of the loops as they run, into "
+        "MODEL_DIR/tensorboard (the optional extra tensorboard)",
+    )
     return parser
 
 
@@ -108,6 +115,10 @@ def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     hyper = RunConfig.from_args(args).hyper
     check_fits(arch, hyper.batch_size, 1, device)  # before anything is allocated
+    if args.tensorboard:
+        from psa.store import tensorboard
+
+        tensorboard.require()
 
     metadata = None
     if checkpoint.exists():
@@ -142,13 +153,13 @@ def run(args: argparse.Namespace) -> None:
     )
 
     display = TrainingDisplay(arch, args, device, seeds)
-    # Microseconds: two runs started within one second must not share a log.
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    this_run = capture(device)
+    run_id = this_run.id  # names the run's log and its provenance (to the microsecond, unique)
     log = LineLog(run_log_path(model_dir, checkpoint, run_id))
-    stop = None
+    stop, board = None, None
     # A stop from here on ends with the summary of what is on disk.
     try:
-        with interrupts.sigterm_stops():
+        with interrupts.sigterm_stops(), recording(model_dir, this_run):
             display.header(data_seconds, checkpoint)
             resumed = metadata["loops_completed"] > 0
             if resumed:
@@ -166,6 +177,7 @@ def run(args: argparse.Namespace) -> None:
             with display.progress(args.meta_loops) as advance:
                 # Lines of a loop the checkpoint does not hold (a kill between the two) go first.
                 repair_run_logs(model_dir, checkpoint, metadata["loops_completed"])
+                board = live_board(args, model_dir, checkpoint, arch.arch)
                 for session_loop in range(1, args.meta_loops + 1):
                     # The first loop of every session trains the LKG unablated (upstream parity).
                     report = engine.run_loop(ablate=session_loop > 1)
@@ -174,20 +186,22 @@ def run(args: argparse.Namespace) -> None:
                     # checkpoint are written. A kill between the two leaves a line that the next
                     # run drops (above).
                     with interrupts.held():
-                        log.append(
-                            loop_record(
-                                run_id=run_id,
-                                arch=arch,
-                                mode=args.ablation_mode,
-                                trial=1,
-                                loop=report.loop,
-                                target=report.targets[0],
-                                val_accuracy=report.val_accuracy[0],
-                                lkg_accuracy=state.lkg_accuracy,
-                                promoted=report.promoted[0],
-                                train_seconds=report.train_seconds,
-                            )
+                        line = loop_record(
+                            run_id=run_id,
+                            arch=arch,
+                            mode=args.ablation_mode,
+                            trial=1,
+                            loop=report.loop,
+                            target=report.targets[0],
+                            val_accuracy=report.val_accuracy[0],
+                            lkg_accuracy=state.lkg_accuracy,
+                            promoted=report.promoted[0],
+                            train_seconds=report.train_seconds,
+                            provenance=run_id,
                         )
+                        log.append(line)
+                        if board is not None:
+                            board.append(line)
                         metadata.update(
                             loops_completed=report.loop,
                             bounty=state.lkg_accuracy,
@@ -200,6 +214,8 @@ def run(args: argparse.Namespace) -> None:
         stop = error
     finally:
         log.close()
+        if board is not None:
+            board.close()
     if stop is None:
         display.finished(
             engine.state[0], engine.test_accuracy()[0], metadata["loops_completed"], checkpoint
@@ -223,6 +239,19 @@ def run(args: argparse.Namespace) -> None:
         )
     print(interrupts.stopped_line(running("train"), stop, detail), file=sys.stderr)
     sys.exit(interrupts.exit_status(stop))
+
+
+def live_board(args: argparse.Namespace, model_dir: Path, checkpoint: Path, arch):
+    """With --tensorboard, the model dir's runs rebuilt from its (repaired) run logs and this
+    run's TensorBoard run, open for its loops; else None."""
+    if not args.tensorboard:
+        return None
+    from psa.store import tensorboard
+
+    runs = tensorboard.model_dir_runs(model_dir, checkpoint)
+    tensorboard.rebuild(model_dir, runs)
+    key = (arch.slug, args.ablation_mode, 1)
+    return tensorboard.LiveRun(tensorboard.run_dir(model_dir, *key), runs.get(key, []))
 
 
 if __name__ == "__main__":

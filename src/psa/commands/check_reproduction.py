@@ -1,0 +1,163 @@
+"""``check-reproduction``: a results dir against a claims file, claim by claim.
+
+A claims file is TOML, one ``[[claim]]`` table per claim:
+
+    [[claim]]
+    name = "none-1x1024"                     # short, unique; failures name it
+    statement = "[1*1024] none: mean validation bounty over 3 trials"
+    command = "results-value --results-dir {results_dir} --where \\"arch == '1*1024'\\" ..."
+    expected = 97.87
+    tolerance = 0.01
+
+``command`` is a command line whose standard output ends with the claimed value; ``{results_dir}``
+stands for the results dir being checked. A psa command (``psa results-value``, or its own name)
+runs in this process; anything else runs as a program, without a shell. A claim passes when
+``|value - expected| <= tolerance``; a command that fails is a failed claim.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import io
+import math
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomllib
+
+from psa.cli import COMMANDS, CommandParser, one_line
+from psa.errors import PsaError
+
+
+class ClaimsError(PsaError):
+    """A claims file that cannot be read; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    name: str
+    statement: str
+    command: str
+    expected: float
+    tolerance: float
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(
+        prog="check-reproduction",
+        description="Check a results dir against a claims file: run each claim's command, "
+        "compare its value with the expected one within the tolerance, print PASS or FAIL per "
+        "claim; exit status 1 when a claim fails. See REPRODUCTION.md.",
+    )
+    parser.add_argument("--results-dir", type=Path, required=True, help="the results dir to check")
+    parser.add_argument(
+        "--claims",
+        type=Path,
+        required=True,
+        help="the claims file (TOML), e.g. reproduction/claims/shipped.toml",
+    )
+    return parser
+
+
+def read_claims(path: Path) -> list[Claim]:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ClaimsError(f"cannot read claims file {path} ({error.strerror})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ClaimsError(f"{path} is not TOML ({error}); fix it") from None
+    entries = document.get("claim")
+    if not isinstance(entries, list) or not entries:
+        raise ClaimsError(f"{path} holds no [[claim]] tables; see REPRODUCTION.md for the format")
+    claims, names = [], set()
+    for number, entry in enumerate(entries, start=1):
+        try:
+            claim = Claim(
+                str(entry["name"]),
+                str(entry["statement"]),
+                str(entry["command"]),
+                float(entry["expected"]),
+                float(entry["tolerance"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ClaimsError(
+                f"{path}: claim {number} needs name, statement, command, expected and "
+                f"tolerance (numbers for the last two); {type(error).__name__}: {error}"
+            ) from None
+        if claim.name in names:
+            raise ClaimsError(f"{path}: two claims are named {claim.name!r}; name each once")
+        if claim.tolerance < 0 or not math.isfinite(claim.tolerance):
+            raise ClaimsError(f"{path}: claim {claim.name!r} has a tolerance below 0")
+        names.add(claim.name)
+        claims.append(claim)
+    return claims
+
+
+def evaluate(claim: Claim, results_dir: Path) -> float:
+    """The value ``claim``'s command prints for ``results_dir``; PsaError if it gives none."""
+    text = claim.command.replace("{results_dir}", shlex.quote(str(results_dir)))
+    argv = shlex.split(text)
+    if argv[:1] == ["psa"]:
+        argv = argv[1:]
+    if argv and argv[0] in COMMANDS:
+        out = run_in_process(argv)
+    else:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
+        except (OSError, subprocess.SubprocessError) as error:
+            raise PsaError(f"cannot run {argv[0]!r} ({error})") from None
+        if done.returncode:
+            raise PsaError(f"exit status {done.returncode}: {one_line(done.stderr)[-300:]}")
+        out = done.stdout
+    lines = [line for line in out.splitlines() if line.strip()]
+    try:
+        return float(lines[-1].split()[-1])
+    except (IndexError, ValueError):
+        raise PsaError(f"its output does not end with a number: {one_line(out)[-200:]!r}") from None
+
+
+def run_in_process(argv: list[str]) -> str:
+    module, function = COMMANDS[argv[0]].split(":")
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            getattr(importlib.import_module(module), function)(argv[1:])
+    except SystemExit as done:
+        if done.code:
+            message = done.code if isinstance(done.code, str) else err.getvalue()
+            raise PsaError(one_line(str(message))) from None
+    return out.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.results_dir.is_dir():
+        raise ClaimsError(f"--results-dir {args.results_dir} does not exist; give a results dir")
+    claims = read_claims(args.claims)
+    failed = []
+    for claim in claims:
+        try:
+            value = evaluate(claim, args.results_dir)
+        except PsaError as error:
+            failed.append(claim.name)
+            print(f"FAIL  {claim.name}: {claim.statement}: the command failed ({error})")
+            continue
+        passed = abs(value - claim.expected) <= claim.tolerance
+        if not passed:
+            failed.append(claim.name)
+        print(
+            f"{'PASS' if passed else 'FAIL'}  {claim.name}: {claim.statement}: {value:.10g} "
+            f"(expected {claim.expected:.10g} ± {claim.tolerance:g})"
+        )
+    print(f"{len(claims) - len(failed)} of {len(claims)} claims pass", end="")
+    if failed:
+        print(f"; failed: {', '.join(failed)}")
+        sys.stdout.flush()
+        return 1
+    print()
+    return 0

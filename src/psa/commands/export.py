@@ -1,0 +1,180 @@
+"""``export-results``, ``export-tensorboard`` and ``results-value``: a results dir as tables, as
+TensorBoard runs, and as one number."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from psa.atomic import write_atomically
+from psa.checkpoint import DEFAULT_NAME
+from psa.cli import CommandParser
+from psa.errors import PsaError
+from psa.store import ResultsStore
+
+FORMATS = ("csv", "parquet")
+STATS = ("mean", "std", "min", "max", "median", "sum", "count", "first")
+
+
+class ExportError(PsaError):
+    """A results dir or request that cannot be exported; the message says what to do."""
+
+
+def existing_results_dir(store: ResultsStore, what: str) -> None:
+    if not store.root.is_dir():
+        raise ExportError(f"{store.root} does not exist; give the --results-dir a sweep wrote")
+    if not store.record_files() and not store.log_files():
+        raise ExportError(
+            f"{store.root} holds no trial records or loop logs; give the --results-dir a sweep "
+            f"wrote to {what}"
+        )
+
+
+def results_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(
+        prog="export-results",
+        description="Write a results dir as tables: trials (one row per trial, every setting and "
+        "provenance field a column), loops (one row per meta-loop of a trial) and runs (one row "
+        "per command run). Python: psa.results.load(DIR) returns the same DataFrames.",
+    )
+    parser.add_argument("--results-dir", type=Path, required=True, help="the results dir to read")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="csv",
+        help="csv, or parquet (needs the optional extra parquet: pyarrow)",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="where trials.<format>, loops.<format> and runs.<format> go (default: "
+        "RESULTS_DIR/export)",
+    )
+    return parser
+
+
+def results_main(argv: list[str] | None = None) -> None:
+    args = results_parser().parse_args(argv)
+    from psa import results
+
+    store = ResultsStore(args.results_dir)
+    existing_results_dir(store, "export")
+    if args.format == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ExportError(
+                "--format parquet needs pyarrow, the optional extra parquet; install it with "
+                "`scripts/poetry install -E parquet`, or use --format csv"
+            ) from None
+    output = args.output_dir or store.root / "export"
+    tables = results.load(store.root)
+    for name in ("trials", "loops", "runs"):
+        frame = getattr(tables, name)
+        path = output / f"{name}.{args.format}"
+        if args.format == "csv":
+            data = frame.to_csv(index=False).encode("utf-8")
+            write_atomically(path, lambda stream, data=data: stream.write(data))
+        else:
+            write_atomically(
+                path, lambda stream, frame=frame: frame.to_parquet(stream, index=False)
+            )
+        print(f"{path}: {len(frame)} rows, {len(frame.columns)} columns")
+    if args.format == "csv":
+        text = json.dumps(results.schema(tables), indent=2) + "\n"
+        write_atomically(output / results.SCHEMA_NAME, lambda stream: stream.write(text.encode()))
+
+
+def tensorboard_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(
+        prog="export-tensorboard",
+        description="Write TensorBoard event files of the loop logs: one run per "
+        "<arch>/<mode>/t<trial>, scalars accuracy/validation, accuracy/lkg and promotion at step "
+        "= meta-loop. Rerun after a resume or a merge: the runs are rebuilt from the logs. "
+        "View with: tensorboard --logdir DIR/tensorboard",
+    )
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--results-dir", type=Path, help="a sweep's results dir")
+    where.add_argument("--model-dir", type=Path, help="a train model dir (its run logs)")
+    return parser
+
+
+def tensorboard_main(argv: list[str] | None = None) -> None:
+    args = tensorboard_parser().parse_args(argv)
+    from psa.store import tensorboard
+
+    if args.results_dir is not None:
+        store = ResultsStore(args.results_dir)
+        existing_results_dir(store, "export")
+        root, runs = store.root, tensorboard.results_dir_runs(store)
+    else:
+        root = args.model_dir
+        runs = tensorboard.model_dir_runs(root, root / DEFAULT_NAME)
+        if not runs:
+            raise ExportError(f"{root} holds no train run logs; give the --model-dir train wrote")
+    count = tensorboard.rebuild(root, runs)
+    print(
+        f"{count} runs in {root / tensorboard.TENSORBOARD_DIR}; view with: "
+        f"tensorboard --logdir {root / tensorboard.TENSORBOARD_DIR}"
+    )
+
+
+def value_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(
+        prog="results-value",
+        description="Print one number computed from a results dir's tables (as "
+        "psa.results.load returns them): a statistic of a column over the rows a filter keeps. "
+        "check-reproduction's claims use it.",
+    )
+    parser.add_argument("--results-dir", type=Path, required=True, help="the results dir to read")
+    parser.add_argument("--table", choices=("trials", "loops"), default="trials", help="the table")
+    parser.add_argument(
+        "--where",
+        default=None,
+        help="a pandas query keeping rows, e.g. \"arch == '4*17' and mode == 'none'\" "
+        "(backquote names with dots: `hyperparameters.lr`); default: every row",
+    )
+    parser.add_argument("--column", default="val_bounty", help="the column")
+    parser.add_argument("--stat", choices=STATS, default="mean", help="the statistic")
+    return parser
+
+
+def value_main(argv: list[str] | None = None) -> None:
+    args = value_parser().parse_args(argv)
+    print(format_value(compute_value(args)))
+
+
+def compute_value(args: argparse.Namespace) -> float:
+    from psa import results
+
+    store = ResultsStore(args.results_dir)
+    existing_results_dir(store, "read")
+    frame = getattr(results, f"{args.table}_table")(store)
+    if args.where:
+        try:
+            frame = frame.query(args.where, engine="python")
+        except Exception as error:  # pandas raises many kinds for a bad expression
+            raise ExportError(
+                f"--where {args.where!r} is not a query of the {args.table} "
+                f"table ({type(error).__name__}: {error})"
+            ) from None
+    if args.column not in frame.columns:
+        raise ExportError(
+            f"the {args.table} table has no column {args.column!r}; its columns are "
+            f"{', '.join(map(str, frame.columns))}"
+        )
+    column = frame[args.column]
+    if args.stat == "count":
+        return float(column.count())
+    if column.empty:
+        raise ExportError(f"--where {args.where!r} keeps no row of the {args.table} table")
+    if args.stat == "first":
+        return float(column.iloc[0])
+    return float(getattr(column.astype(float), args.stat)())
+
+
+def format_value(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{value:.10g}"

@@ -1,0 +1,116 @@
+"""One table: psa.results.load and export-results (CSV always, parquet with pyarrow) give the trial
+records flattened and the loop logs in long form, and round-trip through pandas with their types
+and row counts; results-value prints one number of them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import psa.results
+from psa.cli import run
+from psa.commands import export
+from psa.commands import sweep as sweep_command
+from psa.store import ResultsStore
+
+ROOT = Path(psa.results.__file__).resolve().parents[2]
+SHIPPED = ROOT / "results"
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, repo_dataset, mnist_small) -> Path:
+    """A small new sweep (it has provenance): [1*8] and [2*4] x none,output x 2 trials x 2 loops."""
+    results = tmp_path_factory.mktemp("export") / "results"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sweep_command, "load_mnist", lambda *args, **kwargs: mnist_small)
+        argv = ["--arch", "[1*8]", "--arch", "[2*4]", "--modes", "none,output", "--trials", "2"]
+        argv += ["--meta-loops", "2", "--seed", "9", "--results-dir", str(results)]
+        sweep_command.main([*argv, "--data-dir", str(repo_dataset), "--device", "cpu"])
+    return results
+
+
+def test_load_flattens_every_record_and_joins_its_provenance(swept):
+    tables = psa.results.load(swept)
+    records = ResultsStore(swept).records()
+    assert len(tables.trials) == len(records) == 8
+    for column in ("seeds.run", "hyperparameters.lr", "val_bounty", "test_accuracy"):
+        assert column in tables.trials.columns
+    assert {"provenance.host", "provenance.torch_version", "provenance.command"} <= set(
+        tables.trials.columns
+    )
+    assert tables.trials["provenance.outcome"].eq("finished").all()
+    assert tables.trials[["depth", "width", "parameters"]].iloc[0].tolist() == [1, 8, 6514]
+    assert len(tables.runs) == 1
+
+
+def test_loops_are_the_logs_in_long_form(swept):
+    loops = psa.results.load(swept).loops
+    lines = [json.loads(x) for p in ResultsStore(swept).log_files() for x in p.open()]
+    assert len(loops) == len(lines) == 16
+    assert list(loops.columns) == psa.results.LOOP_COLUMNS
+    two = loops[(loops["arch"] == "2*4") & (loops["mode"] == "output") & (loops["trial"] == 2)]
+    assert two["loop"].tolist() == [1, 2] and two["depth"].tolist() == [2, 2]
+    assert two["ablation_layer"].isna().tolist() == [True, False]  # loop 1 ablates nothing
+    assert loops["promoted"].dtype == bool and loops["loop"].dtype == "int64"
+
+
+@pytest.mark.parametrize("table", ["trials", "loops", "runs"])
+def test_export_results_csv_round_trips_through_pandas_with_types_and_rows(
+    swept, tmp_path, capsys, table
+):
+    assert run("export-results", ["--results-dir", str(swept), "--output-dir", str(tmp_path)]) == 0
+    loaded = getattr(psa.results.load(swept), table)
+    plain = pd.read_csv(tmp_path / f"{table}.csv")
+    assert len(plain) == len(loaded) and list(plain.columns) == list(loaded.columns)
+    read = getattr(psa.results.read_export(tmp_path), table)
+    assert read.dtypes.to_dict() == loaded.dtypes.to_dict()
+    pd.testing.assert_frame_equal(read, loaded, check_exact=True)
+
+
+def test_export_results_parquet_round_trips_exactly(swept, tmp_path):
+    pytest.importorskip("pyarrow")
+    argv = ["--results-dir", str(swept), "--format", "parquet", "--output-dir", str(tmp_path)]
+    assert run("export-results", argv) == 0
+    tables, read = psa.results.load(swept), psa.results.read_export(tmp_path, "parquet")
+    for name in ("trials", "loops", "runs"):
+        pd.testing.assert_frame_equal(getattr(read, name), getattr(tables, name))
+
+
+def test_the_shipped_results_load_whole():
+    tables = psa.results.load(SHIPPED)
+    assert len(tables.trials) == 360 and len(tables.loops) == 3600
+    assert tables.trials.groupby(["arch", "mode"]).size().eq(3).all()
+
+
+def test_results_value_prints_a_statistic_of_the_rows_a_query_keeps(swept, capsys):
+    argv = ["--results-dir", str(swept), "--where", "arch == '1*8' and mode == 'none'"]
+    assert run("results-value", [*argv, "--stat", "count"]) == 0
+    assert capsys.readouterr().out == "2\n"
+    records = [r for r in ResultsStore(swept).records() if r["arch"] == "1*8"]
+    best = max(r["val_bounty"] for r in records if r["mode"] == "none")
+    assert run("results-value", [*argv, "--stat", "max"]) == 0
+    assert float(capsys.readouterr().out) == best
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--column", "nope"], "has no column 'nope'"),
+        (["--where", "arch ==="], "is not a query"),
+        (["--where", "arch == 'x'"], "keeps no row"),
+    ],
+)
+def test_results_value_refuses_a_bad_request_in_one_line(swept, capsys, argv, message):
+    assert run("results-value", ["--results-dir", str(swept), *argv]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_export_of_a_dir_without_results_is_refused(tmp_path, capsys):
+    assert run("export-results", ["--results-dir", str(tmp_path)]) == 1
+    assert "holds no trial records" in capsys.readouterr().err
+    assert not (tmp_path / "export").exists()
+    assert export.FORMATS == ("csv", "parquet")
