@@ -58,6 +58,10 @@ USAGE_ERRORS = [
     ("sagemaker-logs-parser", ["--logs-dir", "{absent}", "--output-dir", "{tmp}/out"]),
     ("sagemaker-cost-estimator", ["--jobs-file", "{absent}"]),
     ("sagemaker-estimate-storage", ["--env-file", "{absent}"]),
+    ("export-results", ["--results-dir", "{absent}"]),
+    ("export-tensorboard", ["--results-dir", "{absent}"]),
+    ("results-value", ["--results-dir", "{absent}"]),
+    ("check-reproduction", ["--results-dir", "{tmp}", "--claims", "{absent}"]),
 ]
 
 # Inputs that exist but hold nothing usable: a failure (1), not a usage error.
@@ -66,6 +70,9 @@ FAILURES = [
     ("make-convergence-plots", ["--logs-dir", "{empty}", "--output-dir", "{tmp}"]),
     ("sagemaker-logs-parser", ["--logs-dir", "{empty}", "--output-dir", "{tmp}/out"]),
     ("make-architecture-table", ["--config-file", "{bad_config}"]),
+    ("export-results", ["--results-dir", "{empty}"]),
+    ("export-tensorboard", ["--results-dir", "{empty}"]),
+    ("check-reproduction", ["--results-dir", "{tmp}", "--claims", "{bad_config}"]),
 ]
 
 
@@ -174,7 +181,9 @@ def test_the_missing_submitit_hint_names_the_install_as_the_user_runs_psa(monkey
     monkeypatch.setenv("PSA_RUN_PREFIX", "scripts/poetry run")
     assert install_hint("slurm") == "scripts/poetry install -E slurm"
     monkeypatch.delenv("PSA_RUN_PREFIX")
-    assert install_hint("slurm") == "pip install 'psa[slurm]' (or: poetry install -E slurm)"
+    assert install_hint("slurm") == (
+        "pip install 'persistent-stochastic-ablation[slurm]' (or: poetry install -E slurm)"
+    )
 
 
 def test_the_readme_says_how_long_its_first_command_takes():

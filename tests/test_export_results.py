@@ -104,7 +104,7 @@ def test_results_value_prints_a_statistic_of_the_rows_a_query_keeps(swept, capsy
     ],
 )
 def test_results_value_refuses_a_bad_request_in_one_line(swept, capsys, argv, message):
-    assert run("results-value", ["--results-dir", str(swept), *argv]) == 1
+    assert run("results-value", ["--results-dir", str(swept), *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 

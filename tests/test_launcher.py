@@ -122,7 +122,7 @@ def test_without_submitit_a_launch_is_refused_in_one_line_that_names_the_extra(
 ):
     monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit raises ImportError
     message = refusal([*grid_flags(tmp_path / "r"), "--launcher", "local", "--shards", "2"])
-    assert "submitit" in message and "psa[slurm]" in message
+    assert "submitit" in message and "persistent-stochastic-ablation[slurm]" in message
     assert "poetry install -E slurm" in message
     assert not (tmp_path / "r").exists()
 

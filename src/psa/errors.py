@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from typing import NoReturn
 
+# The name psa is installed by from the package index (``psa`` there is another project).
+DISTRIBUTION = "persistent-stochastic-ablation"
 # Set by ``scripts/poetry run``, so a hint names a command as the user types it.
 PREFIX_VARIABLE = "PSA_RUN_PREFIX"
 
@@ -39,7 +41,7 @@ def install_hint(extra: str) -> str:
     prefix = os.environ.get(PREFIX_VARIABLE, "").strip()
     if prefix.endswith(" run"):
         return f"{prefix.removesuffix(' run')} install -E {extra}"
-    return f"pip install 'psa[{extra}]' (or: poetry install -E {extra})"
+    return f"pip install '{DISTRIBUTION}[{extra}]' (or: poetry install -E {extra})"
 
 
 def command_hint(command: str) -> str:

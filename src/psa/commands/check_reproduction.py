@@ -31,7 +31,7 @@ from pathlib import Path
 import tomllib
 
 from psa.cli import COMMANDS, CommandParser, one_line
-from psa.errors import PsaError
+from psa.errors import PsaError, UsageError
 
 
 class ClaimsError(PsaError):
@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 def read_claims(path: Path) -> list[Claim]:
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"claims file {path} does not exist; give a claims file") from None
     except OSError as error:
         raise ClaimsError(f"cannot read claims file {path} ({error.strerror})") from None
     except tomllib.TOMLDecodeError as error:
@@ -137,7 +139,7 @@ def run_in_process(argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.results_dir.is_dir():
-        raise ClaimsError(f"--results-dir {args.results_dir} does not exist; give a results dir")
+        raise UsageError(f"--results-dir {args.results_dir} does not exist; give a results dir")
     claims = read_claims(args.claims)
     failed = []
     for claim in claims:

@@ -11,7 +11,7 @@ from pathlib import Path
 from psa.atomic import write_atomically
 from psa.checkpoint import DEFAULT_NAME
 from psa.cli import CommandParser
-from psa.errors import PsaError
+from psa.errors import PsaError, UsageError, install_hint
 from psa.store import ResultsStore
 
 FORMATS = ("csv", "parquet")
@@ -24,7 +24,7 @@ class ExportError(PsaError):
 
 def existing_results_dir(store: ResultsStore, what: str) -> None:
     if not store.root.is_dir():
-        raise ExportError(f"{store.root} does not exist; give the --results-dir a sweep wrote")
+        raise UsageError(f"{store.root} does not exist; give the --results-dir a sweep wrote")
     if not store.record_files() and not store.log_files():
         raise ExportError(
             f"{store.root} holds no trial records or loop logs; give the --results-dir a sweep "
@@ -68,7 +68,7 @@ def results_main(argv: list[str] | None = None) -> None:
         except ImportError:
             raise ExportError(
                 "--format parquet needs pyarrow, the optional extra parquet; install it with "
-                "`scripts/poetry install -E parquet`, or use --format csv"
+                f"{install_hint('parquet')}, or use --format csv"
             ) from None
     output = args.output_dir or store.root / "export"
     tables = results.load(store.root)
@@ -112,6 +112,8 @@ def tensorboard_main(argv: list[str] | None = None) -> None:
         root, runs = store.root, tensorboard.results_dir_runs(store)
     else:
         root = args.model_dir
+        if not root.is_dir():
+            raise UsageError(f"{root} does not exist; give the --model-dir train wrote")
         runs = tensorboard.model_dir_runs(root, root / DEFAULT_NAME)
         if not runs:
             raise ExportError(f"{root} holds no train run logs; give the --model-dir train wrote")
@@ -147,22 +149,39 @@ def value_main(argv: list[str] | None = None) -> None:
     print(format_value(compute_value(args)))
 
 
-def compute_value(args: argparse.Namespace) -> float:
+_tables: dict[tuple, object] = {}  # (dir, table, its files' sizes and times) -> the table
+
+
+def cached_table(store: ResultsStore, table: str):
+    """A table of the dir, read once per process while its files stay as they are (the claims
+    of check-reproduction ask one dir many times)."""
     from psa import results
 
+    files = store.log_files() if table == "loops" else store.record_files()
+    files += sorted((store.root / "provenance").glob("*.json"))
+    signature = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+    key = (str(store.root.resolve()), table, signature)
+    if key not in _tables:
+        if len(_tables) > 8:
+            _tables.clear()
+        _tables[key] = getattr(results, f"{table}_table")(store)
+    return _tables[key]
+
+
+def compute_value(args: argparse.Namespace) -> float:
     store = ResultsStore(args.results_dir)
     existing_results_dir(store, "read")
-    frame = getattr(results, f"{args.table}_table")(store)
+    frame = cached_table(store, args.table)
     if args.where:
         try:
             frame = frame.query(args.where, engine="python")
         except Exception as error:  # pandas raises many kinds for a bad expression
-            raise ExportError(
+            raise UsageError(
                 f"--where {args.where!r} is not a query of the {args.table} "
                 f"table ({type(error).__name__}: {error})"
             ) from None
     if args.column not in frame.columns:
-        raise ExportError(
+        raise UsageError(
             f"the {args.table} table has no column {args.column!r}; its columns are "
             f"{', '.join(map(str, frame.columns))}"
         )
@@ -170,7 +189,7 @@ def compute_value(args: argparse.Namespace) -> float:
     if args.stat == "count":
         return float(column.count())
     if column.empty:
-        raise ExportError(f"--where {args.where!r} keeps no row of the {args.table} table")
+        raise UsageError(f"--where {args.where!r} keeps no row of the {args.table} table")
     if args.stat == "first":
         return float(column.iloc[0])
     return float(getattr(column.astype(float), args.stat)())

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from psa.arch import parse_key
 from psa.atomic import write_bytes_atomically
-from psa.errors import PsaError
+from psa.errors import PsaError, install_hint
 from psa.store.jsonlines import json_lines
 from psa.store.results import LOOP_LOG_NAME, REQUIRED_LOG_KEYS, ResultsStore, run_logs
 
@@ -49,8 +49,7 @@ def _protos():
     except ImportError:
         raise TensorBoardMissing(
             "TensorBoard output needs the optional extra tensorboard; install it with "
-            "`scripts/poetry install -E tensorboard` (or pip install "
-            "'persistent-stochastic-ablation[tensorboard]')"
+            f"{install_hint('tensorboard')}"
         ) from None
     return event_pb2, summary_pb2, RecordWriter
 
