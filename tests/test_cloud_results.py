@@ -55,6 +55,9 @@ def all_mode_records(arch, base=90.0):
     ]
 
 
+RUN = "20261203T171528045018Z-3e3547"  # a provenance id, as psa.provenance makes them
+
+
 def test_outputs_become_the_same_tables_sweep_writes(s3, tmp_path, capsys):
     records = all_mode_records("4*17")
     put_output(
@@ -64,6 +67,7 @@ def test_outputs_become_the_same_tables_sweep_writes(s3, tmp_path, capsys):
             "trials.jsonl": jsonl(records),
             "settings.json": json.dumps({"model": "resmlp", "lr": 0.0001}),
             "logs/4x17/none-t1.jsonl": jsonl([loop_record("4*17", "none", 1, 1, 80.0, 80.0)]),
+            f"provenance/{RUN}.json": json.dumps({"id": RUN}),
             "checkpoint.safetensors": b"ignored",
         },
     )
@@ -87,6 +91,7 @@ def test_outputs_become_the_same_tables_sweep_writes(s3, tmp_path, capsys):
     assert trials.attrs["paired"] is True
     assert read_jsonl(out / "trials.jsonl") == records
     assert (out / "logs" / "4x17" / "none-t1.jsonl").is_file()
+    assert json.loads((out / "provenance" / f"{RUN}.json").read_text()) == {"id": RUN}
     assert json.loads((out / "settings.json").read_text())["lr"] == 0.0001
     assert not (out / "checkpoint.safetensors").exists()
     captured = capsys.readouterr()

@@ -34,6 +34,7 @@ from psa.cloud.settings import Settings, add_settings_flags, load_settings, requ
 from psa.markdown import write_summary_markdown, write_trials_markdown
 from psa.modes import MODES
 from psa.store import SETTINGS_NAME, TRIALS_FILE_NAME, ResultsStore, upstream_results_name
+from psa.store.provenance import PROVENANCE_NAME
 from psa.store.records import records_frame
 from psa.store.results import LOOP_LOG_NAME, UNIT_RECORDS_NAME
 
@@ -54,6 +55,7 @@ class JobResult:
     job: str | None = None
     records: list[dict] = field(default_factory=list)
     loop_logs: dict[str, bytes] = field(default_factory=dict)
+    provenance: dict[str, bytes] = field(default_factory=dict)  # the job's provenance files
     settings: dict | None = None
     errors: dict[str, str] = field(default_factory=dict)  # mode -> token
 
@@ -101,6 +103,7 @@ def read_output(archive_path: Path, result: JobResult) -> None:
                 or name.startswith("results")
                 or _LOOP_LOG.match(name)
                 or _UNIT_RECORDS.match(name)
+                or PROVENANCE_NAME.match(name)
             }
     except (tarfile.TarError, OSError, EOFError) as error:
         result.errors = {mode: f"ERROR: unreadable model.tar.gz ({error})" for mode in spec.modes}
@@ -128,6 +131,7 @@ def read_output(archive_path: Path, result: JobResult) -> None:
         return
     result.records = [r for r in records if r["mode"] in spec.modes]
     result.loop_logs = {name: data for name, data in contents.items() if _LOOP_LOG.match(name)}
+    result.provenance = {n: data for n, data in contents.items() if PROVENANCE_NAME.match(n)}
     found = {record["mode"] for record in result.records}
     result.errors = {mode: EMPTY_RESULTS for mode in spec.modes if mode not in found}
 
@@ -247,6 +251,8 @@ def write_results_dir(results: list[JobResult], output_dir: Path, model: str) ->
     for result in results:
         for name, data in result.loop_logs.items():
             write_bytes_atomically(store.named_log_path(name), data)
+        for name, data in result.provenance.items():  # the runs its records name
+            write_bytes_atomically(output_dir / name, data)
     settings = next((result.settings for result in results if result.settings), None)
     if settings is not None:
         store.write_settings(settings)

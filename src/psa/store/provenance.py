@@ -15,6 +15,10 @@ from psa.store.jsonlines import ResultsFormatError
 
 PROVENANCE_DIR = "provenance"
 RUN_ID = re.compile(r"^[0-9]{8}T[0-9]{12}Z-[0-9a-f]{6}$")
+# A provenance file's path inside a results dir (as in a job's model.tar.gz).
+PROVENANCE_NAME = re.compile(
+    rf"^{PROVENANCE_DIR}/[0-9]{{8}}T[0-9]{{12}}Z-[0-9a-f]{{6}}\.(json|diff)$"
+)
 
 
 def provenance_dir(root: Path) -> Path:

@@ -4,8 +4,9 @@ Layout, under a results dir or a model dir: ``tensorboard/<arch slug>/<mode>/t<i
 TensorBoard run per trial, holding one file ``events.out.tfevents.psa``. Its scalars, at step =
 meta-loop: ``accuracy/validation`` (the loop's validation accuracy), ``accuracy/lkg`` (the LKG
 accuracy after it) and ``promotion`` (1 when the loop's weights became the LKG, else 0). The
-event time is the trial's training seconds summed up to that loop, so TensorBoard's "relative"
-axis shows training time and a file's bytes depend only on its log.
+event time is the log's ``train_seconds`` summed up to that loop (in a sweep, the seconds of the
+whole batch the trial trained in), so TensorBoard's "relative" axis shows training time and a
+file's bytes depend only on its log.
 
 The event files are derived from the loop logs and never the other way round: ``rebuild`` writes
 every run from the logs (atomically, the same bytes each time, runs without a log removed), and a
