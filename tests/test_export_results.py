@@ -5,6 +5,7 @@ and row counts; results-value prints one number of them."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -114,3 +115,12 @@ def test_export_of_a_dir_without_results_is_refused(tmp_path, capsys):
     assert "holds no trial records" in capsys.readouterr().err
     assert not (tmp_path / "export").exists()
     assert export.FORMATS == ("csv", "parquet")
+
+
+def test_parquet_without_pyarrow_is_refused_in_one_line(swept, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow fails
+    argv = ["--results-dir", str(swept), "--format", "parquet", "--output-dir", str(tmp_path / "o")]
+    assert run("export-results", argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs pyarrow" in err and "--format csv" in err
+    assert not (tmp_path / "o").exists()

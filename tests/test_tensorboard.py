@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 from tensorboard.util.tensor_util import make_ndarray
 
+from psa.cli import run
 from psa.commands import export, merge_results, train
 from psa.commands import sweep as sweep_command
 from psa.store import ResultsStore
@@ -83,10 +85,10 @@ def assert_events_equal_logs(results: Path) -> None:
     multiplexer.AddRunsFromDirectory(str(board))
     multiplexer.Reload()
     assert set(multiplexer.Runs()) == set(logs)
-    for run, lines in logs.items():
+    for name, lines in logs.items():
         assert [line["loop"] for line in lines] == list(range(1, LOOPS + 1))
-        assert events(board / run) == expected(lines)
-        scalars = multiplexer.Scalars(run, "accuracy/lkg")
+        assert events(board / name) == expected(lines)
+        scalars = multiplexer.Scalars(name, "accuracy/lkg")
         assert [s.step for s in scalars] == [line["loop"] for line in lines]
 
 
@@ -168,3 +170,24 @@ def test_train_with_tensorboard_continues_its_run_across_a_resume(
     shutil.rmtree(model_dir / TENSORBOARD_DIR)
     export.tensorboard_main(["--model-dir", str(model_dir)])
     assert run.read_bytes() == written
+
+
+@pytest.mark.parametrize("command", ["sweep", "train", "export-tensorboard"])
+def test_without_tensorboard_installed_the_flag_is_refused_before_anything_is_written(
+    tmp_path, repo_dataset, monkeypatch, capsys, command
+):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard fails
+    target = tmp_path / "out"
+    argv = {
+        "sweep": sweep_argv(target, repo_dataset, "--tensorboard"),
+        "train": ["--model-dir", str(target), "--device", "cpu", "--tensorboard"],
+        "export-tensorboard": ["--results-dir", str(target)],
+    }[command]
+    if command == "export-tensorboard":
+        shutil.copytree(Path(__file__).resolve().parents[1] / "results" / "logs", target / "logs")
+    assert run(command, argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs the optional extra tensorboard" in err
+    assert not (target / TENSORBOARD_DIR).exists()
+    if command != "export-tensorboard":
+        assert not target.exists()

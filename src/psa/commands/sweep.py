@@ -275,6 +275,10 @@ def plan(
 
 
 def run(request: SweepRequest) -> None:
+    if request.tensorboard:  # refused before anything is written
+        from psa.store import tensorboard
+
+        tensorboard.require()
     configs = request.archs
     arch_order = [arch.key for arch in configs]
     store = ResultsStore(request.results_dir)
@@ -337,10 +341,6 @@ def run(request: SweepRequest) -> None:
         console=console,
         disable=not console.is_terminal,
     )
-    if request.tensorboard:
-        from psa.store import tensorboard
-
-        tensorboard.require()
     this_run = capture(device)  # the records of this run name its provenance
     with interrupts.sigterm_stops(), progress, recording(store.root, this_run):
         task = progress.add_task("trial-loops", total=total)
