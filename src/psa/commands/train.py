@@ -153,12 +153,12 @@ def run(args: argparse.Namespace) -> None:
     )
 
     display = TrainingDisplay(arch, args, device, seeds)
-    this_run = capture(device)
-    run_id = this_run.id  # names the run's log and its provenance (to the microsecond, unique)
-    log = LineLog(run_log_path(model_dir, checkpoint, run_id))
-    stop, board = None, None
+    stop, board, log = None, None, None
     # A stop from here on ends with the summary of what is on disk.
     try:
+        this_run = capture(device)
+        run_id = this_run.id  # names the run's log and its provenance (to the microsecond, unique)
+        log = LineLog(run_log_path(model_dir, checkpoint, run_id))
         with interrupts.sigterm_stops(), recording(model_dir, this_run):
             display.header(data_seconds, checkpoint)
             resumed = metadata["loops_completed"] > 0
@@ -213,9 +213,9 @@ def run(args: argparse.Namespace) -> None:
     except KeyboardInterrupt as error:
         stop = error
     finally:
-        log.close()
-        if board is not None:
-            board.close()
+        for stream in (log, board):
+            if stream is not None:
+                stream.close()
     if stop is None:
         display.finished(
             engine.state[0], engine.test_accuracy()[0], metadata["loops_completed"], checkpoint
