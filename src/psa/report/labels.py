@@ -27,6 +27,7 @@ TEXT = {"fontfamily": "monospace", "color": "#212121", "zorder": 5}
 CROWDED_SQUARES = 4  # squares with a near neighbour before the diagonal fans out
 MAX_COLUMNS = 6
 RINGS = 40  # how far (in label heights) a label may move out from its point
+LEADER_SAMPLES = 64  # points along a leader line checked against markers and labels
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,17 @@ def _directions(depth: float, width: float) -> list[tuple[float, float]]:
     return [(1, -1), (1, 0), (0, -1), (-1, 1), (0, 1), (-1, 0), (1, 1), (-1, -1)]
 
 
-def _greedy(point, radius, size, pad, frame, taken, directions) -> Placement | None:
-    (px, py), (w, h) = point, size
-    gap = radius + pad / 2
+def _gaps(box: Box, points: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """How far ``box`` is from the edge of every marker (negative where it covers one)."""
+    dx = np.maximum(np.maximum(box.x0 - points[:, 0], points[:, 0] - box.x1), 0.0)
+    dy = np.maximum(np.maximum(box.y0 - points[:, 1], points[:, 1] - box.y1), 0.0)
+    return np.hypot(dx, dy) - radii
+
+
+def _greedy(index, points, radii, size, pad, frame, taken, directions) -> Placement | None:
+    """The first free spot around point ``index`` whose label reads as that point's."""
+    (px, py), (w, h) = points[index], size
+    gap = radii[index] + pad / 2
     w, h = w + pad, h + pad  # half a pad of clearance on every side
     for ring in range(RINGS + 1):
         extra = ring * (h + pad)
@@ -116,13 +125,28 @@ def _greedy(point, radius, size, pad, frame, taken, directions) -> Placement | N
             reach = gap + extra
             cx = px + dx / norm * reach + dx * (w / 2)
             cy = py + dy / norm * reach + dy * (h / 2)
+            # Above or below a point near the edge, slide along the edge rather than give up.
+            if dx == 0:
+                cx = min(max(cx, frame.x0 + w / 2), frame.x1 - w / 2)
+            if dy == 0:
+                cy = min(max(cy, frame.y0 + h / 2), frame.y1 - h / 2)
             box = Box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
-            if taken.free(box, frame):
-                return Placement(-1, cx, cy, "center", ring > 0, box)
+            if not taken.free(box, frame):
+                continue
+            others = np.delete(_gaps(box, points, radii), index).min(initial=math.inf)
+            # Beside its point, nearer it than any other marker; further out, half a label
+            # height clear of every other marker, joined by a leader line that crosses none.
+            if ring == 0 and others <= pad / 2:
+                continue
+            if ring > 0 and (
+                others < h / 2 or _leader_hits_marker(points, radii, index, (cx, cy))
+            ):
+                continue
+            return Placement(-1, cx, cy, "center", ring > 0, box)
     return None
 
 
-def _fan(squares, points, sizes, pad, frame, taken, diagonal_x) -> list[Placement] | None:
+def _fan(squares, points, radii, sizes, pad, frame, taken, diagonal_x) -> list[Placement] | None:
     """Rows along a Bezier curve below the diagonal; None when no column count fits.
 
     Row r sits r label heights above the first row; its x follows a quadratic Bezier from just
@@ -139,15 +163,17 @@ def _fan(squares, points, sizes, pad, frame, taken, diagonal_x) -> list[Placemen
         x2 = frame.x1 - pad - (columns - 1) * column_step - width
         y0 = frame.y0 + pad + height / 2
         while y0 + (rows - 1) * step + height / 2 <= frame.y1:
-            placed = _fan_rows(order, columns, y0, step, column_step, x2, sizes, pad, frame,
-                               taken, diagonal_x)  # fmt: skip
+            placed = _fan_rows(order, columns, y0, step, column_step, x2, points, radii, sizes,
+                               pad, frame, taken, diagonal_x)  # fmt: skip
             if placed is not None:
                 return placed
             y0 += step
     return None
 
 
-def _fan_rows(order, columns, y0, step, column_step, x2, sizes, pad, frame, taken, diagonal_x):
+def _fan_rows(
+    order, columns, y0, step, column_step, x2, points, radii, sizes, pad, frame, taken, diagonal_x
+):
     rows = math.ceil(len(order) / columns)
     top = y0 + (rows - 1) * step
     x0 = diagonal_x(y0 + step) + 2 * pad
@@ -165,8 +191,22 @@ def _fan_rows(order, columns, y0, step, column_step, x2, sizes, pad, frame, take
             return None
         if not taken.free(box, frame, [p.box for p in placed]):
             return None
+        if _leader_hits_marker(points, radii, index, (x, y)):
+            return None
         placed.append(Placement(index, x, y, "left", True, box))
     return placed
+
+
+def _leader_hits_marker(points, radii, index, end) -> bool:
+    """Whether a leader line from point ``index`` to ``end`` passes through another marker, one
+    that overlaps the point's own (as squares crowd the diagonal) aside: no line avoids it."""
+    start = points[index]
+    t = np.linspace(0.0, 1.0, LEADER_SAMPLES)[:, None]
+    line = start + (np.asarray(end) - start) * t
+    apart = np.hypot(*(points - start).T) > radii + radii[index]
+    others = np.flatnonzero(apart)
+    reach = np.hypot(line[:, None, 0] - points[others, 0], line[:, None, 1] - points[others, 1])
+    return bool((reach <= radii[others]).any())
 
 
 def _crowded_squares(squares, points, sizes) -> list[int]:
@@ -205,7 +245,9 @@ def place_labels(ax: Axes, data: pd.DataFrame, fontsize: float) -> list[Annotati
     squares = [i for i, row in enumerate(data.itertuples()) if row.depth == row.width]
     placements: list[Placement] = []
     crowded = _crowded_squares(squares, points, sizes)
-    fanned = _fan(crowded, points, sizes, pad, frame, taken, diagonal_x) if crowded else None
+    fanned = (
+        _fan(crowded, points, radii, sizes, pad, frame, taken, diagonal_x) if crowded else None
+    )
     for placement in fanned or []:
         placements.append(placement)
         taken.add(placement.box)
@@ -237,7 +279,7 @@ def _place_in_order(order, data, points, radii, sizes, pad, frame, taken: Taken)
     for index in order:
         row = data.iloc[index]
         directions = _directions(row["depth"], row["width"])
-        found = _greedy(points[index], radii[index], sizes[index], pad, frame, taken, directions)
+        found = _greedy(index, points, radii, sizes[index], pad, frame, taken, directions)
         if found is None:
             return None, row["arch"]
         placements.append(Placement(index, found.x, found.y, found.ha, found.leader, found.box))
