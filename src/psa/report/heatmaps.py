@@ -49,7 +49,7 @@ from psa.report.regimes import (
     classify_trials,
     is_untrainable,
 )
-from psa.report.style import FigureOptions, axis_limits, print_style
+from psa.report.style import FigureError, FigureOptions, axis_limits, print_style
 
 HEATMAP_NAMES = (
     "Baseline_Performance",
@@ -233,10 +233,11 @@ def heatmap_ablation_effects(
     data = ablation_effects_data(table, long, paired, alpha, correction)
     colours = palette(options.palette)
     width, height = options.inches("panels")
-    rows, columns = (len(ABLATIVE_MODES), 1) if width < height else (1, len(ABLATIVE_MODES))
+    rows, columns = _panel_grid(width, height)
     with print_style():
         figure = new_figure((width, height))
-        axes = figure.subplots(rows, columns, sharex=True, sharey=True).ravel()
+        grid = figure.subplots(rows, columns, sharex=True, sharey=True).ravel()
+        axes, spare = grid[: len(ABLATIVE_MODES)], grid[len(ABLATIVE_MODES) :]
         scale = area_scale(width / columns)
         styles = {
             "beneficial": (colours.beneficial, "black", "o", "Significantly better than none"),
@@ -260,16 +261,19 @@ def heatmap_ablation_effects(
                 data["effect_size"], data["mean_difference"], sized, strict=True
             )
         ]
-        labelled = options.show_labels(False)
+        labelled = options.show_labels(True)
         data["label"] = data["arch"] if labelled else ""
         limits = axis_limits(options, data["depth"], data["width"])
         for ax, mode in zip(axes, ABLATIVE_MODES, strict=True):
             design_axes(ax, f"{mode} - none", limits)
             draw_points(ax, data[data["mode"] == mode])
-            if columns > 1 and ax is not axes[0]:
+            index = list(axes).index(ax)
+            if index % columns:
                 ax.set_ylabel("")
-            if rows > 1 and ax is not axes[-1]:
+            if index + columns < len(axes):  # a panel below shows the depth axis
                 ax.set_xlabel("")
+            else:
+                ax.xaxis.set_tick_params(labelbottom=True)
         test = "paired t-test" if paired else "Welch's t-test"
         adjusted = {"holm": "Holm-adjusted ", "bh": "BH-adjusted ", "none": ""}[correction]
         figure.suptitle(
@@ -291,11 +295,41 @@ def heatmap_ablation_effects(
             )
             for effect in EFFECT_KEY
         ]
-        figure_legend(figure, handles + sizes, columns=3 if columns == 1 else 4)
-        for ax, mode in zip(axes, ABLATIVE_MODES, strict=True):
-            if labelled:
-                place_labels(ax, data[data["mode"] == mode], options.label_points)
+        if spare.size:  # the 2 x 2 grid's fourth cell holds the key
+            spare[0].set_axis_off()
+            spare[0].legend(handles=handles + sizes, loc="center", frameon=False)
+        else:
+            figure_legend(figure, handles + sizes, columns=3 if columns == 1 else 4)
+        if labelled:
+            data = _label_panels(axes, data, options)
         save_figure(figure, path, options, data)
+    return data
+
+
+def _panel_grid(width: float, height: float) -> tuple[int, int]:
+    """Rows and columns of the three ablation panels: stacked on a tall figure, side by side on
+    a wide one, else two by two (the fourth cell holding the key), so a page-wide figure has
+    panels wide enough to label."""
+    if width < height * 0.75:
+        return len(ABLATIVE_MODES), 1
+    if width >= height * 2.5:
+        return 1, len(ABLATIVE_MODES)
+    return 2, 2
+
+
+def _label_panels(axes, data: pd.DataFrame, options: FigureOptions) -> pd.DataFrame:
+    """Label every panel's points, or (labels being only the default) none, with a note."""
+    drawn = []
+    try:
+        for ax, mode in zip(axes, ABLATIVE_MODES, strict=True):
+            drawn += place_labels(ax, data[data["mode"] == mode], options.label_points)
+    except FigureError as error:
+        if options.labels:
+            raise
+        for annotation in drawn:
+            annotation.remove()
+        data = data.assign(label="")
+        data.attrs["note"] = f"drawn without point labels: {error}"
     return data
 
 

@@ -26,7 +26,7 @@ DATA_MARGIN = 0.12  # decades of log axis left around the outermost points with 
 # (width, height) in inches per figure kind; "panel" heights are per convergence panel.
 SIZES = {
     "column": {"map": (3.5, 3.6), "panels": (3.5, 8.4), "convergence": (3.5, 2.3)},
-    "page": {"map": (7.0, 6.0), "panels": (7.0, 3.2), "convergence": (7.0, 2.8)},
+    "page": {"map": (7.0, 6.0), "panels": (7.0, 6.6), "convergence": (7.0, 2.8)},
 }
 CONVERGENCE_EXTRA = 0.7  # inches for the title and the legend under the panels
 FONTS = {
