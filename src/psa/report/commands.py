@@ -544,11 +544,12 @@ def convergence_main(argv: list[str] | None = None) -> int:
             if args.late_breakthroughs
             else None
         )
-        convergence_figure(
+        table = convergence_figure(
             logs, targets, path, model, args.curve, args.show, _zeror(args), bounties, title,
             options,
         )  # fmt: skip
-        _written(path)
+        for page in table.attrs["paths"]:
+            _written(page)
 
     return _run(parser, argv, body)
 

@@ -31,7 +31,7 @@ from psa.modes import MODES
 from psa.report.palettes import palette
 from psa.report.plotting import figure_legend, new_figure, save_figure
 from psa.report.regimes import REGIMES, ZEROR_VALIDATION, classify_trials
-from psa.report.style import FigureOptions, print_style
+from psa.report.style import CONVERGENCE_EXTRA, SIZES, FigureOptions, print_style
 from psa.store import REQUIRED_LOG_KEYS, ResultsFormatError, ResultsStore
 from psa.store.jsonlines import json_lines
 
@@ -39,6 +39,12 @@ LOG_COLUMNS = ["arch", "model", "mode", "trial", "loop", "current", "lkg"]
 LATE_BREAKTHROUGH_TARGETS = ("18*18", "17*17", "10*10", "4*2")
 CURVES = {"lkg": "LKG validation acc. (%)", "current": "Validation accuracy (%)"}
 CONFIDENCE = 0.95
+# A 95 % band needs enough trials to mean something: at n = 3 the t factor is 4.3 and the band
+# of a spread-out mode covers most of 0-100 %, hiding every line. Below this many trials a panel
+# shows the trials themselves and their mean, without a band.
+BAND_MIN_TRIALS = 5
+TEXT_BLOCK_INCHES = 9.0  # the height of a page's text block: a taller figure is split in pages
+TWO_COLUMNS_FROM_INCHES = 6.0  # a figure this wide holds two columns of panels
 # Line styles (dash patterns in points; () is solid) tell coinciding modes apart: a mode drawn
 # exactly over an earlier one leaves it showing through the gaps.
 LINE_STYLES = {
@@ -204,10 +210,11 @@ def plotted_series(logs: pd.DataFrame, curve: str, show: str) -> pd.DataFrame:
         for trial in trials:
             series.append(_series(by_trial[trial].dropna(), mode, str(trial)))
         if len(trials) > 1:
-            bands = [mean_interval(values) for _, values in by_trial.iterrows()]
             mean = _series(by_trial.mean(axis=1, skipna=True), mode, "mean")
-            mean["ci_low"] = [band[0] for band in bands]
-            mean["ci_high"] = [band[1] for band in bands]
+            if len(trials) >= BAND_MIN_TRIALS:
+                bands = [mean_interval(values) for _, values in by_trial.iterrows()]
+                mean["ci_low"] = [band[0] for band in bands]
+                mean["ci_high"] = [band[1] for band in bands]
             series.append(mean)
     frame = pd.concat(series, ignore_index=True)
     for column in ("ci_low", "ci_high"):
@@ -223,7 +230,8 @@ def _series(values: pd.Series, mode: str, label: str) -> pd.DataFrame:
 
 
 def _draw_panel(ax, data: pd.DataFrame, trials: pd.DataFrame, curve: str, colours) -> None:
-    """Thin per-trial lines, then the mean and its band (seaborn), in each mode's line style."""
+    """Thin per-trial lines, then the mean (with its band from BAND_MIN_TRIALS trials on, drawn
+    by seaborn), in each mode's line style."""
     emphasised = data.groupby("mode")["series"].transform(
         lambda s: s.eq("mean") | (s.nunique() == 1)
     )
@@ -231,18 +239,23 @@ def _draw_panel(ax, data: pd.DataFrame, trials: pd.DataFrame, curve: str, colour
     modes = list(dict.fromkeys(data["mode"]))
     palette = {mode: colours[mode] for mode in modes}
     dashes = {mode: LINE_STYLES[mode] or "" for mode in modes}
+    means = data[data["series"] == "mean"]
+    banded = set(means.loc[means["ci_low"].notna(), "mode"])
     if len(thin):
+        # Without bands the trials are what a reader reads the spread from: draw them stronger.
+        strong = not banded
         sns.lineplot(
             data=thin, x="loop", y="value", hue="mode", units="series", estimator=None,
-            palette=palette, linewidth=0.5, alpha=0.35, legend=False, ax=ax,
+            palette=palette, linewidth=0.7 if strong else 0.5, alpha=0.6 if strong else 0.35,
+            legend=False, ax=ax,
         )  # fmt: skip
-    single = data[emphasised & (data["series"] != "mean")]
-    for mode, line in single.groupby("mode", sort=False):
+    single = data[emphasised & ~data["mode"].isin(banded)]
+    for (mode, _), line in single.groupby(["mode", "series"], sort=False):
         ax.plot(
             line["loop"], line["value"], color=colours[mode], linewidth=1.3,
             dashes=LINE_STYLES[mode] or (None, None),
         )  # fmt: skip
-    several = trials[trials["mode"].isin(data.loc[data["series"] == "mean", "mode"])]
+    several = trials[trials["mode"].isin(banded)]
     if len(several):
         sns.lineplot(
             data=several, x="loop", y=curve, hue="mode", style="mode", palette=palette,
@@ -264,7 +277,10 @@ def convergence_figure(
     options: FigureOptions | None = None,
 ) -> pd.DataFrame:
     """One panel per target architecture: per mode every trial (thin), their mean (bold) with a
-    95 % confidence band, or only the best trial per mode (``show="best"``).
+    95 % confidence band from BAND_MIN_TRIALS trials on, or only the best trial per mode
+    (``show="best"``). At page width the panels stand in two columns; panels that would make a
+    figure taller than a page's text block go on further pages, ``<name>-2.<format>`` and so
+    on, each with its CSV (their paths in the result's ``attrs["paths"]``).
 
     Modes are told apart by colour and line style, so a mode drawn exactly over another stays
     visible; a panel names such identical modes. ``bounties`` (long trial form) decides each
@@ -275,14 +291,64 @@ def convergence_figure(
     if curve not in CURVES:
         raise ValueError(f"curve must be one of {sorted(CURVES)}")
     options = options or FigureOptions()
-    colours = palette(options.palette).lines
-    badges = palette(options.palette).regimes
     bounties = trial_bounties(logs) if bounties is None else bounties
     regimes = classify_trials(bounties, zeror, arch_order=targets).set_index("arch")["regime"]
+    pages = _pages(targets, options)
+    tables, paths = [], []
+    for number, page in enumerate(pages, start=1):
+        page_path = Path(path) if number == 1 else _page_path(Path(path), number)
+        tables.append(
+            _convergence_page(
+                logs, page, page_path, model, curve, show, zeror, regimes, title, options,
+            )  # fmt: skip
+        )
+        paths.append(page_path)
+    table = pd.concat(tables, ignore_index=True)
+    table.attrs["paths"] = paths
+    return table
+
+
+def _columns(width: float, panels: int) -> int:
+    return 2 if width >= TWO_COLUMNS_FROM_INCHES and panels > 1 else 1
+
+
+def _pages(targets: list[str], options: FigureOptions) -> list[list[str]]:
+    """The targets of each page: all on one for a size given in inches, else as many rows of
+    panels as a page's text block holds."""
+    if isinstance(options.size, tuple):
+        return [targets]
+    width, panel_height = SIZES[options.size]["convergence"]
+    rows = max(1, int((TEXT_BLOCK_INCHES - CONVERGENCE_EXTRA) // panel_height))
+    per_page = rows * _columns(width, len(targets))
+    return [targets[start : start + per_page] for start in range(0, len(targets), per_page)]
+
+
+def _page_path(path: Path, number: int) -> Path:
+    return path.with_name(f"{path.stem}-{number}{path.suffix}")
+
+
+def _figure_size(options: FigureOptions, panels: int) -> tuple[float, float]:
+    if isinstance(options.size, tuple):
+        return options.size
+    width, panel_height = SIZES[options.size]["convergence"]
+    rows = math.ceil(panels / _columns(width, panels))
+    return width, panel_height * rows + CONVERGENCE_EXTRA
+
+
+def _convergence_page(
+    logs, targets, path, model, curve, show, zeror, regimes, title, options
+) -> pd.DataFrame:
+    colours = palette(options.palette).lines
+    badges = palette(options.palette).regimes
     drawn = []
     with print_style():
-        figure = new_figure(options.inches("convergence", len(targets)))
-        axes = np.atleast_1d(figure.subplots(len(targets), 1, squeeze=False)[:, 0])
+        size = _figure_size(options, len(targets))
+        columns = _columns(size[0], len(targets))
+        figure = new_figure(size)
+        grid = figure.subplots(math.ceil(len(targets) / columns), columns, squeeze=False).ravel()
+        axes, spare = grid[: len(targets)], grid[len(targets) :]
+        for ax in spare:
+            ax.set_axis_off()
         for ax, arch in zip(axes, targets, strict=True):
             rows = logs[logs["arch"] == arch]
             data = plotted_series(rows, curve, show)
@@ -310,9 +376,10 @@ def convergence_figure(
             # Identical modes are named under the panel's title, clear of every curve.
             note = f"\n{_identical_note(same)}" if same else ""
             ax.set_title(f"{model_title(model)} {arch}{note}", loc="right")
-            ax.set_xlabel("Meta-loop" if ax is axes[-1] else "")
+            below = list(axes).index(ax) + columns < len(axes)
+            ax.set_xlabel("" if below else "Meta-loop")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_ylabel(CURVES[curve])
+            ax.set_ylabel(CURVES[curve] if list(axes).index(ax) % columns == 0 else "")
             ax.grid(True, linestyle="--", linewidth=0.4, alpha=0.4)
             drawn.append(
                 data.assign(
@@ -332,10 +399,17 @@ def convergence_figure(
         if any(ax.get_ylim()[0] <= zeror <= ax.get_ylim()[1] for ax in axes):
             handles.append(Line2D([], [], color="black", linestyle=":", linewidth=0.8,
                                   label=f"ZeroR {zeror:g}%"))  # fmt: skip
-        if show == "all" and (table["series"] == "mean").any():
+        banded = table["ci_low"].notna().any()
+        if show == "all" and banded:
             handles.append(Patch(facecolor="#9E9E9E", alpha=0.35, label="95% CI of the mean"))
         figure_legend(figure, handles, columns=4)
-        shown = "best trial per mode" if show == "best" else "trials, mean and 95% CI"
+        shown = (
+            "best trial per mode"
+            if show == "best"
+            else "trials, mean and 95% CI"
+            if banded
+            else f"trials and their mean (a 95% CI from {BAND_MIN_TRIALS} trials on)"
+        )
         figure.suptitle(title or f"Convergence: {shown}")
         columns = ["arch", "mode", "series", "loop", "value", "ci_low", "ci_high"]
         table = table[columns + ["colour", "dashes", "identical_to"]]
