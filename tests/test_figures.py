@@ -45,6 +45,7 @@ from schemas import long_form, loop_record
 DPI = 20
 KINDS = ("png", "csv")
 REPRODUCTION = Path(__file__).parents[1] / "reproduction"
+SHIPPED = Path(__file__).parents[1] / "results"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NONE_TRIALS = [90.0, 92.0, 94.0, 96.0, 98.0]
 CONFIGS = [parse_key(key) for key in ("1*64", "4*4", "18*18", "64*1", "2*2", "8*8")]
@@ -167,7 +168,10 @@ def test_ablation_effects_use_a_paired_test_for_paired_trials(heatmaps):
     assert data.loc[("4*4", "full"), "outcome"] == "untrainable"
     assert data.loc[("2*2", "output"), "outcome"] == "missing"
     assert set(data.index.get_level_values("mode")) == {"full", "hidden", "output"}
-    smallest, largest = (area * area_scale(OPTIONS.inches("panels")[0] / 3) for area in SIZED_AREAS)
+    width, height = OPTIONS.inches("panels")
+    columns = 2  # a page-wide figure holds the three panels two by two
+    assert heatmaps_module._panel_grid(width, height) == (2, columns)
+    smallest, largest = (area * area_scale(width / columns) for area in SIZED_AREAS)
     assert data["size"].between(smallest, largest).all()
 
 
@@ -299,20 +303,50 @@ def test_a_malformed_log_line_names_file_and_line(results_dir):
         read_loop_logs(results_dir)
 
 
-def test_convergence_plots_each_trial_and_their_mean(results_dir, tmp_path):
+MORE_TRIALS = {3: [45.0, 72.0, 72.0], 4: [55.0, 74.0, 71.0], 5: [48.0, 76.0, 79.0]}
+
+
+def add_trials(results_dir, mode, trials=MORE_TRIALS):
+    for trial, currents in trials.items():
+        path = results_dir / "logs" / "4x17" / f"{mode}-t{trial}.jsonl"
+        write_jsonl_log(path, "4*17", mode, trial, currents)
+
+
+def test_convergence_plots_each_trial_and_their_mean_with_its_band_from_five_trials(
+    results_dir, tmp_path
+):
+    add_trials(results_dir, "none")
     logs = read_loop_logs(results_dir)
     path = convergence_path(tmp_path, "resmlp", late_breakthroughs=False)
     data = convergence_figure(logs, ["4*17"], path, options=OPTIONS)
     assert path.name == "ResMLP_Plot_Convergence.png" and path.read_bytes()[:8] == PNG_MAGIC
     none = data[data["mode"] == "none"]
-    assert sorted(none["series"].unique()) == ["1", "2", "mean"]
+    assert sorted(none["series"].unique()) == ["1", "2", "3", "4", "5", "mean"]
     mean = none[none["series"] == "mean"]
-    assert mean["value"].tolist() == [45.0, 75.0, 75.0]
-    lkg = np.array([[50.0, 40.0], [70.0, 80.0], [70.0, 80.0]])
-    interval = scipy_stats.t.interval(0.95, 1, loc=lkg.mean(1), scale=scipy_stats.sem(lkg, axis=1))
+    lkg = np.array([[50.0, 40.0, 45.0, 55.0, 48.0], [70.0, 80.0, 72.0, 74.0, 76.0]])
+    lkg = np.vstack([lkg, [70.0, 80.0, 72.0, 74.0, 79.0]])
+    assert mean["value"].to_numpy() == pytest.approx(lkg.mean(1))
+    interval = scipy_stats.t.interval(0.95, 4, loc=lkg.mean(1), scale=scipy_stats.sem(lkg, axis=1))
     assert mean["ci_low"].to_numpy() == pytest.approx(interval[0])
     assert mean["ci_high"].to_numpy() == pytest.approx(interval[1])
     assert set(data[data["mode"] == "full"]["series"]) == {"1"}  # one trial, no mean
+
+
+def test_fewer_than_five_trials_show_the_trials_and_mean_without_a_band(
+    results_dir, tmp_path, drawn
+):
+    """With 3 trials a 95 % band of the 47*4 panel once spanned 0-100 % and hid every line."""
+    add_trials(results_dir, "none", {3: [11.0, 11.0, 95.0]})
+    logs = read_loop_logs(results_dir)
+    path = tmp_path / "convergence.png"
+    data = convergence_figure(logs, ["4*17"], path, options=OPTIONS)
+    csv = pd.read_csv(path.with_suffix(".csv"))
+    mean = csv[(csv["mode"] == "none") & (csv["series"] == "mean")]
+    assert len(mean) == 3 and mean["ci_low"].isna().all() and mean["ci_high"].isna().all()
+    ax = drawn[path].axes[0]
+    assert not [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert ax.get_ylim()[0] >= data["value"].min() - 5  # the limits follow the lines
+    assert "from 5 trials on" in drawn[path]._suptitle.get_text()
 
 
 def test_convergence_best_trial_of_current_accuracy(results_dir, tmp_path):
@@ -404,6 +438,94 @@ def test_point_labels_never_overlap(tmp_path, drawn, size):
     assert all(frame.x0 <= box.x0 and box.x1 <= frame.x1 for box in boxes)
 
 
+def marker_circles(figure):
+    """(centre x, centre y, radius) in display units of every marker the axes draw."""
+    circles = []
+    for ax in figure.axes:
+        for collection in ax.collections:
+            if not isinstance(collection, PathCollection):
+                continue
+            sizes = collection.get_sizes()
+            centres = ax.transData.transform(collection.get_offsets())
+            for index, (x, y) in enumerate(centres):
+                area = float(sizes[index if len(sizes) > 1 else 0])
+                circles.append((x, y, math.sqrt(area) / 2 * figure.dpi / 72))
+    return circles
+
+
+def gap(box, circle):
+    """Distance from a text box to the edge of a marker (negative where they overlap)."""
+    x, y, radius = circle
+    dx = max(box.x0 - x, x - box.x1, 0.0)
+    dy = max(box.y0 - y, y - box.y1, 0.0)
+    return math.hypot(dx, dy) - radius
+
+
+def assert_labels_read_as_their_points(figure):
+    """No label covers a marker; a label beside its point is nearer it than any other marker;
+    a leader line passes through no marker but its own point's (and those overlapping it, which
+    no line can avoid)."""
+    renderer = figure.canvas.get_renderer()
+    figure.draw(renderer)
+    circles = marker_circles(figure)
+    for ax in figure.axes:
+        for text in ax.texts:
+            if not isinstance(text, Annotation):
+                continue
+            box = Text.get_window_extent(text, renderer)
+            own = tuple(ax.transData.transform(text.xy))
+            gaps = [(gap(box, c), math.dist(own, c[:2]) < 1e-6) for c in circles]
+            assert all(g > 0 for g, _ in gaps), f"{text.get_text()} covers a marker"
+            if text.arrow_patch is None:
+                nearest = min(gaps)
+                assert nearest[1], f"{text.get_text()} sits nearer another point than its own"
+                continue
+            path = text.arrow_patch.get_path().interpolated(64).vertices
+            own_radius = next(r for x, y, r in circles if math.dist(own, (x, y)) < 1e-6)
+            for x, y, radius in circles:
+                if math.dist(own, (x, y)) <= radius + own_radius:
+                    continue
+                reach = np.hypot(path[:, 0] - x, path[:, 1] - y).min()
+                assert reach > radius, f"the leader line of {text.get_text()} crosses a marker"
+
+
+@pytest.mark.parametrize("size", ["page", "column"])
+def test_labels_of_the_shipped_grid_read_as_their_points_at_print_size(tmp_path, drawn, size):
+    """At --size column the 1*4 label once sat beside the 4*4 marker, its leader line through
+    the 2*4 and 4*4 markers: the overlap test compared labels only with each other."""
+    configs = read_config_file(SHIPPED / "configurations.txt")
+    mirrors = {arch.key for arch in read_config_file(REPRODUCTION / "asymmetric.txt")}
+    path = tmp_path / "matching.png"
+    options = FigureOptions(size=size, dpi=100)
+    data = heatmap_parameter_matching(design_points(configs), mirrors, path, "resmlp", options)
+    assert data["label"].astype(bool).all()
+    assert_labels_read_as_their_points(drawn[path])
+
+
+def test_the_shipped_ablation_effects_map_labels_every_point_at_page_size(tmp_path, drawn):
+    """Its three panels once stood side by side at page width, too narrow to label any point."""
+    from psa.markdown import read_trials
+
+    long = read_trials(SHIPPED, "resmlp")
+    configs = read_config_file(SHIPPED / "configurations.txt")
+    table = architecture_summary(design_points(configs), long)
+    path = tmp_path / "effects.png"
+    heatmap_ablation_effects(table, long, path, "resmlp", FigureOptions(dpi=100))
+    csv = pd.read_csv(path.with_suffix(".csv"), keep_default_na=False, na_values=[""])
+    assert (csv["label"] == csv["arch"]).all() and len(csv) == 3 * len(configs)
+    assert drawn_labels(drawn[path]) == sorted(csv["label"])
+    assert_labels_read_as_their_points(drawn[path])
+    width, height = drawn[path].get_size_inches()
+    assert width == pytest.approx(7.0) and height <= 9.0  # within a page's text block
+
+
+def test_labels_of_the_paper_grid_cover_no_marker_and_lead_past_none(tmp_path, drawn):
+    configs = read_config_file(REPRODUCTION / "configurations.txt")
+    path = tmp_path / "matching.png"
+    heatmap_parameter_matching(design_points(configs), set(), path, "resmlp", FigureOptions(dpi=50))
+    assert_labels_read_as_their_points(drawn[path])
+
+
 def test_the_crowded_diagonal_fans_out_with_leader_lines(tmp_path, drawn):
     configs = read_config_file(REPRODUCTION / "configurations.txt")
     path = tmp_path / "space.png"
@@ -459,6 +581,8 @@ def test_convergence_csv_holds_the_lines_and_band_it_draws(results_dir, tmp_path
                     [50.0, 70.0, 60.0])  # fmt: skip
     write_jsonl_log(results_dir / "logs" / "4x17" / "decay-t2.jsonl", "4*17", "decay", 2,
                     [40.0, 80.0, 75.0])  # fmt: skip
+    add_trials(results_dir, "none")
+    add_trials(results_dir, "decay")
     logs = read_loop_logs(results_dir)
     path = tmp_path / "convergence.svg"
     data = convergence_figure(logs, ["4*17"], path, options=FigureOptions(fmt="svg"))
@@ -482,6 +606,28 @@ def test_convergence_csv_holds_the_lines_and_band_it_draws(results_dir, tmp_path
         assert any(expected <= {(x, round(y, 9)) for x, y in band} for band in bands)
     assert ax.get_title(loc="right") == "ResMLP 4*17\ndecay identical to none"
     assert len(data) == len(csv)
+
+
+@pytest.mark.parametrize(("size", "per_page"), [("page", 4), ("column", 3)])
+def test_tall_convergence_figures_split_into_pages_of_a_text_blocks_height(
+    results_dir, tmp_path, drawn, size, per_page
+):
+    """Four panels once made a 7 x 11.9 in figure, taller than a page's text block."""
+    keys = ["1*64", "4*17", "18*18", "47*4", "2*8", "10*10", "30*2"]
+    logs = read_loop_logs(results_dir)
+    logs = pd.concat([logs.assign(arch=key) for key in keys], ignore_index=True)
+    path = tmp_path / "convergence.pdf"
+    data = convergence_figure(logs, keys, path, options=FigureOptions(size=size, fmt="pdf"))
+    pages = data.attrs["paths"]
+    assert pages[0] == path and pages[1] == tmp_path / "convergence-2.pdf"
+    assert len(pages) == math.ceil(len(keys) / per_page)
+    shown = []
+    for page in pages:
+        width, height = drawn[page].get_size_inches()
+        assert height <= 9.0 and width == pytest.approx(3.5 if size == "column" else 7.0)
+        assert page.read_bytes().startswith(b"%PDF-")
+        shown += list(dict.fromkeys(pd.read_csv(page.with_suffix(".csv"))["arch"]))
+    assert shown == keys
 
 
 def test_default_labels_that_do_not_fit_are_left_out_with_a_note(tmp_path, drawn):
