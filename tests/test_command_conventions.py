@@ -259,3 +259,33 @@ def test_documented_examples_write_only_where_git_ignores_or_the_shipped_outputs
             if ignored.returncode != 0:
                 strays.append(f"{doc}: {command} writes {path}")
     assert not strays, "\n".join(strays)
+
+
+def git_status() -> str:
+    return subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=all"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+@pytest.mark.slow
+def test_the_readme_reporting_examples_run_as_written_and_leave_git_status_as_it_was(
+    capsys, monkeypatch
+):
+    """They rewrite the shipped figures in place: byte for byte the same, nothing new."""
+    if not (shutil.which("git") and (ROOT / ".git").exists()):
+        pytest.skip("needs a git checkout")
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("From results to the paper") : readme.index("Figures come")]
+    examples = [line.strip() for line in section.splitlines() if line.startswith("    ")]
+    assert len(examples) == 4
+    monkeypatch.chdir(ROOT)
+    before = git_status()
+    for example in examples:
+        words = shlex.split(example)
+        assert words[:2] == ["scripts/poetry", "run"]
+        status, err, _ = status_of(words[2], words[3:], capsys)
+        assert status == 0, f"{example}: {err}"
+    assert git_status() == before
