@@ -1,9 +1,14 @@
 """Chaos: sweep and train stopped by SIGINT, SIGTERM and SIGKILL at random instants and inside
 every critical section (tests/chaos_entry.py makes a function signal its own process), then
-resumed. After every stop what is on disk must agree with itself, the exit status must name the
-signal, train's printed summary must be its checkpoint's, and the finished sweep must equal an
-uninterrupted one bit for bit (all but wall-clock seconds). Two sweeps started at once on one
-results dir must split the work and leave the same result."""
+resumed.
+
+After every stop: what is on disk agrees with itself; nothing committed before the run (a
+recorded trial, a saved loop, its log lines) was lost or rewritten; the exit status and the last
+line name the signal. After every resume: each saved batch started at the loop after the one it
+saved. train's printed summary is what its loop logs and its checkpoint's tensors say. The
+finished sweep equals an uninterrupted one: trials.jsonl line for line (fields that may differ
+between runs aside), both markdown tables byte for byte, and the summary line it prints. Two
+sweeps started at once on one results dir split the work and leave the same result."""
 
 from __future__ import annotations
 
@@ -14,12 +19,15 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from psa.arch import Arch, parse_arch, parse_key
+from psa.arch import Arch, parse_arch
 from psa.checkpoint import DEFAULT_NAME, load_checkpoint
 from psa.engine import Engine, Hyperparameters, TrialSpec
 from psa.model import build_architecture
@@ -34,7 +42,14 @@ MODES, TRIALS, LOOPS, SEED, MAX_BATCH = ("none", "dropout", "hidden"), 2, 4, 5, 
 EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}
 SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
 TRAIN_LOOPS, TRAIN_SEED, TRAIN_BATCH = 5, 7, 64
-TIMING = PER_RUN_FIELDS  # wall clock and run id: the only fields a resume may change
+# Fields of a record or loop line that may differ between two runs of the same sweep (wall clock,
+# the id of the command run). Everything else is the method's and must match bit for bit.
+MAY_DIFFER = PER_RUN_FIELDS
+# The chaos entry runs a command as `chaos-<command>`; its messages name it so.
+SWEEP, TRAIN = "chaos-sweep", "chaos-train"
+SWEEP_LOOP = re.compile(r"^(\[[^\]]*\]) batch (\d+)/\d+ \(K=\d+\) loop (\d+)/\d+ \|")
+SWEEP_RESUME = re.compile(r"^(\[[^\]]*\]) batch (\d+)/\d+ \(K=\d+\) resuming at loop (\d+)/")
+TRAIN_LOOP = re.compile(r"^Loop \d+/\d+ \(Global: \d+\)", re.MULTILINE)
 
 # (function, call number, signal, when): every place where a stop could split what sweep writes.
 SWEEP_INJECTIONS = [
@@ -59,38 +74,80 @@ TRAIN_INJECTIONS = [
 ]
 
 
-def launch(command: str, argv: list[str], fired: Path, chaos: str | None = None):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    env.update(PSA_CHAOS_SUBSET="1", PSA_CHAOS_FIRED=str(fired))
-    env.update(PSA_CHAOS_STARTED=str(fired.with_name("started")))
-    fired.with_name("started").unlink(missing_ok=True)
-    env.pop("SAGEMAKER_MODEL_DIR", None)
-    env.pop("PSA_CHAOS", None)
-    if chaos:
-        env["PSA_CHAOS"] = chaos
-    return subprocess.Popen(
-        [sys.executable, str(ENTRY), command, *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+def stopped_line(command: str, number: int) -> str:
+    """How the last line of a command stopped by signal ``number`` starts (the wording of
+    psa.interrupts.stopped_line, written out: a change to it is one edit here)."""
+    return f"{command}: stopped by {signal.Signals(number).name}; "
 
 
-def wait_started(fired: Path) -> None:
-    """Until the entry layer handles signals (a stop before that is the interpreter's)."""
-    deadline = time.monotonic() + 120
-    while not fired.with_name("started").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+def assert_stopped_by(number: int, status: int, err: str, command: str) -> None:
+    """The exact exit status of the signal and, but for SIGKILL, the line that names it."""
+    assert status == EXIT[number], (signal.Signals(number).name, status, err[-800:])
+    assert "Traceback" not in err
+    if number != signal.SIGKILL:
+        assert err.splitlines()[-1].startswith(stopped_line(command, number)), err[-800:]
 
 
-def finish(process: subprocess.Popen) -> tuple[int, str, str]:
-    try:
-        out, err = process.communicate(timeout=300)
-    finally:
-        process.kill()
-    return process.returncode, out, err
+class Run:
+    """A command run through the chaos entry, its output read as it comes."""
+
+    def __init__(self, command: str, argv: list[str], fired: Path, chaos: str | None = None,
+                 first_loop: re.Pattern = SWEEP_LOOP):  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        env.update(PSA_CHAOS_SUBSET="1", PSA_CHAOS_FIRED=str(fired))
+        env.update(PSA_CHAOS_STARTED=str(fired.with_name("started")))
+        fired.with_name("started").unlink(missing_ok=True)
+        env.pop("SAGEMAKER_MODEL_DIR", None)
+        env.pop("PSA_CHAOS", None)
+        if chaos:
+            env["PSA_CHAOS"] = chaos
+        self.started = fired.with_name("started")
+        self.before: Committed | None = None  # what the results dir held when it started
+        self.process = subprocess.Popen(
+            [sys.executable, str(ENTRY), command, *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self.looping = threading.Event()  # this run printed a loop line of its own
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.process.stdout, self.out, first_loop)),
+            threading.Thread(target=self._read, args=(self.process.stderr, self.err, None)),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream, lines: list[str], pattern: re.Pattern | None) -> None:
+        for line in stream:
+            lines.append(line)
+            if pattern is not None and pattern.search(line):
+                self.looping.set()
+
+    def wait_started(self) -> None:
+        """Until the entry layer handles signals (a stop before that is the interpreter's)."""
+        deadline = time.monotonic() + 120
+        while not self.started.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def wait_looping(self) -> bool:
+        """Until this run prints its first loop line; False if it ended first."""
+        while not self.looping.wait(0.05):
+            if self.process.poll() is not None:
+                return self.looping.is_set()
+        return True
+
+    def finish(self) -> tuple[int, str, str]:
+        try:
+            self.process.wait(timeout=300)
+        finally:
+            self.process.kill()
+            for reader in self._readers:
+                reader.join(timeout=60)
+        return self.process.returncode, "".join(self.out), "".join(self.err)
 
 
 def sweep_argv(results: Path, data_dir: Path) -> list[str]:
@@ -116,19 +173,79 @@ def read_log(path: Path) -> tuple[list[dict], bool]:
     return [json.loads(line) for line in lines if line.strip()], bool(last.strip())
 
 
-def without_timing(line: dict) -> dict:
-    return {key: value for key, value in line.items() if key not in TIMING}
+def method_fields(line: dict) -> dict:
+    return {key: value for key, value in line.items() if key not in MAY_DIFFER}
 
 
-def snapshot(results: Path) -> tuple[dict, dict]:
-    """Records and loop logs of a finished sweep, keyed by trial, wall-clock fields left out."""
+@dataclass
+class Committed:
+    """What a results dir holds committed: per trial its record, the loops its batch saved and
+    its complete loop-log lines; and the saved batches, per architecture."""
+
+    recorded: dict[Trial, dict]
+    saved: dict[Trial, int]
+    logged: dict[Trial, list[dict]]
+    batches: dict[Arch, list[int]]  # loops saved by each unfinished batch
+
+
+def committed(results: Path) -> Committed:
     store = ResultsStore(results)
-    records = {(r["arch"], r["mode"], r["trial"]): without_timing(r) for r in store.records()}
-    logs = {
-        trial: [without_timing(line) for line in read_log(store.log_path(trial))[0]]
-        for trial in every_trial()
+    recorded = {}
+    if store.exists():
+        by_key = {(t.arch.key, t.mode, t.index): t for t in every_trial()}
+        for record in store.records():
+            recorded[by_key[record["arch"], record["mode"], record["trial"]]] = record
+    states = {arch: store.saved_chunks(arch) if store.exists() else [] for arch in SHAPES}
+    saved = {t: s.loops_completed for states_ in states.values() for s in states_ for t in s.trials}
+    batches = {
+        arch: sorted(s.loops_completed for s in found if not set(s.trials) <= recorded.keys())
+        for arch, found in states.items()
     }
-    return records, logs
+    logged = {trial: read_log(store.log_path(trial))[0] for trial in every_trial()}
+    return Committed(recorded, saved, logged, batches)
+
+
+def assert_nothing_committed_lost(before: Committed, after: Committed) -> None:
+    """A recorded trial keeps its record and log; an unrecorded one keeps the loops its batch
+    had saved, and their log lines exactly as they were (timings included: not redone)."""
+    for trial in every_trial():
+        if trial in before.recorded:
+            assert after.recorded.get(trial) == before.recorded[trial], f"{trial}: record changed"
+            assert after.logged[trial] == before.logged[trial], f"{trial}: log changed"
+            continue
+        saved = before.saved.get(trial, 0)
+        if trial not in after.recorded:
+            assert after.saved.get(trial, 0) >= saved, f"{trial}: saved loops {saved} lost"
+        assert after.logged[trial][:saved] == before.logged[trial][:saved], (
+            f"{trial}: the {saved} saved loops of its log were rewritten"
+        )
+
+
+def assert_resumed_where_committed(before: Committed, out: str) -> None:
+    """Each batch this run started says where it starts and starts there: a saved batch (they
+    run first, per architecture) at the loop after its saved ones, a fresh one at loop 1."""
+    starts: dict[tuple[str, int], tuple[int | None, int | None]] = {}
+    for line in out.splitlines():
+        if match := SWEEP_RESUME.match(line):
+            starts[match[1], int(match[2])] = (int(match[3]), None)
+        elif match := SWEEP_LOOP.match(line):
+            key = (match[1], int(match[2]))
+            resume, first = starts.get(key, (None, None))
+            if first is None:
+                starts[key] = (resume, int(match[3]))
+    for arch in SHAPES:
+        batches = [starts[key] for key in sorted(starts) if key[0] == arch.flag]
+        saved = Counter(before.batches[arch])
+        resumed = batches[: sum(saved.values())]
+        assert all(resume is not None for resume, _ in resumed), (arch, batches, saved)
+        said = Counter(resume - 1 for resume, _ in resumed)
+        assert said == saved if len(resumed) == sum(saved.values()) else said <= saved, (
+            arch, batches, saved
+        )  # fmt: skip
+        for resume, first in resumed:  # started where it said (or was stopped in that loop)
+            assert first in (resume, None), (arch, batches)
+        for resume, first in batches[len(resumed) :]:
+            assert resume is None and first == 1, (arch, batches, saved)
 
 
 def assert_consistent(results: Path) -> None:
@@ -143,36 +260,82 @@ def assert_consistent(results: Path) -> None:
     ]
     units = [(r["arch"], r["mode"], r["trial"]) for r in unit_lines]
     assert len(units) == len(set(units)), "a trial recorded twice"
-    recorded = {Trial(parse_key(a), m, t) for a, m, t in units} | store.recorded_trials("resmlp")
-    saved = {t: s.loops_completed for a in SHAPES for s in store.saved_chunks(a) for t in s.trials}
+    state = committed(results)
     for trial in every_trial():
-        lines, _torn = read_log(store.log_path(trial))
-        loops = [line["loop"] for line in lines]
+        loops = [line["loop"] for line in state.logged[trial]]
         assert loops == list(range(1, len(loops) + 1)), f"{trial}: loops {loops}"
-        if trial in recorded:
+        if trial in state.recorded:
             assert loops == list(range(1, LOOPS + 1)), f"{trial} recorded with loops {loops}"
         else:
-            done = saved.get(trial, 0)
+            done = state.saved.get(trial, 0)
             assert len(loops) in (done, done + 1), f"{trial}: loops {loops}, saved {done}"
 
 
+def run_and_check(results: Path, run: Run) -> tuple[int, str, str]:
+    """Finish ``run`` (started on ``results`` after ``before`` was taken) and check it."""
+    before = run.before
+    status, out, err = run.finish()
+    assert "Traceback" not in err
+    assert_consistent(results)
+    assert_nothing_committed_lost(before, committed(results))
+    assert_resumed_where_committed(before, out)
+    return status, out, err
+
+
+def start_sweep(results: Path, data_dir: Path, fired: Path, chaos: str | None = None) -> Run:
+    before = committed(results)
+    run = Run("sweep", sweep_argv(results, data_dir), fired, chaos)
+    run.before = before
+    return run
+
+
+@dataclass
+class Finished:
+    trials_lines: list[list]  # trials.jsonl, line by line, method fields only
+    tables: dict[str, bytes]
+    logs: dict[Trial, list[dict]]
+    done_line: str
+
+
+def finished(results: Path, out: str) -> Finished:
+    store = ResultsStore(results)
+    lines = store.trials_path.read_text().splitlines()
+    done = [line for line in out.splitlines() if line.startswith(("Done:", "Nothing to run:"))]
+    return Finished(
+        [list(method_fields(json.loads(line)).items()) for line in lines],
+        {path.name: path.read_bytes() for path in sorted(results.glob("*.md"))},
+        {t: list(map(method_fields, read_log(store.log_path(t))[0])) for t in every_trial()},
+        done[-1].replace(str(results), "<results>") if done else "",
+    )
+
+
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, repo_dataset):
+def reference(tmp_path_factory, repo_dataset) -> Finished:
     """The uninterrupted sweep, run the same way (through the entry, on the same data)."""
     tmp = tmp_path_factory.mktemp("chaos-reference")
-    status, out, err = finish(launch("sweep", sweep_argv(tmp / "r", repo_dataset), tmp / "f"))
+    status, out, err = Run("sweep", sweep_argv(tmp / "r", repo_dataset), tmp / "f").finish()
     assert status == 0, err
-    return snapshot(tmp / "r")
+    result = finished(tmp / "r", out)
+    assert len(result.trials_lines) == len(every_trial())
+    assert set(result.tables) == {"psa_resmlp_trials.md", "psa_resmlp_summary.md"}
+    assert result.done_line == f"Done: {len(every_trial())} trials recorded in <results>"
+    return result
 
 
-def assert_finished_like(results: Path, reference) -> None:
-    assert snapshot(results) == reference
+def assert_finished_like(results: Path, out: str, reference: Finished) -> None:
     store = ResultsStore(results)
     assert store.saved_chunks(SHAPES[0]) == store.saved_chunks(SHAPES[1]) == []
     assert not list((results / "claims").glob("**/*.claim"))
-    lines = store.trials_path.read_text().splitlines()
-    assert len(lines) == len(every_trial())  # merged, each trial once
-    assert store.table_path("resmlp").exists() and store.summary_path("resmlp").exists()
+    result = finished(results, out)
+    # Merged, each trial once, every line the reference's. Not in its order: a merge keeps the
+    # lines trials.jsonl has and appends the new ones, so the order follows where it was stopped.
+    assert sorted(map(str, result.trials_lines)) == sorted(map(str, reference.trials_lines))
+    assert result.tables == reference.tables
+    assert result.logs == reference.logs
+    # The last run's summary line; one that found every trial recorded (it only merged) says so.
+    nothing_left = "Nothing to run: every trial is recorded in <results>."
+    assert result.done_line in (reference.done_line, nothing_left)
+    assert (result.done_line == nothing_left) == ("loop 1/" not in out and "resuming" not in out)
 
 
 def run_injected(results, repo_dataset, tmp_path, injection) -> tuple[int, str, str]:
@@ -180,12 +343,12 @@ def run_injected(results, repo_dataset, tmp_path, injection) -> tuple[int, str, 
     fired = tmp_path / "fired"
     fired.unlink(missing_ok=True)
     chaos = f"{function}:{nth}:{name}:{when}"
-    process = launch("sweep", sweep_argv(results, repo_dataset), fired, chaos)
-    status, out, err = finish(process)
+    status, out, err = run_and_check(
+        results, start_sweep(results, repo_dataset, fired, chaos)
+    )
     assert fired.exists(), f"{injection} never fired: {err[-800:]}"
     number = signal.SIGKILL if when == "torn" else SIGNALS[name]
-    assert status == EXIT[number], (injection, err[-800:])
-    assert "Traceback" not in err
+    assert_stopped_by(number, status, err, SWEEP)
     return status, out, err
 
 
@@ -196,16 +359,15 @@ def test_sweep_survives_a_stop_inside_every_critical_section(reference, tmp_path
     for injection in SWEEP_INJECTIONS:
         _, _, err = run_injected(results, repo_dataset, tmp_path, injection)
         warned |= "incomplete last line" in err
-        assert_consistent(results)
         if injection[1:3] == (2, "KILL") and injection[0].endswith("save_chunk"):
             # (e) the state saved at that boundary survives a kill -9 at once.
             [state, *_] = ResultsStore(results).saved_chunks(SHAPES[0])
             logged = read_log(ResultsStore(results).log_path(state.trials[0]))[0]
             assert state.loops_completed == len(logged) >= 2
-    status, out, err = finish(launch("sweep", sweep_argv(results, repo_dataset), tmp_path / "f"))
+    status, out, err = run_and_check(results, start_sweep(results, repo_dataset, tmp_path / "f"))
     assert status == 0, err
     assert warned, "the torn append was not reported"  # (d)
-    assert_finished_like(results, reference)  # (c)
+    assert_finished_like(results, out, reference)  # (c)
 
 
 @pytest.mark.slow
@@ -213,41 +375,45 @@ def test_sweep_survives_stops_at_random_instants(reference, tmp_path, repo_datas
     rng = random.Random(2026)
     results = tmp_path / "results"
     stops = [signal.SIGINT, signal.SIGTERM, signal.SIGKILL] * 2
+    landed = 0
     for number, stop in enumerate(stops):
-        process = launch("sweep", sweep_argv(results, repo_dataset), tmp_path / "f")
-        wait_started(tmp_path / "f")
+        run = start_sweep(results, repo_dataset, tmp_path / "f")
+        run.wait_started()
         if number % 2:  # somewhere in the command's start-up or its run
             time.sleep(rng.uniform(0.0, 5.0))
-        else:  # somewhere after the first loop line of this run
-            deadline = time.monotonic() + 120
-            while not list(results.glob("logs/*/*.jsonl")) and time.monotonic() < deadline:
-                time.sleep(0.01)
+        else:  # somewhere after this run's own first loop line
+            assert run.wait_looping(), "the run ended before its first loop"
             time.sleep(rng.uniform(0.0, 1.0))
-        process.send_signal(stop)
-        status, out, err = finish(process)
-        assert status in (EXIT[stop], 0), err[-800:]
-        assert "Traceback" not in err
-        assert_consistent(results)
+        in_loops = run.looping.is_set()
+        run.process.send_signal(stop)
+        status, out, err = run_and_check(results, run)
         if status == 0:  # it finished first: start the chain again on a fresh dir
-            assert_finished_like(results, reference)
+            assert_finished_like(results, out, reference)
             results = tmp_path / f"results-{number}"
-    status, out, err = finish(launch("sweep", sweep_argv(results, repo_dataset), tmp_path / "f"))
+            continue
+        assert_stopped_by(stop, status, err, SWEEP)
+        landed += in_loops
+    # The half of the stops sent after a loop line landed in a running sweep (or it finished).
+    assert landed >= 3, f"only {landed} stops landed in a running loop"
+    status, out, err = run_and_check(results, start_sweep(results, repo_dataset, tmp_path / "f"))
     assert status == 0, err
-    assert_finished_like(results, reference)
+    assert_finished_like(results, out, reference)
 
 
 @pytest.mark.slow
 def test_two_sweeps_at_once_on_one_dir_split_the_work(reference, tmp_path, repo_dataset):
     results = tmp_path / "results"
-    argv = sweep_argv(results, repo_dataset)
-    processes = [launch("sweep", argv, tmp_path / "f") for _ in range(2)]
-    outcomes = [finish(process) for process in processes]
+    runs = [start_sweep(results, repo_dataset, tmp_path / f"f{n}") for n in range(2)]
+    outcomes = [run.finish() for run in runs]
     assert [status for status, _, _ in outcomes] == [0, 0], [err for _, _, err in outcomes]
     assert_consistent(results)
     ran = [len(re.findall(r"loop 1/", out)) for _, out, _ in outcomes]
     # Every batch ran in exactly one of them: its first loop was printed once in all.
     assert sum(ran) == len(every_trial()) // MAX_BATCH
-    assert_finished_like(results, reference)
+    # Merged by two processes in turn: trials.jsonl holds every record once, in either order.
+    result = finished(results, "")
+    assert sorted(map(str, result.trials_lines)) == sorted(map(str, reference.trials_lines))
+    assert result.tables == reference.tables and result.logs == reference.logs
 
 
 def train_argv(model_dir: Path, data_dir: Path) -> list[str]:
@@ -258,13 +424,20 @@ def train_argv(model_dir: Path, data_dir: Path) -> list[str]:
     ]
 
 
-def accuracy_on_test_split(checkpoint: Path, data) -> float:
+def lkg_engine(checkpoint: Path, data) -> Engine:
+    """An engine holding the checkpoint's tensors as its LKG, read from the file."""
     tensors, _ = load_checkpoint(checkpoint)
     arch = build_architecture("resmlp", Arch([(1, 8)]))
     seeds = run_seeds(TRAIN_SEED, "hidden")
     engine = Engine(arch, [TrialSpec("hidden", seeds)], Hyperparameters(batch_size=64), data)
     engine.load_lkg(0, tensors)
-    return engine.test_accuracy()[0]
+    return engine
+
+
+def train_log_lines(model_dir: Path) -> list[dict]:
+    paths = run_logs(model_dir, model_dir / DEFAULT_NAME)
+    lines = [line for path in paths for line in read_log(path)[0]]
+    return sorted(lines, key=lambda line: line["loop"])
 
 
 def assert_train_consistent(model_dir: Path) -> int:
@@ -272,26 +445,30 @@ def assert_train_consistent(model_dir: Path) -> int:
     it (written just before a checkpoint that a kill prevented); returns the loops saved."""
     checkpoint = model_dir / DEFAULT_NAME
     done = load_checkpoint(checkpoint)[1]["loops_completed"] if checkpoint.exists() else 0
-    loops = sorted(
-        line["loop"] for path in run_logs(model_dir, checkpoint) for line in read_log(path)[0]
-    )
+    loops = [line["loop"] for line in train_log_lines(model_dir)]
     assert loops in (list(range(1, done + 1)), list(range(1, done + 2))), (loops, done)
     assert all(path.stat().st_size for path in run_logs(model_dir, checkpoint))  # none empty
     return done
 
 
-def assert_summary_is_the_checkpoints(out: str, model_dir: Path, data) -> None:
+def assert_summary_is_what_logs_and_tensors_say(out: str, model_dir: Path, data) -> None:
+    """The printed summary against the loop logs and the checkpoint's tensors (the bounty
+    re-evaluated from the file), not only against the checkpoint's metadata."""
     checkpoint = model_dir / DEFAULT_NAME
-    if not checkpoint.exists():
-        assert "nothing was saved" in out and "Final Bounty" not in out
+    if not checkpoint.exists() or "Data ready" not in out:  # nothing saved, or not started yet
+        assert "Final Bounty" not in out and not TRAIN_LOOP.search(out), out
         return
-    _, metadata = load_checkpoint(checkpoint)
+    loops = load_checkpoint(checkpoint)[1]["loops_completed"]
+    lines = [line for line in train_log_lines(model_dir) if line["loop"] <= loops]
+    assert [line["loop"] for line in lines] == list(range(1, loops + 1))
+    engine = lkg_engine(checkpoint, data)
+    [validation] = engine.evaluate(engine.lkg, data.val_x, data.val_y)
+    assert validation == lines[-1]["lkg_accuracy"]  # the file holds the logged LKG
+    bounty_loop = max(line["loop"] for line in lines if line["promoted"])
     [bounty] = [line for line in out.splitlines() if line.startswith("Final Bounty")]
-    loops = metadata["loops_completed"]
-    expected = f"{metadata['bounty']:.2f}% @ {metadata['bounty_loop']}/{loops}"
-    assert bounty.endswith(expected), (bounty, expected)
+    assert bounty.endswith(f"{validation:.2f}% @ {bounty_loop}/{loops}"), (bounty, lines)
     [test] = [line for line in out.splitlines() if line.startswith("Final Test Accuracy")]
-    assert test.endswith(f"{accuracy_on_test_split(checkpoint, data):.2f}%")
+    assert test.endswith(f"{engine.test_accuracy()[0]:.2f}%")
 
 
 @pytest.mark.slow
@@ -304,31 +481,42 @@ def test_train_survives_stops_inside_its_critical_sections_and_at_random(
     stops = [(injection, None) for injection in TRAIN_INJECTIONS]
     randomly = [signal.SIGINT, signal.SIGTERM, signal.SIGKILL, signal.SIGINT]
     stops += [(None, stop) for stop in randomly]
-    warned = False
-    for injection, stop in stops:
+    warned, landed = False, 0
+    for number, (injection, stop) in enumerate(stops):
         chaos = None if injection is None else ":".join(map(str, injection))
         fired.unlink(missing_ok=True)
-        process = launch("train", train_argv(model_dir, repo_dataset), fired, chaos)
+        saved = assert_train_consistent(model_dir)
+        run = Run("train", train_argv(model_dir, repo_dataset), fired, chaos, TRAIN_LOOP)
+        in_loops = False
         if injection is None:
-            wait_started(fired)
-            time.sleep(rng.uniform(0.0, 5.0))
-            process.send_signal(stop)
+            run.wait_started()
+            if number % 2:
+                time.sleep(rng.uniform(0.0, 5.0))
+            else:  # after this run's own first loop line
+                assert run.wait_looping(), "the run ended before its first loop"
+                time.sleep(rng.uniform(0.0, 0.5))
+            in_loops = run.looping.is_set()
+            run.process.send_signal(stop)
         else:
             stop = signal.SIGKILL if injection[3] == "torn" else SIGNALS[injection[2]]
-        status, out, err = finish(process)
+        status, out, err = run.finish()
         if injection is not None:
             assert fired.exists(), f"{injection} never fired: {err[-800:]}"
-        assert status in (EXIT[stop], 0), (injection, stop, err[-800:])
-        assert "Traceback" not in err
         warned |= "incomplete last line" in err
-        assert_train_consistent(model_dir)
-        if "stopped by SIG" in err:
-            assert status in (130, 143)
-            assert_summary_is_the_checkpoints(out, model_dir, mnist_small)
+        now = assert_train_consistent(model_dir)
+        assert now >= saved  # nothing the checkpoint held was lost
+        if status == 0 and injection is None:  # it finished before the stop landed
+            assert now == saved + TRAIN_LOOPS
+        else:
+            assert_stopped_by(stop, status, err, TRAIN)
+            landed += in_loops
+        if stop != signal.SIGKILL:
+            assert_summary_is_what_logs_and_tensors_say(out, model_dir, mnist_small)
+    assert landed >= 2, f"only {landed} random stops landed in a running loop"
     before = assert_train_consistent(model_dir)
-    status, out, err = finish(launch("train", train_argv(model_dir, repo_dataset), fired))
+    status, out, err = Run("train", train_argv(model_dir, repo_dataset), fired).finish()
     assert status == 0, err
     warned |= "incomplete last line" in err
     assert warned
     assert assert_train_consistent(model_dir) == before + TRAIN_LOOPS
-    assert_summary_is_the_checkpoints(out, model_dir, mnist_small)
+    assert_summary_is_what_logs_and_tensors_say(out, model_dir, mnist_small)
