@@ -42,6 +42,7 @@ MODES, TRIALS, LOOPS, SEED, MAX_BATCH = ("none", "dropout", "hidden"), 2, 4, 5, 
 EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}
 SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
 TRAIN_LOOPS, TRAIN_SEED, TRAIN_BATCH = 5, 7, 64
+OTHER_HOST = "psa-chaos-other-host"
 # Fields of a record or loop line that may differ between two runs of the same sweep (wall clock,
 # the id of the command run). Everything else is the method's and must match bit for bit.
 MAY_DIFFER = PER_RUN_FIELDS
@@ -92,7 +93,7 @@ class Run:
     """A command run through the chaos entry, its output read as it comes."""
 
     def __init__(self, command: str, argv: list[str], fired: Path, chaos: str | None = None,
-                 first_loop: re.Pattern = SWEEP_LOOP):  # fmt: skip
+                 first_loop: re.Pattern = SWEEP_LOOP, prefix: list[str] | None = None):  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         env.update(PSA_CHAOS_SUBSET="1", PSA_CHAOS_FIRED=str(fired))
         env.update(PSA_CHAOS_STARTED=str(fired.with_name("started")))
@@ -104,7 +105,7 @@ class Run:
         self.started = fired.with_name("started")
         self.before: Committed | None = None  # what the results dir held when it started
         self.process = subprocess.Popen(
-            [sys.executable, str(ENTRY), command, *argv],
+            [*(prefix or []), sys.executable, str(ENTRY), command, *argv],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -185,7 +186,8 @@ class Committed:
     recorded: dict[Trial, dict]
     saved: dict[Trial, int]
     logged: dict[Trial, list[dict]]
-    batches: dict[Arch, list[int]]  # loops saved by each unfinished batch
+    batches: dict[Arch, list[int]]  # loops saved by each unfinished batch no live worker holds
+    claimed: set[Trial]  # trials a live worker holds (by their claim files)
 
 
 def committed(results: Path) -> Committed:
@@ -197,12 +199,17 @@ def committed(results: Path) -> Committed:
             recorded[by_key[record["arch"], record["mode"], record["trial"]]] = record
     states = {arch: store.saved_chunks(arch) if store.exists() else [] for arch in SHAPES}
     saved = {t: s.loops_completed for states_ in states.values() for s in states_ for t in s.trials}
+    claimed = {t for t in every_trial() if store.is_claimed(t)}
     batches = {
-        arch: sorted(s.loops_completed for s in found if not set(s.trials) <= recorded.keys())
+        arch: sorted(
+            s.loops_completed
+            for s in found
+            if not set(s.trials) <= recorded.keys() and not set(s.trials) & claimed
+        )
         for arch, found in states.items()
     }
     logged = {trial: read_log(store.log_path(trial))[0] for trial in every_trial()}
-    return Committed(recorded, saved, logged, batches)
+    return Committed(recorded, saved, logged, batches, claimed)
 
 
 def assert_nothing_committed_lost(before: Committed, after: Committed) -> None:
@@ -414,6 +421,76 @@ def test_two_sweeps_at_once_on_one_dir_split_the_work(reference, tmp_path, repo_
     result = finished(results, "")
     assert sorted(map(str, result.trials_lines)) == sorted(map(str, reference.trials_lines))
     assert result.tables == reference.tables and result.logs == reference.logs
+
+
+def other_host_prefix() -> list[str] | None:
+    """A command prefix that runs a program under another hostname (a UTS namespace), or None
+    where this machine does not permit one."""
+    for prefix in (["unshare", "--uts"], ["unshare", "--user", "--map-root-user", "--uts"]):
+        try:
+            done = subprocess.run(
+                [*prefix, "sh", "-c", f"hostname {OTHER_HOST} && hostname"],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0 and done.stdout.strip() == OTHER_HOST:
+            return [*prefix, "sh", "-c", f'hostname {OTHER_HOST} && exec "$@"', "sh"]
+    return None
+
+
+def age_claims(results: Path, seconds: float) -> list[Path]:
+    claims = sorted((results / "claims").glob("**/*.claim"))
+    for path in claims:
+        then = time.time() - seconds
+        os.utime(path, (then, then))
+    return claims
+
+
+@pytest.mark.slow
+def test_a_sweep_takes_over_another_hosts_batch_only_once_its_claim_is_stale(
+    reference, tmp_path, repo_dataset
+):
+    """A sweep under another hostname is killed mid-batch on a shared results dir. A sweep here
+    cannot tell whether that worker lives: it runs the rest and leaves the claimed batch alone;
+    once the claims are stale it takes the batch over, resumes it at its saved loop and ends as
+    an uninterrupted sweep does."""
+    prefix = other_host_prefix()
+    if prefix is None:
+        pytest.skip("this machine does not permit a UTS namespace (unshare --uts) for a 2nd host")
+    results = tmp_path / "results"
+    elsewhere = Run("sweep", sweep_argv(results, repo_dataset), tmp_path / "f", prefix=prefix)
+    assert elsewhere.wait_looping(), "the other host's sweep ended before its first loop"
+    elsewhere.process.send_signal(signal.SIGKILL)
+    status, _, err = elsewhere.finish()
+    assert status == -signal.SIGKILL, err
+    held = committed(results)
+    assert len(held.claimed) == MAX_BATCH  # the killed batch's trials, still held
+    [saved] = {held.saved[trial] for trial in held.claimed}
+    assert saved >= 1
+    claims = sorted((results / "claims").glob("**/*.claim"))
+    assert len(claims) == MAX_BATCH
+    assert {json.loads(path.read_text())["host"] for path in claims} == {OTHER_HOST}
+
+    # Fresh claims of another host: skipped, whatever this host thinks of its pid.
+    status, out, err = run_and_check(results, start_sweep(results, repo_dataset, tmp_path / "f"))
+    assert status == 0, err
+    assert "resuming" not in out
+    after = committed(results)
+    assert len(after.recorded) == len(every_trial()) - MAX_BATCH
+    assert after.claimed == held.claimed and not after.claimed & after.recorded.keys()
+    assert {trial: after.saved[trial] for trial in held.claimed} == {
+        trial: saved for trial in held.claimed
+    }
+    assert sorted((results / "claims").glob("**/*.claim")) == claims
+    assert f"; {MAX_BATCH} run in another worker" in out
+
+    # Stale (no heartbeat for longer than the stale time): taken over, resumed at the saved loop.
+    age_claims(results, 3600)
+    status, out, err = run_and_check(results, start_sweep(results, repo_dataset, tmp_path / "f"))
+    assert status == 0, err
+    assert f"resuming at loop {saved + 1}/{LOOPS}" in out
+    assert_finished_like(results, out, reference)
 
 
 def train_argv(model_dir: Path, data_dir: Path) -> list[str]:
