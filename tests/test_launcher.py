@@ -1,13 +1,20 @@
-"""sweep --launcher: the SLURM job array that submitit writes and submits, checked without a
-cluster (sbatch and srun are stand-ins that record what they were given), and the one-line
-refusals (no submitit, missing --shards, SLURM flags locally)."""
+"""sweep --launcher and --devices without a cluster: the job array submitit writes for GPU nodes
+(sbatch and srun are stand-ins that record what they were given: the real cluster of
+tests/test_slurm.py has no GPUs), --dry-run of every launcher, the signal lead, a worker's error
+on the terminal, a finished task that a late signal cannot fail, a task that stops making
+progress, and the one-line refusals (no submitit, missing --shards, SLURM flags locally)."""
 
 from __future__ import annotations
 
 import os
 import pickle
+import signal
 import stat
+import subprocess
 import sys
+import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -133,6 +140,8 @@ def test_without_submitit_a_launch_is_refused_in_one_line_that_names_the_extra(
         (["--launcher", "slurm"], "needs --shards N"),
         (["--shards", "2"], "--shards N needs --launcher"),
         (["--launcher", "local", "--shards", "2", "--partition", "gpu"], "are SLURM's"),
+        (["--launcher", "local", "--shards", "2", "--setup", "true"], "are SLURM's"),
+        (["--launcher", "local", "--shards", "2", "--max-parallel", "1"], "are SLURM's"),
         (["--launcher", "local", "--shards", "2", "--shard", "1/2"], "drop --shard"),
         (["--launcher", "slurm", "--shards", "2", "--sbatch", "nonsense"], "is not KEY=VALUE"),
         (["--launcher", "slurm", "--shards", "2"], "needs SLURM's sbatch and srun on PATH"),
@@ -145,3 +154,163 @@ def test_launcher_flags_that_do_not_fit_are_refused_in_one_line(
     message = refusal([*grid_flags(tmp_path / "r"), *extra])
     assert complaint in message
     assert not (tmp_path / "r").exists()
+
+
+def tiny_flags(results_dir: Path, data_dir: Path, *extra: str) -> list[str]:
+    return [
+        *("--arch", "[1*2]", "--arch", "[2*2]", "--trials", "1", "--meta-loops", "1"),
+        *("--seed", "5", "--device", "cpu", "--results-dir", str(results_dir)),
+        *("--data-dir", str(data_dir), *extra),
+    ]
+
+
+@pytest.mark.parametrize(("minutes", "lead"), [(1, 10), (2, 20), (6, 60), (9, 90), (720, 90)])
+def test_a_dry_run_prints_the_sbatch_script_with_a_signal_lead_that_fits_the_limit(
+    tmp_path, monkeypatch, capsys, repo_dataset, minutes, lead
+):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here: a dry run does not need one
+    results = tmp_path / "results"
+    sweep_command.main(
+        tiny_flags(
+            results,
+            repo_dataset,
+            *("--launcher", "slurm", "--shards", "3", "--time-limit", str(minutes)),
+            *("--gpus-per-task", "1", "--max-parallel", "2"),
+            *("--setup", "module load cuda", "--setup", "source ~/venv/bin/activate"),
+            "--dry-run",
+        )
+    )
+    out = capsys.readouterr().out
+    assert "Dry run: would submit this sbatch script (3 array tasks); nothing is submitted" in out
+    lines = out.splitlines()
+    for expected in [
+        f"#SBATCH --signal=USR2@{lead}",
+        f"#SBATCH --time={minutes}",
+        "#SBATCH --array=0-2%2",
+        "#SBATCH --gpus-per-task=1",
+    ]:
+        assert expected in lines, expected
+    setup = lines.index("# setup")
+    assert lines[setup + 1 : setup + 3] == ["module load cuda", "source ~/venv/bin/activate"]
+    assert [line for line in lines if line.startswith("srun ")]
+    for index in (1, 2, 3):
+        assert f"Shard {index}/3 of batch plan" in out
+    assert not results.exists()
+
+
+def test_a_local_dry_run_prints_each_shards_part_and_runs_nothing(tmp_path, capsys, repo_dataset):
+    results = tmp_path / "results"
+    argv = tiny_flags(results, repo_dataset, "--launcher", "local", "--shards", "2", "--dry-run")
+    sweep_command.main(argv)
+    out = capsys.readouterr().out
+    assert "Dry run: would start 2 local submitit jobs; nothing is started" in out
+    assert "Shard 1/2 of batch plan" in out and "Shard 2/2 of batch plan" in out
+    assert not results.exists()
+
+
+def test_a_devices_dry_run_prints_each_workers_part_and_starts_nothing(
+    tmp_path, capsys, repo_dataset
+):
+    results = tmp_path / "results"
+    sweep_command.main(tiny_flags(results, repo_dataset, "--devices", "cpu,cpu", "--dry-run"))
+    out = capsys.readouterr().out
+    assert "Dry run: would start 2 workers, worker i running shard i/2; nothing is started" in out
+    assert "shard 1/2 on cpu" in out and "shard 2/2 on cpu" in out
+    assert "Shard 1/2 of batch plan" in out and "Shard 2/2 of batch plan" in out
+    assert not results.exists()
+
+
+@pytest.mark.slow
+def test_a_workers_refusal_reaches_the_terminal_as_its_one_line_and_a_summary_ends(
+    tmp_path, repo_dataset
+):
+    results = tmp_path / "results"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("PSA_RUN_PREFIX", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "psa.commands.sweep"]
+        + tiny_flags(results, repo_dataset, "--devices", "cuda:98,cuda:99"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(errors) == 2, done.stderr
+    for index, device in ((1, "cuda:98"), (2, "cuda:99")):
+        log = results.absolute() / "launcher" / f"worker-{index}-of-2.log"
+        [line] = [line for line in errors if line.startswith(f"  shard {index}/2 on {device}: ")]
+        assert "sweep: " in line and device in line and line.endswith(f"(log {log})")
+        text = log.read_text()
+        assert "UnboundLocalError" not in text and "lost sys.stderr" not in text
+    assert "Done: 0 of 2 workers finished" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_finished_task_exits_0_whatever_signal_comes_after(tmp_path, repo_dataset):
+    """SLURM may warn a task (SIGUSR2) or stop it (SIGTERM) just after its sweep has finished;
+    that must not turn a finished task into a failed one."""
+    results = tmp_path / "results"
+    sweep_command.main(tiny_flags(results, repo_dataset))
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys, time
+        from psa.commands import sweep
+        from psa.shard import Shard
+        from psa.shard_task import ShardTask
+        args = sweep.build_parser().parse_args({tiny_flags(results, repo_dataset)!r})
+        args.shard = Shard(1, 1)
+        ShardTask(args, 1)()
+        os.kill(os.getpid(), getattr(signal, "SIG" + sys.argv[1]))
+        time.sleep(0.5)
+        """
+    )
+    for name in ("USR2", "TERM"):
+        done = subprocess.run(
+            [sys.executable, "-c", script, name], capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, (name, done.returncode, done.stderr)
+
+
+def warn_when_started(task_signal_installed) -> threading.Thread:
+    """SIGUSR2 to this process as soon as the task's own handler is in place."""
+
+    def warn() -> None:
+        deadline = time.monotonic() + 60
+        while not task_signal_installed() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+    thread = threading.Thread(target=warn, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("stalled", [0, 2])
+def test_a_task_warned_before_it_saved_a_loop_stops_being_requeued_after_three_runs(
+    tmp_path, repo_dataset, stalled
+):
+    """The warning comes before the sweep has saved anything: the task stops cleanly; the third
+    such run in a row is not requeued but ends with one line (earlier ones are requeued)."""
+    from psa.shard_task import STALLED_RUNS
+
+    assert STALLED_RUNS == 3
+    args = sweep_command.build_parser().parse_args(tiny_flags(tmp_path / "r", repo_dataset))
+    args.shard = Shard(1, 1)
+    task = ShardTask(args, 1, stalled=stalled)
+    before = signal.getsignal(signal.SIGUSR2)
+    warn_when_started(lambda: signal.getsignal(signal.SIGUSR2) is not before)
+    with pytest.raises((SystemExit, KeyboardInterrupt)) as raised:
+        task()
+    assert task.stalled == stalled + 1
+    if stalled + 1 < STALLED_RUNS:  # requeued (by submitit, which is absent here)
+        assert not isinstance(raised.value, SystemExit) or not isinstance(
+            raised.value.code, str
+        )
+    else:
+        assert raised.value.code == (
+            "sweep: shard 1/1 was warned of its end 3 runs in a row before it saved a loop; not "
+            "requeued: give a longer --time-limit and rerun the same command"
+        )
+    assert signal.getsignal(signal.SIGUSR2) is before

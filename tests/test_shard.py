@@ -276,6 +276,9 @@ def test_a_local_task_warned_of_its_time_limit_requeues_and_resumes_exactly(
     assert job.result() == 0
     log = job.paths.stdout.read_text() + job.paths.stderr.read_text()
     assert "Caught signal SIGUSR2" in log and "Requeued job" in log
+    # The stop says the task comes back by itself: there is nothing for the user to rerun.
+    assert "the scheduler requeues this task and it resumes by itself" in log
+    assert "rerun the same command" not in log
     assert log.count("Starting with JobEnvironment") == 2  # the task ran twice
     assert_same_as_single_process(results, reference)
 

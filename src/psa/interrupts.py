@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_requeued = [False]  # whether a scheduler runs this stopped process again by itself
 
 
 class Interrupted(KeyboardInterrupt):
@@ -31,6 +32,19 @@ def stopped_line(command: str, error: KeyboardInterrupt, detail: str) -> str:
     """Every command's last line after a stop: ``<command>: stopped by SIGINT; <detail>``."""
     name = signal.Signals(getattr(error, "signum", signal.SIGINT)).name
     return f"{command}: stopped by {name}; {detail}"
+
+
+def announce_requeue(requeued: bool) -> None:
+    """Say that the coming stop is followed by a requeue (a SLURM task warned of its time limit),
+    so the stop's message does not ask the user to rerun anything."""
+    _requeued[0] = requeued
+
+
+def resume_hint() -> str:
+    """How a stopped run resumes: rerun by the user, or requeued by the scheduler."""
+    if _requeued[0]:
+        return "the scheduler requeues this task and it resumes by itself (nothing to rerun)"
+    return "rerun the same command to resume"
 
 
 @contextlib.contextmanager

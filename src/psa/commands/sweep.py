@@ -229,9 +229,9 @@ def execute(args: argparse.Namespace) -> None:
     try:
         check_not_shipped(args)
         if args.launcher is not None:
-            code = launcher.launch(args)
+            code = launcher.launch(args, preview_shard)
         elif args.devices is not None:
-            code = run_workers(args)
+            code = run_workers(args, preview_shard)
         elif args.shards is not None:
             raise UsageError("--shards N needs --launcher local or slurm; or give --shard I/N")
         elif args.status:
@@ -253,6 +253,11 @@ def check_not_shipped(args: argparse.Namespace) -> None:
         f"which a sweep does not add to; give a --results-dir of your own (the default is "
         f"{DEFAULT_RESULTS_DIR}), or --add-to-shipped to add to it"
     )
+
+
+def preview_shard(args: argparse.Namespace) -> None:
+    """A launcher's --dry-run: the part of one shard (its batches and estimate); runs nothing."""
+    run(SweepRequest.from_args(argparse.Namespace(**{**vars(args), "dry_run": True})))
 
 
 def plan(
@@ -359,7 +364,7 @@ def run(request: SweepRequest) -> None:
             finish(store, settings.model, arch_order)
             detail = (
                 "finished trials are recorded and unfinished batches saved at their last "
-                "completed loop; rerun the same command to resume"
+                f"completed loop; {interrupts.resume_hint()}"
             )
             print(interrupts.stopped_line(running("sweep"), error, detail), file=sys.stderr)
             sys.exit(interrupts.exit_status(error))
@@ -464,6 +469,12 @@ def print_status(console: Console, store: ResultsStore) -> None:
     """Done, running (claimed by a live worker) and pending batches of a results dir, across
     every shard and sweep writing to it."""
     settings = store.read_settings() if store.root.is_dir() else None
+    submitted = launcher.submission_lines(store.root)
+    if settings is None and submitted:
+        console.print(f"{store.root}: submitted; no task has started its sweep yet")
+        for line in submitted:
+            console.print(line)
+        return
     if settings is None:
         raise SweepError(
             f"{store.root} holds no sweep (no settings.json); give the --results-dir a sweep "
@@ -477,6 +488,8 @@ def print_status(console: Console, store: ResultsStore) -> None:
             f"{store.root}: {count(len(recorded), 'trial')} recorded; no batch plan (plan.json, "
             "written by the first sweep of a results dir since shards exist), so no batches to show"
         )
+        for line in submitted:
+            console.print(line)
         return
     trials = [trial for batch in batch_plan.batches for trial in batch.trials]
     status = store.status(trials, model)
@@ -513,6 +526,8 @@ def print_status(console: Console, store: ResultsStore) -> None:
         console.print(f"  {state:8} {batches}, {count(sizes[state], 'trial')}{note}")
     for key, per in by_arch.items():
         console.print(f"  [{key}] " + ", ".join(f"{s} {n}" for s, n in per.items() if n))
+    for line in submitted:
+        console.print(line)
 
 
 def run_chunk(
