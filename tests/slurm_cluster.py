@@ -85,6 +85,18 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def stop_process(pid: int) -> None:
+    """SIGTERM, then SIGKILL after 20 s."""
+    if not alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
 class Cluster:
     """One node (this host), ``nproc`` CPUs, one partition ``debug``; its files in a fresh
     temporary folder that munged's user can reach (pytest's own are private to root), removed
@@ -136,6 +148,7 @@ class Cluster:
             "SchedulerParameters=sched_interval=2,bf_interval=2",
             "MailProg=/bin/true",
             "MinJobAge=3600",
+            "KillWait=5",  # seconds from a cancel's SIGTERM to its SIGKILL (default 30)
             "ReturnToService=2",
             f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} "
             f"RealMemory={self.memory_mb} State=UNKNOWN",
@@ -193,26 +206,41 @@ class Cluster:
         raise Unavailable(f"the SLURM node is {state or 'not up'} after {timeout:.0f}s: {tail}")
 
     def stop(self) -> None:
-        """Cancel what is left, then stop slurmd, slurmctld and munged by their pid files."""
+        """Cancel what is left and wait for its processes to end, then stop slurmd, slurmctld
+        and munged by their pid files; a job process that outlived its slurmd is killed."""
         if self.pid_files["slurmctld"].exists():
             subprocess.run(["scancel", "--full", "--user", "root"], capture_output=True)
+            deadline = time.monotonic() + 30
+            while self.job_processes() and time.monotonic() < deadline:
+                time.sleep(0.2)
         for name in ("slurmd", "slurmctld", "munged"):
             path = self.pid_files[name]
-            if not path.exists():
-                continue
-            pid = int(path.read_text().split()[0])
-            if alive(pid):
-                os.kill(pid, signal.SIGTERM)
-                deadline = time.monotonic() + 20
-                while alive(pid) and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                if alive(pid):
-                    os.kill(pid, signal.SIGKILL)
+            if path.exists():
+                stop_process(int(path.read_text().split()[0]))
+        for pid in self.job_processes():
+            stop_process(pid)
         shutil.rmtree(self.root, ignore_errors=True)
         if self._saved_conf is None:
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = self._saved_conf
+
+    def job_processes(self) -> list[int]:
+        """The live processes of this cluster's jobs: a job's environment names its SLURM_JOB_ID
+        and this cluster's SLURM_CONF."""
+        conf = f"SLURM_CONF={self.conf}".encode()
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                variables = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            in_job = any(variable.startswith(b"SLURM_JOB_ID=") for variable in variables)
+            if conf in variables and in_job and alive(int(entry.name)):
+                pids.append(int(entry.name))
+        return pids
 
     def jobs(self) -> dict[str, tuple[str, str]]:
         """Every job this cluster knows (finished ones included): id -> (state, reason)."""

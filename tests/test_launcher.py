@@ -287,15 +287,15 @@ def warn_when_started(task_signal_installed) -> threading.Thread:
     return thread
 
 
-@pytest.mark.parametrize("stalled", [0, 2])
-def test_a_task_warned_before_it_saved_a_loop_stops_being_requeued_after_three_runs(
+@pytest.mark.parametrize("stalled", [0, 4])
+def test_a_task_warned_before_it_saved_a_loop_stops_being_requeued_after_five_runs(
     tmp_path, repo_dataset, stalled
 ):
-    """The warning comes before the sweep has saved anything: the task stops cleanly; the third
+    """The warning comes before the sweep has saved anything: the task stops cleanly; the fifth
     such run in a row is not requeued but ends with one line (earlier ones are requeued)."""
     from psa.shard_task import STALLED_RUNS
 
-    assert STALLED_RUNS == 3
+    assert STALLED_RUNS == 5
     args = sweep_command.build_parser().parse_args(tiny_flags(tmp_path / "r", repo_dataset))
     args.shard = Shard(1, 1)
     task = ShardTask(args, 1, stalled=stalled)
@@ -310,7 +310,7 @@ def test_a_task_warned_before_it_saved_a_loop_stops_being_requeued_after_three_r
         )
     else:
         assert raised.value.code == (
-            "sweep: shard 1/1 was warned of its end 3 runs in a row before it saved a loop; not "
+            "sweep: shard 1/1 was warned of its end 5 runs in a row before it saved a loop; not "
             "requeued: give a longer --time-limit and rerun the same command"
         )
     assert signal.getsignal(signal.SIGUSR2) is before

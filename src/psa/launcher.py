@@ -315,7 +315,9 @@ def launch(args: argparse.Namespace, preview_shard=None) -> int:
     jobs = submit(executor, tasks(args), results_dir, folder)
     count = len(jobs)
     record(results_dir, args, jobs)
-    if args.launcher == "slurm":
+    if args.launcher == "slurm" and count == 1:  # submitit submits one task as a plain job
+        print(f"Submitted SLURM job {jobs[0].job_id}: 1 task, running sweep --shard 1/1")
+    elif args.launcher == "slurm":
         array = jobs[0].job_id.split("_")[0]
         print(f"Submitted SLURM job array {array}: {count} tasks, task i runs sweep --shard i/N")
     else:
@@ -440,7 +442,8 @@ def submission_lines(results_dir: Path) -> list[str]:
     if submitted.get("launcher") != "slurm":
         return [f"  launched {count} local submitit jobs at {submitted.get('submitted')}"]
     array = jobs[0].split("_")[0] if jobs else "?"
-    lines = [f"  SLURM job array {array} of {count} tasks, submitted {submitted.get('submitted')}"]
+    what = f"job array {array} of {count} tasks" if count > 1 else f"job {array} of 1 task"
+    lines = [f"  SLURM {what}, submitted {submitted.get('submitted')}"]
     states = scheduler_states(jobs)
     if states is None:
         return [

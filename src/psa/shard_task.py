@@ -14,7 +14,7 @@ from submitit.helpers import DelayedSubmission
 from psa import interrupts
 
 # Requeues in a row that made no progress (not one more loop saved) before a task gives up.
-STALLED_RUNS = 3
+STALLED_RUNS = 5
 
 
 class ShardTask(submitit.helpers.Checkpointable):
