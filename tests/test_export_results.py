@@ -118,6 +118,8 @@ def test_export_of_a_dir_without_results_is_refused(tmp_path, capsys):
 
 
 def test_parquet_without_pyarrow_is_refused_in_one_line(swept, tmp_path, monkeypatch, capsys):
+    for name in [n for n in sys.modules if n.split(".")[0] == "pyarrow"]:
+        monkeypatch.delitem(sys.modules, name)  # restored after the test
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow fails
     argv = ["--results-dir", str(swept), "--format", "parquet", "--output-dir", str(tmp_path / "o")]
     assert run("export-results", argv) == 1

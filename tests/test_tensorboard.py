@@ -176,6 +176,8 @@ def test_train_with_tensorboard_continues_its_run_across_a_resume(
 def test_without_tensorboard_installed_the_flag_is_refused_before_anything_is_written(
     tmp_path, repo_dataset, monkeypatch, capsys, command
 ):
+    for name in [n for n in sys.modules if n.split(".")[0] == "tensorboard"]:
+        monkeypatch.delitem(sys.modules, name)  # restored after the test
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard fails
     target = tmp_path / "out"
     argv = {
