@@ -182,7 +182,11 @@ def test_without_tensorboard_installed_the_flag_is_refused_before_anything_is_wr
     target = tmp_path / "out"
     argv = {
         "sweep": sweep_argv(target, repo_dataset, "--tensorboard"),
-        "train": ["--model-dir", str(target), "--device", "cpu", "--tensorboard"],
+        # Small enough that a refusal that does not happen fails in seconds, not a default run.
+        "train": [
+            *("--arch", "[1*8]", "--meta-loops", "1", "--data-dir", str(repo_dataset)),
+            *("--model-dir", str(target), "--device", "cpu", "--tensorboard"),
+        ],
         "export-tensorboard": ["--results-dir", str(target)],
     }[command]
     if command == "export-tensorboard":
