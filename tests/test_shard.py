@@ -4,19 +4,19 @@ trials; --dry-run --shard, --status, and the refusals."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from psa.arch import parse_arch, parse_key
+from psa.arch import parse_arch
 from psa.commands import merge_results
 from psa.commands import sweep as sweep_command
 from psa.commands.sweep import full_plan
@@ -26,6 +26,8 @@ from psa.modes import MODES
 from psa.shard import PLAN_NAME, Grid, Shard, assign, parse_shard, read_plan, store_plan
 from psa.store import ResultsStore
 from psa.sweep import prepare_results_dir
+from sweep_equality import assert_same_as_single_process as same_as_single_process
+from sweep_equality import outcomes
 
 ARCHS = ("[1*8]", "[2*4]")
 KEYS = ("1*8", "2*4")
@@ -43,41 +45,10 @@ def flags(results_dir: Path, data_dir: Path, *extra: str) -> list[str]:
     ]
 
 
-def records(results_dir: Path) -> list[dict]:
-    lines = (results_dir / "trials.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
-def outcomes(results_dir: Path) -> dict[tuple, tuple]:
-    return {
-        (r["arch"], r["mode"], r["trial"]): (
-            r["val_bounty"],
-            r["test_accuracy"],
-            r["bounty_loop"],
-            r["trials_in_batch"],
-        )
-        for r in records(results_dir)
-    }
-
-
-def loop_values(results_dir: Path) -> dict[tuple, list]:
-    values = {}
-    for arch in KEYS:
-        for path in (results_dir / "logs" / parse_key(arch).slug).glob("*.jsonl"):
-            lines = [json.loads(line) for line in path.read_text().splitlines()]
-            values[arch, path.name] = [
-                (line["loop"], line["val_accuracy"], line["lkg_accuracy"], line["ablation"])
-                for line in lines
-            ]
-    return values
-
-
-def assert_same_as_single_process(results: Path, reference: Path) -> None:
-    assert len(records(results)) == TRIALS * len(MODES) * len(KEYS)  # no duplicates
-    assert outcomes(results) == outcomes(reference)
-    assert loop_values(results) == loop_values(reference)
-    for name in ("psa_resmlp_trials.md", "psa_resmlp_summary.md"):
-        assert (results / name).read_text() == (reference / name).read_text()
+# Every trial of the grid recorded once, as the single-process sweep recorded it.
+assert_same_as_single_process = partial(
+    same_as_single_process, keys=KEYS, trials=TRIALS * len(MODES) * len(KEYS)
+)
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,13 @@ the records, loop logs and tables of the single-process sweep, on real MNIST."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,10 +19,10 @@ import pytest
 pytest.importorskip("submitit")
 
 from psa import launcher  # noqa: E402
-from psa.arch import parse_key  # noqa: E402
 from psa.commands import sweep as sweep_command  # noqa: E402
 from psa.modes import MODES  # noqa: E402
 from slurm_cluster import Cluster, Unavailable  # noqa: E402
+from sweep_equality import assert_same_as_single_process as same_as_single_process  # noqa: E402
 
 pytestmark = pytest.mark.slurm
 
@@ -99,33 +99,10 @@ def reference(reference_timed) -> Path:
     return reference_timed[0]
 
 
-def outcomes(results_dir: Path) -> list[tuple]:
-    lines = (results_dir / "trials.jsonl").read_text().splitlines()
-    records = [json.loads(line) for line in lines if line.strip()]
-    return sorted(
-        (r["arch"], r["mode"], r["trial"], r["val_bounty"], r["test_accuracy"], r["bounty_loop"])
-        for r in records
-    )
-
-
-def loop_logs(results_dir: Path) -> dict[str, str]:
-    logs = {}
-    for key in KEYS:
-        for path in (results_dir / "logs" / parse_key(key).slug).glob("*.jsonl"):
-            lines = [json.loads(line) for line in path.read_text().splitlines()]
-            logs[f"{key}/{path.name}"] = [
-                (line["loop"], line["val_accuracy"], line["lkg_accuracy"], line["ablation"])
-                for line in lines
-            ]
-    return logs
-
-
-def assert_same_as_single_process(results: Path, reference: Path) -> None:
-    assert len(outcomes(results)) == TRIALS * len(MODES) * len(KEYS)  # no duplicates
-    assert outcomes(results) == outcomes(reference)
-    assert loop_logs(results) == loop_logs(reference)
-    for name in ("psa_resmlp_trials.md", "psa_resmlp_summary.md"):
-        assert (results / name).read_text() == (reference / name).read_text()
+# Every trial of the grid recorded once, as the single-process sweep recorded it.
+assert_same_as_single_process = partial(
+    same_as_single_process, keys=KEYS, trials=TRIALS * len(MODES) * len(KEYS)
+)
 
 
 def submit(argv: list[str], capsys) -> tuple[str, list[str]]:
