@@ -16,7 +16,7 @@ from psa.arch import (
     read_config_file,
 )
 from psa.commands import train
-from psa.model import build_architecture
+from psa.model import build_network
 
 depths = st.integers(min_value=1, max_value=40)
 widths = st.integers(min_value=1, max_value=300)
@@ -82,9 +82,9 @@ def test_an_arch_built_from_segments_merges_them_as_the_grammar_does(segments):
 )
 def test_parameter_counts_without_torch_equal_the_built_networks(segments, model):
     arch = Arch(segments)
-    assert arch.parameters(model) == build_architecture(model, arch).parameter_count()
-    assert arch.resmlp_parameters == build_architecture("resmlp", arch).parameter_count()
-    assert arch.mlp_parameters == build_architecture("mlp", arch).parameter_count()
+    assert arch.parameters(model) == build_network(model, arch).parameter_count()
+    assert arch.resmlp_parameters == build_network("resmlp", arch).parameter_count()
+    assert arch.mlp_parameters == build_network("mlp", arch).parameter_count()
 
 
 @pytest.mark.parametrize("stacks", [[(0, 4)], [(4, 0)], [], [(MAX_DEPTH + 1, 4)], [(1, 60000)]])

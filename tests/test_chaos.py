@@ -30,7 +30,7 @@ import pytest
 from psa.arch import Arch, parse_arch
 from psa.checkpoint import DEFAULT_NAME, load_checkpoint
 from psa.engine import Engine, Hyperparameters, TrialSpec
-from psa.model import build_architecture
+from psa.model import build_network
 from psa.records import PER_RUN_FIELDS
 from psa.seeds import run_seeds
 from psa.store import ResultsStore, Trial, run_logs
@@ -505,9 +505,9 @@ def train_argv(model_dir: Path, data_dir: Path) -> list[str]:
 def lkg_engine(checkpoint: Path, data) -> Engine:
     """An engine holding the checkpoint's tensors as its LKG, read from the file."""
     tensors, _ = load_checkpoint(checkpoint)
-    arch = build_architecture("resmlp", Arch([(1, 8)]))
+    network = build_network("resmlp", Arch([(1, 8)]))
     seeds = run_seeds(TRAIN_SEED, "hidden")
-    engine = Engine(arch, [TrialSpec("hidden", seeds)], Hyperparameters(batch_size=64), data)
+    engine = Engine(network, [TrialSpec("hidden", seeds)], Hyperparameters(batch_size=64), data)
     engine.load_lkg(0, tensors)
     return engine
 

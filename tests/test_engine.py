@@ -11,13 +11,22 @@ import torch
 import torch.nn.functional as F
 
 from psa.arch import Arch
-from psa.engine import ADAM_BETAS, ADAM_EPS, Engine, Hyperparameters, TrialSpec, _AdamW
-from psa.model import build_architecture
+from psa.engine import (
+    ADAM_BETAS,
+    ADAM_EPS,
+    FIRST_LOOP_EACH_SESSION,
+    FIRST_LOOP_OF_RUN,
+    Engine,
+    Hyperparameters,
+    TrialSpec,
+    _AdamW,
+)
+from psa.model import build_network
 from psa.modes import MODES
 from psa.seeds import RunSeeds, derive, loop_seed, run_seeds, trial_run_seed
 from reference_nets import reference
 
-ARCH = build_architecture("resmlp", Arch([(2, 8)]))
+NETWORK = build_network("resmlp", Arch([(2, 8)]))
 HYPER = Hyperparameters(lr=2e-3, batch_size=250, weight_decay=0.05, dropout=0.3)
 # Batched and single runs differ by float rounding only; a large lr lets Adam amplify that into
 # visible drift within a few loops, so the equivalence tests use a moderate one.
@@ -30,7 +39,7 @@ def spec(mode: str, trial: int = 1) -> TrialSpec:
 
 
 def state(engine: Engine, k: int, which: str = "lkg") -> dict[str, torch.Tensor]:
-    return getattr(engine, which).state_dict(engine.arch, k)
+    return getattr(engine, which).state_dict(engine.network, k)
 
 
 def assert_same_weights(a: dict, b: dict, atol: float = 1e-5) -> None:
@@ -39,9 +48,9 @@ def assert_same_weights(a: dict, b: dict, atol: float = 1e-5) -> None:
         torch.testing.assert_close(a[name], b[name], atol=atol, rtol=0, msg=name)
 
 
-def assert_batched_equals_singles(trials, data, loops, arch=ARCH, hyper=EQUIVALENCE):
-    batched = Engine(arch, trials, hyper, data)
-    singles = [Engine(arch, [trial], hyper, data) for trial in trials]
+def assert_batched_equals_singles(trials, data, loops, network=NETWORK, hyper=EQUIVALENCE):
+    batched = Engine(network, trials, hyper, data)
+    singles = [Engine(network, [trial], hyper, data) for trial in trials]
     for loop in range(1, loops + 1):
         report = batched.run_loop(ablate=True)
         single_reports = [engine.run_loop(ablate=True) for engine in singles]
@@ -78,7 +87,7 @@ def test_all_six_modes_of_two_trial_indices_agree_with_single_runs_over_many_loo
 
 
 def test_modes_of_one_trial_index_start_from_identical_weights(mnist_small):
-    engine = Engine(ARCH, [spec(mode) for mode in MODES] + [spec("none", 2)], HYPER, mnist_small)
+    engine = Engine(NETWORK, [spec(mode) for mode in MODES] + [spec("none", 2)], HYPER, mnist_small)
     first = state(engine, 0, "params")
     for k in range(1, len(MODES)):
         for name, tensor in state(engine, k, "params").items():
@@ -91,12 +100,14 @@ def test_modes_of_one_trial_index_see_the_same_batches(mnist_small):
     # No ablation, decay or dropout in loop 1: paired trials differ in nothing, so they must
     # come out of the epoch with the same weights; another trial index must not.
     modes = ["none", "full", "hidden", "output"]
-    engine = Engine(ARCH, [spec(mode) for mode in modes], HYPER, mnist_small)
+    engine = Engine(NETWORK, [spec(mode) for mode in modes], HYPER, mnist_small)
     engine.run_loop(ablate=False)
     for k in range(1, len(modes)):
         assert_same_weights(state(engine, k, "params"), state(engine, 0, "params"), atol=1e-7)
-    other = Engine(ARCH, [spec("none", 2)], HYPER, mnist_small)
-    other.load_lkg(0, Engine(ARCH, [spec("none")], HYPER, mnist_small).lkg.state_dict(ARCH, 0))
+    other = Engine(NETWORK, [spec("none", 2)], HYPER, mnist_small)
+    other.load_lkg(
+        0, Engine(NETWORK, [spec("none")], HYPER, mnist_small).lkg.state_dict(NETWORK, 0)
+    )
     other.run_loop(ablate=False)  # same start, other batch order
     moved = state(other, 0, "params")["layer_stack.0.weight"]
     assert (moved - state(engine, 0, "params")["layer_stack.0.weight"]).abs().max() > 1e-5
@@ -135,8 +146,8 @@ def test_a_loop_equals_a_plain_torch_training_epoch_with_adamw(mnist_small):
     """One engine loop is spec 2.4: fresh AdamW, one shuffled epoch of mean CE, then validation."""
     for mode, decay in (("none", 0.0), ("decay", HYPER.weight_decay)):
         trial = spec(mode)
-        engine = Engine(ARCH, [trial], HYPER, mnist_small)
-        net = reference("resmlp", ARCH.arch.stacks)
+        engine = Engine(NETWORK, [trial], HYPER, mnist_small)
+        net = reference("resmlp", NETWORK.arch.stacks)
         net.load_state_dict(state(engine, 0))
         report = engine.run_loop(ablate=False)
 
@@ -199,10 +210,10 @@ def test_the_engine_adamw_never_imports_torch_dynamo():
 
 
 def test_evaluate_matches_the_reference_accuracy_on_the_full_validation_set(mnist):
-    engine = Engine(ARCH, [spec("none", 1), spec("none", 2)], HYPER, mnist)
+    engine = Engine(NETWORK, [spec("none", 1), spec("none", 2)], HYPER, mnist)
     accuracies = engine.evaluate(engine.lkg, mnist.val_x, mnist.val_y)
     for k in range(2):
-        net = reference("resmlp", ARCH.arch.stacks)
+        net = reference("resmlp", NETWORK.arch.stacks)
         net.load_state_dict(state(engine, k))
         with torch.no_grad():
             correct = (net(mnist.val_x).argmax(1) == mnist.val_y).sum().item()
@@ -210,10 +221,10 @@ def test_evaluate_matches_the_reference_accuracy_on_the_full_validation_set(mnis
 
 
 def test_weight_decay_acts_only_in_decay_mode(mnist_small):
-    batched = Engine(ARCH, [spec("none"), spec("decay"), spec("hidden")], HYPER, mnist_small)
+    batched = Engine(NETWORK, [spec("none"), spec("decay"), spec("hidden")], HYPER, mnist_small)
     batched.run_loop(ablate=False)
     for k, mode in ((0, "none"), (2, "hidden")):
-        alone = Engine(ARCH, [spec(mode)], HYPER, mnist_small)
+        alone = Engine(NETWORK, [spec(mode)], HYPER, mnist_small)
         alone.run_loop(ablate=False)
         assert_same_weights(state(batched, k, "params"), state(alone, 0, "params"))
     none_w = state(batched, 0, "params")["layer_stack.0.weight"]
@@ -236,16 +247,16 @@ def test_paper_default_decay_is_a_float32_no_op_in_torch_adamw_and_in_the_engine
         torch.optim.AdamW([p], lr=paper.lr, weight_decay=decay).step()
         stepped.append(p.detach())
     assert torch.equal(stepped[0], stepped[1])
-    engine = Engine(ARCH, [spec("none"), spec("decay")], paper, mnist_small)
+    engine = Engine(NETWORK, [spec("none"), spec("decay")], paper, mnist_small)
     engine.run_loop(ablate=False)
     none_state, decay_state = state(engine, 0, "params"), state(engine, 1, "params")
     assert all(torch.equal(none_state[name], decay_state[name]) for name in none_state)
 
 
 def test_dropout_acts_only_in_dropout_mode_and_only_in_training(mnist_small):
-    batched = Engine(ARCH, [spec("none"), spec("dropout"), spec("decay")], HYPER, mnist_small)
+    batched = Engine(NETWORK, [spec("none"), spec("dropout"), spec("decay")], HYPER, mnist_small)
     batched.run_loop(ablate=False)
-    alone = Engine(ARCH, [spec("none")], HYPER, mnist_small)
+    alone = Engine(NETWORK, [spec("none")], HYPER, mnist_small)
     alone.run_loop(ablate=False)
     assert_same_weights(state(batched, 0, "params"), state(alone, 0, "params"))
     none_w = state(batched, 0, "params")["layer_stack.0.weight"]
@@ -254,7 +265,7 @@ def test_dropout_acts_only_in_dropout_mode_and_only_in_training(mnist_small):
     # Evaluation is deterministic and dropout-free: the same weights score the same.
     first = batched.evaluate(batched.lkg, mnist_small.val_x, mnist_small.val_y)
     assert batched.evaluate(batched.lkg, mnist_small.val_x, mnist_small.val_y) == first
-    net = reference("resmlp", ARCH.arch.stacks)
+    net = reference("resmlp", NETWORK.arch.stacks)
     net.load_state_dict(state(batched, 1))
     with torch.no_grad():
         correct = (net(mnist_small.val_x).argmax(1) == mnist_small.val_y).sum().item()
@@ -263,7 +274,7 @@ def test_dropout_acts_only_in_dropout_mode_and_only_in_training(mnist_small):
 
 def test_promotion_requires_strict_improvement(mnist_small):
     frozen = Hyperparameters(lr=0.0, batch_size=500)
-    engine = Engine(ARCH, [spec("none")], frozen, mnist_small)
+    engine = Engine(NETWORK, [spec("none")], frozen, mnist_small)
     first = engine.run_loop(ablate=False)
     assert first.promoted == [True]  # anything beats "no LKG yet"
     assert engine.state[0].bounty_loop == 1
@@ -280,7 +291,7 @@ def test_promotion_requires_strict_improvement(mnist_small):
 
 
 def test_a_loop_that_does_not_improve_leaves_the_lkg_untouched(mnist_small):
-    engine = Engine(ARCH, [spec("hidden"), spec("none")], HYPER, mnist_small)
+    engine = Engine(NETWORK, [spec("hidden"), spec("none")], HYPER, mnist_small)
     engine.run_loop(ablate=False)
     before = [state(engine, k) for k in range(2)]
     engine.state[0].lkg_accuracy = 100.0  # trial 0 cannot improve; trial 1 still can
@@ -296,10 +307,10 @@ def test_a_loop_that_does_not_improve_leaves_the_lkg_untouched(mnist_small):
 
 def test_a_resumed_engine_continues_exactly_like_an_uninterrupted_one(mnist_small):
     trial = spec("hidden")
-    straight = Engine(ARCH, [trial], HYPER, mnist_small)
+    straight = Engine(NETWORK, [trial], HYPER, mnist_small)
     for _ in range(2):
         straight.run_loop(ablate=True)
-    resumed = Engine(ARCH, [trial], HYPER, mnist_small, loops_completed=2)
+    resumed = Engine(NETWORK, [trial], HYPER, mnist_small, loops_completed=2)
     resumed.load_lkg(0, state(straight, 0))
     revalidated = resumed.revalidate([straight.state[0].bounty_loop])
     assert revalidated[0] == straight.state[0].lkg_accuracy
@@ -310,11 +321,37 @@ def test_a_resumed_engine_continues_exactly_like_an_uninterrupted_one(mnist_smal
     assert_same_weights(state(straight, 0, "params"), state(resumed, 0, "params"), atol=0)
 
 
+@pytest.mark.parametrize(
+    ("policy", "ablated"),
+    [
+        (FIRST_LOOP_EACH_SESSION, [False, True, False, True]),
+        (FIRST_LOOP_OF_RUN, [False, True, True, True]),
+    ],
+    ids=["train-each-session", "sweep-of-run"],
+)
+def test_the_first_loop_policy_decides_which_loops_train_unablated(mnist_small, policy, ablated):
+    """Two sessions of two loops each: train's policy leaves each session's first loop
+    unablated, sweep's only loop 1 (a resumed sweep ablates as an uninterrupted one)."""
+    tiny = Hyperparameters(lr=2e-3, batch_size=2500)
+    first = Engine(NETWORK, [spec("hidden")], tiny, mnist_small, first_loop=policy)
+    reports = [first.run_loop(), first.run_loop()]
+    second = Engine(NETWORK, [spec("hidden")], tiny, mnist_small, 2, first_loop=policy)
+    second.load_lkg(0, state(first, 0))
+    reports += [second.run_loop(), second.run_loop()]
+    assert [r.loop for r in reports] == [1, 2, 3, 4]
+    assert [r.targets[0] is not None for r in reports] == ablated
+
+
+def test_an_unknown_first_loop_policy_is_refused(mnist_small):
+    with pytest.raises(ValueError, match="first-loop policy"):
+        Engine(NETWORK, [spec("none")], HYPER, mnist_small, first_loop="sometimes")
+
+
 def test_bf16_trains_and_keeps_fp32_master_weights(mnist_small):
     bf16 = Hyperparameters(lr=2e-3, batch_size=250, precision="bf16")
     fp32 = Hyperparameters(lr=2e-3, batch_size=250, precision="fp32")
-    low = Engine(ARCH, [spec("none"), spec("dropout")], bf16, mnist_small)
-    high = Engine(ARCH, [spec("none"), spec("dropout")], fp32, mnist_small)
+    low = Engine(NETWORK, [spec("none"), spec("dropout")], bf16, mnist_small)
+    high = Engine(NETWORK, [spec("none"), spec("dropout")], fp32, mnist_small)
     initial = state(low, 0, "params")
     for _ in range(2):
         low_report = low.run_loop(ablate=True)
@@ -339,11 +376,11 @@ def test_bf16_trains_and_keeps_fp32_master_weights(mnist_small):
 
 def test_an_unknown_precision_is_refused(mnist_small):
     with pytest.raises(ValueError, match="precision"):
-        Engine(ARCH, [spec("none")], Hyperparameters(precision="fp16"), mnist_small)
+        Engine(NETWORK, [spec("none")], Hyperparameters(precision="fp16"), mnist_small)
 
 
 def test_test_accuracy_scores_the_lkg_not_the_last_trained_weights(mnist_small):
-    engine = Engine(ARCH, [spec("none")], HYPER, mnist_small)
+    engine = Engine(NETWORK, [spec("none")], HYPER, mnist_small)
     engine.run_loop(ablate=False)
     engine.state[0].lkg_accuracy = 100.0
     engine.run_loop(ablate=False)  # trained further but not promoted

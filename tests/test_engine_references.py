@@ -13,11 +13,11 @@ from torch import nn
 
 from psa.arch import Arch
 from psa.engine import ADAM_BETAS, ADAM_EPS, Engine, Hyperparameters, TrialSpec
-from psa.model import build_architecture
+from psa.model import build_network
 from psa.seeds import loop_seed, run_seeds, trial_run_seed
 from reference_nets import dropout_modules, reference
 
-ARCH = build_architecture("resmlp", Arch([(2, 8)]))
+NETWORK = build_network("resmlp", Arch([(2, 8)]))
 P = 0.3
 # A moderate lr: the reference and the engine differ by float rounding only, which a large lr
 # lets Adam amplify into visible drift within a few loops.
@@ -54,7 +54,7 @@ def assert_same_weights(engine_state: dict, net_state: dict, atol: float = 1e-5)
 def test_dropout_keeps_1_minus_p_of_units_and_scales_kept_ones_by_exactly_1_over_1_minus_p(
     monkeypatch, mnist_small
 ):
-    engine = Engine(ARCH, [spec("none"), spec("dropout"), spec("decay")], HYPER, mnist_small)
+    engine = Engine(NETWORK, [spec("none"), spec("dropout"), spec("decay")], HYPER, mnist_small)
     steps = captured_masks(monkeypatch, engine)
     engine.run_loop(ablate=False)
     assert len(steps) == math.ceil(mnist_small.train_x.shape[0] / HYPER.batch_size)
@@ -64,22 +64,22 @@ def test_dropout_keeps_1_minus_p_of_units_and_scales_kept_ones_by_exactly_1_over
     assert torch.equal(kept, scale.expand_as(kept))  # every kept unit, the one exact scale
     # Each unit is kept with probability 1 - p, independently: a binomial count.
     n = dropout_row.numel()
-    assert n == mnist_small.train_x.shape[0] * sum(ARCH.dropout_sites)
+    assert n == mnist_small.train_x.shape[0] * sum(NETWORK.dropout_sites)
     assert abs(kept.numel() / n - (1 - P)) <= 5 * math.sqrt(P * (1 - P) / n)
     for masks in steps:  # trials in other modes are never dropped
         for site in masks:
             assert torch.equal(site[[0, 2]], torch.ones_like(site[[0, 2]]))
         widths = [site.shape[2] for site in masks]
-        assert tuple(widths) == ARCH.dropout_sites
+        assert tuple(widths) == NETWORK.dropout_sites
 
 
 def test_each_dropout_trial_draws_the_same_masks_whatever_is_batched_with_it(
     monkeypatch, mnist_small
 ):
-    alone = Engine(ARCH, [spec("dropout", 1)], HYPER, mnist_small)
+    alone = Engine(NETWORK, [spec("dropout", 1)], HYPER, mnist_small)
     alone_steps = captured_masks(monkeypatch, alone)
     batched = Engine(
-        ARCH, [spec("none", 2), spec("dropout", 2), spec("dropout", 1)], HYPER, mnist_small
+        NETWORK, [spec("none", 2), spec("dropout", 2), spec("dropout", 1)], HYPER, mnist_small
     )
     batched_steps = captured_masks(monkeypatch, batched)
     for _ in range(2):  # and each loop draws afresh
@@ -129,16 +129,16 @@ def test_a_dropout_loop_equals_the_reference_network_trained_with_the_engines_ma
     monkeypatch, mnist_small
 ):
     trial = spec("dropout")
-    engine = Engine(ARCH, [trial], HYPER, mnist_small)
+    engine = Engine(NETWORK, [trial], HYPER, mnist_small)
     steps = captured_masks(monkeypatch, engine)
-    net = reference("resmlp", ARCH.arch.stacks)
-    net.load_state_dict(engine.lkg.state_dict(ARCH, 0))
+    net = reference("resmlp", NETWORK.arch.stacks)
+    net.load_state_dict(engine.lkg.state_dict(NETWORK, 0))
     report = engine.run_loop(ablate=False)
 
     order = epoch_order(trial, 1, mnist_small.train_x.shape[0])
     masks = [[site[0] for site in step] for step in steps]
     reference_epoch(net, mnist_small, order, HYPER, decay=0.0, masks=masks)
-    assert_same_weights(engine.params.state_dict(ARCH, 0), net.state_dict())
+    assert_same_weights(engine.params.state_dict(NETWORK, 0), net.state_dict())
     accuracy = reference_accuracy(net, mnist_small.val_x, mnist_small.val_y)
     assert report.val_accuracy[0] == pytest.approx(accuracy, abs=0.11)
 
@@ -172,9 +172,9 @@ def test_the_engine_equals_the_reference_meta_loop_over_several_loops(mode, mnis
     epoch with a fresh AdamW, validate, keep on strict improvement. The first loops improve (tiny
     nets on a small split always do); the last ones cannot, so they must restart from the LKG."""
     trial = spec(mode)
-    engine = Engine(ARCH, [trial], HYPER, mnist_small)
-    net = reference("resmlp", ARCH.arch.stacks)
-    lkg = {name: t.clone() for name, t in engine.lkg.state_dict(ARCH, 0).items()}
+    engine = Engine(NETWORK, [trial], HYPER, mnist_small)
+    net = reference("resmlp", NETWORK.arch.stacks)
+    lkg = {name: t.clone() for name, t in engine.lkg.state_dict(NETWORK, 0).items()}
     lkg_accuracy, promotions = -1.0, 0
     for loop in range(1, 6):
         if loop == 4:  # from here no loop can improve: each must start again from the LKG
@@ -184,11 +184,11 @@ def test_the_engine_equals_the_reference_meta_loop_over_several_loops(mode, mnis
         if loop == 1:
             assert report.targets == [None]
         else:
-            described = report.targets[0].describe(ARCH)
+            described = report.targets[0].describe(NETWORK)
             ablate_reference(net, mode, described["layer"], described["neuron"])
         order = epoch_order(trial, loop, mnist_small.train_x.shape[0])
         reference_epoch(net, mnist_small, order, HYPER, decay=0.0)
-        assert_same_weights(engine.params.state_dict(ARCH, 0), net.state_dict())
+        assert_same_weights(engine.params.state_dict(NETWORK, 0), net.state_dict())
         accuracy = reference_accuracy(net, mnist_small.val_x, mnist_small.val_y)
         assert report.val_accuracy[0] == pytest.approx(accuracy, abs=0.11), loop
         promoted = report.val_accuracy[0] > lkg_accuracy
@@ -196,6 +196,6 @@ def test_the_engine_equals_the_reference_meta_loop_over_several_loops(mode, mnis
         if promoted:
             lkg = {name: t.detach().clone() for name, t in net.state_dict().items()}
             lkg_accuracy, promotions = report.val_accuracy[0], promotions + 1
-        assert_same_weights(engine.lkg.state_dict(ARCH, 0), lkg)
+        assert_same_weights(engine.lkg.state_dict(NETWORK, 0), lkg)
         assert engine.state[0].lkg_accuracy == lkg_accuracy
     assert promotions == 3  # the LKG really moved after ablated loops, then stayed

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from psa import memory
 from psa.arch import Arch
 from psa.commands import sweep, train
-from psa.model import build_architecture
+from psa.model import build_network
 
 GIB = 2**30
 
@@ -32,10 +32,10 @@ def machine_with(monkeypatch):
 
 
 def test_one_trial_is_five_copies_of_the_parameters_and_a_batchs_activations():
-    arch = build_architecture("resmlp", Arch([(1, 30000)]))
+    network = build_network("resmlp", Arch([(1, 30000)]))
     parameters = Arch([(1, 30000)]).resmlp_parameters
     activations = 256 * (30000 * 3 + 10)
-    assert memory.trial_bytes(arch, 256) == 4 * (5 * parameters + 4 * activations)
+    assert memory.trial_bytes(network, 256) == 4 * (5 * parameters + 4 * activations)
 
 
 def test_train_refuses_an_arch_whose_training_state_exceeds_free_memory(
@@ -46,7 +46,7 @@ def test_train_refuses_an_arch_whose_training_state_exceeds_free_memory(
     with pytest.raises(SystemExit) as refused:
         train.main(["--arch", "[1*30000]", "--device", "cpu", "--model-dir", str(models)])
     message = str(refused.value.code)
-    needed = memory.trial_bytes(build_architecture("resmlp", Arch([(1, 30000)])), 256)
+    needed = memory.trial_bytes(build_network("resmlp", Arch([(1, 30000)])), 256)
     assert 33 * GIB < needed < 37 * GIB  # about 36 GB: 1.8 billion parameters, five copies
     assert message.startswith(
         f"train: resmlp [1*30000] at batch size 256 needs about {needed / GIB:.1f} GiB"
@@ -57,14 +57,14 @@ def test_train_refuses_an_arch_whose_training_state_exceeds_free_memory(
 
 
 def test_what_fits_or_where_free_memory_is_unknown_is_not_refused(machine_with):
-    arch = build_architecture("resmlp", Arch([(1, 30000)]))
-    needed = memory.trial_bytes(arch, 256)
+    network = build_network("resmlp", Arch([(1, 30000)]))
+    needed = memory.trial_bytes(network, 256)
     for free in (needed, None):
         machine_with(free)
-        memory.check_fits(arch, 256, 1, torch.device("cpu"))
+        memory.check_fits(network, 256, 1, torch.device("cpu"))
     machine_with(needed - 1)
     with pytest.raises(memory.MemoryLimitError):
-        memory.check_fits(arch, 256, 1, torch.device("cpu"))
+        memory.check_fits(network, 256, 1, torch.device("cpu"))
 
 
 def test_sweep_refuses_before_creating_its_results_dir(machine_with, tmp_path):
@@ -83,8 +83,8 @@ def test_sweep_refuses_before_creating_its_results_dir(machine_with, tmp_path):
 def test_sweep_refuses_a_max_batch_whose_trials_together_exceed_free_memory(
     machine_with, tmp_path
 ):
-    arch = build_architecture("resmlp", Arch([(4, 64)]))
-    machine_with(10 * memory.trial_bytes(arch, 256))
+    network = build_network("resmlp", Arch([(4, 64)]))
+    machine_with(10 * memory.trial_bytes(network, 256))
     results = tmp_path / "results"
     argv = ["--arch", "[4*64]", "--trials", "2", "--device", "cpu", "--max-batch", "12"]
     with pytest.raises(SystemExit) as refused:
@@ -98,7 +98,7 @@ def test_sweep_refuses_a_max_batch_whose_trials_together_exceed_free_memory(
     st.integers(1, 64 * GIB),
 )
 def test_the_trials_sweep_batches_fit_the_budget_that_chose_them(segments, batch_size, budget):
-    arch = build_architecture("resmlp", Arch(segments))
-    k = memory.batch_limit(arch, batch_size, budget, torch.device("cuda"))
-    assert k == 1 or k * memory.trial_bytes(arch, batch_size) <= budget
-    assert (k + 1) * memory.trial_bytes(arch, batch_size) > budget
+    network = build_network("resmlp", Arch(segments))
+    k = memory.batch_limit(network, batch_size, budget, torch.device("cuda"))
+    assert k == 1 or k * memory.trial_bytes(network, batch_size) <= budget
+    assert (k + 1) * memory.trial_bytes(network, batch_size) > budget

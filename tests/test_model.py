@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from psa.arch import Arch
 from psa.model import (
-    build_architecture,
+    build_network,
     forward,
     init_parameters,
 )
@@ -38,9 +38,9 @@ def test_resmlp_parameter_count_follows_the_single_stack_formula(depth, width):
 def test_parameter_counts_without_torch_equal_the_reference_modules_parameters(stacks, model):
     expected = sum(p.numel() for p in reference(model, stacks).parameters())
     assert Arch(stacks).parameters(model) == expected
-    arch = build_architecture(model, Arch(stacks))
-    assert arch.parameter_count() == expected
-    params = init_parameters(arch, [0])
+    network = build_network(model, Arch(stacks))
+    assert network.parameter_count() == expected
+    params = init_parameters(network, [0])
     assert sum(t.numel() for t in params.tensors()) == expected
 
 
@@ -56,13 +56,13 @@ def test_parameter_counts_without_torch_equal_the_reference_modules_parameters(s
 def test_parameter_counts_match_the_spec(stacks, resmlp, mlp):
     assert Arch(stacks).resmlp_parameters == resmlp
     assert Arch(stacks).mlp_parameters == mlp
-    assert build_architecture("mlp", Arch(stacks)).parameter_count() == mlp
+    assert build_network("mlp", Arch(stacks)).parameter_count() == mlp
 
 
 def test_a_first_stack_of_width_784_has_no_input_projection():
-    arch = build_architecture("resmlp", Arch([(1, 784)]))
-    assert [spec.role for spec in arch.linears] == ["block_l1", "block_l2", "final"]
-    assert arch.parameter_count() == 2 * (784 * 784 + 784) + 10 * 785
+    network = build_network("resmlp", Arch([(1, 784)]))
+    assert [spec.role for spec in network.linears] == ["block_l1", "block_l2", "final"]
+    assert network.parameter_count() == 2 * (784 * 784 + 784) + 10 * 785
 
 
 @pytest.mark.parametrize(
@@ -75,9 +75,9 @@ def test_a_first_stack_of_width_784_has_no_input_projection():
     ],
 )
 def test_state_dict_uses_upstream_names_and_shapes(model, stacks):
-    arch = build_architecture(model, Arch(stacks))
-    params = init_parameters(arch, [1, 2])
-    state = params.state_dict(arch, 1)
+    network = build_network(model, Arch(stacks))
+    params = init_parameters(network, [1, 2])
+    state = params.state_dict(network, 1)
     expected = reference(model, stacks).state_dict()
     assert list(state) == list(expected)
     assert {k: tuple(v.shape) for k, v in state.items()} == {
@@ -86,8 +86,8 @@ def test_state_dict_uses_upstream_names_and_shapes(model, stacks):
 
 
 def test_upstream_names_of_a_two_stack_resmlp():
-    arch = build_architecture("resmlp", Arch([(2, 4), (1, 8)]))
-    assert [spec.name for spec in arch.linears] == [
+    network = build_network("resmlp", Arch([(2, 4), (1, 8)]))
+    assert [spec.name for spec in network.linears] == [
         "layer_stack.0",
         "layer_stack.3.blocks.0.layers.0",
         "layer_stack.3.blocks.0.layers.3",
@@ -101,22 +101,22 @@ def test_upstream_names_of_a_two_stack_resmlp():
 
 
 def test_weights_are_stored_transposed_in_out_and_state_dict_restores_out_in():
-    arch = build_architecture("resmlp", Arch([(1, 6)]))
-    params = init_parameters(arch, [3, 4, 5])
+    network = build_network("resmlp", Arch([(1, 6)]))
+    params = init_parameters(network, [3, 4, 5])
     assert tuple(params.weights[0].shape) == (3, 784, 6)
     assert tuple(params.biases[0].shape) == (3, 6)
-    state = params.state_dict(arch, 2)
+    state = params.state_dict(network, 2)
     assert tuple(state["layer_stack.0.weight"].shape) == (6, 784)
     assert torch.equal(state["layer_stack.0.weight"], params.weights[0][2].t())
 
 
 def test_load_state_dict_round_trips_into_one_trial_only():
-    arch = build_architecture("resmlp", Arch([(2, 5)]))
-    params = init_parameters(arch, [1, 2, 3])
-    donor = init_parameters(arch, [99]).state_dict(arch, 0)
-    before = [params.state_dict(arch, k) for k in range(3)]
-    params.load_state_dict(arch, 1, donor)
-    after = [params.state_dict(arch, k) for k in range(3)]
+    network = build_network("resmlp", Arch([(2, 5)]))
+    params = init_parameters(network, [1, 2, 3])
+    donor = init_parameters(network, [99]).state_dict(network, 0)
+    before = [params.state_dict(network, k) for k in range(3)]
+    params.load_state_dict(network, 1, donor)
+    after = [params.state_dict(network, k) for k in range(3)]
     for name in donor:
         assert torch.equal(after[1][name], donor[name])
         assert torch.equal(after[0][name], before[0][name])
@@ -124,30 +124,30 @@ def test_load_state_dict_round_trips_into_one_trial_only():
 
 
 def test_load_state_dict_refuses_another_architecture():
-    small = build_architecture("resmlp", Arch([(2, 5)]))
-    other = build_architecture("resmlp", Arch([(2, 6)]))
+    small = build_network("resmlp", Arch([(2, 5)]))
+    other = build_network("resmlp", Arch([(2, 6)]))
     params = init_parameters(small, [1])
     with pytest.raises(ValueError, match="shape"):
         params.load_state_dict(small, 0, init_parameters(other, [1]).state_dict(other, 0))
-    deeper = build_architecture("resmlp", Arch([(3, 5)]))
+    deeper = build_network("resmlp", Arch([(3, 5)]))
     with pytest.raises(ValueError, match="missing|unexpected"):
         params.load_state_dict(small, 0, init_parameters(deeper, [1]).state_dict(deeper, 0))
 
 
 def test_a_trials_initial_weights_depend_only_on_its_seed():
-    arch = build_architecture("resmlp", Arch([(2, 9)]))
-    together = init_parameters(arch, [11, 22, 33])
-    alone = init_parameters(arch, [22])
-    for name, tensor in alone.state_dict(arch, 0).items():
-        assert torch.equal(together.state_dict(arch, 1)[name], tensor)
-    different = together.state_dict(arch, 0)["layer_stack.0.weight"]
-    assert not torch.equal(different, alone.state_dict(arch, 0)["layer_stack.0.weight"])
+    network = build_network("resmlp", Arch([(2, 9)]))
+    together = init_parameters(network, [11, 22, 33])
+    alone = init_parameters(network, [22])
+    for name, tensor in alone.state_dict(network, 0).items():
+        assert torch.equal(together.state_dict(network, 1)[name], tensor)
+    different = together.state_dict(network, 0)["layer_stack.0.weight"]
+    assert not torch.equal(different, alone.state_dict(network, 0)["layer_stack.0.weight"])
 
 
 def test_initialisation_is_pytorchs_default_uniform_bound():
-    arch = build_architecture("resmlp", Arch([(1, 64)]))
-    params = init_parameters(arch, [7])
-    for spec, w, b in zip(arch.linears, params.weights, params.biases):
+    network = build_network("resmlp", Arch([(1, 64)]))
+    params = init_parameters(network, [7])
+    for spec, w, b in zip(network.linears, params.weights, params.biases):
         bound = 1.0 / math.sqrt(spec.in_features)
         assert w.abs().max() <= bound and b.abs().max() <= bound
         # Spread over the interval, not concentrated near zero.
@@ -169,38 +169,38 @@ CASES = [
 def test_batched_forward_equals_a_torch_nn_reference_for_every_trial(
     model, stacks, trials, group_size
 ):
-    arch = build_architecture(model, Arch(stacks))
-    params = init_parameters(arch, [100 + k for k in range(trials)])
+    network = build_network(model, Arch(stacks))
+    params = init_parameters(network, [100 + k for k in range(trials)])
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(trials // group_size, 13, 784, generator=generator)
-    logits = forward(arch, params, x, group_size)
+    logits = forward(network, params, x, group_size)
     assert tuple(logits.shape) == (trials, 13, 10)
     for k in range(trials):
         net = reference(model, stacks)
-        net.load_state_dict(params.state_dict(arch, k))
+        net.load_state_dict(params.state_dict(network, k))
         expected = net(x[k // group_size])
         torch.testing.assert_close(logits[k], expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize(("model", "stacks", "trials", "group_size"), CASES)
 def test_dropout_masks_act_where_given_and_nowhere_else(model, stacks, trials, group_size):
-    arch = build_architecture(model, Arch(stacks))
-    params = init_parameters(arch, [200 + k for k in range(trials)])
+    network = build_network(model, Arch(stacks))
+    params = init_parameters(network, [200 + k for k in range(trials)])
     generator = torch.Generator().manual_seed(1)
     batch = 11
     x = torch.randn(trials // group_size, batch, 784, generator=generator)
     dropped = 1  # only this trial gets a non-trivial mask
     masks = []
-    for width in arch.dropout_sites:
+    for width in network.dropout_sites:
         scale = torch.ones(trials, batch, width)
         keep = torch.rand(batch, width, generator=generator) >= 0.5
         scale[dropped] = keep.float() / 0.5
         masks.append(scale)
-    plain = forward(arch, params, x, group_size)
-    masked = forward(arch, params, x, group_size, masks)
+    plain = forward(network, params, x, group_size)
+    masked = forward(network, params, x, group_size, masks)
     for k in range(trials):
         net = reference(model, stacks)
-        net.load_state_dict(params.state_dict(arch, k))
+        net.load_state_dict(params.state_dict(network, k))
         sites = dropout_modules(net)
         assert len(sites) == len(masks)
         if k == dropped:
@@ -213,6 +213,6 @@ def test_dropout_masks_act_where_given_and_nowhere_else(model, stacks, trials, g
 
 
 def test_dropout_sites_are_the_transitions_and_block_inner_activations():
-    arch = build_architecture("resmlp", Arch([(2, 4), (1, 8)]))
-    assert arch.dropout_sites == (4, 4, 4, 8, 8)
-    assert build_architecture("mlp", Arch([(2, 4), (1, 8)])).dropout_sites == (4, 4, 8)
+    network = build_network("resmlp", Arch([(2, 4), (1, 8)]))
+    assert network.dropout_sites == (4, 4, 4, 8, 8)
+    assert build_network("mlp", Arch([(2, 4), (1, 8)])).dropout_sites == (4, 4, 8)

@@ -25,21 +25,21 @@ from dataclasses import dataclass
 
 import torch
 
-from psa.model import Architecture, StackedParameters
+from psa.model import Network, StackedParameters
 from psa.modes import ABLATIVE_MODES
 
 
 @dataclass(frozen=True)
 class AblationTarget:
-    linear: int  # index into Architecture.linears
+    linear: int  # index into Network.linears
     neuron: int  # output row of that Linear
     consumers: tuple[int, ...] = ()  # Linears whose input column ``neuron`` is zeroed too
 
-    def describe(self, arch: Architecture) -> dict:
-        return {"layer": arch.linears[self.linear].name, "neuron": self.neuron}
+    def describe(self, network: Network) -> dict:
+        return {"layer": network.linears[self.linear].name, "neuron": self.neuron}
 
 
-def hidden_candidates(arch: Architecture, targets: str = "upstream") -> dict[int, tuple[int, ...]]:
+def hidden_candidates(network: Network, targets: str = "upstream") -> dict[int, tuple[int, ...]]:
     """The Linears whose neurons hidden mode may target, each with the Linears reading them.
 
     ``upstream``: every Linear but the last in compute order (ResMLP: but the first and last),
@@ -47,18 +47,18 @@ def hidden_candidates(arch: Architecture, targets: str = "upstream") -> dict[int
     first Linear (read by the block's second) and the input projection and transitions (read by
     every block of their stack and by the Linear after it, since the skip path carries them).
     """
-    last = len(arch.linears) - 1
-    if targets == "upstream" or arch.model == "mlp":
-        first = 1 if arch.model == "resmlp" else 0
+    last = len(network.linears) - 1
+    if targets == "upstream" or network.model == "mlp":
+        first = 1 if network.model == "resmlp" else 0
         return {i: (i + 1,) for i in range(first, last)}
     candidates = {}
-    for i, spec in enumerate(arch.linears):
+    for i, spec in enumerate(network.linears):
         if spec.role == "block_l1":
             candidates[i] = (i + 1,)
         elif spec.role in ("projection", "transition"):
             readers = []
             for j in range(i + 1, last + 1):
-                role = arch.linears[j].role
+                role = network.linears[j].role
                 if role == "block_l1":
                     readers.append(j)
                 elif role != "block_l2":
@@ -69,7 +69,7 @@ def hidden_candidates(arch: Architecture, targets: str = "upstream") -> dict[int
 
 
 def draw_target(
-    arch: Architecture,
+    network: Network,
     mode: str,
     rng: random.Random,
     hidden_targets: str = "upstream",
@@ -78,22 +78,22 @@ def draw_target(
     """One ablation target for ``mode``, or None for the non-ablative modes."""
     if mode not in ABLATIVE_MODES:
         return None
-    last = len(arch.linears) - 1
+    last = len(network.linears) - 1
     if mode == "output":
-        return AblationTarget(last, rng.randrange(arch.linears[last].out_features))
+        return AblationTarget(last, rng.randrange(network.linears[last].out_features))
     if mode == "full" and full_sampling == "layer":
-        linear = rng.randrange(len(arch.linears))
-        return AblationTarget(linear, rng.randrange(arch.linears[linear].out_features))
+        linear = rng.randrange(len(network.linears))
+        return AblationTarget(linear, rng.randrange(network.linears[linear].out_features))
     if mode == "full":
-        candidates = {i: () for i in range(len(arch.linears))}
+        candidates = {i: () for i in range(len(network.linears))}
     else:
-        candidates = hidden_candidates(arch, hidden_targets)
-    total = sum(arch.linears[i].out_features for i in candidates)
+        candidates = hidden_candidates(network, hidden_targets)
+    total = sum(network.linears[i].out_features for i in candidates)
     if total == 0:
         return None
     pick = rng.randrange(total)  # uniform over the candidates' neurons
     for linear, consumers in candidates.items():
-        width = arch.linears[linear].out_features
+        width = network.linears[linear].out_features
         if pick < width:
             return AblationTarget(linear, pick, consumers)
         pick -= width

@@ -8,6 +8,13 @@ loop, for every trial at once:
     -> validate -> promote to LKG on strict improvement
 
 A single ``train`` run is this engine with K = 1.
+
+Which loop trains the LKG unablated is the engine's ``first_loop`` policy, chosen by its caller:
+
+- ``FIRST_LOOP_EACH_SESSION`` (``train``, upstream's behaviour): the first loop an engine runs is
+  unablated, whatever its number, so every resumed session starts by training its LKG as saved.
+- ``FIRST_LOOP_OF_RUN`` (``sweep``): only loop 1 is unablated; a resumed batch ablates its first
+  loop as an uninterrupted run would, so a resumed sweep equals one that was never stopped.
 """
 
 from __future__ import annotations
@@ -25,12 +32,15 @@ from psa import interrupts
 from psa.ablation import AblationTarget, apply_ablation, draw_target
 from psa.config import Hyperparameters
 from psa.data import MnistSplits
-from psa.model import Architecture, StackedParameters, forward, init_parameters
+from psa.model import Network, StackedParameters, forward, init_parameters
 from psa.seeds import RunSeeds, loop_seed
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 EVAL_BYTES = 256 * 2**20  # activation budget of one evaluation chunk
+FIRST_LOOP_EACH_SESSION = "each-session"
+FIRST_LOOP_OF_RUN = "of-run"
+FIRST_LOOP_POLICIES = (FIRST_LOOP_EACH_SESSION, FIRST_LOOP_OF_RUN)
 
 
 @dataclass(frozen=True)
@@ -59,17 +69,25 @@ class TrialState:
 class Engine:
     def __init__(
         self,
-        arch: Architecture,
+        network: Network,
         trials: list[TrialSpec],
         hyper: Hyperparameters,
         data: MnistSplits,
         loops_completed: int = 0,
+        first_loop: str = FIRST_LOOP_EACH_SESSION,
     ):
-        self.arch, self.trials, self.hyper, self.data = arch, trials, hyper, data
+        if first_loop not in FIRST_LOOP_POLICIES:
+            raise ValueError(
+                f"unknown first-loop policy {first_loop!r}; choose one of "
+                f"{', '.join(FIRST_LOOP_POLICIES)}"
+            )
+        self.network, self.trials, self.hyper, self.data = network, trials, hyper, data
         self.device = data.train_x.device
         self.loops_completed = loops_completed
+        self.first_loop = first_loop
+        self.session_loops = 0  # loops this engine has run
         self.group_size, self.data_seeds = _data_groups(trials)
-        self.params = init_parameters(arch, [t.seeds.init for t in trials], self.device)
+        self.params = init_parameters(network, [t.seeds.init for t in trials], self.device)
         for tensor in self.params.tensors():
             tensor.requires_grad_(True)
         self.lkg = self.params.clone()
@@ -86,7 +104,7 @@ class Engine:
 
     def load_lkg(self, trial: int, state_dict: dict[str, torch.Tensor]) -> None:
         """Start trial ``trial`` from saved LKG weights (upstream names); then ``revalidate``."""
-        self.lkg.load_state_dict(self.arch, trial, state_dict)
+        self.lkg.load_state_dict(self.network, trial, state_dict)
         self.params.copy_(self.lkg)
 
     def revalidate(self, bounty_loops: list[int] | None = None) -> list[float]:
@@ -98,9 +116,13 @@ class Engine:
                 self.state[k].bounty_loop = bounty_loops[k]
         return accuracies
 
-    def run_loop(self, ablate: bool = True) -> LoopReport:
-        """One meta-loop for every trial. ``ablate=False`` for the first loop of a session."""
+    def run_loop(self, ablate: bool | None = None) -> LoopReport:
+        """One meta-loop for every trial. Whether it ablates follows the engine's ``first_loop``
+        policy; ``ablate`` overrides that for this loop (tools that time or check one loop)."""
         loop = self.loops_completed + 1
+        if ablate is None:
+            ablate = self._ablates(loop)
+        self.session_loops += 1
         self.params.copy_(self.lkg)
         targets = self._ablate(loop) if ablate else [None] * self.size
         train_seconds = self._train_epoch(loop)
@@ -122,12 +144,17 @@ class Engine:
         """Test accuracy of every trial's LKG."""
         return self.evaluate(self.lkg, self.data.test_x, self.data.test_y)
 
+    def _ablates(self, loop: int) -> bool:
+        if self.first_loop == FIRST_LOOP_EACH_SESSION:
+            return self.session_loops > 0
+        return loop > 1
+
     def _ablate(self, loop: int) -> list[AblationTarget | None]:
         targets = []
         for k, trial in enumerate(self.trials):
             rng = random.Random(loop_seed(trial.seeds.ablation, loop))
             target = draw_target(
-                self.arch, trial.mode, rng, self.hyper.hidden_targets, self.hyper.full_sampling
+                self.network, trial.mode, rng, self.hyper.hidden_targets, self.hyper.full_sampling
             )
             if target is not None:
                 apply_ablation(self.params, k, target)
@@ -155,7 +182,7 @@ class Engine:
             y = self.data.train_y.index_select(0, rows).view(index.shape)
             masks = self._dropout_masks(y.shape[1], dropout_rngs, dropout_buffers)
             with self._autocast():
-                logits = forward(self.arch, params, x, self.group_size, masks)
+                logits = forward(self.network, params, x, self.group_size, masks)
             targets = y.repeat_interleave(self.group_size, dim=0)
             # Sum over trials of each trial's mean loss: every trial gets its own gradient.
             # Classes on dim 1 ([K, 10, b]): the softmax then runs across the batch, which on
@@ -178,12 +205,12 @@ class Engine:
     @torch.no_grad()
     def evaluate(self, params: StackedParameters, x: torch.Tensor, y: torch.Tensor) -> list[float]:
         """Accuracy in % of every trial on (x, y); every trial reads the same inputs."""
-        widest = max(spec.out_features for spec in self.arch.linears)
+        widest = max(spec.out_features for spec in self.network.linears)
         chunk = max(256, min(x.shape[0], EVAL_BYTES // (12 * self.size * widest)))
         correct = torch.zeros(self.size, dtype=torch.int64, device=self.device)
         for first in range(0, x.shape[0], chunk):
             with self._autocast():
-                logits = forward(self.arch, params, x[None, first : first + chunk], self.size)
+                logits = forward(self.network, params, x[None, first : first + chunk], self.size)
             correct += (logits.argmax(-1) == y[first : first + chunk]).sum(-1)
         return (correct.double() * 100.0 / x.shape[0]).tolist()
 
@@ -228,7 +255,7 @@ class Engine:
         if not rngs:
             return None
         p = self.hyper.dropout
-        widths = self.arch.dropout_sites
+        widths = self.network.dropout_sites
         draws = torch.stack(
             [torch.rand(batch, sum(widths), generator=rng, device=self.device) for rng in rngs]
         )

@@ -28,7 +28,7 @@ class LinearSpec:
 
 @dataclass(frozen=True)
 class Step:
-    """One step of the forward pass, over indices into ``Architecture.linears``.
+    """One step of the forward pass, over indices into ``Network.linears``.
 
     ``dense``: h = dropout(relu(L(h))).  ``block``: h = relu(h + L2(dropout(relu(L1(h))))).
     ``final``: logits = L(h).
@@ -39,7 +39,7 @@ class Step:
 
 
 @dataclass(frozen=True)
-class Architecture:
+class Network:
     model: str
     arch: Arch
     linears: tuple[LinearSpec, ...]  # compute order
@@ -58,7 +58,7 @@ class Architecture:
         return sum(s.out_features * (s.in_features + 1) for s in self.linears)
 
 
-def build_architecture(model: str, arch: Arch) -> Architecture:
+def build_network(model: str, arch: Arch) -> Network:
     if model == "resmlp":
         return _resmlp(arch)
     if model == "mlp":
@@ -66,7 +66,7 @@ def build_architecture(model: str, arch: Arch) -> Architecture:
     raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
 
 
-def _resmlp(arch: Arch) -> Architecture:
+def _resmlp(arch: Arch) -> Network:
     # Mirrors upstream's nn.Sequential indices: a transition is Linear, ReLU, Dropout (3 slots),
     # a residual stack one slot; block layers are Linear(0), ReLU(1), Dropout(2), Linear(3).
     linears: list[LinearSpec] = []
@@ -87,10 +87,10 @@ def _resmlp(arch: Arch) -> Architecture:
         current = width
     linears.append(LinearSpec(f"layer_stack.{slot}", current, CLASSES, "final"))
     steps.append(Step("final", (len(linears) - 1,)))
-    return Architecture("resmlp", arch, tuple(linears), tuple(steps))
+    return Network("resmlp", arch, tuple(linears), tuple(steps))
 
 
-def _mlp(arch: Arch) -> Architecture:
+def _mlp(arch: Arch) -> Network:
     # The first paper's plain MLP: per hidden layer Linear, ReLU, Dropout; then Linear to 10.
     linears: list[LinearSpec] = []
     steps: list[Step] = []
@@ -102,7 +102,7 @@ def _mlp(arch: Arch) -> Architecture:
             current = width
     linears.append(LinearSpec(f"layers.{3 * len(linears)}", current, CLASSES, "final"))
     steps.append(Step("final", (len(linears) - 1,)))
-    return Architecture("mlp", arch, tuple(linears), tuple(steps))
+    return Network("mlp", arch, tuple(linears), tuple(steps))
 
 
 class StackedParameters:
@@ -138,25 +138,25 @@ class StackedParameters:
                 else:
                     dst[trials] = src[trials]
 
-    def state_dict(self, arch: Architecture, trial: int) -> dict[str, torch.Tensor]:
+    def state_dict(self, network: Network, trial: int) -> dict[str, torch.Tensor]:
         """One trial's parameters under upstream state-dict names (CPU copies)."""
         state = {}
-        for spec, w, b in zip(arch.linears, self.weights, self.biases):
+        for spec, w, b in zip(network.linears, self.weights, self.biases):
             state[f"{spec.name}.weight"] = w[trial].detach().t().cpu().contiguous()
             state[f"{spec.name}.bias"] = b[trial].detach().cpu().clone()
         return state
 
-    def load_state_dict(self, arch: Architecture, trial: int, state: dict[str, torch.Tensor]):
+    def load_state_dict(self, network: Network, trial: int, state: dict[str, torch.Tensor]):
         """Put an upstream-named state dict into one trial's slice; shapes must match exactly."""
-        expected = {f"{s.name}.{part}" for s in arch.linears for part in ("weight", "bias")}
+        expected = {f"{s.name}.{part}" for s in network.linears for part in ("weight", "bias")}
         if set(state) != expected:
             missing, unexpected = expected - set(state), set(state) - expected
             raise ValueError(
-                f"state dict does not fit {arch.model} {arch.arch.flag}: "
+                f"state dict does not fit {network.model} {network.arch.flag}: "
                 f"{len(missing)} missing and {len(unexpected)} unexpected tensors"
             )
         with torch.no_grad():
-            for spec, w, b in zip(arch.linears, self.weights, self.biases):
+            for spec, w, b in zip(network.linears, self.weights, self.biases):
                 for target, tensor in (
                     (w[trial].t(), state[f"{spec.name}.weight"]),
                     (b[trial], state[f"{spec.name}.bias"]),
@@ -164,13 +164,13 @@ class StackedParameters:
                     if tuple(tensor.shape) != tuple(target.shape):
                         raise ValueError(
                             f"tensor {spec.name} has shape {tuple(tensor.shape)}, "
-                            f"{arch.model} {arch.arch.flag} needs {tuple(target.shape)}"
+                            f"{network.model} {network.arch.flag} needs {tuple(target.shape)}"
                         )
                     target.copy_(tensor)
 
 
 def init_parameters(
-    arch: Architecture, init_seeds: list[int], device: torch.device | str = "cpu"
+    network: Network, init_seeds: list[int], device: torch.device | str = "cpu"
 ) -> StackedParameters:
     """PyTorch's default Linear init, U(-1/sqrt(in), 1/sqrt(in)) for weights and biases, per trial.
 
@@ -181,7 +181,7 @@ def init_parameters(
     for seed in init_seeds:
         generator = torch.Generator().manual_seed(seed)
         tensors = []
-        for spec in arch.linears:
+        for spec in network.linears:
             bound = 1.0 / math.sqrt(spec.in_features)
             w = torch.empty(spec.out_features, spec.in_features).uniform_(
                 -bound, bound, generator=generator
@@ -190,14 +190,14 @@ def init_parameters(
             tensors.append((w.t(), b))
         per_trial.append(tensors)
     weights, biases = [], []
-    for index in range(len(arch.linears)):
+    for index in range(len(network.linears)):
         weights.append(torch.stack([t[index][0] for t in per_trial]).to(device))
         biases.append(torch.stack([t[index][1] for t in per_trial]).to(device))
     return StackedParameters(weights, biases)
 
 
 def forward(
-    arch: Architecture,
+    network: Network,
     params: StackedParameters,
     x: torch.Tensor,
     group_size: int,
@@ -213,7 +213,7 @@ def forward(
     # Activations of a batch of trials outgrow the caches, so every elementwise pass costs a trip
     # to memory: ReLUs run in place on fresh GEMM outputs, and the residual add rides in the GEMM.
     h = None  # [K, B, width] once past the first Linear
-    for site, step in enumerate(arch.steps):
+    for site, step in enumerate(network.steps):
         first = step.linears[0]
         if step.kind == "block":
             if h is None:  # a block straight on the 784 inputs: every trial needs its own copy
@@ -228,7 +228,7 @@ def forward(
             if step.kind == "final":
                 return pre
             h = _dropout(torch.relu_(pre), dropout_masks, site)
-    raise ValueError(f"architecture {arch.arch.flag} has no final layer")
+    raise ValueError(f"architecture {network.arch.flag} has no final layer")
 
 
 def _linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

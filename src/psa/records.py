@@ -7,7 +7,7 @@ import torch
 
 import psa
 from psa.ablation import AblationTarget
-from psa.model import Architecture
+from psa.model import Network
 from psa.revision import git_revision
 
 # Fields of trial records and loop-log lines that differ between an interrupted-and-resumed run
@@ -19,7 +19,7 @@ PER_RUN_FIELDS = frozenset({"seconds", "train_seconds", "provenance"})
 def loop_record(
     *,
     run_id: str,
-    arch: Architecture,
+    network: Network,
     mode: str,
     trial: int,
     loop: int,
@@ -32,12 +32,12 @@ def loop_record(
 ) -> dict:
     return {
         "run_id": run_id,
-        "arch": arch.arch.key,
-        "model": arch.model,
+        "arch": network.arch.key,
+        "model": network.model,
         "mode": mode,
         "trial": trial,
         "loop": loop,
-        "ablation": None if target is None else target.describe(arch),
+        "ablation": None if target is None else target.describe(network),
         "val_accuracy": val_accuracy,
         "lkg_accuracy": lkg_accuracy,
         "promoted": promoted,

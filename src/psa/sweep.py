@@ -22,9 +22,9 @@ from psa import interrupts
 from psa.arch import Arch
 from psa.config import ConfigError, RunConfig
 from psa.data import MnistSplits
-from psa.engine import Engine, LoopReport, TrialSpec
+from psa.engine import FIRST_LOOP_OF_RUN, Engine, LoopReport, TrialSpec
 from psa.errors import PsaError
-from psa.model import Architecture, build_architecture
+from psa.model import Network, build_network
 from psa.records import loop_record, version_stamp
 from psa.seeds import run_seeds, trial_run_seed
 from psa.store import ChunkState, Claim, ResultsStore, StoreError, Trial
@@ -149,9 +149,9 @@ class ChunkRunner:
 
     def run(self, chunk: Chunk, claim: Claim) -> None:
         settings, store = self.settings, self.store
-        arch = build_architecture(settings.model, chunk.arch)
+        network = build_network(settings.model, chunk.arch)
         specs = [self._spec(t) for t in chunk.trials]
-        engine = Engine(arch, specs, settings.hyper, self.data)
+        engine = Engine(network, specs, settings.hyper, self.data, first_loop=FIRST_LOOP_OF_RUN)
         seconds = self._resume(engine, chunk)
         logs, boards = [], []
         try:
@@ -172,12 +172,12 @@ class ChunkRunner:
                     return self.run(chunk, claim)
             while engine.loops_completed < settings.meta_loops:
                 started = time.perf_counter()
-                report = engine.run_loop(ablate=engine.loops_completed > 0)
+                report = engine.run_loop()
                 # The loop is committed whole: a stop waits until its lines and state are saved.
                 with interrupts.held():
                     claim.check()
                     for k, (trial, log) in enumerate(zip(chunk.trials, logs)):
-                        line = self._line(chunk, arch, trial, report, k)
+                        line = self._line(chunk, network, trial, report, k)
                         log.append(line)
                         if boards:
                             boards[k].append(line)
@@ -229,7 +229,7 @@ class ChunkRunner:
     def _save(self, engine: Engine, chunk: Chunk, seconds: float) -> None:
         tensors = {}
         for k in range(engine.size):
-            for name, tensor in engine.lkg.state_dict(engine.arch, k).items():
+            for name, tensor in engine.lkg.state_dict(engine.network, k).items():
                 tensors[f"trial{k}.{name}"] = tensor
         state = ChunkState(
             chunk.key,
@@ -241,11 +241,11 @@ class ChunkRunner:
         self.store.save_chunk(state, tensors)
 
     def _line(
-        self, chunk: Chunk, arch: Architecture, trial: Trial, report: LoopReport, k: int
+        self, chunk: Chunk, network: Network, trial: Trial, report: LoopReport, k: int
     ) -> dict:
         return loop_record(
             run_id=chunk.key,
-            arch=arch,
+            network=network,
             mode=trial.mode,
             trial=trial.index,
             loop=report.loop,

@@ -27,7 +27,7 @@ from psa.data import DatasetError, MnistSplits, load_mnist
 from psa.device import DeviceError, resolve_device
 from psa.engine import Engine, TrialSpec
 from psa.errors import UsageExit
-from psa.model import Architecture, build_architecture
+from psa.model import Network, build_network
 from psa.modes import MODES
 from psa.records import version_stamp
 from psa.seeds import run_seeds, trial_run_seed
@@ -121,22 +121,22 @@ def run(args, archs, ks, precisions, device, data: MnistSplits) -> dict:
     steps_per_epoch = math.ceil(TRAIN_ROWS / args.batch_size)
     subset = _subset(data, args.steps * args.batch_size)
     for shape in archs:
-        arch = build_architecture("resmlp", shape)
+        network = build_network("resmlp", shape)
         floor = (
             6
-            * arch.parameter_count()
+            * network.parameter_count()
             * TRAIN_ROWS
             / (peaks.get("fp32", peaks[precisions[0]]) * 1e9)
         )
         if not args.no_upstream:
-            seconds = upstream_epoch_seconds(arch, subset, args.batch_size, steps_per_epoch)
-            rows.append(_row(arch, "upstream-style", 1, "fp32", seconds, floor))
+            seconds = upstream_epoch_seconds(network, subset, args.batch_size, steps_per_epoch)
+            rows.append(_row(network, "upstream-style", 1, "fp32", seconds, floor))
             console.print(_line(rows[-1]))
         for precision in precisions:
             for k in ks:
                 hyper = replace(RunConfig.from_args(args).hyper, precision=precision)
-                seconds = engine_epoch_seconds(arch, k, hyper, subset, steps_per_epoch)
-                rows.append(_row(arch, "engine", k, precision, seconds, floor))
+                seconds = engine_epoch_seconds(network, k, hyper, subset, steps_per_epoch)
+                rows.append(_row(network, "engine", k, precision, seconds, floor))
                 console.print(_line(rows[-1]))
     report = {
         "matmul_peak_gflops": peaks,
@@ -153,7 +153,7 @@ def run(args, archs, ks, precisions, device, data: MnistSplits) -> dict:
 
 
 def engine_epoch_seconds(
-    arch: Architecture,
+    network: Network,
     k: int,
     hyper: Hyperparameters,
     data: MnistSplits,
@@ -166,7 +166,7 @@ def engine_epoch_seconds(
         seed = trial_run_seed(0, t + 1)
         trials.append(TrialSpec(MODES[mode], run_seeds(seed, MODES[mode])))
     trials.sort(key=lambda spec: spec.seeds.data)  # modes sharing a data order stay together
-    engine = Engine(arch, trials, hyper, data)
+    engine = Engine(network, trials, hyper, data)
     engine.run_loop(ablate=False)  # warm-up: allocator, kernels, lazy imports
     report = engine.run_loop(ablate=True)
     steps = math.ceil(data.train_x.shape[0] / hyper.batch_size)
@@ -174,11 +174,11 @@ def engine_epoch_seconds(
 
 
 def upstream_epoch_seconds(
-    arch: Architecture, data: MnistSplits, batch_size: int, steps_per_epoch: int
+    network: Network, data: MnistSplits, batch_size: int, steps_per_epoch: int
 ) -> float:
     """The same epoch the way upstream ran it: an nn.Module, a shuffling DataLoader over a
     TensorDataset, AdamW; one trial."""
-    model = reference_module(arch).to(data.train_x.device)
+    model = reference_module(network).to(data.train_x.device)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(data.train_x, data.train_y),
         batch_size=batch_size,
@@ -209,11 +209,11 @@ class _Block(nn.Module):
         return torch.relu(x + self.layers(x))
 
 
-def reference_module(arch: Architecture) -> nn.Module:
+def reference_module(network: Network) -> nn.Module:
     """Upstream's ResMLP as nn.Modules (spec 2.2), dropout idle as outside dropout mode."""
     layers: list[nn.Module] = []
     current = 784
-    for depth, width in arch.arch.stacks:
+    for depth, width in network.network.stacks:
         if width != current:
             layers += [nn.Linear(current, width), nn.ReLU(), nn.Dropout(0.0)]
         layers.append(nn.Sequential(*[_Block(width) for _ in range(depth)]))
@@ -251,13 +251,13 @@ def _subset(data: MnistSplits, rows: int) -> MnistSplits:
 
 
 def _row(
-    arch: Architecture, engine: str, k: int, precision: str, epoch_seconds: float, floor: float
+    network: Network, engine: str, k: int, precision: str, epoch_seconds: float, floor: float
 ) -> dict:
     per_trial = epoch_seconds / k
-    flops = 6 * arch.parameter_count() * TRAIN_ROWS * k
+    flops = 6 * network.parameter_count() * TRAIN_ROWS * k
     return {
-        "arch": arch.arch.key,
-        "parameters": arch.parameter_count(),
+        "arch": network.network.key,
+        "parameters": network.parameter_count(),
         "engine": engine,
         "trials": k,
         "precision": precision,

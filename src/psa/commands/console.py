@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from psa.engine import LoopReport, TrialState
-from psa.model import Architecture
+from psa.model import Network
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -33,10 +33,10 @@ def loop_line(index: int, total: int, report: LoopReport, state: TrialState, k: 
 
 
 class TrainingDisplay:
-    def __init__(self, arch: Architecture, args, device, seeds):
+    def __init__(self, network: Network, args, device, seeds):
         self.console = terminal_console()
         self.rich = self.console is not None
-        self.arch, self.args, self.device, self.seeds = arch, args, device, seeds
+        self.network, self.args, self.device, self.seeds = network, args, device, seeds
         self._progress: Progress | None = None
 
     def print(self, text: str) -> None:
@@ -47,11 +47,11 @@ class TrainingDisplay:
             print(text, flush=True)
 
     def header(self, data_seconds: float, checkpoint: Path) -> None:
-        arch, args = self.arch, self.args
+        network, args = self.network, self.args
         if self.rich:
-            self.console.print(architecture_table(arch))
+            self.console.print(architecture_table(network))
         self.print(
-            f"{arch.model} {arch.arch.flag} | {arch.parameter_count():,} parameters"
+            f"{network.model} {network.arch.flag} | {network.parameter_count():,} parameters"
             f" | mode {args.ablation_mode} | device {self.device.type} | precision "
             f"{args.precision} | seed {self.seeds.run} (data seed {self.seeds.data})"
         )
@@ -97,7 +97,7 @@ class TrainingDisplay:
         self.print(loop_line(index, self.args.meta_loops, report, state))
         target = report.targets[0]
         if self.args.debug and target is not None:
-            described = target.describe(self.arch)
+            described = target.describe(self.network)
             self.print(f"  ablated neuron {described['neuron']} of {described['layer']}")
 
     def finished(
@@ -123,15 +123,15 @@ def terminal_console() -> Console | None:
     return console if console.is_terminal else None
 
 
-def architecture_table(arch: Architecture) -> Table:
+def architecture_table(network: Network) -> Table:
     from rich.table import Table
 
-    table = Table(title=f"{arch.model} {arch.arch.flag}")
+    table = Table(title=f"{network.model} {network.arch.flag}")
     for column in ("#", "layer", "role", "in", "out", "parameters"):
         table.add_column(
             column, justify="right" if column in ("#", "in", "out", "parameters") else "left"
         )
-    for index, spec in enumerate(arch.linears):
+    for index, spec in enumerate(network.linears):
         table.add_row(
             str(index),
             spec.name,
@@ -141,5 +141,5 @@ def architecture_table(arch: Architecture) -> Table:
             f"{spec.out_features * (spec.in_features + 1):,}",
         )
     table.add_section()
-    table.add_row("", "total", "", "", "", f"{arch.parameter_count():,}")
+    table.add_row("", "total", "", "", "", f"{network.parameter_count():,}")
     return table

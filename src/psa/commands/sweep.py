@@ -28,7 +28,7 @@ from psa.device import DeviceError, resolve_device
 from psa.errors import UsageError, exit_with
 from psa.markdown import write_tables
 from psa.memory import MemoryLimitError, batch_limit, check_fits, memory_budget
-from psa.model import build_architecture
+from psa.model import build_network
 from psa.modes import MODES
 from psa.provenance import capture
 from psa.seeds import fresh_seed
@@ -272,7 +272,7 @@ def plan(
         running = {t for t in pending if store.is_claimed(t)}
         resumed = saved_chunks(store, arch, pending, running)
         taken = {t for chunk in resumed for t in chunk.trials} | running
-        network = build_architecture(settings.model, arch)
+        network = build_network(settings.model, arch)
         limit = request.max_batch or batch_limit(network, settings.hyper.batch_size, budget, device)
         rest = [t for t in pending if t not in taken]
         chunks += resumed + plan_chunks(arch, rest, limit)
@@ -302,7 +302,7 @@ def run(request: SweepRequest) -> None:
 
     chunks = replan()
     for arch, size in sorted({(chunk.arch, len(chunk.trials)) for chunk in chunks}):
-        network = build_architecture(settings.model, arch)
+        network = build_network(settings.model, arch)
         check_fits(network, settings.hyper.batch_size, size, device)
     finished = len(store.recorded_trials(settings.model)) if store.exists() else 0
 
@@ -413,7 +413,7 @@ def full_plan(
     """Every batch of the grid, finished or not, in the order one process runs them."""
     batches, costs = [], []
     for arch, trials in grid(configs, wanted.modes, wanted.trials, set()):
-        network = build_architecture(settings.model, arch)
+        network = build_network(settings.model, arch)
         limit = max_batch or batch_limit(network, settings.hyper.batch_size, budget, device)
         for chunk in plan_chunks(arch, trials, limit):
             batches.append(chunk)
@@ -587,9 +587,9 @@ def print_plan(console: Console, chunks: list[Chunk], settings: RunConfig, finis
     for chunk in chunks:
         by_arch.setdefault(chunk.arch, []).append(chunk)
     for key, batches in by_arch.items():
-        arch = build_architecture(settings.model, key)
+        network = build_network(settings.model, key)
         seconds = [
-            estimate_seconds(arch, len(c.trials), settings, settings.meta_loops - c.saved_loops)
+            estimate_seconds(network, len(c.trials), settings, settings.meta_loops - c.saved_loops)
             for c in batches
         ]
         total_seconds += sum(seconds)
@@ -617,11 +617,11 @@ def print_plan(console: Console, chunks: list[Chunk], settings: RunConfig, finis
     )
 
 
-def estimate_seconds(arch, trials: int, settings: RunConfig, loops: int | None = None) -> float:
-    """Seconds for ``trials`` trials of ``arch`` over ``loops`` meta-loops (default: all of
+def estimate_seconds(network, trials: int, settings: RunConfig, loops: int | None = None) -> float:
+    """Seconds for ``trials`` trials of ``network`` over ``loops`` meta-loops (default: all of
     them; the cost model above)."""
-    flops = 6.0 * arch.parameter_count() * 50_000
-    units = sum(spec.out_features for spec in arch.linears)
+    flops = 6.0 * network.parameter_count() * 50_000
+    units = sum(spec.out_features for spec in network.linears)
     trial_epoch = flops / (DRY_RUN_GFLOPS * 1e9) + units * DRY_RUN_SECONDS_PER_ACTIVATION_UNIT
     loops = settings.meta_loops if loops is None else loops
     return trial_epoch * VALIDATION_SHARE * trials * loops

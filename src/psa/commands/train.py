@@ -26,9 +26,9 @@ from psa.commands.console import TrainingDisplay
 from psa.config import RunConfig
 from psa.data import DatasetError, load_mnist
 from psa.device import DeviceError, resolve_device
-from psa.engine import Engine, TrialSpec, TrialState
+from psa.engine import FIRST_LOOP_EACH_SESSION, Engine, TrialSpec, TrialState
 from psa.memory import MemoryLimitError, check_fits
-from psa.model import build_architecture
+from psa.model import build_network
 from psa.modes import MODES
 from psa.provenance import capture
 from psa.records import loop_record
@@ -111,10 +111,10 @@ def main(argv: list[str] | None = None) -> None:
 def run(args: argparse.Namespace) -> None:
     model_dir = Path(os.environ.get("SAGEMAKER_MODEL_DIR") or args.model_dir)
     checkpoint = model_dir / DEFAULT_NAME
-    arch = build_architecture(args.model, args.arch)
+    network = build_network(args.model, args.arch)
     device = resolve_device(args.device)
     hyper = RunConfig.from_args(args).hyper
-    check_fits(arch, hyper.batch_size, 1, device)  # before anything is allocated
+    check_fits(network, hyper.batch_size, 1, device)  # before anything is allocated
     if args.tensorboard:
         from psa.store import tensorboard
 
@@ -145,14 +145,15 @@ def run(args: argparse.Namespace) -> None:
         data_seed = metadata["data_seed"] if args.data_seed is None else args.data_seed
         seeds = run_seeds(seed, args.ablation_mode, data_seed)
     engine = Engine(
-        arch,
+        network,
         [TrialSpec(args.ablation_mode, seeds)],
         hyper,
         data,
         loops_completed=metadata["loops_completed"],
+        first_loop=FIRST_LOOP_EACH_SESSION,
     )
 
-    display = TrainingDisplay(arch, args, device, seeds)
+    display = TrainingDisplay(network, args, device, seeds)
     stop, board, log = None, None, None
     # A stop from here on ends with the summary of what is on disk.
     try:
@@ -177,10 +178,9 @@ def run(args: argparse.Namespace) -> None:
             with display.progress(args.meta_loops) as advance:
                 # Lines of a loop the checkpoint does not hold (a kill between the two) go first.
                 repair_run_logs(model_dir, checkpoint, metadata["loops_completed"])
-                board = live_board(args, model_dir, checkpoint, arch.arch)
+                board = live_board(args, model_dir, checkpoint, network.arch)
                 for session_loop in range(1, args.meta_loops + 1):
-                    # The first loop of every session trains the LKG unablated (upstream parity).
-                    report = engine.run_loop(ablate=session_loop > 1)
+                    report = engine.run_loop()
                     state = engine.state[0]
                     # The loop is committed whole: a stop waits until its log line and then its
                     # checkpoint are written. A kill between the two leaves a line that the next
@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> None:
                     with interrupts.held():
                         line = loop_record(
                             run_id=run_id,
-                            arch=arch,
+                            network=network,
                             mode=args.ablation_mode,
                             trial=1,
                             loop=report.loop,
@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> None:
                             bounty=state.lkg_accuracy,
                             bounty_loop=state.bounty_loop,
                         )
-                        save_checkpoint(checkpoint, engine.lkg.state_dict(arch, 0), metadata)
+                        save_checkpoint(checkpoint, engine.lkg.state_dict(network, 0), metadata)
                     display.loop(session_loop, report, state)
                     advance()
     except KeyboardInterrupt as error:
