@@ -213,7 +213,7 @@ def reference_module(network: Network) -> nn.Module:
     """Upstream's ResMLP as nn.Modules (spec 2.2), dropout idle as outside dropout mode."""
     layers: list[nn.Module] = []
     current = 784
-    for depth, width in network.network.stacks:
+    for depth, width in network.arch.stacks:
         if width != current:
             layers += [nn.Linear(current, width), nn.ReLU(), nn.Dropout(0.0)]
         layers.append(nn.Sequential(*[_Block(width) for _ in range(depth)]))
@@ -256,7 +256,7 @@ def _row(
     per_trial = epoch_seconds / k
     flops = 6 * network.parameter_count() * TRAIN_ROWS * k
     return {
-        "arch": network.network.key,
+        "arch": network.arch.key,
         "parameters": network.parameter_count(),
         "engine": engine,
         "trials": k,
