@@ -62,6 +62,7 @@ USAGE_ERRORS = [
     ("export-tensorboard", ["--results-dir", "{absent}"]),
     ("results-value", ["--results-dir", "{absent}"]),
     ("check-reproduction", ["--results-dir", "{tmp}", "--claims", "{absent}"]),
+    ("check-device", ["--archs", "4x17"]),
 ]
 
 # Inputs that exist but hold nothing usable: a failure (1), not a usage error.

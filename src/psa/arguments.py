@@ -39,10 +39,18 @@ def mode_list(text: str) -> tuple[str, ...]:
 
 
 def add_device_flag(parser: argparse.ArgumentParser) -> None:
-    """``--device``: any torch device string; psa.device refuses one this machine lacks."""
+    """``--device``: any torch device string; psa.device refuses one this machine lacks.
+    ``--matmul-precision``: float32 matmuls on CUDA, full fp32 unless asked."""
     parser.add_argument(
         "--device",
         default="auto",
         metavar="DEVICE",
         help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps",
+    )
+    parser.add_argument(
+        "--matmul-precision",
+        choices=("highest", "high", "medium"),  # psa.device.MATMUL_PRECISIONS, without torch
+        default="highest",
+        help="float32 matmuls on CUDA: highest is full fp32 (TF32 off); high or medium allow "
+        "TF32, faster and less exact; recorded in every run's provenance",
     )

@@ -50,6 +50,7 @@ COMMANDS = {
     "export-tensorboard": "psa.commands.export:tensorboard_main",
     "results-value": "psa.commands.export:value_main",
     "check-reproduction": "psa.commands.check_reproduction:main",
+    "check-device": "psa.commands.check_device:main",
 }
 
 # ``psa --help``: the subcommands by group, each with what it does in a few words.
@@ -59,6 +60,7 @@ GROUPS = {
         "sweep": "run a grid of architectures x modes x trials, batched and resumable",
         "merge-results": "merge results dirs of one grid into one",
         "bench": "measure training throughput on this machine",
+        "check-device": "check this device against a float64 reference; project the grid",
         "analyze-dataset": "class balance and ZeroR of the MNIST splits",
         "generate-reproduction-tests": "the grid as one train command per trial",
         "clean": "delete the checkpoint and run logs of a model dir",

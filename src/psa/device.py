@@ -7,14 +7,37 @@ import torch
 from psa.errors import PsaError
 
 CHOICES = ("auto", "cpu", "cuda", "mps")
+# torch's names for the precision of float32 matmuls; "highest" is full fp32.
+MATMUL_PRECISIONS = ("highest", "high", "medium")
 
 
 class DeviceError(PsaError):
     """The requested device does not exist on this machine; the message says what to use."""
 
 
-def resolve_device(name: str | None) -> torch.device:
-    """``None``/"auto" picks the best available device; anything else must be available."""
+def resolve_device(name: str | None, matmul_precision: str = "highest") -> torch.device:
+    """``None``/"auto" picks the best available device; anything else must be available.
+    On CUDA, float32 matmuls are set to ``matmul_precision`` (see :func:`set_matmul_precision`)."""
+    device = _pick_device(name)
+    if device.type == "cuda":
+        set_matmul_precision(matmul_precision)
+    return device
+
+
+def set_matmul_precision(precision: str = "highest") -> None:
+    """float32 matmuls at ``precision``: "highest" keeps them full fp32, with TF32 off in cuBLAS
+    and cuDNN whatever a library or an earlier call set; "high" and "medium" let CUDA use TF32
+    (faster, about 3 decimal digits)."""
+    if precision not in MATMUL_PRECISIONS:
+        raise DeviceError(
+            f"unknown matmul precision {precision!r}; use one of {', '.join(MATMUL_PRECISIONS)}"
+        )
+    torch.set_float32_matmul_precision(precision)
+    torch.backends.cuda.matmul.allow_tf32 = precision != "highest"
+    torch.backends.cudnn.allow_tf32 = precision != "highest"
+
+
+def _pick_device(name: str | None) -> torch.device:
     if name is None or name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -181,6 +181,13 @@ def _cudnn_version(torch) -> int | None:
         return None
 
 
+def device_model(device) -> str | None:
+    """The name of ``device``'s hardware: the GPU's model, the CPU's, or the device type."""
+    import torch
+
+    return _device_model(torch, device)
+
+
 def _device_model(torch, device) -> str | None:
     if device is None:
         return None

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
             "bench: --archs lists no architecture; give L*W items, e.g. --archs 1*1024,4*17"
         )
     try:
-        device = resolve_device(args.device)
+        device = resolve_device(args.device, args.matmul_precision)
         data = load_mnist(args.data_dir, device)
     except (DatasetError, DeviceError) as error:
         sys.exit(f"bench: {error}")

@@ -178,6 +178,7 @@ class SweepRequest:
     shard: Shard | None = None
     dry_run: bool = False
     tensorboard: bool = False
+    matmul_precision: str = "highest"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> SweepRequest:
@@ -195,6 +196,7 @@ class SweepRequest:
             args.shard,
             args.dry_run,
             getattr(args, "tensorboard", False),
+            getattr(args, "matmul_precision", "highest"),
         )
 
 
@@ -289,7 +291,7 @@ def run(request: SweepRequest) -> None:
     store = ResultsStore(request.results_dir)
     seed = request.config.seed if request.config.seed is not None else stored_seed(store)
     settings = replace(request.config, seed=fresh_seed() if seed is None else seed)
-    device = resolve_device(request.device)
+    device = resolve_device(request.device, request.matmul_precision)
     # Checked before anything else, so --dry-run refuses what the real run would refuse.
     check_results_dir(store, settings)
     wanted = Grid(tuple(arch_order), tuple(request.modes), request.trials)

@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> None:
     model_dir = Path(os.environ.get("SAGEMAKER_MODEL_DIR") or args.model_dir)
     checkpoint = model_dir / DEFAULT_NAME
     network = build_network(args.model, args.arch)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, args.matmul_precision)
     hyper = RunConfig.from_args(args).hyper
     check_fits(network, hyper.batch_size, 1, device)  # before anything is allocated
     if args.tensorboard:

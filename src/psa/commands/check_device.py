@@ -1,0 +1,121 @@
+"""``check-device``: does this device compute what a float64 CPU reference computes, and how long
+would the paper grid take on it? The command to run before a long grid on new hardware.
+
+Exit status 0 when every comparison is within its tolerance, 1 when one is not (the table or the
+JSON says which), 2 for a usage error."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from psa.arch import ArchError, parse_key
+from psa.arguments import add_device_flag, positive_int
+from psa.atomic import write_text_atomically
+from psa.cli import CommandParser
+from psa.device import DeviceError, resolve_device
+from psa.errors import UsageExit
+from psa.selfcheck import TIMED_ARCHS, TIMED_STEPS, SelfCheck, run_selfcheck
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(
+        prog="check-device",
+        description="Compare this device's logits, gradients and whole meta-loops with a float64 "
+        "CPU reference within stated tolerances, report its software and numerical settings, "
+        "time a few grid architectures and project the paper grid's time here. Exit status 1 "
+        "when a comparison fails.",
+    )
+    add_device_flag(parser)
+    parser.add_argument(
+        "--archs",
+        default=",".join(a.strip("[]") for a in TIMED_ARCHS),
+        help="comma-separated L*W grid architectures to time; empty to time none",
+    )
+    parser.add_argument(
+        "--steps",
+        type=positive_int,
+        default=TIMED_STEPS,
+        help="training steps timed per architecture; a loop is extrapolated from them",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--output", type=Path, default=None, help="also write the JSON here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        archs = tuple(parse_key(a).flag for a in args.archs.split(",") if a.strip())
+    except ArchError as error:
+        raise UsageExit(f"check-device: --archs: {error}") from None
+    try:
+        device = resolve_device(args.device, args.matmul_precision)
+    except DeviceError as error:
+        sys.exit(f"check-device: {error}")
+    result = run_selfcheck(device, archs, args.steps)
+    report = result.as_json()
+    if args.output is not None:
+        write_text_atomically(args.output, json.dumps(report, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(result)
+    if not result.passed:
+        failed = [c for c in result.comparisons if not c.passed]
+        sys.exit(
+            f"check-device: {len(failed)} of {len(result.comparisons)} comparisons with the "
+            f"float64 reference failed on {device} (first: {failed[0].check}, "
+            f"{failed[0].network}); do not trust this device's results until it passes"
+        )
+    return 0
+
+
+def print_report(result: SelfCheck) -> None:
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 120
+    settings = Table(title="Device and numerical settings", show_header=False)
+    for key, value in result.environment.items():
+        settings.add_row(key, "-" if value is None else str(value))
+    console.print(settings)
+    checks = Table(title="Against the float64 CPU reference")
+    for column in ("check", "network", "error", "tolerance", "unit", "result"):
+        checks.add_column(column, justify="right" if column in ("error", "tolerance") else "left")
+    for c in result.comparisons:
+        checks.add_row(
+            c.check,
+            c.network,
+            f"{c.error:.2e}",
+            f"{c.tolerance:g}",
+            c.unit,
+            "PASS" if c.passed else "FAIL",
+        )
+    console.print(checks)
+    if result.timings:
+        speed = Table(title="Training speed at the sweep's K (a loop: 50,000 + 10,000 images)")
+        for column in ("arch", "K", "steps timed", "s/step", "s/loop", "trial-epochs/s"):
+            speed.add_column(column, justify="left" if column == "arch" else "right")
+        for t in result.timings:
+            speed.add_row(
+                t.arch,
+                str(t.trials),
+                str(t.steps_timed),
+                f"{t.seconds_per_step:.4f}",
+                f"{t.seconds_per_loop:.1f}",
+                f"{t.trial_epochs_per_second:.2f}",
+            )
+        console.print(speed)
+        grid = result.as_json()["grid"]
+        console.print(
+            f"Paper grid ({grid['architectures']} architectures x {grid['trials_per_architecture']}"
+            f" trials x {grid['meta_loops']} loops) projected on this device: "
+            f"~{result.grid_hours:.1f} h (the cost model scaled by the timed architectures; "
+            "a busy machine takes longer)"
+        )
+    console.print("PASS" if result.passed else "FAIL")

@@ -1,0 +1,114 @@
+"""check-device: this device against a float64 CPU reference (run here on the CPU, as in CI), its
+report, and the float32 matmul precision it and every training command pin on CUDA."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from psa import cli, selfcheck
+from psa import engine as engine_module
+from psa.device import resolve_device, set_matmul_precision
+
+
+def check_device(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        status = cli.run("check-device", argv)
+    except SystemExit as done:
+        status = done.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_the_cpu_matches_the_float64_reference_and_the_grid_is_projected(capsys, tmp_path):
+    argv = ["--device", "cpu", "--archs", "4*17", "--steps", "2", "--json"]
+    status, out, err = check_device([*argv, "--output", str(tmp_path / "device.json")], capsys)
+    assert status == 0, err
+    report = json.loads(out)
+    assert report == json.loads((tmp_path / "device.json").read_text())
+    assert report["passed"] is True
+    checks = {(c["check"], c["network"]) for c in report["comparisons"]}
+    assert len(checks) == 5 * len(selfcheck.NUMERIC_NETWORKS)
+    for comparison in report["comparisons"]:
+        assert comparison["passed"] and 0 <= comparison["error"] <= comparison["tolerance"]
+    assert report["environment"]["device"] == "cpu"
+    assert report["environment"]["float32_matmul_precision"] == "highest"
+    (timing,) = report["timings"]
+    assert timing["arch"] == "[4*17]" and timing["trials"] == 60 and timing["steps_timed"] == 2
+    assert timing["trial_epochs_per_second"] == pytest.approx(60 / timing["seconds_per_loop"])
+    assert report["grid"]["architectures"] == 98 and report["grid"]["projected_hours"] > 0
+
+
+def test_the_table_names_every_check_and_says_pass(capsys):
+    status, out, err = check_device(["--device", "cpu", "--archs", ""], capsys)
+    assert status == 0, err
+    for check in ("forward logits", "gradients", "2 loops: LKG weights", "device_model"):
+        assert check in out
+    assert out.rstrip().endswith("PASS") and "FAIL" not in out
+
+
+def test_a_perturbed_engine_forward_fails_the_check(capsys, monkeypatch):
+    forward = engine_module.forward
+
+    def perturbed(*args, **kwargs):
+        logits = forward(*args, **kwargs)
+        return logits + 1e-3 * torch.arange(10, dtype=logits.dtype, device=logits.device)
+
+    monkeypatch.setattr(engine_module, "forward", perturbed)
+    status, out, err = check_device(["--device", "cpu", "--archs", "", "--json"], capsys)
+    assert status == 1
+    assert err.startswith("check-device: ") and err.count("\n") == 1
+    assert "comparisons with the float64 reference failed on cpu" in err
+    failed = {c["check"] for c in json.loads(out)["comparisons"] if not c["passed"]}
+    assert {"forward logits", "gradients", "2 loops: LKG weights"} <= failed
+
+
+def test_an_optimizer_step_off_by_one_percent_fails_the_loop_check(capsys, monkeypatch):
+    adam = engine_module.adam
+
+    def off(*args, lr, **kwargs):
+        return adam(*args, lr=lr * 1.01, **kwargs)
+
+    monkeypatch.setattr(engine_module, "adam", off)
+    status, out, _ = check_device(["--device", "cpu", "--archs", "", "--json"], capsys)
+    assert status == 1
+    failed = {c["check"] for c in json.loads(out)["comparisons"] if not c["passed"]}
+    assert "2 loops: LKG weights" in failed and not failed & {"forward logits", "gradients"}
+
+
+@pytest.fixture
+def restored_matmul_settings():
+    saved = (
+        torch.get_float32_matmul_precision(),
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+    )
+    yield
+    torch.set_float32_matmul_precision(saved[0])
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[1:]
+
+
+def test_highest_matmul_precision_turns_tf32_off_whatever_was_set(restored_matmul_settings):
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    set_matmul_precision("highest")
+    assert torch.get_float32_matmul_precision() == "highest"
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    set_matmul_precision("high")
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+
+
+def test_the_cpu_keeps_torchs_matmul_settings(restored_matmul_settings):
+    torch.backends.cudnn.allow_tf32 = True
+    assert resolve_device("cpu", "medium") == torch.device("cpu")
+    assert torch.get_float32_matmul_precision() == "highest" and torch.backends.cudnn.allow_tf32
+
+
+def test_training_commands_take_the_matmul_precision_flag():
+    from psa.commands import bench, sweep, train
+
+    for command in (train, sweep, bench):
+        parser = command.build_parser()
+        assert parser.parse_args([]).matmul_precision == "highest"
+        assert parser.parse_args(["--matmul-precision", "high"]).matmul_precision == "high"
