@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psa
@@ -76,7 +76,7 @@ class Provenance:
 def new_id() -> str:
     """A run id that sorts by start time and does not collide between hosts: UTC to the
     microsecond and 6 random hex digits."""
-    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"
 
 
 def capture(device=None) -> Provenance:
@@ -135,7 +135,7 @@ def _torch_fields(device) -> dict:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _sha256(data: bytes) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from botocore.exceptions import ClientError
@@ -51,7 +51,7 @@ def jobs_with_logs(logs, job_prefix: str) -> list[str]:
 
 
 def _format_event(event: dict) -> str:
-    moment = datetime.fromtimestamp(event["timestamp"] / 1000, tz=timezone.utc)
+    moment = datetime.fromtimestamp(event["timestamp"] / 1000, tz=UTC)
     stamp = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return f"[{stamp}] {event['message'].rstrip(chr(10))}\n"
 

@@ -14,7 +14,7 @@ import json
 import sys
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from botocore.exceptions import ClientError
@@ -128,7 +128,7 @@ def report(costs: list[JobCost], prices: dict[str, float]) -> dict:
     longest = max(billed, key=lambda job: job.training_seconds or 0, default=None)
     return {
         "metadata": {
-            "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "prices_per_hour": prices,
             "total_jobs": len(costs),
             "billed_jobs": len(billed),

@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from psa.arguments import existing_path
@@ -77,7 +77,7 @@ def download_main(argv: list[str] | None = None) -> int:
     counts = Counter(result.status.split(":")[0] for result in results)
     summary = {
         "log_group": LOG_GROUP,
-        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "totals": {
             "jobs": len(results),
             "events": sum(result.events for result in results),

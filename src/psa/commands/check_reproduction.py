@@ -25,10 +25,9 @@ import math
 import shlex
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-
-import tomllib
 
 from psa.cli import COMMANDS, CommandParser, one_line
 from psa.errors import PsaError, UsageError
