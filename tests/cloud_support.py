@@ -59,8 +59,8 @@ def isolated_aws_env(monkeypatch, tmp_path, credentials: bool = True, **settings
 
 def stand_in_dataset(monkeypatch, tmp_path) -> None:
     """MNIST file names with tiny contents, where the runner looks for the dataset to upload."""
-    from psa.cloud import runner
     from psa.cloud.sourcedir import MNIST_FILES
+    from psa.commands import sagemaker_runner as runner
 
     dataset = tmp_path / "dataset"
     dataset.mkdir()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from torchvision.datasets import MNIST
 
+from command_support import refusal
 from psa import data
 from psa.commands import analyze_dataset
 
@@ -43,13 +44,10 @@ def test_json_output_carries_every_set(capsys):
     assert validation["zeror_accuracy"] == pytest.approx(11.02)
 
 
-def test_missing_data_is_one_line_on_stderr_and_a_non_zero_exit(tmp_path, monkeypatch):
+def test_missing_data_is_one_line_on_stderr_and_a_non_zero_exit(tmp_path, monkeypatch, capsys):
     def offline(self):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(MNIST, "download", offline)
-    with pytest.raises(SystemExit) as failed:
-        analyze_dataset.main(["--data-dir", str(tmp_path)])
-    message = str(failed.value)
+    message = refusal(capsys, analyze_dataset.main, ["--data-dir", str(tmp_path)])[1]
     assert message.startswith("analyze-dataset: ") and "is missing" in message
-    assert "\n" not in message

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
+from command_support import refusal
 from psa.commands import clean
+from psa.errors import UsageError
 
 
 @pytest.fixture
@@ -81,7 +84,7 @@ def test_a_lone_checkpoint_is_deleted_without_asking(models, no_terminal):
 
 def test_several_files_without_a_terminal_or_yes_are_refused(models, no_terminal, capsys):
     before = remaining(models)
-    with pytest.raises(SystemExit) as refused:
+    with pytest.raises(UsageError) as refused:
         clean.main([])
     assert "no terminal" in str(refused.value) and "--yes" in str(refused.value)
     assert remaining(models) == before
@@ -103,10 +106,10 @@ def test_the_prompt_keeps_everything_unless_the_answer_is_yes(models, terminal, 
     assert "Nothing deleted" in capsys.readouterr().out
 
 
-def test_several_named_files_without_a_terminal_or_yes_are_refused(models, no_terminal):
+def test_several_named_files_without_a_terminal_or_yes_are_refused(models, no_terminal, capsys):
     before = remaining(models)
-    with pytest.raises(SystemExit, match="^clean: .*no terminal.*--yes"):
-        clean.main(["other.safetensors", "notes.txt"])
+    status, line = refusal(capsys, "clean", ["other.safetensors", "notes.txt"])
+    assert status == 2 and re.match("^clean: .*no terminal.*--yes", line)
     assert remaining(models) == before
 
 
@@ -160,7 +163,7 @@ def test_paths_outside_the_model_dir_are_refused(models, name):
     outside = models.parent / "outside.txt"
     outside.write_text("precious")
     target = str(outside) if name == "absolute" else f"./{name}"
-    with pytest.raises(SystemExit) as refused:
+    with pytest.raises(UsageError) as refused:
         clean.main(["--yes", "--model-dir", "models", target])
     assert "outside the model dir" in str(refused.value)
     assert outside.read_text() == "precious"
@@ -170,7 +173,7 @@ def test_a_symlink_to_a_file_outside_is_refused(models):
     outside = models.parent / "outside.txt"
     outside.write_text("precious")
     (models / "link.txt").symlink_to(outside)
-    with pytest.raises(SystemExit, match="outside the model dir"):
+    with pytest.raises(UsageError, match="outside the model dir"):
         clean.main(["link.txt"])
     assert (models / "link.txt").is_symlink()
     assert outside.read_text() == "precious"
@@ -188,20 +191,20 @@ def test_all_skips_links_out_of_the_model_dir(models, capsys):
 
 
 def test_one_missing_name_deletes_nothing(models):
-    with pytest.raises(SystemExit, match="absent.txt does not exist"):
+    with pytest.raises(UsageError, match="absent.txt does not exist"):
         clean.main(["--yes", "notes.txt", "absent.txt"])
     assert (models / "notes.txt").exists()
 
 
 def test_gitkeep_and_folders_are_refused_by_name(models):
-    with pytest.raises(SystemExit, match="never deleted"):
+    with pytest.raises(UsageError, match="never deleted"):
         clean.main([".gitkeep"])
-    with pytest.raises(SystemExit, match="is a folder"):
+    with pytest.raises(UsageError, match="is a folder"):
         clean.main(["repro"])
 
 
 def test_all_and_names_together_are_refused(models):
-    with pytest.raises(SystemExit, match="not both"):
+    with pytest.raises(UsageError, match="not both"):
         clean.main(["--all", "notes.txt"])
 
 

@@ -315,7 +315,7 @@ def test_every_flag_has_help_and_shows_its_default_once(command, monkeypatch):
 
 
 def _shipped_regimes(capsys, fmt: str) -> tuple[str, str]:
-    from psa.report.commands import classify_regimes_main
+    from psa.commands.report import classify_regimes_main
 
     results = ROOT / "results"
     argv = ["--trials-file", str(results), "--config-file", str(results / "configurations.txt")]
@@ -363,7 +363,7 @@ def test_a_multi_line_message_from_a_library_still_ends_as_one_line(monkeypatch,
 
 
 def test_a_hint_names_a_command_as_the_user_runs_them(tmp_path, monkeypatch, capsys):
-    from psa.report.commands import classify_regimes_main
+    from psa.commands.report import classify_regimes_main
 
     monkeypatch.setenv("PSA_RUN_PREFIX", "scripts/poetry run")
     with pytest.raises(SystemExit):
@@ -375,7 +375,7 @@ def test_a_hint_names_a_command_as_the_user_runs_them(tmp_path, monkeypatch, cap
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])
 def test_compare_modes_keeps_its_format_alone_on_stdout(fmt, capsys):
-    from psa.report.commands import compare_modes_main
+    from psa.commands.report import compare_modes_main
 
     assert compare_modes_main(["--trials-file", str(ROOT / "results"), "--format", fmt]) == 0
     out = capsys.readouterr().out

@@ -6,7 +6,9 @@ from moto import mock_aws
 from moto.backends import get_backend
 
 from cloud_support import ACCOUNT, BUCKET, PREFIX, REGION, ROLE, isolated_aws_env
-from psa.cloud import cost, storage
+from command_support import refusal
+from psa.commands import sagemaker_cost as cost
+from psa.commands import sagemaker_storage as storage
 
 
 def create_job(sagemaker, name, hyperparameters, instance_type="ml.g4dn.xlarge", spot=False):
@@ -97,11 +99,9 @@ def test_an_instance_type_without_a_price_is_not_guessed(sagemaker, capsys):
     assert "no price for ml.p3.2xlarge (pass --price ml.p3.2xlarge=USD)" in capsys.readouterr().out
 
 
-def test_no_price_at_all_is_a_settings_error(monkeypatch, tmp_path):
+def test_no_price_at_all_is_a_settings_error(monkeypatch, tmp_path, capsys):
     isolated_aws_env(monkeypatch, tmp_path)
-    with pytest.raises(SystemExit) as exited:
-        cost.main([])
-    assert "PRICE_PER_HOUR" in str(exited.value.code)
+    assert "PRICE_PER_HOUR" in refusal(capsys, "sagemaker-cost-estimator", [])[1]
 
 
 @pytest.fixture

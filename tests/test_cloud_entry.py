@@ -10,9 +10,9 @@ import pytest
 from cloud_support import jsonl
 from psa.arch import Arch
 from psa.cloud import entry
-from psa.cloud.grid import JobSpec
+from psa.cloud.aws_setup import AwsSetup
+from psa.cloud.jobs import JobSpec
 from psa.cloud.runner import Decision, training_request
-from psa.cloud.settings import Settings
 from psa.cloud.sourcedir import default_source_dir
 from psa.commands import sweep as sweep_command
 from psa.commands.sweep import SweepRequest
@@ -35,7 +35,7 @@ CONFIG = RunConfig("resmlp", 5, 99, Hyperparameters(1e-3, 64, 1e-4, 0.2, "fp32")
 
 def job_request(modes=("none", "full"), config=CONFIG) -> dict:
     spec = JobSpec(Arch([(2, 8)]), modes, 3, config)
-    settings = Settings(role="arn:aws:iam::1:role/r", region="us-east-1", bucket="b")
+    settings = AwsSetup(role="arn:aws:iam::1:role/r", region="us-east-1", bucket="b")
     decision = Decision(spec, "psa-x", "psa-x", True, None)
     return training_request(decision, settings, "s3://b/src.tar.gz", "s3://b/data/")
 

@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from moto import mock_aws
 
 from cloud_support import REGION, isolated_aws_env
-from psa.cloud import cloudwatch, logs
+from psa.cloud import cloudwatch
 from psa.cloud.logparse import merge_jobs, parse_job_log
+from psa.commands import sagemaker_logs as logs
 from schemas import loop_record, trial_record
 
 GROUP = cloudwatch.LOG_GROUP

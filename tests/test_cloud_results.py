@@ -14,9 +14,11 @@ from cloud_support import (
     jsonl,
     model_tar,
 )
+from command_support import refusal
 from psa.arch import Arch
 from psa.cloud import aws, results
-from psa.cloud.grid import JobSpec
+from psa.cloud.jobs import JobSpec
+from psa.commands import sagemaker_results as results_command
 from psa.config import RunConfig
 from psa.markdown import read_summary_markdown, read_trials_markdown
 from psa.modes import MODES
@@ -73,7 +75,7 @@ def test_outputs_become_the_same_tables_sweep_writes(s3, tmp_path, capsys):
     )
     before = sorted(p.name for p in tmp_path.iterdir())
 
-    assert results.main(["--configs", "configs.txt", *GRID, "--output-dir", "out"]) == 0
+    assert results_command.main(["--configs", "configs.txt", *GRID, "--output-dir", "out"]) == 0
 
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "out"])
     out = tmp_path / "out"
@@ -104,7 +106,7 @@ def test_the_newest_attempt_with_an_output_wins(s3, tmp_path):
     put_output(s3, base, {"trials.jsonl": jsonl(all_mode_records("4*17", 50.0))})
     put_output(s3, f"{base}-r1", {"trials.jsonl": jsonl(all_mode_records("4*17", 90.0))})
     s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{base}-r2/output/failure", Body=b"oops")
-    results.main(["--arch", "[4*17]", *GRID, "--output-dir", "out"])
+    results_command.main(["--arch", "[4*17]", *GRID, "--output-dir", "out"])
     records = read_jsonl(tmp_path / "out/trials.jsonl")
     assert min(record["val_bounty"] for record in records) > 89
 
@@ -124,7 +126,7 @@ def test_a_job_without_usable_results_gets_an_error_token(s3, tmp_path, files, t
         s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{base}/output/failure", Body=b"x")
     else:
         put_output(s3, base, files)
-    results.main(["--arch", "[4*17]", *GRID, "--output-dir", "out"])
+    results_command.main(["--arch", "[4*17]", *GRID, "--output-dir", "out"])
     summary = read_summary_markdown(tmp_path / "out/psa_resmlp_summary.md")
     assert set(summary["status"]) == {token}
 
@@ -138,7 +140,7 @@ def test_a_corrupt_archive_spoils_only_its_own_job(s3, tmp_path):
     put_output(
         s3, spec(((2, 8),)).base_name("psa"), {"trials.jsonl": jsonl(all_mode_records("2*8"))}
     )
-    results.main(["--configs", "configs.txt", *GRID, "--output-dir", "out"])
+    results_command.main(["--configs", "configs.txt", *GRID, "--output-dir", "out"])
     summary = read_summary_markdown(tmp_path / "out/psa_resmlp_summary.md")
     by_arch = summary.groupby("arch")["status"].agg(set)
     assert all(token.startswith("ERROR: unreadable model.tar.gz") for token in by_arch["4*17"])
@@ -149,7 +151,7 @@ def test_per_mode_jobs_are_collected_mode_by_mode(s3, tmp_path):
     for mode in ("none", "hidden"):
         job = spec(((1, 4),), (mode,)).base_name("psa")
         put_output(s3, job, {"trials.jsonl": jsonl([trial_record("1*4", mode, 1, 60.0)])})
-    results.main(["--arch", "[1*4]", *GRID, "--job-per", "mode", "--output-dir", "out"])
+    results_command.main(["--arch", "[1*4]", *GRID, "--job-per", "mode", "--output-dir", "out"])
     summary = read_summary_markdown(tmp_path / "out/psa_resmlp_summary.md")
     status = dict(zip(summary["mode"], summary["status"], strict=True))
     assert status["none"] == status["hidden"] == "ok"
@@ -161,7 +163,7 @@ def test_upstream_results_txt_outputs_are_accepted(s3, tmp_path):
         put_output(s3, f"psa-4x17-{mode}-2025-01-01-00-00-00-000", {"results.txt": lines})
     put_output(s3, "psa-4x17-full-2024-01-01-00-00-00-000", {"results.txt": "10.00\n"})
     put_output(s3, "psa-4x170-none-2025-01-01-00-00-00-000", {"results.txt": "11.00\n"})
-    results.main(["--arch", "[4*17]", "--naming", "upstream", "--output-dir", "out"])
+    results_command.main(["--arch", "[4*17]", "--naming", "upstream", "--output-dir", "out"])
     records = read_jsonl(tmp_path / "out/trials.jsonl")
     assert [(r["mode"], r["trial"], r["val_bounty"]) for r in records] == [
         ("none", 1, 97.1),
@@ -173,11 +175,10 @@ def test_upstream_results_txt_outputs_are_accepted(s3, tmp_path):
     assert summary[summary["mode"] == "decay"]["status"].item() == results.NO_JOB_FOUND
 
 
-def test_missing_settings_stop_before_anything_is_written(monkeypatch, tmp_path):
+def test_missing_settings_stop_before_anything_is_written(monkeypatch, tmp_path, capsys):
     isolated_aws_env(monkeypatch, tmp_path)
-    with pytest.raises(SystemExit) as exited:
-        results.main(["--arch", "[4*17]", "--output-dir", "out"])
-    assert "S3_BUCKET_NAME" in str(exited.value.code)
+    argv = ["--arch", "[4*17]", "--output-dir", "out"]
+    assert "S3_BUCKET_NAME" in refusal(capsys, "sagemaker-results-parser", argv)[1]
     assert not (tmp_path / "out").exists()
 
 
@@ -191,7 +192,7 @@ def test_a_launched_job_without_output_is_incomplete_not_missing(s3, tmp_path):
         ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
         StoppingCondition={"MaxRuntimeInSeconds": 60},
     )
-    results.main(["--configs", "configs.txt", *GRID, "--output-dir", "out"])
+    results_command.main(["--configs", "configs.txt", *GRID, "--output-dir", "out"])
     summary = read_summary_markdown(tmp_path / "out/psa_resmlp_summary.md")
     status = summary.groupby("arch")["status"].agg(set)
     assert status["4*17"] == {results.FAILED_OR_INCOMPLETE}
@@ -220,7 +221,7 @@ def test_a_download_cut_short_is_fetched_again(s3, tmp_path, monkeypatch):
         made.meta.events.register_first("before-send", cut_first_read)
         return made
 
-    monkeypatch.setattr(results, "client", client_with_a_bad_line)
-    assert results.main(["--arch", "[4*17]", *GRID, "--output-dir", "out"]) == 0
+    monkeypatch.setattr(results_command, "client", client_with_a_bad_line)
+    assert results_command.main(["--arch", "[4*17]", *GRID, "--output-dir", "out"]) == 0
     assert len(cut) == 1
     assert read_jsonl(tmp_path / "out/trials.jsonl") == records

@@ -3,8 +3,10 @@ import time
 import pytest
 
 from cloud_support import REGION, ScriptedHttp, isolated_aws_env, json_answer, throttled
-from psa.cloud import aws, cost
-from psa.cloud.settings import Settings
+from command_support import refusal
+from psa.cloud import aws
+from psa.cloud.aws_setup import AwsSetup
+from psa.commands import sagemaker_cost as cost
 
 COMPLETED = json_answer(200, {"TrainingJobName": "psa-x", "TrainingJobStatus": "Completed"})
 
@@ -19,7 +21,7 @@ def waits(monkeypatch, tmp_path):
 
 
 def test_a_throttled_call_is_retried_by_botocore_with_growing_waits(waits):
-    sagemaker = aws.client("sagemaker", Settings(region=REGION))
+    sagemaker = aws.client("sagemaker", AwsSetup(region=REGION))
     http = ScriptedHttp(sagemaker, [throttled(), throttled(), COMPLETED])
     described = sagemaker.describe_training_job(TrainingJobName="psa-x")
     assert described["TrainingJobStatus"] == "Completed"
@@ -30,7 +32,7 @@ def test_a_throttled_call_is_retried_by_botocore_with_growing_waits(waits):
 
 
 def test_a_throttle_that_outlasts_every_retry_ends_the_command_in_one_line(
-    waits, monkeypatch
+    waits, monkeypatch, capsys
 ):
     scripted = []
 
@@ -40,9 +42,8 @@ def test_a_throttle_that_outlasts_every_retry_ends_the_command_in_one_line(
         return made
 
     monkeypatch.setattr(cost, "client", throttled_client)
-    with pytest.raises(SystemExit) as exited:
-        cost.main(["--job", "psa-x", "--price-per-hour", "1", "--region", REGION])
-    assert exited.value.code == (
+    argv = ["--job", "psa-x", "--price-per-hour", "1", "--region", REGION]
+    assert refusal(capsys, "sagemaker-cost-estimator", argv)[1] == (
         "sagemaker-cost-estimator: AWS refused DescribeTrainingJob: "
         "ThrottlingException: Rate exceeded"
     )

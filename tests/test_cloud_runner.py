@@ -26,8 +26,9 @@ from cloud_support import (
 )
 from psa.cloud import runner
 from psa.cloud.aws import client
-from psa.cloud.settings import Settings
+from psa.cloud.aws_setup import AwsSetup
 from psa.cloud.sourcedir import build_bundle, default_source_dir
+from psa.commands import sagemaker_runner as runner_command
 
 GRID = ["--arch", "[2*8]", "--modes", "none,full", "--trials", "2", "--meta-loops", "3"]
 
@@ -54,7 +55,7 @@ def job_names(sagemaker):
 
 
 def test_a_first_run_launches_every_job_of_the_grid(aws, capsys):
-    assert runner.main([*GRID, "--job-per", "mode"]) == 0
+    assert runner_command.main([*GRID, "--job-per", "mode"]) == 0
     names = job_names(aws)
     assert len(names) == 2
     assert {name.split("-")[2] for name in names} == {"none", "full"}
@@ -71,7 +72,7 @@ def test_a_first_run_launches_every_job_of_the_grid(aws, capsys):
 
 
 def test_the_source_archive_and_dataset_are_uploaded_once(aws):
-    runner.main(GRID)
+    runner_command.main(GRID)
     s3 = boto3.client("s3", region_name=REGION)
     keys = [item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
     assert sorted(key.split("/")[1] for key in keys) == ["dataset"] * 4 + ["source"]
@@ -87,13 +88,13 @@ def test_the_source_archive_and_dataset_are_uploaded_once(aws):
 
 
 def test_a_rerun_launches_only_what_is_missing_or_failed(aws, capsys):
-    runner.main([*GRID, "--job-per", "mode"])
+    runner_command.main([*GRID, "--job-per", "mode"])
     first = job_names(aws)
     backend_job(first[0]).training_job_status = "Failed"
     backend_job(first[1]).training_job_status = "InProgress"
     capsys.readouterr()
 
-    assert runner.main([*GRID, "--job-per", "mode", "--modes", "none,decay,full"]) == 0
+    assert runner_command.main([*GRID, "--job-per", "mode", "--modes", "none,decay,full"]) == 0
 
     out = capsys.readouterr().out
     names = job_names(aws)
@@ -101,21 +102,23 @@ def test_a_rerun_launches_only_what_is_missing_or_failed(aws, capsys):
     assert len(names) == 4  # two old, the retry, and the new decay job
     assert "launched 2" in out
     assert f"skipped  {first[1]} (InProgress)" in out
-    assert runner.main([*GRID, "--job-per", "mode"]) == 0
+    assert runner_command.main([*GRID, "--job-per", "mode"]) == 0
     assert len(job_names(aws)) == 4
 
 
 def test_a_retry_shares_the_checkpoints_of_the_failed_attempt(aws):
-    runner.main(GRID)
+    runner_command.main(GRID)
     [name] = job_names(aws)
     backend_job(name).training_job_status = "Stopped"
-    runner.main(GRID)
+    runner_command.main(GRID)
     retry = aws.describe_training_job(TrainingJobName=f"{name}-r1")
     assert retry["CheckpointConfig"]["S3Uri"].endswith(f"/checkpoints/{name}")
 
 
 def test_spot_jobs_wait_and_checkpoint(aws):
-    runner.main([*GRID, "--spot", "--max-run-seconds", "3600", "--max-wait-seconds", "7200"])
+    runner_command.main(
+        [*GRID, "--spot", "--max-run-seconds", "3600", "--max-wait-seconds", "7200"]
+    )
     job = aws.describe_training_job(TrainingJobName=job_names(aws)[0])
     assert job["EnableManagedSpotTraining"] is True
     assert job["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
@@ -128,8 +131,8 @@ def test_dry_run_prints_valid_requests_and_contacts_nothing(monkeypatch, tmp_pat
     def no_network(*args, **kwargs):
         raise AssertionError("a dry run created an AWS client")
 
-    monkeypatch.setattr(runner, "client", no_network)
-    assert runner.main([*GRID, "--job-per", "mode", "--spot", "--dry-run"]) == 0
+    monkeypatch.setattr(runner_command, "client", no_network)
+    assert runner_command.main([*GRID, "--job-per", "mode", "--spot", "--dry-run"]) == 0
     captured = capsys.readouterr()
     requests = json.loads(captured.out)
     assert [r["TrainingJobName"].split("-")[2] for r in requests] == ["none", "full"]
@@ -174,7 +177,7 @@ def test_throttled_launches_are_retried_by_botocore_not_by_the_runner(monkeypatc
     isolated_aws_env(monkeypatch, tmp_path)
     botocore_waits = []
     monkeypatch.setattr(time, "sleep", botocore_waits.append)
-    sagemaker = client("sagemaker", Settings(region=REGION))
+    sagemaker = client("sagemaker", AwsSetup(region=REGION))
     created = json_answer(200, {"TrainingJobArn": "arn:aws:sagemaker:::training-job/psa-job"})
     http = ScriptedHttp(sagemaker, [throttled(), throttled(), created, created])
     runner_waits = []
@@ -232,8 +235,8 @@ def test_the_runner_exits_nonzero_when_jobs_were_not_launched(aws, monkeypatch, 
     def refuse(sagemaker, requests, **kwargs):
         return runner.Outcome([], [], [r["TrainingJobName"] for r in requests], "Quota: none")
 
-    monkeypatch.setattr(runner, "launch", refuse)
-    assert runner.main(GRID) == 1
+    monkeypatch.setattr(runner_command, "launch", refuse)
+    assert runner_command.main(GRID) == 1
     assert "not launched 1 (Quota: none)" in capsys.readouterr().out
 
 

@@ -21,8 +21,9 @@ from cloud_support import (
     stand_in_dataset,
 )
 from psa.arch import Arch
-from psa.cloud import entry, results, runner
-from psa.commands import merge_results
+from psa.cloud import entry
+from psa.commands import merge_results, sagemaker_results, sagemaker_runner
+from psa.commands.sagemaker_flags import jobs_of
 from psa.config import RunConfig
 from psa.shard import Shard
 from schemas import trial_record
@@ -44,6 +45,12 @@ def aws(monkeypatch, tmp_path):
         yield boto3.client("sagemaker", region_name=REGION)
 
 
+def planned(argv):
+    """The jobs sagemaker-results-parser reads for the grid flags ``argv``."""
+    parser = sagemaker_results.build_parser()
+    return jobs_of(parser, parser.parse_args(argv))
+
+
 def launched(sagemaker) -> dict[str, dict]:
     names = [s["TrainingJobName"] for s in sagemaker.list_training_jobs()["TrainingJobSummaries"]]
     return {
@@ -58,7 +65,7 @@ def launched(sagemaker) -> dict[str, dict]:
 
 
 def test_the_runner_launches_one_job_per_shard_of_the_whole_grid(aws, capsys):
-    assert runner.main([*GRID, "--shards", "2"]) == 0
+    assert sagemaker_runner.main([*GRID, "--shards", "2"]) == 0
     jobs = launched(aws)
     assert [name.split("-")[1] for name in jobs] == ["shard1of2", "shard2of2"]
     for index, hyperparameters in enumerate(jobs.values(), start=1):
@@ -67,14 +74,14 @@ def test_the_runner_launches_one_job_per_shard_of_the_whole_grid(aws, capsys):
         assert "arch" not in hyperparameters
     assert "launched 2" in capsys.readouterr().out
     # A rerun finds its own shard jobs; per-architecture jobs keep their names.
-    assert runner.main([*GRID, "--shards", "2"]) == 0
+    assert sagemaker_runner.main([*GRID, "--shards", "2"]) == 0
     assert len(launched(aws)) == 2
     assert "skipped 2" in capsys.readouterr().out
 
 
 def test_shards_and_job_per_mode_are_refused_together(aws, capsys):
     with pytest.raises(SystemExit) as raised:
-        runner.main([*GRID, "--shards", "2", "--job-per", "mode"])
+        sagemaker_runner.main([*GRID, "--shards", "2", "--job-per", "mode"])
     assert raised.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
 
@@ -82,7 +89,7 @@ def test_shards_and_job_per_mode_are_refused_together(aws, capsys):
 def test_a_shard_job_runs_sweep_shard_over_the_grid(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "configs.txt").write_text(CONFIGS)
-    spec = results.plan_jobs(results.build_parser().parse_args([*GRID, "--shards", "3"]))[1]
+    spec = planned([*GRID, "--shards", "3"])[1]
     argv = []
     for key, value in spec.entry_arguments().items():
         argv += [f"--{key}", value]
@@ -106,7 +113,7 @@ def sweep_record(arch: str, mode: str, trial: int, bounty: float) -> dict:
 
 
 def test_shard_jobs_collected_merge_with_a_local_shard(aws, tmp_path):
-    specs = results.plan_jobs(results.build_parser().parse_args([*GRID, "--shards", "2"]))
+    specs = planned([*GRID, "--shards", "2"])
     outputs = {
         specs[0]: [sweep_record("4*17", "none", 1, 90.0), sweep_record("1*4", "none", 1, 60.0)],
         specs[1]: [sweep_record("4*17", "none", 2, 91.0)],
@@ -116,7 +123,7 @@ def test_shard_jobs_collected_merge_with_a_local_shard(aws, tmp_path):
         files = {"trials.jsonl": jsonl(records), "settings.json": json.dumps(SETTINGS.flat())}
         key = f"{PREFIX}/{spec.base_name('psa')}/output/model.tar.gz"
         s3.put_object(Bucket=BUCKET, Key=key, Body=model_tar(files))
-    assert results.main([*GRID, "--shards", "2", "--output-dir", "cloud"]) == 0
+    assert sagemaker_results.main([*GRID, "--shards", "2", "--output-dir", "cloud"]) == 0
     cloud = tmp_path / "cloud"
     assert len((cloud / "trials.jsonl").read_text().splitlines()) == 3
 

@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
+from psa.commands.report import compare_modes_main
 from psa.markdown import read_trials, write_trials_markdown
 from psa.modes import MODES
-from psa.report.commands import compare_modes_main
 from psa.report.compare import adjust_p, compare_modes, compare_pair
 from psa.report.compare_format import render
 from psa.store import read_trial_records

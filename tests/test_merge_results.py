@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from command_support import refusal
 from psa.commands import merge_results
 from psa.config import RunConfig
 from psa.markdown import read_summary_markdown, read_trials_markdown
@@ -50,12 +51,10 @@ def snapshot(*dirs: Path) -> dict[Path, bytes]:
     return {path: path.read_bytes() for path in files}
 
 
-def refuse(argv: list[str]) -> str:
-    with pytest.raises(SystemExit) as raised:
-        merge_results.main(argv)
-    message = str(raised.value.code)
-    assert raised.value.code not in (0, None)
-    assert message.startswith("merge-results: ") and "\n" not in message
+def refuse(capsys, argv: list[str]) -> str:
+    """merge-results refusing ``argv``: exit status 1 and its one line, which is returned."""
+    status, message = refusal(capsys, "merge-results", argv)
+    assert status == 1 and message.startswith("merge-results: ")
     return message
 
 
@@ -99,53 +98,55 @@ def test_a_second_merge_into_the_same_dir_keeps_what_it_holds(tmp_path):
     [({"lr": 1e-3}, "lr 0.001 vs 0.0001"), ({"seed": 12}, "seed 12 vs 11")],
 )
 def test_other_settings_are_refused_in_one_line_and_nothing_is_written(
-    tmp_path, change, difference
+    tmp_path, change, difference, capsys
 ):
     a = results_dir(tmp_path / "a", [sweep_record("4*17", "none", 1, 90.0)])
     other = RunConfig.from_flat({**SETTINGS.flat(), **change})
     b = results_dir(tmp_path / "b", [sweep_record("4*17", "none", 2, 90.0, other)], other)
     before = snapshot(a, b)
     out = tmp_path / "merged"
-    message = refuse(["--results-dir", str(out), str(a), str(b)])
+    message = refuse(capsys, ["--results-dir", str(out), str(a), str(b)])
     assert "other settings" in message and difference in message and str(b) in message
     assert snapshot(a, b) == before
     assert not out.exists()
 
 
-def test_settings_are_read_from_the_records_of_a_dir_without_a_settings_file(tmp_path):
+def test_settings_are_read_from_the_records_of_a_dir_without_a_settings_file(tmp_path, capsys):
     a = results_dir(tmp_path / "a", [sweep_record("4*17", "none", 1, 90.0)])
     other = RunConfig.from_flat({**SETTINGS.flat(), "dropout": 0.2})
     b = results_dir(tmp_path / "b", [sweep_record("4*17", "none", 2, 90.0, other)], None)
-    message = refuse(["--results-dir", str(tmp_path / "merged"), str(a), str(b)])
+    message = refuse(capsys, ["--results-dir", str(tmp_path / "merged"), str(a), str(b)])
     assert "dropout 0.2 vs 0.1" in message
 
 
-def test_a_conflicting_duplicate_is_refused_in_one_line_and_nothing_is_written(tmp_path):
+def test_a_conflicting_duplicate_is_refused_in_one_line_and_nothing_is_written(tmp_path, capsys):
     a = results_dir(tmp_path / "a", [sweep_record("4*17", "hidden", 3, 90.0)])
     b = results_dir(tmp_path / "b", [sweep_record("4*17", "hidden", 3, 90.01)])
     before = snapshot(a, b)
     out = tmp_path / "merged"
-    message = refuse(["--results-dir", str(out), str(a), str(b)])
+    message = refuse(capsys, ["--results-dir", str(out), str(a), str(b)])
     assert "[4*17] hidden trial 3 differs between" in message
     assert "val_bounty 90.0" in message and "val_bounty 90.01" in message
     assert snapshot(a, b) == before
     assert not out.exists()
 
 
-def test_upstream_records_without_settings_are_refused(tmp_path):
+def test_upstream_records_without_settings_are_refused(tmp_path, capsys):
     upstream = {"arch": "4*17", "model": "resmlp", "mode": "none", "trial": 1, "val_bounty": 90.0}
     a = results_dir(tmp_path / "a", [upstream], None)
-    message = refuse(["--results-dir", str(tmp_path / "m"), str(a)])
+    message = refuse(capsys, ["--results-dir", str(tmp_path / "m"), str(a)])
     assert "settings" in message and str(a) in message
 
 
-def test_an_input_as_output_or_a_dir_without_records_is_refused(tmp_path):
+def test_an_input_as_output_or_a_dir_without_records_is_refused(tmp_path, capsys):
     a = results_dir(tmp_path / "a", [sweep_record("4*17", "none", 1, 90.0)])
     before = snapshot(a)
-    assert "is the --results-dir itself" in refuse(["--results-dir", str(a), str(a)])
+    assert "is the --results-dir itself" in refuse(capsys, ["--results-dir", str(a), str(a)])
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert "holds no trial records" in refuse(["--results-dir", str(tmp_path / "m"), str(empty)])
+    assert "holds no trial records" in refuse(
+        capsys, ["--results-dir", str(tmp_path / "m"), str(empty)]
+    )
     assert snapshot(a) == before
 
 

@@ -2,9 +2,8 @@ import json
 
 import pytest
 
-from psa.markdown import write_summary_markdown, write_trials_markdown
-from psa.modes import MODES
-from psa.report.commands import (
+from command_support import refusal
+from psa.commands.report import (
     architecture_table_main,
     classify_regimes_main,
     convergence_main,
@@ -13,6 +12,8 @@ from psa.report.commands import (
     parse_targets,
     trial_accuracy_table_main,
 )
+from psa.markdown import write_summary_markdown, write_trials_markdown
+from psa.modes import MODES
 from schemas import loop_record, trial_record
 
 ARCHS = {"4*17": ("4x17", 95.0), "2*2": ("2x2", 11.02)}
@@ -59,15 +60,8 @@ def configs(tmp_path):
 
 
 def fail_line(capsys, main, argv):
-    """Run a command that must fail; return its one stderr line."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code not in (0, None)
-    message = exit_info.value.code if isinstance(exit_info.value.code, str) else None
-    err = message or capsys.readouterr().err.strip().splitlines()[-1]
-    assert "Traceback" not in err
-    assert "\n" not in err.strip()
-    return err
+    """Run a command that must fail as its console script does; return its one stderr line."""
+    return refusal(capsys, main, argv)[1]
 
 
 def test_classify_regimes_prints_a_table_and_counts(results, configs, capsys):

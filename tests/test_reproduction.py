@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from command_support import refusal
 from psa.commands import reproduction, train
 from psa.modes import MODES
 
@@ -222,12 +223,11 @@ def test_the_script_must_run_from_the_repository_root(generated, tmp_path):
     assert "repository root" in finished.stderr
 
 
-def test_a_bad_configs_line_is_reported_with_its_location(tmp_path):
+def test_a_bad_configs_line_is_reported_with_its_location(tmp_path, capsys):
     configs = tmp_path / "bad.txt"
     configs.write_text("4*4\n4x4\n")
-    with pytest.raises(SystemExit) as failed:
-        reproduction.main(["--configs", str(configs), "--output", str(tmp_path / "out.sh")])
-    assert f"{configs}:2" in str(failed.value)
+    argv = ["--configs", str(configs), "--output", str(tmp_path / "out.sh")]
+    assert f"{configs}:2" in refusal(capsys, reproduction.main, argv)[1]
     assert not (tmp_path / "out.sh").exists()
 
 

@@ -20,7 +20,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from psa.errors import PsaError, UsageError, UsageExit
+from psa.errors import Interrupted, PsaError, exit_status, stopped_line
 
 # Console command -> "module:function" taking argv. An alias is one more row.
 COMMANDS = {
@@ -32,20 +32,20 @@ COMMANDS = {
     "merge-results": "psa.commands.merge_results:main",
     "bench": "psa.commands.bench:main",
     "generate-reproduction-tests": "psa.commands.reproduction:main",
-    "classify-regimes": "psa.report.commands:classify_regimes_main",
-    "make-architecture-table": "psa.report.commands:architecture_table_main",
-    "make-trial-accuracy-table": "psa.report.commands:trial_accuracy_table_main",
-    "make-figure-design-space": "psa.report.commands:design_space_main",
-    "make-design-space-figure": "psa.report.commands:design_space_main",
-    "make-figure-heatmaps": "psa.report.commands:heatmaps_main",
-    "make-convergence-plots": "psa.report.commands:convergence_main",
-    "compare-modes": "psa.report.commands:compare_modes_main",
-    "sagemaker-runner": "psa.cloud.runner:main",
-    "sagemaker-results-parser": "psa.cloud.results:main",
-    "sagemaker-get-training-logs": "psa.cloud.logs:download_main",
-    "sagemaker-logs-parser": "psa.cloud.logs:parse_main",
-    "sagemaker-cost-estimator": "psa.cloud.cost:main",
-    "sagemaker-estimate-storage": "psa.cloud.storage:main",
+    "classify-regimes": "psa.commands.report:classify_regimes_main",
+    "make-architecture-table": "psa.commands.report:architecture_table_main",
+    "make-trial-accuracy-table": "psa.commands.report:trial_accuracy_table_main",
+    "make-figure-design-space": "psa.commands.report:design_space_main",
+    "make-design-space-figure": "psa.commands.report:design_space_main",
+    "make-figure-heatmaps": "psa.commands.report:heatmaps_main",
+    "make-convergence-plots": "psa.commands.report:convergence_main",
+    "compare-modes": "psa.commands.report:compare_modes_main",
+    "sagemaker-runner": "psa.commands.sagemaker_runner:main",
+    "sagemaker-results-parser": "psa.commands.sagemaker_results:main",
+    "sagemaker-get-training-logs": "psa.commands.sagemaker_logs:download_main",
+    "sagemaker-logs-parser": "psa.commands.sagemaker_logs:parse_main",
+    "sagemaker-cost-estimator": "psa.commands.sagemaker_cost:main",
+    "sagemaker-estimate-storage": "psa.commands.sagemaker_storage:main",
     "export-results": "psa.commands.export:results_main",
     "export-tensorboard": "psa.commands.export:tensorboard_main",
     "results-value": "psa.commands.export:value_main",
@@ -92,25 +92,17 @@ GROUPS = {
     },
 }
 
-EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _running: str | None = None
-
-
-class Stopped(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived; code that stops cleanly on Ctrl-C stops the same way."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
 
 
 def run(command: str, argv: Sequence[str], name: str | None = None) -> int:
     """Run console command ``command`` with ``argv`` as a process does; return its exit status.
     ``name`` is what the user typed (``psa train``), when not the command itself."""
     global _running
-    previous = {number: signal.getsignal(number) for number in EXIT_STATUS}
-    for number in EXIT_STATUS:
+    previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+    for number in STOP_SIGNALS:
         signal.signal(number, _stop)
     _running = name or command
     try:
@@ -123,19 +115,16 @@ def run(command: str, argv: Sequence[str], name: str | None = None) -> int:
         status = getattr(importlib.import_module(module), function)(list(argv))
         return status if isinstance(status, int) else 0
     except KeyboardInterrupt as stop:
-        from psa.interrupts import stopped_line
-
-        signum = getattr(stop, "signum", signal.SIGINT)  # Stopped, or psa.interrupts.Interrupted
         print(stopped_line(_running, stop, "rerun the same command to continue"), file=sys.stderr)
-        return EXIT_STATUS[signum]
+        return exit_status(stop)
     except PsaError as error:
         print(f"{_running}: {one_line(str(error))}", file=sys.stderr)
-        return 2 if isinstance(error, UsageError) else 1
+        return exit_status(error)
     except SystemExit as done:
         if not isinstance(done.code, str):
             raise
         print(one_line(done.code), file=sys.stderr)
-        return 2 if isinstance(done, UsageExit) else 1
+        return exit_status(done)
     except BrokenPipeError:
         # The reader of stdout went away (`| head`): nothing left to say, and no traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -200,7 +189,7 @@ def running(default: str) -> str:
 
 
 def _stop(signum: int, frame) -> None:
-    raise Stopped(signum)
+    raise Interrupted(signum)
 
 
 def __getattr__(attribute: str):

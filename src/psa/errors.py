@@ -1,9 +1,13 @@
-"""The one base of the project's errors that end a command with one line on stderr, and how
-those lines name another command."""
+"""How a command ends when it does not succeed: the project's errors (one line on stderr), a stop
+by a signal, the one table of exit statuses, and how those lines name another command.
+
+Exit statuses: 0 done; 1 a PsaError (bad input or a state to fix); 2 a usage error (the command
+line as given cannot run); 128 + the signal after a stop (130 Ctrl-C, 143 SIGTERM)."""
 
 from __future__ import annotations
 
 import os
+import signal
 from typing import NoReturn
 
 # The name psa is installed by from the package index (``psa`` there is another project).
@@ -15,7 +19,8 @@ PREFIX_VARIABLE = "PSA_RUN_PREFIX"
 class PsaError(Exception):
     """Bad input or a state the user must fix; the message reads ``<what is wrong>; <what to do>``.
 
-    The console entry layer (``psa.cli``) prints it as ``<command>: <message>`` and exits 1.
+    The console entry layer (``psa.cli``) prints it as ``<command>: <message>`` and exits 1;
+    library code raises it and never exits itself.
     """
 
 
@@ -29,6 +34,30 @@ class UsageExit(SystemExit):
 
     Raised as ``UsageExit("<command>: <what is wrong>; <what to do>")``, like ``sys.exit(line)``,
     whose status is 1."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop by ``signum`` (SIGINT or SIGTERM); code that stops cleanly on Ctrl-C stops the
+    same way on either."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def exit_status(error: BaseException) -> int:
+    """The exit status of a command that ended with ``error`` (the table above)."""
+    if isinstance(error, KeyboardInterrupt):
+        return 128 + int(getattr(error, "signum", signal.SIGINT))
+    if isinstance(error, UsageError | UsageExit):
+        return 2
+    return 1
+
+
+def stopped_line(command: str, error: KeyboardInterrupt, detail: str) -> str:
+    """Every command's last line after a stop: ``<command>: stopped by SIGINT; <detail>``."""
+    name = signal.Signals(getattr(error, "signum", signal.SIGINT)).name
+    return f"{command}: stopped by {name}; {detail}"
 
 
 def exit_with(prog: str, error: PsaError) -> NoReturn:

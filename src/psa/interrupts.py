@@ -1,8 +1,9 @@
 """Stopping cleanly: SIGTERM (a spot reclaim, `kill`) stops like Ctrl-C, and short critical
 sections hold both until they are done, so what is on disk always agrees with itself.
 
-A stop raises ``Interrupted`` (a KeyboardInterrupt that remembers its signal); a command that
-ends on one exits with ``exit_status(error)``: 130 after SIGINT, 143 after SIGTERM."""
+A stop raises ``psa.errors.Interrupted`` (a KeyboardInterrupt that remembers its signal); a
+command that ends on one exits with ``psa.errors.exit_status(error)``: 130 after SIGINT, 143 after
+SIGTERM."""
 
 from __future__ import annotations
 
@@ -11,27 +12,11 @@ import signal
 import threading
 from collections.abc import Iterator
 
+# exit_status and stopped_line: the commands that stop here end through them.
+from psa.errors import Interrupted, exit_status, stopped_line  # noqa: F401
+
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _requeued = [False]  # whether a scheduler runs this stopped process again by itself
-
-
-class Interrupted(KeyboardInterrupt):
-    """A stop by ``signum`` (SIGINT or SIGTERM)."""
-
-    def __init__(self, signum: int = signal.SIGINT):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def exit_status(error: KeyboardInterrupt) -> int:
-    """The shell's status for a run ended by ``error``: 128 + the signal (130 for a bare Ctrl-C)."""
-    return 128 + int(getattr(error, "signum", signal.SIGINT))
-
-
-def stopped_line(command: str, error: KeyboardInterrupt, detail: str) -> str:
-    """Every command's last line after a stop: ``<command>: stopped by SIGINT; <detail>``."""
-    name = signal.Signals(getattr(error, "signum", signal.SIGINT)).name
-    return f"{command}: stopped by {name}; {detail}"
 
 
 def announce_requeue(requeued: bool) -> None:

@@ -1,8 +1,9 @@
-"""AWS SageMaker scale-out: launch the grid as training jobs, then collect results, logs and costs.
+"""The SageMaker library: launch the grid as training jobs, then collect results, logs and costs.
 
-Commands: runner (launch), results (S3 outputs -> results dir), logs (CloudWatch download and
-per-loop tables), cost, storage. Shared parts: settings (.env, environment, flags), aws (clients
-with botocore's retries, one-line errors), grid (jobs and their names), sourcedir (the job's
-source archive), jobs and listing (finding jobs and objects), cloudwatch and logparse. ``entry``
-is what runs inside a job; it imports neither boto3 nor python-dotenv.
+No flags and no console commands live here (those are psa.commands.sagemaker_*): aws_setup (the
+AWS setup from defaults, .env and the environment), aws (clients with botocore's retries, errors
+in one line), jobs (the jobs of a grid, their names, finding them), runner (launching and
+relaunching), sourcedir (the job's source archive and dataset), results (S3 outputs -> a results
+dir), cloudwatch and logparse (job logs and their per-loop lines), cost, storage, listing,
+progress. ``entry`` is what runs inside a job; it imports neither boto3 nor python-dotenv.
 """

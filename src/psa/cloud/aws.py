@@ -1,4 +1,4 @@
-"""boto3 clients that retry through botocore, and one-line errors for the SageMaker commands.
+"""boto3 clients that retry through botocore, and AWS errors described in one line.
 
 Clients honour the standard AWS environment (credentials, AWS_PROFILE, AWS_ENDPOINT_URL), so the
 same commands run against AWS or a local endpoint. Throttling and transient failures are retried
@@ -8,15 +8,9 @@ wait, RETRY_ATTEMPTS calls in all); the commands add no retry loops of their own
 
 from __future__ import annotations
 
-import functools
-import sys
-from collections.abc import Callable
-
 import boto3
-from boto3.exceptions import Boto3Error
 from botocore.config import Config
 from botocore.exceptions import (
-    BotoCoreError,
     ClientError,
     EndpointConnectionError,
     NoCredentialsError,
@@ -24,7 +18,7 @@ from botocore.exceptions import (
     ProfileNotFound,
 )
 
-from psa.cloud.settings import Settings, SettingsError, require
+from psa.cloud.aws_setup import AwsSetup, require
 
 RETRY_MODE = "standard"
 RETRY_ATTEMPTS = 10  # the first call and up to nine retries
@@ -39,12 +33,10 @@ def client_config() -> Config:
     return Config(retries={"mode": RETRY_MODE, "total_max_attempts": RETRY_ATTEMPTS})
 
 
-def client(service: str, settings: Settings):
+def client(service: str, setup: AwsSetup):
     """A boto3 client in the configured region that retries throttled and failed calls."""
-    require(settings, "region")
-    return boto3.session.Session().client(
-        service, region_name=settings.region, config=client_config()
-    )
+    require(setup, "region")
+    return boto3.session.Session().client(service, region_name=setup.region, config=client_config())
 
 
 def error_code(error: ClientError) -> str:
@@ -68,21 +60,3 @@ def describe_error(error: Exception) -> str:
             return f"AWS rejected the credentials ({code}): {CREDENTIALS_HINT}"
         return f"AWS refused {operation}: {code}: {message}".rstrip(": ")
     return str(error)
-
-
-def cli_errors(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
-    """Turn settings and AWS errors raised by a command into `prog: message` and exit status 1."""
-
-    def decorate(main: Callable[..., int]) -> Callable[..., int]:
-        @functools.wraps(main)
-        def wrapped(*args, **kwargs) -> int:
-            try:
-                return main(*args, **kwargs)
-            except SettingsError as error:
-                sys.exit(f"{prog}: {error}")
-            except (BotoCoreError, ClientError, Boto3Error) as error:
-                sys.exit(f"{prog}: {describe_error(error)}")
-
-        return wrapped
-
-    return decorate

@@ -130,3 +130,12 @@ def download_job(logs, job: str, output_dir: Path) -> JobLogs:
     elif result.new_events:
         result.status = "downloaded"
     return result
+
+
+def read_job_logs(logs_dir: Path) -> dict[str, list[str]]:
+    """job -> its log lines, streams in name order (a spot restart opens a later stream)."""
+    jobs: dict[str, list[str]] = {}
+    for path in sorted(logs_dir.rglob("*.log")):
+        job = path.relative_to(logs_dir).parts[0]
+        jobs.setdefault(job, []).extend(path.read_text(errors="replace").splitlines())
+    return jobs

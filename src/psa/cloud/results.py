@@ -1,4 +1,4 @@
-"""sagemaker-results-parser: the jobs' model.tar.gz on S3 -> a local results dir like sweep's.
+"""The jobs' model.tar.gz on S3 -> a local results dir like sweep's (sagemaker-results-parser).
 
 For each job of the grid (the same flags as sagemaker-runner) it takes the newest attempt that has
 an output, reads its per-trial records (trials.jsonl) or, for upstream's jobs, results.txt, and
@@ -10,11 +10,9 @@ is written until every job has been read.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tarfile
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -22,15 +20,11 @@ from pathlib import Path, PurePosixPath
 from boto3.exceptions import RetriesExceededError
 from botocore.exceptions import ClientError
 
-from psa.arch import ArchError
 from psa.atomic import write_bytes_atomically, write_text_atomically
-from psa.cli import CommandParser
-from psa.cloud.aws import cli_errors, client, error_code
-from psa.cloud.grid import JobSpec, add_grid_flags, attempt_of, plan_jobs
-from psa.cloud.jobs import list_project_jobs
+from psa.cloud.aws import error_code
+from psa.cloud.aws_setup import AwsSetup
+from psa.cloud.jobs import JobSpec, attempt_of, list_project_jobs
 from psa.cloud.listing import list_objects
-from psa.cloud.progress import Progress
-from psa.cloud.settings import Settings, add_settings_flags, load_settings, require
 from psa.markdown import write_summary_markdown, write_trials_markdown
 from psa.modes import MODES
 from psa.store import SETTINGS_NAME, TRIALS_FILE_NAME, ResultsStore, upstream_results_name
@@ -72,18 +66,18 @@ def find_output(
     return None, FAILED_OR_INCOMPLETE if candidates else NO_JOB_FOUND
 
 
-def candidate_jobs(names: set[str], spec: JobSpec, settings: Settings, naming: str) -> list[str]:
+def candidate_jobs(names: set[str], spec: JobSpec, setup: AwsSetup, naming: str) -> list[str]:
     """The jobs (S3 output dirs or SageMaker job names) that ran this spec, oldest first."""
     if naming == "upstream":
-        return sorted(name for name in names if name.startswith(upstream_stem(spec, settings)))
-    base = spec.base_name(settings.job_prefix)
+        return sorted(name for name in names if name.startswith(upstream_stem(spec, setup)))
+    base = spec.base_name(setup.job_prefix)
     attempts = {name: attempt_of(name, base) for name in names}
     return sorted((name for name in names if attempts[name] is not None), key=attempts.get)
 
 
-def upstream_stem(spec: JobSpec, settings: Settings) -> str:
+def upstream_stem(spec: JobSpec, setup: AwsSetup) -> str:
     """Upstream named its jobs ``psa-LxW-mode-<timestamp>``."""
-    return f"{settings.job_prefix}-{spec.arch.slug}-{spec.modes[0]}-"
+    return f"{setup.job_prefix}-{spec.arch.slug}-{spec.modes[0]}-"
 
 
 def read_output(archive_path: Path, result: JobResult) -> None:
@@ -194,7 +188,7 @@ def _records_from_results_txt(contents: dict[str, bytes], spec: JobSpec) -> list
 
 def collect(
     s3,
-    settings: Settings,
+    setup: AwsSetup,
     specs: list[JobSpec],
     naming: str,
     scratch: Path,
@@ -207,13 +201,13 @@ def collect(
     (FAILED_OR_INCOMPLETE) from one that was never launched (NO_JOB_FOUND). `on_job` is called
     with each job's name once it has been read.
     """
-    keys = [key for key, _ in list_objects(s3, settings.bucket, f"{settings.prefix}/")]
-    dirs = {key[len(settings.prefix) + 1 :].split("/", 1)[0] for key in keys}
+    keys = [key for key, _ in list_objects(s3, setup.bucket, f"{setup.prefix}/")]
+    dirs = {key[len(setup.prefix) + 1 :].split("/", 1)[0] for key in keys}
     results = []
     for index, spec in enumerate(specs):
         result = JobResult(spec)
-        candidates = candidate_jobs(dirs | set(known_jobs), spec, settings, naming)
-        job, key_or_token = find_output(keys, settings.prefix, candidates)
+        candidates = candidate_jobs(dirs | set(known_jobs), spec, setup, naming)
+        job, key_or_token = find_output(keys, setup.prefix, candidates)
         if job is None:
             result.job = candidates[-1] if candidates else None
             result.errors = {mode: key_or_token for mode in spec.modes}
@@ -221,7 +215,7 @@ def collect(
             result.job = job
             archive = scratch / f"{index}.tar.gz"
             try:  # a read that breaks off is retried by the transfer manager
-                s3.download_file(settings.bucket, key_or_token, str(archive))
+                s3.download_file(setup.bucket, key_or_token, str(archive))
             except ClientError as error:
                 result.errors = {mode: f"CLIENT_ERROR: {error_code(error)}" for mode in spec.modes}
             except RetriesExceededError as error:
@@ -231,7 +225,7 @@ def collect(
                 read_output(archive, result)
                 archive.unlink()
         results.append(result)
-        on_job(result.job or spec.base_name(settings.job_prefix))
+        on_job(result.job or spec.base_name(setup.job_prefix))
     return results
 
 
@@ -274,60 +268,3 @@ def training_jobs(sagemaker, job_prefix: str) -> set[str]:
             raise
         print(f"{PROG}: cannot list training jobs ({error}); reading S3 only", file=sys.stderr)
         return set()
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = CommandParser(
-        prog=PROG,
-        description="Collect the SageMaker jobs' outputs from S3 into trial and summary tables.",
-    )
-    add_grid_flags(parser)
-    parser.add_argument(
-        "--naming",
-        choices=("psa", "upstream"),
-        default="psa",
-        help="psa: jobs named by sagemaker-runner (default); upstream: psa-LxW-mode-<timestamp> "
-        "jobs with only results.txt (one job per arch x mode)",
-    )
-    parser.add_argument(
-        "--output-dir",
-        type=Path,
-        default=Path("results/sagemaker"),
-        help="where the results dir is written (default: results/sagemaker)",
-    )
-    add_settings_flags(parser, ("region", "bucket", "prefix", "job_prefix"))
-    return parser
-
-
-@cli_errors(PROG)
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.naming == "upstream":
-        args.job_per = "mode"
-    try:
-        specs = plan_jobs(args)
-    except ArchError as error:
-        parser.error(str(error))
-    settings = load_settings(args)
-    require(settings, "region", "bucket")
-    s3 = client("s3", settings)
-    known_jobs = training_jobs(client("sagemaker", settings), settings.job_prefix)
-    with (
-        tempfile.TemporaryDirectory(prefix="psa-results-") as scratch,
-        Progress(PROG, "jobs read", len(specs)) as progress,
-    ):
-        results = collect(
-            s3, settings, specs, args.naming, Path(scratch), known_jobs, progress.advance
-        )
-    for result in results:
-        found = len(result.records)
-        problems = ", ".join(f"{mode} {token}" for mode, token in result.errors.items())
-        label = result.job or result.spec.base_name(settings.job_prefix)
-        print(f"{label}: {found} trial record(s)" + (f"; {problems}" if problems else ""))
-    summary = write_results_dir(results, args.output_dir, args.model)
-    total = sum(len(result.records) for result in results)
-    print(
-        f"{total} trial record(s) from {len(results)} job(s) -> {summary.parent}", file=sys.stderr
-    )
-    return 0

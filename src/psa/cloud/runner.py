@@ -1,4 +1,4 @@
-"""sagemaker-runner: launch the grid as SageMaker training jobs through boto3 CreateTrainingJob.
+"""Launching the grid as SageMaker training jobs through boto3 CreateTrainingJob (sagemaker-runner).
 
 A rerun reconciles with the jobs already on SageMaker: a job that is Completed, InProgress or
 Stopping is left alone, a Failed or Stopped one is relaunched as the next attempt (its checkpoint
@@ -10,33 +10,19 @@ outlasts them stops the launches and the summary says what was not launched.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
-from psa.arch import ArchError
-from psa.arguments import existing_path
-from psa.cli import CommandParser
-from psa.cloud.aws import QUOTA_CODE, RETRY_ATTEMPTS, cli_errors, client, error_code
-from psa.cloud.grid import JobSpec, add_grid_flags, attempt_name, attempt_of, plan_jobs
-from psa.cloud.jobs import list_project_jobs
-from psa.cloud.settings import Settings, add_settings_flags, load_settings, require
+from psa.cloud.aws import QUOTA_CODE, RETRY_ATTEMPTS, error_code
+from psa.cloud.aws_setup import AwsSetup
+from psa.cloud.jobs import JobSpec, attempt_name, attempt_of
 from psa.cloud.sourcedir import (
     ENTRY_POINT,
-    build_bundle,
-    dataset_files,
-    dataset_uri,
-    default_dataset_dir,
-    default_source_dir,
-    upload_bundle,
-    upload_dataset,
 )
 
 PROG = "sagemaker-runner"
@@ -89,28 +75,26 @@ def decide(specs: list[JobSpec], existing: dict[str, dict], job_prefix: str) -> 
     return decisions
 
 
-def training_request(
-    decision: Decision, settings: Settings, source_uri: str, data_uri: str
-) -> dict:
+def training_request(decision: Decision, setup: AwsSetup, source_uri: str, data_uri: str) -> dict:
     """The CreateTrainingJob request of one job."""
     spec, name = decision.spec, decision.name
     hyperparameters = {
         **spec.entry_arguments(),
         "sagemaker_program": ENTRY_POINT,
         "sagemaker_submit_directory": source_uri,
-        "sagemaker_region": settings.region,
+        "sagemaker_region": setup.region,
         "sagemaker_container_log_level": 20,
         "sagemaker_job_name": name,
     }
-    stopping = {"MaxRuntimeInSeconds": settings.max_run_seconds}
-    if settings.use_spot:
-        stopping["MaxWaitTimeInSeconds"] = settings.max_wait_seconds or settings.max_run_seconds
+    stopping = {"MaxRuntimeInSeconds": setup.max_run_seconds}
+    if setup.use_spot:
+        stopping["MaxWaitTimeInSeconds"] = setup.max_wait_seconds or setup.max_run_seconds
     return {
         "TrainingJobName": name,
-        "RoleArn": settings.role_arn,
+        "RoleArn": setup.role_arn,
         "AlgorithmSpecification": {
-            "TrainingImage": settings.image_uri
-            or default_image_uri(settings.region, settings.instance_type),
+            "TrainingImage": setup.image_uri
+            or default_image_uri(setup.region, setup.instance_type),
             "TrainingInputMode": "File",
         },
         # The framework image json-decodes every value, as the SageMaker Python SDK encodes them.
@@ -128,21 +112,21 @@ def training_request(
                 "InputMode": "File",
             }
         ],
-        "OutputDataConfig": {"S3OutputPath": settings.s3_root},
+        "OutputDataConfig": {"S3OutputPath": setup.s3_root},
         "ResourceConfig": {
-            "InstanceType": settings.instance_type,
+            "InstanceType": setup.instance_type,
             "InstanceCount": 1,
-            "VolumeSizeInGB": settings.volume_size_gb,
+            "VolumeSizeInGB": setup.volume_size_gb,
         },
         "StoppingCondition": stopping,
-        "EnableManagedSpotTraining": settings.use_spot,
+        "EnableManagedSpotTraining": setup.use_spot,
         "CheckpointConfig": {
-            "S3Uri": f"{settings.s3_root}/checkpoints/{decision.base}",
+            "S3Uri": f"{setup.s3_root}/checkpoints/{decision.base}",
             "LocalPath": CHECKPOINT_LOCAL_PATH,
         },
         # No debugger hook, no profiler rules: upstream's profiler wrote ~14 GB of JSON.
         "ProfilerConfig": {"DisableProfiler": True},
-        "Tags": [{"Key": "project", "Value": settings.job_prefix}],
+        "Tags": [{"Key": "project", "Value": setup.job_prefix}],
     }
 
 
@@ -213,111 +197,3 @@ def summarize(decisions: list[Decision], outcome: Outcome) -> list[str]:
             f"{PROG} with the same flags later to launch only these"
         )
     return lines
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = CommandParser(
-        prog=PROG,
-        description="Launch the PSA grid as SageMaker training jobs (boto3 CreateTrainingJob).",
-    )
-    add_grid_flags(parser)
-    parser.add_argument(
-        "--source-dir",
-        type=existing_path,
-        default=default_source_dir(),
-        help="the job's entry files (default: aws/sagemaker of this checkout)",
-    )
-    parser.add_argument(
-        "--dataset-dir",
-        type=existing_path,
-        default=default_dataset_dir(),
-        help="folder with the four MNIST .gz files, uploaded once as the 'training' channel "
-        "(default: dataset/ of this checkout)",
-    )
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print the CreateTrainingJob requests as JSON; contact nothing, upload nothing",
-    )
-    add_settings_flags(
-        parser,
-        (
-            "role",
-            "account_id",
-            "region",
-            "bucket",
-            "prefix",
-            "job_prefix",
-            "instance_type",
-            "use_spot",
-            "max_run_seconds",
-            "max_wait_seconds",
-            "volume_size_gb",
-            "image_uri",
-        ),
-    )
-    return parser
-
-
-def _dry_run(decisions: list[Decision], settings: Settings, source_dir: Path) -> int:
-    placeholders = {
-        "role": "arn:aws:iam::<AWS_ACCOUNT_ID>:role/<AWS_SAGEMAKER_ROLE>",
-        "region": "<AWS_REGION>",
-        "bucket": "<S3_BUCKET_NAME>",
-    }
-    missing = {name: text for name, text in placeholders.items() if not getattr(settings, name)}
-    if missing:
-        print(f"{PROG}: dry run with placeholders for {', '.join(missing)}", file=sys.stderr)
-        settings = replace(settings, **missing)
-    bundle = build_bundle(source_dir)
-    source_uri = f"s3://{settings.bucket}/{bundle.key(settings.prefix)}"
-    requests = [training_request(d, settings, source_uri, dataset_uri(settings)) for d in decisions]
-    print(json.dumps(requests, indent=2))
-    print(
-        f"{PROG}: dry run: {len(requests)} job(s); sourcedir.tar.gz ({len(bundle.files)} files, "
-        f"{len(bundle.data):,} bytes) "
-        f"would go to {source_uri}; nothing was sent",
-        file=sys.stderr,
-    )
-    return 0
-
-
-@cli_errors(PROG)
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        specs = plan_jobs(args)
-    except ArchError as error:
-        parser.error(str(error))
-    settings = load_settings(args)
-
-    if args.dry_run:
-        return _dry_run(decide(specs, {}, settings.job_prefix), settings, args.source_dir)
-
-    require(settings, "role", "region", "bucket")
-    settings = replace(settings, role=settings.role_arn)
-    bundle = build_bundle(args.source_dir)
-    dataset_files(args.dataset_dir)
-    sagemaker = client("sagemaker", settings)
-    decisions = decide(
-        specs, list_project_jobs(sagemaker, settings.job_prefix), settings.job_prefix
-    )
-    for decision in decisions:
-        if not decision.launch:
-            print(f"skipped  {decision.name} ({decision.status})")
-    to_launch = [d for d in decisions if d.launch]
-    too_many = [d.name for d in to_launch if attempt_of(d.name, d.base) > MAX_ATTEMPT]
-    if too_many:
-        sys.exit(f"{PROG}: {too_many[0]} has failed {MAX_ATTEMPT} times; look at its logs first")
-
-    outcome = Outcome([], [], [])
-    if to_launch:
-        s3 = client("s3", settings)
-        source_uri = upload_bundle(s3, settings, bundle)
-        data_uri = upload_dataset(s3, settings, args.dataset_dir)
-        requests = [training_request(d, settings, source_uri, data_uri) for d in to_launch]
-        outcome = launch(sagemaker, requests)
-    for line in summarize(decisions, outcome):
-        print(line)
-    return 1 if outcome.failed or outcome.not_launched else 0

@@ -20,7 +20,7 @@ from pathlib import Path
 from botocore.exceptions import ClientError
 
 import psa
-from psa.cloud.settings import Settings, SettingsError
+from psa.cloud.aws_setup import AwsSetup, SetupError
 
 ENTRY_POINT = "train.py"
 MNIST_FILES = (
@@ -66,7 +66,7 @@ def _package_files(package_dir: Path) -> list[tuple[str, bytes]]:
 
 def _source_files(source_dir: Path) -> list[tuple[str, bytes]]:
     if not (source_dir / ENTRY_POINT).is_file():
-        raise SettingsError(
+        raise SetupError(
             f"{source_dir} has no {ENTRY_POINT}: pass --source-dir pointing at aws/sagemaker"
         )
     return [
@@ -108,33 +108,33 @@ def _exists_with_size(s3, bucket: str, key: str, size: int) -> bool:
     return head["ContentLength"] == size
 
 
-def upload_bundle(s3, settings: Settings, bundle: Bundle) -> str:
+def upload_bundle(s3, setup: AwsSetup, bundle: Bundle) -> str:
     """Upload the bundle unless the same bytes are there; return its s3:// URI."""
-    key = bundle.key(settings.prefix)
-    if not _exists_with_size(s3, settings.bucket, key, len(bundle.data)):
-        s3.put_object(Bucket=settings.bucket, Key=key, Body=bundle.data)
-    return f"s3://{settings.bucket}/{key}"
+    key = bundle.key(setup.prefix)
+    if not _exists_with_size(s3, setup.bucket, key, len(bundle.data)):
+        s3.put_object(Bucket=setup.bucket, Key=key, Body=bundle.data)
+    return f"s3://{setup.bucket}/{key}"
 
 
 def dataset_files(dataset_dir: Path) -> list[Path]:
     paths = [dataset_dir / name for name in MNIST_FILES]
     missing = [path.name for path in paths if not path.is_file()]
     if missing:
-        raise SettingsError(
+        raise SetupError(
             f"{dataset_dir} lacks {', '.join(missing)}: pass --dataset-dir pointing at the "
             f"folder with the four MNIST .gz files (the repo's dataset/)"
         )
     return paths
 
 
-def dataset_uri(settings: Settings) -> str:
-    return f"s3://{settings.bucket}/{settings.prefix}/dataset/"
+def dataset_uri(setup: AwsSetup) -> str:
+    return f"s3://{setup.bucket}/{setup.prefix}/dataset/"
 
 
-def upload_dataset(s3, settings: Settings, dataset_dir: Path) -> str:
+def upload_dataset(s3, setup: AwsSetup, dataset_dir: Path) -> str:
     """Upload the MNIST files once (same name and size = already there); return the channel URI."""
     for path in dataset_files(dataset_dir):
-        key = f"{settings.prefix}/dataset/{path.name}"
-        if not _exists_with_size(s3, settings.bucket, key, path.stat().st_size):
-            s3.put_object(Bucket=settings.bucket, Key=key, Body=path.read_bytes())
-    return dataset_uri(settings)
+        key = f"{setup.prefix}/dataset/{path.name}"
+        if not _exists_with_size(s3, setup.bucket, key, path.stat().st_size):
+            s3.put_object(Bucket=setup.bucket, Key=key, Body=path.read_bytes())
+    return dataset_uri(setup)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -16,14 +15,13 @@ from psa.arguments import existing_path
 from psa.cli import CommandParser
 from psa.data import (
     NUM_CLASSES,
-    DatasetError,
     DatasetStats,
     MNISTAnalysis,
     analyze_mnist,
     default_data_dir,
     load_mnist,
 )
-from psa.device import DeviceError, resolve_device
+from psa.device import resolve_device
 
 TIMING_REPEATS = 3
 
@@ -65,11 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     arguments = parser.parse_args(argv)
     data_dir = arguments.data_dir or default_data_dir()
-    try:
-        analysis = analyze_mnist(data_dir)
-        timing = _time_load(data_dir, arguments.device) if arguments.time_load else None
-    except (DatasetError, DeviceError) as error:
-        sys.exit(f"{parser.prog}: {error}")
+    analysis = analyze_mnist(data_dir)
+    timing = _time_load(data_dir, arguments.device) if arguments.time_load else None
 
     console = Console()
     if arguments.format == "json":

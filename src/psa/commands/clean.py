@@ -9,12 +9,12 @@ from pathlib import Path
 
 from psa.checkpoint import DEFAULT_NAME
 from psa.cli import CommandParser
-from psa.errors import PsaError, UsageExit
+from psa.errors import UsageError
 
 KEEP = frozenset({".gitkeep"})
 
 
-class CleanError(PsaError):
+class CleanError(UsageError):
     """A target that must not or cannot be deleted; nothing has been deleted yet."""
 
 
@@ -73,12 +73,9 @@ def main_all(argv: list[str] | None = None) -> None:
 
 def run(arguments: argparse.Namespace, prog: str = "clean") -> None:
     if arguments.all and arguments.files:
-        raise UsageExit(f"{prog}: give either --all or FILE names, not both; see `{prog} --help`")
+        raise UsageError(f"give either --all or FILE names, not both; see `{prog} --help`")
     model_dir = arguments.model_dir
-    try:
-        targets = select_targets(model_dir, arguments.files, arguments.all)
-    except CleanError as error:
-        raise UsageExit(f"{prog}: {error}") from None
+    targets = select_targets(model_dir, arguments.files, arguments.all)
 
     if not targets:
         print(f"Nothing to delete in {model_dir}.")
@@ -170,8 +167,8 @@ def _dedupe(paths: list[Path]) -> list[Path]:
 def _confirm(targets: list[Path], model_dir: Path, prog: str) -> bool:
     """Ask y/N on the terminal; without one, refuse rather than wait for an answer."""
     if not sys.stdin.isatty():
-        raise UsageExit(
-            f"{prog}: this would delete {len(targets)} files in {model_dir}, and there is no "
+        raise UsageError(
+            f"this would delete {len(targets)} files in {model_dir}, and there is no "
             "terminal to confirm on; rerun with --yes (or --dry-run to list them)"
         )
     for target in targets:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from psa.arguments import existing_path
@@ -37,11 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except MergeError as error:
-        sys.exit(f"{PROG}: {error}")
+    run(build_parser().parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 
-from psa.arch import Arch, ArchError, read_config_file
+from psa.arch import Arch, read_config_file
 from psa.arguments import existing_path, positive_int
 from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
+from psa.errors import PsaError
 from psa.modes import MODES
 from psa.seeds import trial_run_seed
 
@@ -162,10 +162,7 @@ def _fail(message: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     arguments = parser.parse_args(argv)
-    try:
-        configs = read_config_file(arguments.configs)
-    except ArchError as error:
-        sys.exit(f"{parser.prog}: {error}")
+    configs = read_config_file(arguments.configs)
 
     text = script_text(
         configs, arguments.trials, arguments.meta_loops, arguments.seed, arguments.model_root
@@ -175,10 +172,9 @@ def main(argv: list[str] | None = None) -> None:
         write_text_atomically(output, text)
         output.chmod(0o755)
     except OSError as error:
-        sys.exit(
-            f"{parser.prog}: cannot write {output}: {error.strerror}; "
-            "pass --output a writable path"
-        )
+        raise PsaError(
+            f"cannot write {output}: {error.strerror}; pass --output a writable path"
+        ) from None
 
     print("=== Individual Commands ===")
     for arch in configs:

@@ -14,7 +14,6 @@ from psa.arch import argparse_arch
 from psa.arguments import add_device_flag, existing_path
 from psa.checkpoint import (
     DEFAULT_NAME,
-    CheckpointError,
     check_compatible,
     load_checkpoint,
     make_metadata,
@@ -24,10 +23,11 @@ from psa.cli import CommandParser, running
 from psa.cli import run as run_command
 from psa.commands.console import TrainingDisplay
 from psa.config import RunConfig
-from psa.data import DatasetError, load_mnist
-from psa.device import DeviceError, resolve_device
+from psa.data import load_mnist
+from psa.device import resolve_device
 from psa.engine import FIRST_LOOP_EACH_SESSION, Engine, TrialSpec, TrialState
-from psa.memory import MemoryLimitError, check_fits
+from psa.errors import exit_status, stopped_line
+from psa.memory import check_fits
 from psa.model import build_network
 from psa.modes import MODES
 from psa.provenance import capture
@@ -101,11 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--"]:  # `poetry run train -- --flags`, the upstream README's form
         argv = argv[1:]
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (CheckpointError, DatasetError, DeviceError, MemoryLimitError) as error:
-        sys.exit(f"train: {error}")
+    run(build_parser().parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -237,8 +233,8 @@ def run(args: argparse.Namespace) -> None:
             f"the LKG checkpoint holds every completed meta-loop ({on_disk['loops_completed']}); "
             "rerun the same command to continue"
         )
-    print(interrupts.stopped_line(running("train"), stop, detail), file=sys.stderr)
-    sys.exit(interrupts.exit_status(stop))
+    print(stopped_line(running("train"), stop, detail), file=sys.stderr)
+    sys.exit(exit_status(stop))
 
 
 def live_board(args: argparse.Namespace, model_dir: Path, checkpoint: Path, arch):

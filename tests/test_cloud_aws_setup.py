@@ -3,8 +3,9 @@ import argparse
 import pytest
 
 from cloud_support import BUCKET, isolated_aws_env
-from psa.cloud import storage
-from psa.cloud.settings import SettingsError, add_settings_flags, load_settings, require
+from command_support import refusal
+from psa.cloud.aws_setup import SetupError, require
+from psa.commands.sagemaker_flags import add_setup_flags, setup_of
 
 ALL = (
     "role",
@@ -29,7 +30,7 @@ def clean_env(monkeypatch, tmp_path):
 
 def parse(argv):
     parser = argparse.ArgumentParser()
-    add_settings_flags(parser, ALL)
+    add_setup_flags(parser, ALL)
     return parser.parse_args(argv)
 
 
@@ -37,26 +38,26 @@ def test_dotenv_in_the_working_directory_is_read(clean_env):
     (clean_env / ".env").write_text(
         "S3_BUCKET_NAME=from-dotenv\nUSE_SPOT_INSTANCES=true\nMAX_RUN_SECONDS=3600\n"
     )
-    settings = load_settings(parse([]))
-    assert settings.bucket == "from-dotenv"
-    assert settings.use_spot is True
-    assert settings.max_run_seconds == 3600
+    setup = setup_of(parse([]))
+    assert setup.bucket == "from-dotenv"
+    assert setup.use_spot is True
+    assert setup.max_run_seconds == 3600
 
 
 def test_environment_overrides_dotenv_and_flags_override_both(clean_env, monkeypatch):
     (clean_env / ".env").write_text("S3_BUCKET_NAME=a\nS3_PREFIX=p1\nINSTANCE_TYPE=ml.m5.large\n")
     monkeypatch.setenv("S3_BUCKET_NAME", "b")
     monkeypatch.setenv("S3_PREFIX", "p2")
-    settings = load_settings(parse(["--prefix", "p3", "--no-spot"]))
-    assert (settings.bucket, settings.prefix, settings.instance_type) == ("b", "p3", "ml.m5.large")
-    assert settings.use_spot is False
+    setup = setup_of(parse(["--prefix", "p3", "--no-spot"]))
+    assert (setup.bucket, setup.prefix, setup.instance_type) == ("b", "p3", "ml.m5.large")
+    assert setup.use_spot is False
 
 
 def test_region_falls_back_to_aws_default_region(clean_env, monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    assert load_settings(parse([])).region == "eu-west-1"
+    assert setup_of(parse([])).region == "eu-west-1"
     monkeypatch.setenv("AWS_REGION", "us-west-2")
-    assert load_settings(parse([])).region == "us-west-2"
+    assert setup_of(parse([])).region == "us-west-2"
 
 
 def test_an_explicit_env_file_must_exist(clean_env, capsys):
@@ -80,14 +81,14 @@ def test_an_explicit_env_file_must_exist(clean_env, capsys):
 )
 def test_malformed_values_are_named(clean_env, line, message):
     (clean_env / ".env").write_text(line + "\n")
-    with pytest.raises(SettingsError, match=message):
-        load_settings(parse([]))
+    with pytest.raises(SetupError, match=message):
+        setup_of(parse([]))
 
 
 def test_require_names_every_missing_setting_at_once(clean_env):
-    settings = load_settings(parse(["--bucket", BUCKET]))
-    with pytest.raises(SettingsError) as caught:
-        require(settings, "role", "region", "bucket")
+    setup = setup_of(parse(["--bucket", BUCKET]))
+    with pytest.raises(SetupError) as caught:
+        require(setup, "role", "region", "bucket")
     message = str(caught.value)
     assert "AWS_SAGEMAKER_ROLE (or --role)" in message
     assert "AWS_REGION (or --region)" in message
@@ -96,28 +97,22 @@ def test_require_names_every_missing_setting_at_once(clean_env):
 
 
 def test_a_role_name_becomes_an_arn_with_the_account(clean_env):
-    settings = load_settings(parse(["--role", "Runner", "--account-id", "111122223333"]))
-    assert settings.role_arn == "arn:aws:iam::111122223333:role/Runner"
+    setup = setup_of(parse(["--role", "Runner", "--account-id", "111122223333"]))
+    assert setup.role_arn == "arn:aws:iam::111122223333:role/Runner"
     arn = "arn:aws:iam::1:role/x"
-    assert load_settings(parse(["--role", arn])).role_arn == arn
-    with pytest.raises(SettingsError, match="AWS_ACCOUNT_ID"):
-        load_settings(parse(["--role", "Runner"])).role_arn  # noqa: B018
+    assert setup_of(parse(["--role", arn])).role_arn == arn
+    with pytest.raises(SetupError, match="AWS_ACCOUNT_ID"):
+        setup_of(parse(["--role", "Runner"])).role_arn  # noqa: B018
 
 
 def test_a_command_without_settings_exits_with_one_line(clean_env, capsys):
-    with pytest.raises(SystemExit) as exited:
-        storage.main([])
-    message = str(exited.value.code)
+    message = refusal(capsys, "sagemaker-estimate-storage", [])[1]
     assert message.startswith("sagemaker-estimate-storage: missing settings: ")
     assert "AWS_REGION" in message and "S3_BUCKET_NAME" in message
-    assert "\n" not in message
-    assert "Traceback" not in capsys.readouterr().err
 
 
-def test_missing_credentials_exit_with_one_line(monkeypatch, tmp_path):
+def test_missing_credentials_exit_with_one_line(monkeypatch, tmp_path, capsys):
     isolated_aws_env(monkeypatch, tmp_path, credentials=False)
-    with pytest.raises(SystemExit) as exited:
-        storage.main(["--bucket", BUCKET])
-    message = str(exited.value.code)
+    message = refusal(capsys, "sagemaker-estimate-storage", ["--bucket", BUCKET])[1]
     assert message.startswith("sagemaker-estimate-storage: no usable AWS credentials")
     assert "aws configure" in message

@@ -18,14 +18,15 @@ from pathlib import Path
 from psa.arguments import existing_path
 from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
-from psa.cloud.aws import cli_errors, client
-from psa.cloud.cloudwatch import LOG_GROUP, download_job, jobs_with_logs
+from psa.cloud.aws import client
+from psa.cloud.aws_setup import require
+from psa.cloud.cloudwatch import LOG_GROUP, download_job, jobs_with_logs, read_job_logs
 from psa.cloud.jobs import read_jobs_file
 from psa.cloud.logparse import loop_table, merge_jobs, parse_job_log
 from psa.cloud.progress import Progress
-from psa.cloud.settings import add_settings_flags, load_settings, require
+from psa.commands.sagemaker_flags import add_setup_flags, aws_errors, setup_of
 from psa.config import MODELS
-from psa.errors import command_hint
+from psa.errors import PsaError, command_hint
 from psa.store import ResultsStore, Trial
 
 DOWNLOAD_PROG = "sagemaker-get-training-logs"
@@ -46,23 +47,23 @@ def _download_parser() -> argparse.ArgumentParser:
         default=DEFAULT_LOGS_DIR,
         help=f"default: {DEFAULT_LOGS_DIR}; <job>/<stream>.log files and download_summary.json",
     )
-    add_settings_flags(parser, ("region", "job_prefix"))
+    add_setup_flags(parser, ("region", "job_prefix"))
     return parser
 
 
-@cli_errors(DOWNLOAD_PROG)
+@aws_errors
 def download_main(argv: list[str] | None = None) -> int:
     args = _download_parser().parse_args(argv)
-    settings = load_settings(args)
-    require(settings, "region")
+    setup = setup_of(args)
+    require(setup, "region")
     jobs = list(args.job)
     if args.jobs_file is not None:
         jobs += read_jobs_file(args.jobs_file)
-    logs = client("logs", settings)
+    logs = client("logs", setup)
     if not jobs:
-        jobs = jobs_with_logs(logs, settings.job_prefix)
+        jobs = jobs_with_logs(logs, setup.job_prefix)
         if not jobs:
-            print(f"no log streams of jobs named {settings.job_prefix}-… in {LOG_GROUP} yet")
+            print(f"no log streams of jobs named {setup.job_prefix}-… in {LOG_GROUP} yet")
     jobs = list(dict.fromkeys(jobs))
     results = []
     with Progress(DOWNLOAD_PROG, "jobs' logs downloaded", len(jobs)) as progress:
@@ -122,15 +123,6 @@ def _parse_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_job_logs(logs_dir: Path) -> dict[str, list[str]]:
-    """job -> its log lines, streams in name order (a spot restart opens a later stream)."""
-    jobs: dict[str, list[str]] = {}
-    for path in sorted(logs_dir.rglob("*.log")):
-        job = path.relative_to(logs_dir).parts[0]
-        jobs.setdefault(job, []).extend(path.read_text(errors="replace").splitlines())
-    return jobs
-
-
 def parse_main(argv: list[str] | None = None) -> int:
     parser = _parse_parser()
     args = parser.parse_args(argv)
@@ -140,9 +132,8 @@ def parse_main(argv: list[str] | None = None) -> int:
         )
     jobs = read_job_logs(args.logs_dir)
     if not jobs:
-        sys.exit(
-            f"{PARSE_PROG}: no .log files under {args.logs_dir}; "
-            f"run `{command_hint(DOWNLOAD_PROG)}` first"
+        raise PsaError(
+            f"no .log files under {args.logs_dir}; run `{command_hint(DOWNLOAD_PROG)}` first"
         )
     parsed = [(job, parse_job_log(job, lines, args.model)) for job, lines in jobs.items()]
     for job, trials in parsed:
@@ -150,7 +141,7 @@ def parse_main(argv: list[str] | None = None) -> int:
             print(f"{job}: no per-loop lines", file=sys.stderr)
     trials = merge_jobs(parsed)
     if not trials:
-        sys.exit(f"{PARSE_PROG}: no per-loop lines in {len(jobs)} job log(s) under {args.logs_dir}")
+        raise PsaError(f"no per-loop lines in {len(jobs)} job log(s) under {args.logs_dir}")
 
     output = args.output_dir
     store = ResultsStore(output)

@@ -22,10 +22,10 @@ from psa.arguments import existing_path
 from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.config import MODELS
-from psa.errors import command_hint
+from psa.errors import PsaError, command_hint
 from psa.markdown import read_mode_statistics, read_trials
 from psa.modes import MODES
-from psa.report.style import FigureError, add_figure_flags, figure_options
+from psa.report.style import add_figure_flags, figure_options
 from psa.store import ResultsFormatError, ResultsStore, summary_name
 
 RESULTS_DIR = Path("results")
@@ -124,14 +124,11 @@ def _run(parser: argparse.ArgumentParser, argv: list[str] | None, body: Callable
     args = parser.parse_args(argv)
     try:
         body(args)
-    except (ResultsFormatError, ArchError, FigureError) as error:
-        sys.exit(f"{parser.prog}: {error}")
     except OSError as error:
         where = f" {error.filename}" if error.filename else ""
-        sys.exit(
-            f"{parser.prog}: cannot use{where}: {error.strerror or error}; "
-            "check the path and its permissions"
-        )
+        raise PsaError(
+            f"cannot use{where}: {error.strerror or error}; check the path and its permissions"
+        ) from None
     return 0
 
 

@@ -13,14 +13,8 @@ from hypothesis import strategies as st
 
 from psa.arch import Arch
 from psa.arguments import mode_list
-from psa.cloud.grid import (
-    NAME_LIMIT,
-    JobSpec,
-    add_grid_flags,
-    attempt_name,
-    attempt_of,
-    plan_jobs,
-)
+from psa.cloud.jobs import NAME_LIMIT, JobSpec, attempt_name, attempt_of
+from psa.commands.sagemaker_flags import add_grid_flags, jobs_of
 from psa.config import Hyperparameters, RunConfig
 from psa.modes import MODES
 
@@ -31,6 +25,13 @@ def grid(argv):
     parser = argparse.ArgumentParser()
     add_grid_flags(parser)
     return parser.parse_args(argv)
+
+
+def planned(argv):
+    """The jobs sagemaker-runner plans from the grid flags ``argv``."""
+    parser = argparse.ArgumentParser()
+    add_grid_flags(parser)
+    return jobs_of(parser, parser.parse_args(argv))
 
 
 JOB_FIELDS = ("arch", "modes", "trials")
@@ -50,7 +51,7 @@ def spec(**changes):
 def test_job_names_are_deterministic_and_readable():
     # The same job named in another interpreter, with another string hash seed, gets this name.
     code = (
-        "from psa.arch import Arch; from psa.cloud.grid import JobSpec; "
+        "from psa.arch import Arch; from psa.cloud.jobs import JobSpec; "
         "from psa.config import RunConfig; from psa.modes import MODES; "
         "print(JobSpec(Arch([(4, 17)]), MODES, 10, RunConfig(meta_loops=100, seed=1234))"
         ".base_name('psa'))"
@@ -105,13 +106,11 @@ def test_jobs_at_upstreams_method_keep_the_names_they_had_before_the_method_flag
 
 
 def test_the_grid_takes_every_method_flag_and_the_job_gets_them():
-    [job] = plan_jobs(
-        grid(
-            [
-                *("--arch", "[4*17]", "--hidden-targets", "corrected"),
-                *("--full-sampling", "neuron", "--precision", "bf16", "--dropout", "0.3"),
-            ]
-        )
+    [job] = planned(
+        [
+            *("--arch", "[4*17]", "--hidden-targets", "corrected"),
+            *("--full-sampling", "neuron", "--precision", "bf16", "--dropout", "0.3"),
+        ]
     )
     assert job.config.hyper == Hyperparameters(
         dropout=0.3, precision="bf16", hidden_targets="corrected", full_sampling="neuron"
@@ -138,9 +137,9 @@ def test_a_setting_out_of_range_is_refused_by_the_grid_flags(flags, capsys):
     assert flags[0] in capsys.readouterr().err
 
 
-stacks = st.lists(
-    st.tuples(st.integers(1, 800), st.integers(1, 99)), min_size=1, max_size=12
-).map(Arch)
+stacks = st.lists(st.tuples(st.integers(1, 800), st.integers(1, 99)), min_size=1, max_size=12).map(
+    Arch
+)
 
 
 @given(
@@ -172,16 +171,16 @@ def test_attempts_are_recognised_only_for_their_own_base():
 def test_a_configs_file_gives_one_job_per_arch_or_per_arch_and_mode(tmp_path):
     configs = tmp_path / "configs.txt"
     configs.write_text("# two archs\n4*17\n2*8\n")
-    per_arch = plan_jobs(grid(["--configs", str(configs)]))
+    per_arch = planned(["--configs", str(configs)])
     assert [job.arch.key for job in per_arch] == ["4*17", "2*8"]
     assert all(job.modes == MODES for job in per_arch)
-    per_mode = plan_jobs(grid(["--configs", str(configs), "--job-per", "mode"]))
+    per_mode = planned(["--configs", str(configs), "--job-per", "mode"])
     assert len(per_mode) == 12
     assert [job.modes for job in per_mode[:6]] == [(mode,) for mode in MODES]
 
 
 def test_arch_flag_replaces_the_configs_file():
-    jobs = plan_jobs(grid(["--arch", "[2*8, 3*8]", "--modes", "full,none"]))
+    jobs = planned(["--arch", "[2*8, 3*8]", "--modes", "full,none"])
     assert len(jobs) == 1
     assert jobs[0].arch.key == "5*8"
     assert jobs[0].modes == ("none", "full")
@@ -190,7 +189,7 @@ def test_arch_flag_replaces_the_configs_file():
 
 def test_the_default_configs_file_is_the_reproduction_grid_wherever_it_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert len(plan_jobs(grid([]))) == 98
+    assert len(planned([])) == 98
 
 
 def test_unknown_modes_are_rejected():
