@@ -10,6 +10,7 @@ import torch
 
 from psa import cli, selfcheck
 from psa import engine as engine_module
+from psa.costs import device_costs_path
 from psa.device import resolve_device, set_matmul_precision
 
 
@@ -22,7 +23,10 @@ def check_device(argv: list[str], capsys) -> tuple[int, str, str]:
     return status, captured.out, captured.err
 
 
-def test_the_cpu_matches_the_float64_reference_and_the_grid_is_projected(capsys, tmp_path):
+def test_the_cpu_matches_the_float64_reference_and_the_grid_is_projected(
+    capsys, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
     argv = ["--device", "cpu", "--archs", "4*17", "--steps", "2", "--json"]
     status, out, err = check_device([*argv, "--output", str(tmp_path / "device.json")], capsys)
     assert status == 0, err
@@ -39,9 +43,20 @@ def test_the_cpu_matches_the_float64_reference_and_the_grid_is_projected(capsys,
     assert timing["arch"] == "[4*17]" and timing["trials"] == 60 and timing["steps_timed"] == 2
     assert timing["trial_epochs_per_second"] == pytest.approx(60 / timing["seconds_per_loop"])
     assert report["grid"]["architectures"] == 98 and report["grid"]["projected_hours"] > 0
+    stored = tmp_path / device_costs_path(report["environment"]["device_model"])
+    assert stored.parent == tmp_path / "results" / "devices"
+    assert json.loads(stored.read_text()) == report  # where sweep finds this device's figures
 
 
-def test_the_table_names_every_check_and_says_pass(capsys):
+def test_no_save_stores_no_figures(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["--device", "cpu", "--archs", "4*17", "--steps", "1", "--json", "--no-save"]
+    assert check_device(argv, capsys)[0] == 0
+    assert not (tmp_path / "results").exists()
+
+
+def test_the_table_names_every_check_and_says_pass(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     status, out, err = check_device(["--device", "cpu", "--archs", ""], capsys)
     assert status == 0, err
     for check in ("forward logits", "gradients", "2 loops: LKG weights", "device_model"):

@@ -30,6 +30,7 @@ from psa import engine as engine_module
 from psa.ablation import AblationTarget
 from psa.arch import parse_key
 from psa.config import Hyperparameters
+from psa.costs import CPU_MODEL, TRAIN_ROWS, VAL_ROWS, CostModel
 from psa.data import MnistSplits
 from psa.engine import ADAM_BETAS, ADAM_EPS, Engine, TrialSpec
 from psa.memory import batch_limit, memory_budget
@@ -64,8 +65,6 @@ ACCURACY_TOLERANCE_IMAGES = 1  # a near-tie argmax may flip one validation image
 # Grid architectures timed by default: wide, square, deep narrow.
 TIMED_ARCHS = ("[1*1024]", "[18*18]", "[4*17]", "[64*4]")
 TIMED_STEPS = 6
-TRAIN_ROWS = 50_000
-VAL_ROWS = 10_000
 GRID_TRIALS = 60  # six modes x ten trials per architecture
 GRID_LOOPS = 100
 
@@ -106,6 +105,7 @@ class SelfCheck:
     comparisons: list[Comparison] = field(default_factory=list)
     timings: list[Timing] = field(default_factory=list)
     grid_hours: float | None = None  # projected hours of the paper grid on this device
+    model: CostModel | None = None  # the cost model calibrated by the timings
 
     @property
     def passed(self) -> bool:
@@ -126,6 +126,12 @@ class SelfCheck:
                 "meta_loops": GRID_LOOPS,
                 "projected_hours": self.grid_hours,
             },
+            "cost_model_scales": None
+            if self.model is None
+            else {
+                "dispatch": self.model.dispatch_scale,
+                "arithmetic": self.model.arithmetic_scale,
+            },
         }
 
 
@@ -139,6 +145,7 @@ def run_selfcheck(
     for key in timed_archs:
         result.timings.append(time_architecture(device, key, steps))
     if result.timings:
+        result.model = calibrated_model(result.timings)
         result.grid_hours = project_grid_seconds(device, result.timings) / 3600
     return result
 
@@ -398,26 +405,27 @@ def grid_archs() -> list[str]:
 
 
 def project_grid_seconds(device: torch.device, timings: list[Timing]) -> float:
-    """Seconds of the paper grid here: each architecture's modelled loop cost, scaled by how far
-    the timed architectures ran from the model on this device (their median ratio)."""
-    ratios = sorted(t.seconds_per_loop / modelled_loop_seconds(t.arch, t.trials) for t in timings)
-    scale = ratios[len(ratios) // 2]
+    """Seconds of the paper grid here: the cost model calibrated by the timed architectures,
+    summed over the grid's batches."""
+    model = calibrated_model(timings)
     total = 0.0
     for key in grid_archs():
         network = build_network("resmlp", parse_key(key))
-        trials = sweep_batch_size(network, device)
-        batches = math.ceil(GRID_TRIALS / trials)
-        total += batches * modelled_loop_seconds(key, trials) * GRID_LOOPS
-    return total * scale
+        batches = math.ceil(GRID_TRIALS / sweep_batch_size(network, device))
+        total += batches * model.loop_seconds(network, GRID_TRIALS / batches) * GRID_LOOPS
+    return total
 
 
-def modelled_loop_seconds(key: str, trials: int) -> float:
-    """The dry-run's cost model of one loop of ``trials`` trials (same formula as ``sweep``)."""
-    network = build_network("resmlp", parse_key(key))
-    flops = 6.0 * network.parameter_count() * TRAIN_ROWS
-    units = sum(spec.out_features for spec in network.linears)
-    trial_epoch = flops / 120e9 + units * 8e-5
-    return trial_epoch * (1 + 2 * VAL_ROWS / (6 * TRAIN_ROWS)) * trials
+def calibrated_model(timings: list[Timing]) -> CostModel:
+    measured = [
+        {
+            "network": build_network("resmlp", parse_key(t.arch)),
+            "trials": t.trials,
+            "seconds": t.seconds_per_loop,
+        }
+        for t in timings
+    ]
+    return CPU_MODEL.calibrated(measured, "these timings")
 
 
 def _modes_cycle(count: int) -> list[str]:

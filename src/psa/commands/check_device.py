@@ -18,6 +18,7 @@ from psa.arch import ArchError, parse_key
 from psa.arguments import add_device_flag, positive_int
 from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
+from psa.costs import DEVICE_COSTS_DIR, device_costs_path
 from psa.device import DeviceError, resolve_device
 from psa.errors import UsageExit
 from psa.selfcheck import TIMED_ARCHS, TIMED_STEPS, SelfCheck, run_selfcheck
@@ -45,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument(
+        "--no-save",
+        action="store_true",
+        help=f"do not store the timings in {DEVICE_COSTS_DIR}/, where sweep plans this "
+        "device's batches by them",
+    )
     return parser
 
 
@@ -60,8 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"check-device: {error}")
     result = run_selfcheck(device, archs, args.steps)
     report = result.as_json()
+    text = json.dumps(report, indent=2) + "\n"
     if args.output is not None:
-        write_text_atomically(args.output, json.dumps(report, indent=2) + "\n")
+        write_text_atomically(args.output, text)
+    if result.timings and result.passed and not args.no_save:
+        write_text_atomically(device_costs_path(report["environment"]["device_model"]), text)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -115,7 +125,9 @@ def print_report(result: SelfCheck) -> None:
         console.print(
             f"Paper grid ({grid['architectures']} architectures x {grid['trials_per_architecture']}"
             f" trials x {grid['meta_loops']} loops) projected on this device: "
-            f"~{result.grid_hours:.1f} h (the cost model scaled by the timed architectures; "
-            "a busy machine takes longer)"
+            f"~{result.grid_hours:.1f} h (the sweep's cost model, its dispatch and arithmetic "
+            f"costs scaled {result.model.dispatch_scale:.2f}x and "
+            f"{result.model.arithmetic_scale:.2f}x to fit the timed architectures; a busy "
+            "machine takes longer)"
         )
     console.print("PASS" if result.passed else "FAIL")

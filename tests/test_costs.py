@@ -1,0 +1,82 @@
+"""The cost model of a sweep batch, and its calibration by a device's own check-device figures."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from psa.arch import parse_key
+from psa.costs import CPU_MODEL, device_costs_path, model_for
+from psa.model import build_network
+
+
+def network(key: str):
+    return build_network("resmlp", parse_key(key))
+
+
+def test_deep_narrow_networks_cost_their_layers_not_their_arithmetic():
+    deep, wide = network("[2048*1]"), network("[1*2048]")
+    assert deep.parameter_count() < wide.parameter_count() / 1000
+    dispatch, arithmetic = CPU_MODEL.loop_parts(deep, 12)
+    assert dispatch > 3 * arithmetic
+    dispatch, arithmetic = CPU_MODEL.loop_parts(wide, 1)
+    assert arithmetic > 3 * dispatch
+
+
+def test_a_loop_costs_more_with_more_trials_and_more_layers():
+    assert CPU_MODEL.loop_seconds(network("[4*17]"), 60) > CPU_MODEL.loop_seconds(
+        network("[4*17]"), 6
+    )
+    assert CPU_MODEL.loop_seconds(network("[64*4]"), 60) > CPU_MODEL.loop_seconds(
+        network("[8*4]"), 60
+    )
+
+
+def test_calibration_recovers_a_devices_dispatch_and_arithmetic_scales():
+    device = replace(CPU_MODEL, dispatch_scale=0.05, arithmetic_scale=0.01)
+    timings = [
+        {"network": network(key), "trials": k, "seconds": device.loop_seconds(network(key), k)}
+        for key, k in (("[1*1024]", 60), ("[64*4]", 60), ("[4*17]", 60))
+    ]
+    fitted = CPU_MODEL.calibrated(timings, "test")
+    assert fitted.dispatch_scale == pytest.approx(0.05)
+    assert fitted.arithmetic_scale == pytest.approx(0.01)
+    assert fitted.source == "test"
+
+
+def test_one_timing_scales_both_kinds_alike():
+    timing = {"network": network("[4*17]"), "trials": 60, "seconds": 10.0}
+    fitted = CPU_MODEL.calibrated([timing], "test")
+    assert fitted.dispatch_scale == pytest.approx(fitted.arithmetic_scale)
+    assert fitted.loop_seconds(network("[4*17]"), 60) == pytest.approx(10.0)
+
+
+def stored_figures(directory, model: str, seconds: float) -> None:
+    report = {
+        "environment": {"device_model": model},
+        "timings": [{"arch": "[4*17]", "trials": 60, "seconds_per_loop": seconds}],
+    }
+    path = device_costs_path(model, directory)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report))
+
+
+def test_a_device_with_stored_figures_is_planned_by_them(tmp_path):
+    stored_figures(tmp_path, "Some GPU 80GB", 2.0)
+    model = model_for("Some GPU 80GB", tmp_path)
+    assert model.loop_seconds(network("[4*17]"), 60) == pytest.approx(2.0)
+    assert str(device_costs_path("Some GPU 80GB", tmp_path)) in model.source
+
+
+def test_without_figures_of_this_device_the_cpu_model_plans(tmp_path):
+    assert model_for("Some GPU 80GB", tmp_path) is CPU_MODEL
+    stored_figures(tmp_path, "Some GPU 80GB", 2.0)
+    path = device_costs_path("Some GPU 80GB", tmp_path)
+    report = json.loads(path.read_text())
+    report["environment"]["device_model"] = "another GPU"
+    path.write_text(json.dumps(report))
+    assert model_for("Some GPU 80GB", tmp_path) is CPU_MODEL
+    path.write_text("{not json")
+    assert model_for("Some GPU 80GB", tmp_path) is CPU_MODEL
