@@ -22,7 +22,7 @@ LOOP_LOG_KEYS = {
 }
 
 
-# Every field of a sweep's trial record (psa.sweep.ChunkRunner._records); test_sweep checks a
+# Every field of a sweep's trial record (psa.sweep.runner.BatchRunner._records); test_sweep checks a
 # real record has exactly these.
 TRIAL_RECORD_KEYS = {
     "arch",

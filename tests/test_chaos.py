@@ -56,12 +56,12 @@ TRAIN_LOOP = re.compile(r"^Loop \d+/\d+ \(Global: \d+\)", re.MULTILINE)
 SWEEP_INJECTIONS = [
     ("psa.engine:Engine._promote", 2, "INT", "before"),  # the engine's promote-and-count
     ("psa.store.jsonlines:LineLog.append", 2, "TERM", "after"),  # between two trials' lines
-    ("psa.store.results:ResultsStore.save_chunk", 1, "KILL", "before"),  # lines, no state
+    ("psa.store.results:ResultsStore.save_batch", 1, "KILL", "before"),  # lines, no state
     ("psa.store.jsonlines:LineLog._write", 1, "KILL", "torn"),  # inside an append
-    ("psa.store.results:ResultsStore.save_chunk", 2, "KILL", "after"),  # right at a boundary
+    ("psa.store.results:ResultsStore.save_batch", 2, "KILL", "after"),  # right at a boundary
     ("psa.atomic:write_atomically", 1, "KILL", "before"),
     ("psa.store.results:ResultsStore.write_records", 1, "KILL", "after"),  # records, state
-    ("psa.store.results:ResultsStore.delete_chunk", 1, "INT", "after"),
+    ("psa.store.results:ResultsStore.delete_batch", 1, "INT", "after"),
     ("psa.store.claims:Claim.release", 1, "KILL", "before"),  # a claim of a dead process
     ("psa.store.results:ResultsStore.merge_records", 1, "TERM", "before"),
     ("psa.markdown:write_tables", 1, "KILL", "before"),
@@ -197,7 +197,7 @@ def committed(results: Path) -> Committed:
         by_key = {(t.arch.key, t.mode, t.index): t for t in every_trial()}
         for record in store.records():
             recorded[by_key[record["arch"], record["mode"], record["trial"]]] = record
-    states = {arch: store.saved_chunks(arch) if store.exists() else [] for arch in SHAPES}
+    states = {arch: store.saved_batches(arch) if store.exists() else [] for arch in SHAPES}
     saved = {t: s.loops_completed for states_ in states.values() for s in states_ for t in s.trials}
     claimed = {t for t in every_trial() if store.is_claimed(t)}
     batches = {
@@ -260,13 +260,13 @@ def assert_consistent(results: Path) -> None:
     saved loops or one more (the loop in flight; the next run drops it), (b) a recorded trial
     has its whole log and is recorded once, (e) progress saved at the last loop boundary."""
     store = ResultsStore(results)
-    unit_lines = [
+    batch_lines = [
         json.loads(line)
-        for path in store.unit_record_files()
+        for path in store.batch_record_files()
         for line in path.read_text().splitlines()
     ]
-    units = [(r["arch"], r["mode"], r["trial"]) for r in unit_lines]
-    assert len(units) == len(set(units)), "a trial recorded twice"
+    recorded = [(r["arch"], r["mode"], r["trial"]) for r in batch_lines]
+    assert len(recorded) == len(set(recorded)), "a trial recorded twice"
     state = committed(results)
     for trial in every_trial():
         loops = [line["loop"] for line in state.logged[trial]]
@@ -331,7 +331,7 @@ def reference(tmp_path_factory, repo_dataset) -> Finished:
 
 def assert_finished_like(results: Path, out: str, reference: Finished) -> None:
     store = ResultsStore(results)
-    assert store.saved_chunks(SHAPES[0]) == store.saved_chunks(SHAPES[1]) == []
+    assert store.saved_batches(SHAPES[0]) == store.saved_batches(SHAPES[1]) == []
     assert not list((results / "claims").glob("**/*.claim"))
     result = finished(results, out)
     # Merged, each trial once, every line the reference's. Not in its order: a merge keeps the
@@ -366,9 +366,9 @@ def test_sweep_survives_a_stop_inside_every_critical_section(reference, tmp_path
     for injection in SWEEP_INJECTIONS:
         _, _, err = run_injected(results, repo_dataset, tmp_path, injection)
         warned |= "incomplete last line" in err
-        if injection[1:3] == (2, "KILL") and injection[0].endswith("save_chunk"):
+        if injection[1:3] == (2, "KILL") and injection[0].endswith("save_batch"):
             # (e) the state saved at that boundary survives a kill -9 at once.
-            [state, *_] = ResultsStore(results).saved_chunks(SHAPES[0])
+            [state, *_] = ResultsStore(results).saved_batches(SHAPES[0])
             logged = read_log(ResultsStore(results).log_path(state.trials[0]))[0]
             assert state.loops_completed == len(logged) >= 2
     status, out, err = run_and_check(results, start_sweep(results, repo_dataset, tmp_path / "f"))

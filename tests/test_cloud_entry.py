@@ -14,9 +14,8 @@ from psa.cloud.aws_setup import AwsSetup
 from psa.cloud.jobs import JobSpec
 from psa.cloud.runner import Decision, training_request
 from psa.cloud.sourcedir import default_source_dir
-from psa.commands import sweep as sweep_command
-from psa.commands.sweep import SweepRequest
 from psa.config import Hyperparameters, RunConfig
+from psa.sweep import SweepRequest
 from schemas import loop_record, trial_record
 
 
@@ -127,7 +126,7 @@ def fake_sweep(monkeypatch):
     """A stand-in for the sweep a job runs that writes what a finished sweep leaves behind."""
     calls = []
 
-    def run_request(request):
+    def run_reported(request, printer=None):
         calls.append(request)
         out, modes = request.results_dir, request.modes
         records = [trial_record("2*8", mode, t, 90.0 + t) for mode in modes for t in (1, 2)]
@@ -137,7 +136,7 @@ def fake_sweep(monkeypatch):
             jsonl([loop_record("2*8", "none", 1, 1, 80.0, 80.0)])
         )
 
-    monkeypatch.setattr(sweep_command, "run_request", run_request)
+    monkeypatch.setattr(entry, "run_reported", run_reported)
     return calls
 
 

@@ -25,7 +25,7 @@ from psa.cloud import entry
 from psa.commands import merge_results, sagemaker_results, sagemaker_runner
 from psa.commands.sagemaker_flags import jobs_of
 from psa.config import RunConfig
-from psa.shard import Shard
+from psa.sweep import Shard
 from schemas import trial_record
 
 CONFIGS = "4*17\n2*8\n1*4\n"

@@ -16,6 +16,7 @@ from psa.cli import run
 from psa.commands import export
 from psa.commands import sweep as sweep_command
 from psa.store import ResultsStore
+from psa.sweep import runner as sweep_runner
 
 ROOT = Path(psa.results.__file__).resolve().parents[2]
 SHIPPED = ROOT / "results"
@@ -26,7 +27,7 @@ def swept(tmp_path_factory, repo_dataset, mnist_small) -> Path:
     """A small new sweep (it has provenance): [1*8] and [2*4] x none,output x 2 trials x 2 loops."""
     results = tmp_path_factory.mktemp("export") / "results"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sweep_command, "load_mnist", lambda *args, **kwargs: mnist_small)
+        patch.setattr(sweep_runner, "load_mnist", lambda *args, **kwargs: mnist_small)
         argv = ["--arch", "[1*8]", "--arch", "[2*4]", "--modes", "none,output", "--trials", "2"]
         argv += ["--meta-loops", "2", "--seed", "9", "--results-dir", str(results)]
         sweep_command.main([*argv, "--data-dir", str(repo_dataset), "--device", "cpu"])

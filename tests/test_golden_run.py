@@ -24,6 +24,7 @@ from psa.commands import train as train_command
 from psa.modes import MODES
 from psa.seeds import trial_run_seed
 from psa.store import ResultsStore, run_logs
+from psa.sweep import runner as sweep_runner
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_run.json"
 UPDATE = os.environ.get("PSA_UPDATE_GOLDEN") == "1"
@@ -45,9 +46,9 @@ def tensor_hash(tensors: dict[str, torch.Tensor]) -> str:
 
 def run_sweep(monkeypatch, data, results: Path, *flags: str) -> dict:
     """Run sweep in this process on ``data``; the LKG tensors it last saved, per trial."""
-    monkeypatch.setattr(sweep_command, "load_mnist", lambda *args, **kwargs: data)
+    monkeypatch.setattr(sweep_runner, "load_mnist", lambda *args, **kwargs: data)
     saved: dict = {}
-    save = ResultsStore.save_chunk
+    save = ResultsStore.save_batch
 
     def recording(store, state, tensors):
         for k, trial in enumerate(state.trials):
@@ -56,7 +57,7 @@ def run_sweep(monkeypatch, data, results: Path, *flags: str) -> dict:
             saved[trial] = {name[len(prefix) :]: t.clone() for name, t in mine.items()}
         return save(store, state, tensors)
 
-    monkeypatch.setattr(ResultsStore, "save_chunk", recording)
+    monkeypatch.setattr(ResultsStore, "save_batch", recording)
     sweep_command.main(
         [
             *("--seed", str(SEED), "--meta-loops", str(LOOPS), "--device", "cpu"),
@@ -65,7 +66,7 @@ def run_sweep(monkeypatch, data, results: Path, *flags: str) -> dict:
             *flags,
         ]
     )
-    monkeypatch.setattr(ResultsStore, "save_chunk", save)
+    monkeypatch.setattr(ResultsStore, "save_batch", save)
     return saved
 
 

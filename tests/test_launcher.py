@@ -21,9 +21,10 @@ import pytest
 
 pytest.importorskip("submitit")
 
+from psa.cli import run as run_command  # noqa: E402
 from psa.commands import sweep as sweep_command  # noqa: E402
-from psa.shard import Shard  # noqa: E402
-from psa.shard_task import ShardTask  # noqa: E402
+from psa.sweep import Shard  # noqa: E402
+from psa.sweep.slurm import STALLED_RUNS, ShardTask  # noqa: E402
 
 JOB = "4242"
 
@@ -104,31 +105,34 @@ def test_slurm_launch_submits_one_job_array_of_shards_with_the_asked_resources(
             delayed = pickle.load(stream)
         task = delayed.function
         assert isinstance(task, ShardTask)
-        assert task.args.shard == Shard(index + 1, 3)
-        assert task.args.results_dir == results.absolute() and task.args.results_dir.is_absolute()
-        assert task.args.launcher is None and task.args.shards is None
-        assert [a.stacks for a in task.args.arch] == [((4, 17),), ((18, 18),)]
-        assert (task.args.trials, task.args.meta_loops, task.args.seed) == (10, 100, 1234)
+        request = task.request
+        assert request.shard == Shard(index + 1, 3)
+        assert request.results_dir == results.absolute() and request.results_dir.is_absolute()
+        assert not request.dry_run
+        assert [a.stacks for a in request.archs] == [((4, 17),), ((18, 18),)]
+        assert (request.trials, request.config.meta_loops, request.config.seed) == (10, 100, 1234)
+        assert task.printer is sweep_command.SweepPrinter
         assert delayed._timeout_min == 720
         # Requeued after a timeout or preemption, it is the same shard again.
         again = task.checkpoint()
-        assert isinstance(again.function, ShardTask) and again.function.args == task.args
+        assert isinstance(again.function, ShardTask) and again.function.request == request
     assert not (results / "trials.jsonl").exists()
 
 
-def refusal(argv: list[str]) -> str:
-    with pytest.raises(SystemExit) as raised:
-        sweep_command.main(argv)
-    message = str(raised.value.code)
-    assert message.startswith("sweep: ") and "\n" not in message
+def refusal(argv: list[str], capsys) -> str:
+    """The one line ``sweep: ...`` that a refusal ends the command with (status 1 or 2)."""
+    assert run_command("sweep", argv) in (1, 2)
+    [message] = capsys.readouterr().err.splitlines()
+    assert message.startswith("sweep: ")
     return message
 
 
 def test_without_submitit_a_launch_is_refused_in_one_line_that_names_the_extra(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit raises ImportError
-    message = refusal([*grid_flags(tmp_path / "r"), "--launcher", "local", "--shards", "2"])
+    argv = [*grid_flags(tmp_path / "r"), "--launcher", "local", "--shards", "2"]
+    message = refusal(argv, capsys)
     assert "submitit" in message and "persistent-stochastic-ablation[slurm]" in message
     assert "poetry install -E slurm" in message
     assert not (tmp_path / "r").exists()
@@ -148,10 +152,10 @@ def test_without_submitit_a_launch_is_refused_in_one_line_that_names_the_extra(
     ],
 )
 def test_launcher_flags_that_do_not_fit_are_refused_in_one_line(
-    tmp_path, monkeypatch, extra, complaint
+    tmp_path, monkeypatch, capsys, extra, complaint
 ):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no srun: not a cluster
-    message = refusal([*grid_flags(tmp_path / "r"), *extra])
+    message = refusal([*grid_flags(tmp_path / "r"), *extra], capsys)
     assert complaint in message
     assert not (tmp_path / "r").exists()
 
@@ -257,11 +261,11 @@ def test_a_finished_task_exits_0_whatever_signal_comes_after(tmp_path, repo_data
         f"""
         import os, signal, sys, time
         from psa.commands import sweep
-        from psa.shard import Shard
-        from psa.shard_task import ShardTask
+        from psa.sweep import Shard
+        from psa.sweep.slurm import ShardTask
         args = sweep.build_parser().parse_args({tiny_flags(results, repo_dataset)!r})
-        args.shard = Shard(1, 1)
-        ShardTask(args, 1)()
+        request = sweep.request_of(args).for_shard(Shard(1, 1))
+        ShardTask(request, 1, printer=sweep.SweepPrinter)()
         os.kill(os.getpid(), getattr(signal, "SIG" + sys.argv[1]))
         time.sleep(0.5)
         """
@@ -293,12 +297,10 @@ def test_a_task_warned_before_it_saved_a_loop_stops_being_requeued_after_five_ru
 ):
     """The warning comes before the sweep has saved anything: the task stops cleanly; the fifth
     such run in a row is not requeued but ends with one line (earlier ones are requeued)."""
-    from psa.shard_task import STALLED_RUNS
-
     assert STALLED_RUNS == 5
     args = sweep_command.build_parser().parse_args(tiny_flags(tmp_path / "r", repo_dataset))
-    args.shard = Shard(1, 1)
-    task = ShardTask(args, 1, stalled=stalled)
+    request = sweep_command.request_of(args).for_shard(Shard(1, 1))
+    task = ShardTask(request, 1, stalled=stalled)
     before = signal.getsignal(signal.SIGUSR2)
     warn_when_started(lambda: signal.getsignal(signal.SIGUSR2) is not before)
     with pytest.raises((SystemExit, KeyboardInterrupt)) as raised:

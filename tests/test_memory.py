@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from psa import memory
 from psa.arch import Arch
 from psa.commands import sweep, train
+from psa.errors import PsaError
 from psa.model import build_network
+from psa.sweep import runner as sweep_runner
 
 GIB = 2**30
 
@@ -27,7 +29,7 @@ def machine_with(monkeypatch):
         raise AssertionError("the data were loaded before the memory check")
 
     monkeypatch.setattr(train, "load_mnist", no_data)
-    monkeypatch.setattr(sweep, "load_mnist", no_data)
+    monkeypatch.setattr(sweep_runner, "load_mnist", no_data)
     return configure
 
 
@@ -72,9 +74,9 @@ def test_sweep_refuses_before_creating_its_results_dir(machine_with, tmp_path):
     results = tmp_path / "results"
     argv = ["--arch", "[1*30000]", "--trials", "1", "--modes", "none", "--device", "cpu"]
     for extra in ([], ["--dry-run"]):
-        with pytest.raises(SystemExit) as refused:
+        with pytest.raises(PsaError) as refused:
             sweep.main([*argv, "--results-dir", str(results), *extra])
-        message = str(refused.value.code)
+        message = f"sweep: {refused.value}"
         assert message.startswith("sweep: resmlp [1*30000] at batch size 256 needs about")
         assert "for one trial" in message and "24.0 GiB free" in message
         assert not results.exists()
@@ -87,9 +89,9 @@ def test_sweep_refuses_a_max_batch_whose_trials_together_exceed_free_memory(
     machine_with(10 * memory.trial_bytes(network, 256))
     results = tmp_path / "results"
     argv = ["--arch", "[4*64]", "--trials", "2", "--device", "cpu", "--max-batch", "12"]
-    with pytest.raises(SystemExit) as refused:
+    with pytest.raises(PsaError) as refused:
         sweep.main([*argv, "--results-dir", str(results), "--dry-run"])
-    assert "needs about" in str(refused.value.code) and "for 12 trials" in str(refused.value.code)
+    assert "needs about" in str(refused.value) and "for 12 trials" in str(refused.value)
 
 
 @given(

@@ -16,6 +16,7 @@ from psa.commands import sweep as sweep_command
 from psa.records import PER_RUN_FIELDS
 from psa.store import ResultsStore
 from psa.store.provenance import read_provenance
+from psa.sweep import runner as sweep_runner
 
 # Fields every run on this machine has a value for (the others are None off a GPU or a checkout).
 ALWAYS = {
@@ -45,7 +46,7 @@ ALWAYS = {
 
 @pytest.fixture
 def small_data(monkeypatch, mnist_small):
-    monkeypatch.setattr(sweep_command, "load_mnist", lambda *args, **kwargs: mnist_small)
+    monkeypatch.setattr(sweep_runner, "load_mnist", lambda *args, **kwargs: mnist_small)
     monkeypatch.setattr(train, "load_mnist", lambda *args, **kwargs: mnist_small)
 
 

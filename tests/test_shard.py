@@ -19,13 +19,14 @@ from hypothesis import strategies as st
 from psa.arch import parse_arch
 from psa.commands import merge_results
 from psa.commands import sweep as sweep_command
-from psa.commands.sweep import full_plan
 from psa.config import RunConfig
 from psa.device import resolve_device
+from psa.errors import PsaError
 from psa.modes import MODES
-from psa.shard import PLAN_NAME, Grid, Shard, assign, parse_shard, read_plan, store_plan
 from psa.store import ResultsStore
-from psa.sweep import prepare_results_dir
+from psa.sweep import Shard, SweepRequest, parse_shard
+from psa.sweep.plan import Grid, assign, full_plan, read_plan, store_plan
+from psa.sweep.runner import prepare_results_dir
 from sweep_equality import assert_same_as_single_process as same_as_single_process
 from sweep_equality import outcomes
 
@@ -87,7 +88,7 @@ def test_two_shards_at_once_on_one_results_dir_record_the_single_process_sweep(
     results = tmp_path / "results"
     run_shards((results, "1/2"), (results, "2/2"), data_dir=repo_dataset)
     assert_same_as_single_process(results, reference)
-    assert read_plan(results) == read_plan(reference)
+    assert read_plan(ResultsStore(results)) == read_plan(ResultsStore(reference))
     sweep_command.main(["--status", "--results-dir", str(results)])
     status = capsys.readouterr().out
     assert "4 batches of 24 trials; 24 trials recorded" in status
@@ -104,7 +105,7 @@ def test_shards_in_separate_dirs_merged_equal_the_single_process_sweep(
     merged = tmp_path / "merged"
     merge_results.main(["--results-dir", str(merged), str(first), str(second)])
     assert_same_as_single_process(merged, reference)
-    assert (merged / PLAN_NAME).read_text() == (first / PLAN_NAME).read_text()
+    assert ResultsStore(merged).plan_text() == ResultsStore(first).plan_text()
 
 
 @pytest.mark.slow
@@ -149,22 +150,24 @@ def test_a_shard_of_another_grid_than_the_dir_was_planned_for_is_refused(tmp_pat
     settings = RunConfig("resmlp", LOOPS, SEED)
     prepare_results_dir(ResultsStore(results), settings)
     grid = Grid(KEYS, tuple(MODES), TRIALS)
-    configs = [parse_arch(arch) for arch in ARCHS]
-    store_plan(results, full_plan(configs, grid, settings, MAX_BATCH, 2**30, resolve_device("cpu")))
-    before = (results / PLAN_NAME).read_bytes()
-    with pytest.raises(SystemExit) as raised:
+    configs = tuple(parse_arch(arch) for arch in ARCHS)
+    request = SweepRequest(configs, tuple(MODES), TRIALS, settings, results, max_batch=MAX_BATCH)
+    store = ResultsStore(results)
+    store_plan(store, full_plan(request, grid, settings, resolve_device("cpu")))
+    before = store.plan_path.read_bytes()
+    with pytest.raises(PsaError) as raised:
         sweep_command.main(flags(results, repo_dataset, "--shard", "1/2", "--trials", "3"))
-    message = str(raised.value.code)
-    assert message.startswith("sweep: ") and "\n" not in message
+    message = str(raised.value)
+    assert "\n" not in message
     assert "planned for another grid (trials 2 here vs 3 asked)" in message
-    assert (results / PLAN_NAME).read_bytes() == before
+    assert store.plan_path.read_bytes() == before
 
 
 def test_status_of_a_dir_without_a_sweep_is_refused_in_one_line(tmp_path):
-    with pytest.raises(SystemExit) as raised:
+    with pytest.raises(PsaError) as raised:
         sweep_command.main(["--status", "--results-dir", str(tmp_path)])
-    message = str(raised.value.code)
-    assert message.startswith("sweep: ") and "\n" not in message and "no settings.json" in message
+    message = str(raised.value)
+    assert "\n" not in message and "no settings.json" in message
 
 
 @given(st.integers(1, 50), st.integers(1, 50))
@@ -200,7 +203,9 @@ def test_assign_gives_every_batch_one_shard_deterministically_and_balanced(costs
 
 
 def launch_arguments(results: Path, data_dir: Path, *extra: str):
-    return sweep_command.build_parser().parse_args(flags(results, data_dir, *extra))
+    """The launch options and the request of these flags, as the command builds them."""
+    args = sweep_command.build_parser().parse_args(flags(results, data_dir, *extra))
+    return sweep_command.launch_options(args), sweep_command.request_of(args)
 
 
 @pytest.mark.slow
@@ -227,14 +232,14 @@ def test_a_local_task_warned_of_its_time_limit_requeues_and_resumes_exactly(
     """SIGUSR2 is submitit's warning of a timeout or preemption: the task stops cleanly,
     checkpoints, is requeued by submitit, and the requeued task resumes the same shard."""
     pytest.importorskip("submitit")
-    from psa import launcher
+    from psa.sweep import slurm
 
     results = tmp_path / "results"
-    args = launch_arguments(
+    options, request = launch_arguments(
         results, repo_dataset, "--launcher", "local", "--shards", "1", "--cpus-per-task", "1"
     )
-    executor = launcher.build_executor(args, (results / "launcher").absolute())
-    [job] = executor.submit_array(launcher.tasks(args))
+    executor = slurm.build_executor(options, options.folder(request))
+    [job] = executor.submit_array(slurm.tasks(options, request, sweep_command.SweepPrinter))
     logs = results / "logs" / parse_arch(ARCHS[0]).slug
     deadline = time.monotonic() + 300
     while not any(path.stat().st_size for path in logs.glob("*.jsonl")):

@@ -18,9 +18,10 @@ import pytest
 
 pytest.importorskip("submitit")
 
-from psa import launcher  # noqa: E402
 from psa.commands import sweep as sweep_command  # noqa: E402
+from psa.errors import PsaError  # noqa: E402
 from psa.modes import MODES  # noqa: E402
+from psa.sweep import Shard, slurm  # noqa: E402
 from slurm_cluster import Cluster, Unavailable  # noqa: E402
 from sweep_equality import assert_same_as_single_process as same_as_single_process  # noqa: E402
 
@@ -122,7 +123,7 @@ def status(results: Path, capsys) -> str:
 
 
 def states(jobs: list[str]) -> dict[str, dict]:
-    return launcher.scheduler_states(jobs) or {}
+    return slurm.scheduler_states(jobs) or {}
 
 
 def wait_until(condition, what: str, timeout: float = WAIT):
@@ -142,12 +143,8 @@ def all_in(jobs: list[str], wanted: set[str]):
 
 def saved_loops(results: Path, shard: int) -> int:
     """Loop-log lines of the trials of shard ``shard``/2 (its progress on disk)."""
-    from psa.shard import Shard
-    from psa.shard_task import shard_progress
-
     args = sweep_command.build_parser().parse_args(["--results-dir", str(results)])
-    args.shard = Shard(shard, 2)
-    return shard_progress(args)
+    return slurm.shard_progress(sweep_command.request_of(args).for_shard(Shard(shard, 2)))
 
 
 def task_logs(results: Path, job: str) -> str:
@@ -273,11 +270,9 @@ def test_a_submission_sbatch_refuses_ends_in_its_own_line_and_leaves_nothing(
 ):
     results = tmp_path / "results"
     before = cluster.jobs()
-    with pytest.raises(SystemExit) as raised:
+    with pytest.raises(PsaError) as raised:
         sweep_command.main(slurm_flags(results, repo_dataset, *extra))
-    assert raised.value.code == (
-        f"sweep: the submission failed: {sbatch_says}; nothing was submitted"
-    )
+    assert str(raised.value) == f"the submission failed: {sbatch_says}; nothing was submitted"
     assert capsys.readouterr().err == ""  # sbatch's own lines are not echoed
     assert not results.exists()
     assert cluster.jobs() == before
@@ -297,10 +292,10 @@ def test_resources_no_node_of_the_partition_has_are_refused_before_submission(
     results = tmp_path / "results"
     before = cluster.jobs()
     argv = flags(results, repo_dataset, "--launcher", "slurm", "--shards", "2", *extra)
-    with pytest.raises(SystemExit) as raised:
+    with pytest.raises(PsaError) as raised:
         sweep_command.main(argv)
-    message = str(raised.value.code)
-    assert message.startswith("sweep: ") and "\n" not in message
+    message = str(raised.value)
+    assert "\n" not in message
     assert complaint in message
     assert not results.exists()
     assert cluster.jobs() == before

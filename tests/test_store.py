@@ -17,7 +17,7 @@ from psa.arch import Arch, parse_key, read_config_file
 from psa.markdown import render_summary_markdown, render_trials_markdown, write_tables
 from psa.store import LineLog, ResultsStore, StoreError, Trial
 from psa.store import claims as claim_files
-from psa.store.results import ChunkState
+from psa.store.results import BatchState
 from schemas import loop_record, trial_record
 
 SHIPPED = Path(__file__).resolve().parents[1] / "results"
@@ -112,7 +112,7 @@ def test_damage_before_the_last_line_is_an_error_not_a_torn_append(tmp_path):
         store.open_loop_log(TRIAL, 2)
 
 
-def test_opening_a_log_cuts_the_loops_its_chunk_did_not_save(tmp_path):
+def test_opening_a_log_cuts_the_loops_its_batch_did_not_save(tmp_path):
     store = ResultsStore(tmp_path)
     log = LineLog(store.log_path(TRIAL))
     log.append(*log_lines(store, TRIAL, 3))
@@ -123,7 +123,7 @@ def test_opening_a_log_cuts_the_loops_its_chunk_did_not_save(tmp_path):
     assert kept == [] and not store.log_path(TRIAL).exists()
 
 
-def test_a_chunks_records_are_written_once_and_whole(tmp_path):
+def test_a_batchs_records_are_written_once_and_whole(tmp_path):
     store = ResultsStore(tmp_path)
     records = [trial_record("1*8", mode, 1, 60.0) for mode in ("none", "full")]
     path = store.write_records("1x8-abc", records)
@@ -151,16 +151,16 @@ def test_merging_keeps_trials_jsonl_as_it_was_and_adds_each_missing_record_once(
     assert len(store.records()) == 3
 
 
-def test_a_chunk_state_round_trips_with_its_seconds(tmp_path):
+def test_a_batch_state_round_trips_with_its_seconds(tmp_path):
     store = ResultsStore(tmp_path)
     trials = [Trial(ARCH, "none", 1), Trial(ARCH, "full", 1)]
-    state = ChunkState("1x8-abc", trials, 3, [2, 3], 12.5)
-    store.save_chunk(state, {"trial0.w": torch.ones(2)})
-    assert store.chunk_state("1x8-abc", ARCH) == state
-    assert store.saved_chunks(ARCH) == [state]
-    assert torch.equal(store.chunk_tensors("1x8-abc")["trial0.w"], torch.ones(2))
-    store.delete_chunk("1x8-abc")
-    assert store.saved_chunks(ARCH) == [] and not (tmp_path / "chunks").exists()
+    state = BatchState("1x8-abc", trials, 3, [2, 3], 12.5)
+    store.save_batch(state, {"trial0.w": torch.ones(2)})
+    assert store.batch_state("1x8-abc", ARCH) == state
+    assert store.saved_batches(ARCH) == [state]
+    assert torch.equal(store.batch_tensors("1x8-abc")["trial0.w"], torch.ones(2))
+    store.delete_batch("1x8-abc")
+    assert store.saved_batches(ARCH) == [] and not (tmp_path / "batches").exists()
 
 
 def test_a_claim_is_exclusive_until_released(tmp_path):
@@ -238,7 +238,7 @@ def test_status_tells_recorded_running_and_pending_trials(tmp_path):
     trials = [Trial(ARCH, mode, 1) for mode in ("none", "full", "hidden", "output")]
     store.write_records("1x8-a", [trial_record("1*8", "none", 1, 60.0)])
     store.claim([trials[1]])
-    store.save_chunk(ChunkState("1x8-b", trials[2:3], 2, [1], 1.0), {"trial0.w": torch.ones(1)})
+    store.save_batch(BatchState("1x8-b", trials[2:3], 2, [1], 1.0), {"trial0.w": torch.ones(1)})
     status = store.status(trials, "resmlp")
     assert status.done == {trials[0]} and status.running == {trials[1]}
     assert status.pending == {trials[2], trials[3]} and status.saved_loops == {trials[2]: 2}
@@ -257,6 +257,6 @@ def test_stale_claims_are_cleared_and_live_ones_kept(tmp_path):
 
 
 def test_the_engine_and_sweep_layers_do_not_import_the_markdown_layer():
-    code = "import sys, psa.sweep; print(sorted(m for m in sys.modules if 'markdown' in m))"
+    code = "import sys, psa.sweep.runner; print(sorted(m for m in sys.modules if 'markdown' in m))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -18,12 +18,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from psa.arch import Arch, parse_arch, parse_key
+from psa.cli import run as run_command
 from psa.commands import sweep as sweep_command
 from psa.config import RunConfig
 from psa.markdown import read_summary_markdown, read_trials_markdown
 from psa.modes import ABLATIVE_MODES, BASELINE_MODES, MODES
 from psa.store import ResultsStore, Trial
-from psa.sweep import plan_chunks, prepare_results_dir
+from psa.sweep.plan import plan_batches
+from psa.sweep.runner import prepare_results_dir
 from psa.wording import count
 from schemas import LOOP_LOG_KEYS, TRIAL_RECORD_KEYS
 
@@ -44,10 +46,21 @@ def sweep_flags(results_dir: Path, data_dir: Path, *extra: str) -> list[str]:
     ]
 
 
+def refusal(argv: list[str], capsys) -> str:
+    """The one line a refused sweep ends with, through the console entry (status 1 or 2); it
+    prints nothing else."""
+    assert run_command("sweep", argv) in (1, 2)
+    out, err = capsys.readouterr()
+    [message] = err.splitlines()
+    assert message.startswith("sweep: ") and "Traceback" not in err
+    assert "trials to run" not in out
+    return message
+
+
 def read_records(results_dir: Path) -> list[dict]:
     """Every record file of the dir, line by line (a record written twice would show twice)."""
     store = ResultsStore(results_dir)
-    files = store.unit_record_files() or store.record_files()
+    files = store.batch_record_files() or store.record_files()
     return [json.loads(line) for path in files for line in path.read_text().splitlines()]
 
 
@@ -245,7 +258,7 @@ def assert_same_as_reference(results: Path, reference: Path) -> None:
     for arch, mode, trial in every_trial():
         loops = [line["loop"] for line in read_log(results, arch, mode, trial)]
         assert loops == list(range(1, LOOPS + 1))
-    assert not list(results.glob("chunks/*.safetensors"))
+    assert not list(results.glob("batches/*.safetensors"))
 
 
 @pytest.mark.slow
@@ -265,7 +278,7 @@ def test_a_sweep_stopped_by_sigterm_mid_batch_resumes_exactly(
     last = err.splitlines()[-1]
     assert last.startswith("sweep: stopped by SIGTERM; finished trials are recorded")
     assert {r["arch"] for r in read_records(results)} == {KEYS[0]}
-    [saved] = ResultsStore(results).saved_chunks(parse_key(KEYS[1]))
+    [saved] = ResultsStore(results).saved_batches(parse_key(KEYS[1]))
     done = saved.loops_completed
     assert 1 <= done < LOOPS
 
@@ -332,33 +345,23 @@ def test_other_settings_in_a_results_dir_are_refused_and_nothing_changes(
 ):
     results = finished_results_dir(tmp_path / "results")
     files = {name: (results / name).read_bytes() for name in ("settings.json", "trials.jsonl")}
-    with pytest.raises(SystemExit) as raised:
-        sweep_command.main(sweep_flags(results, repo_dataset, *change))
-    message = str(raised.value.code)
-    assert raised.value.code not in (0, None)
-    assert message.startswith("sweep:") and "\n" not in message
+    message = refusal(sweep_flags(results, repo_dataset, *change), capsys)
     assert f"({difference})" in message and "--results-dir" in message
     assert {name: (results / name).read_bytes() for name in files} == files
     assert sorted(path.name for path in results.iterdir()) == sorted(files)
-    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_dry_run_refuses_other_settings_as_the_real_run_does(tmp_path, repo_dataset, capsys):
     results = finished_results_dir(tmp_path / "results")
-    with pytest.raises(SystemExit) as raised:
-        sweep_command.main(sweep_flags(results, repo_dataset, "--lr", "0.001", "--dry-run"))
-    assert "lr 0.0001 here vs 0.001 asked" in str(raised.value.code)
-    assert "trials to run" not in capsys.readouterr().out
+    message = refusal(sweep_flags(results, repo_dataset, "--lr", "0.001", "--dry-run"), capsys)
+    assert "lr 0.0001 here vs 0.001 asked" in message
 
 
-def test_an_unreadable_settings_file_is_refused_in_one_line(tmp_path, repo_dataset):
+def test_an_unreadable_settings_file_is_refused_in_one_line(tmp_path, repo_dataset, capsys):
     results = tmp_path / "results"
     results.mkdir()
     (results / "settings.json").write_text("{not json")
-    with pytest.raises(SystemExit) as raised:
-        sweep_command.main(sweep_flags(results, repo_dataset))
-    message = str(raised.value.code)
-    assert message.startswith("sweep:") and "\n" not in message
+    message = refusal(sweep_flags(results, repo_dataset), capsys)
     assert "settings.json" in message and "--results-dir" in message
     assert (results / "settings.json").read_text() == "{not json"
 
@@ -384,16 +387,13 @@ def test_an_unknown_mode_is_refused_before_anything_is_written(
     [("1*8\n# comment\n2*x\n", 3), ("4*4\n\n0*8\n", 3), ("[1*8\n", 1)],
 )
 def test_a_bad_configs_line_is_refused_with_its_file_and_line(
-    tmp_path, repo_dataset, content, line
+    tmp_path, repo_dataset, capsys, content, line
 ):
     configs = tmp_path / "configs.txt"
     configs.write_text(content)
     results = tmp_path / "results"
     argv = ["--configs", str(configs), "--results-dir", str(results)]
-    with pytest.raises(SystemExit) as raised:
-        sweep_command.main([*argv, "--data-dir", str(repo_dataset), "--seed", "1"])
-    message = str(raised.value.code)
-    assert message.startswith("sweep:") and "\n" not in message
+    message = refusal([*argv, "--data-dir", str(repo_dataset), "--seed", "1"], capsys)
     assert f"{configs}:{line}:" in message
     assert not results.exists()
 
@@ -454,44 +454,44 @@ def pending_trials(draw) -> list[Trial]:
 
 
 @given(pending=pending_trials(), max_trials=st.integers(1, 20))
-def test_plan_chunks_keeps_indices_together_within_the_limit(pending, max_trials):
+def test_plan_batches_keeps_indices_together_within_the_limit(pending, max_trials):
     arch = Arch([(4, 17)])
-    chunks = plan_chunks(arch, pending, max_trials)
-    planned = [t for chunk in chunks for t in chunk.trials]
+    batches = plan_batches(arch, pending, max_trials)
+    planned = [t for batch in batches for t in batch.trials]
     assert sorted(trials_of(planned)) == sorted(trials_of(pending))
     assert len(planned) == len(pending)
-    assert len({chunk.key for chunk in chunks}) == len(chunks)
+    assert len({batch.key for batch in batches}) == len(batches)
     groups: dict[int, int] = {}
     for trial in pending:
         groups[trial.index] = groups.get(trial.index, 0) + 1
-    for chunk in chunks:
-        assert chunk.arch == arch and 1 <= len(chunk.trials) <= max_trials
-        assert trials_of(chunk.trials) == [
-            t for t in trials_of(pending) if t in trials_of(chunk.trials)
+    for batch in batches:
+        assert batch.arch == arch and 1 <= len(batch.trials) <= max_trials
+        assert trials_of(batch.trials) == [
+            t for t in trials_of(pending) if t in trials_of(batch.trials)
         ]
     for index, size in groups.items():
-        holding = [c for c in chunks if any(t.index == index for t in c.trials)]
+        holding = [c for c in batches if any(t.index == index for t in c.trials)]
         if size <= max_trials:
             assert len(holding) == 1
         else:  # split only because it alone is too big, into full pieces of that index only
             assert len(holding) == -(-size // max_trials)
             assert all({t.index for t in c.trials} == {index} for c in holding)
     # Batches are as full as the indices allow: the next index never fit in the previous batch.
-    packed = [c for c in chunks if groups[c.trials[0].index] <= max_trials]
+    packed = [c for c in batches if groups[c.trials[0].index] <= max_trials]
     packed.sort(key=lambda c: pending.index(c.trials[0]))
     for before, after in zip(packed, packed[1:]):
         assert len(before.trials) + groups[after.trials[0].index] > max_trials
 
 
-def test_plan_chunks_of_the_paper_grid_packs_whole_trial_indices():
+def test_plan_batches_of_the_paper_grid_packs_whole_trial_indices():
     arch = Arch([(4, 17)])
     pending = [Trial(arch, mode, t) for t in range(1, 11) for mode in MODES]
-    chunks = plan_chunks(arch, pending, 20)
-    assert [len(c.trials) for c in chunks] == [18, 18, 18, 6]
-    assert [sorted({t.index for t in c.trials}) for c in chunks] == [
+    batches = plan_batches(arch, pending, 20)
+    assert [len(c.trials) for c in batches] == [18, 18, 18, 6]
+    assert [sorted({t.index for t in c.trials}) for c in batches] == [
         [1, 2, 3],
         [4, 5, 6],
         [7, 8, 9],
         [10],
     ]
-    assert [len(c.trials) for c in plan_chunks(arch, pending, 4)] == [4, 2] * 10
+    assert [len(c.trials) for c in plan_batches(arch, pending, 4)] == [4, 2] * 10

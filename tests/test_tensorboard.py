@@ -22,7 +22,8 @@ from psa.commands import export, merge_results, train
 from psa.commands import sweep as sweep_command
 from psa.store import ResultsStore
 from psa.store.tensorboard import EVENT_FILE, TENSORBOARD_DIR
-from psa.sweep import ChunkRunner
+from psa.sweep import runner as sweep_runner
+from psa.sweep.runner import BatchRunner
 
 ARCHS, MODES, TRIALS, LOOPS, SEED = ("[1*8]", "[2*4]"), "none,hidden", 2, 3, 3
 
@@ -38,7 +39,7 @@ def sweep_argv(results: Path, data_dir: Path, *extra: str) -> list[str]:
 
 @pytest.fixture
 def small_data(monkeypatch, mnist_small):
-    monkeypatch.setattr(sweep_command, "load_mnist", lambda *args, **kwargs: mnist_small)
+    monkeypatch.setattr(sweep_runner, "load_mnist", lambda *args, **kwargs: mnist_small)
     monkeypatch.setattr(train, "load_mnist", lambda *args, **kwargs: mnist_small)
 
 
@@ -117,22 +118,22 @@ def test_a_stopped_and_resumed_sweep_repeats_and_skips_no_step(
     tmp_path, repo_dataset, small_data, monkeypatch
 ):
     results = tmp_path / "results"
-    save = ChunkRunner._save
+    save = BatchRunner._save
     calls = []
 
-    def stop_at_second_save(self, engine, chunk, seconds):
+    def stop_at_second_save(self, engine, batch, seconds):
         calls.append(1)
         if len(calls) == 2:  # loop 2's lines and events are written, its state is not
             raise KeyboardInterrupt
-        return save(self, engine, chunk, seconds)
+        return save(self, engine, batch, seconds)
 
-    monkeypatch.setattr(ChunkRunner, "_save", stop_at_second_save)
+    monkeypatch.setattr(BatchRunner, "_save", stop_at_second_save)
     with pytest.raises(SystemExit) as stopped:
         sweep_command.main(sweep_argv(results, repo_dataset, "--tensorboard"))
     assert stopped.value.code == 130
     first = results / TENSORBOARD_DIR / "1x8" / "none" / "t1"
     assert [step for step, _ in events(first)] == [1, 2]  # loop 2 not committed
-    monkeypatch.setattr(ChunkRunner, "_save", save)
+    monkeypatch.setattr(BatchRunner, "_save", save)
 
     sweep_command.main(sweep_argv(results, repo_dataset, "--tensorboard"))
     assert_events_equal_logs(results)

@@ -11,6 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from psa.cloud.entry import main  # noqa: E402 -- after the path set-up above
+from psa.commands.sweep import SweepPrinter  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(printer=SweepPrinter))

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from psa.modes import MODES
+from psa.sweep.request import Shard, parse_shard
 
 
 def positive_int(text: str) -> int:
@@ -54,3 +55,11 @@ def add_device_flag(parser: argparse.ArgumentParser) -> None:
         help="float32 matmuls on CUDA: highest is full fp32 (TF32 off); high or medium allow "
         "TF32, faster and less exact; recorded in every run's provenance",
     )
+
+
+def argparse_shard(text: str) -> Shard:
+    """``--shard I/N``."""
+    try:
+        return parse_shard(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None

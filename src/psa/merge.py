@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from psa.arch import parse_key
-from psa.atomic import write_bytes_atomically, write_text_atomically
+from psa.atomic import write_bytes_atomically
 from psa.config import ConfigError, RunConfig
 from psa.errors import PsaError
 from psa.markdown import write_tables
 from psa.modes import MODES
-from psa.shard import PLAN_NAME, PlanError, read_plan
 from psa.store import ResultsFormatError, ResultsStore, StoreError, Trial
 from psa.store.jsonlines import encode
 from psa.store.provenance import copy_provenance
+from psa.sweep.plan import PlanError, read_plan
 
 # What makes two records of one trial the same result (timings and provenance may differ).
 OUTCOME_KEYS = ("val_bounty", "test_accuracy", "bounty_loop", "loops_run")
@@ -155,7 +155,7 @@ def merge(paths: list[Path]) -> Merged:
     plans, arch_order = [], []
     for source in sources:
         try:
-            plan = read_plan(source.store.root)
+            plan = read_plan(source.store)
         except PlanError:
             plan = None
         plans.append(plan)
@@ -167,7 +167,7 @@ def merge(paths: list[Path]) -> Merged:
     shared = {plan.fingerprint() if plan else None for plan in plans}
     plan_text = None
     if len(shared) == 1 and None not in shared:
-        plan_text = (first.store.root / PLAN_NAME).read_text(encoding="utf-8")
+        plan_text = first.store.plan_text()
     mode_rank = {mode: rank for rank, mode in enumerate(MODES)}
     arch_rank = {arch: rank for rank, arch in enumerate(arch_order)}
     ordered = sorted(
@@ -200,7 +200,7 @@ def write_merged(merged: Merged, output: Path) -> None:
         copy_provenance(origin.root, output)  # the runs its records name
     store.write_settings(merged.settings.flat())
     if merged.plan_text is not None:
-        write_text_atomically(output / PLAN_NAME, merged.plan_text)
+        store.write_plan(merged.plan_text)
     write_bytes_atomically(store.trials_path, encode(merged.records))
     write_tables(store, merged.settings.model, merged.arch_order)
 

@@ -1,10 +1,11 @@
 """What runs inside a SageMaker training job (aws/sagemaker/train.py calls `main`).
 
-The job runs `sweep` for one architecture: all its trials batched, or one mode as upstream did.
-The sweep writes into /opt/ml/checkpoints (synced to S3 and restored after a spot interruption,
-so a restarted job skips the trials it already finished); at the end everything is copied to
-/opt/ml/model, which SageMaker packs into model.tar.gz, together with upstream's results.txt.
-Per-loop and per-trial records are echoed to stdout as JSON lines so CloudWatch holds them too.
+The job runs a sweep (psa.sweep) of one architecture: all its trials batched, or one mode as
+upstream did. The sweep writes into /opt/ml/checkpoints (synced to S3 and restored after a spot
+interruption, so a restarted job skips the trials it already finished); at the end everything is
+copied to /opt/ml/model, which SageMaker packs into model.tar.gz, together with upstream's
+results.txt. Per-loop and per-trial records are echoed to stdout as JSON lines so CloudWatch
+holds them too.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from psa.arch import ArchError, argparse_arch, parse_key
-from psa.arguments import mode_list, positive_int
+from psa.arguments import argparse_shard, mode_list, positive_int
 from psa.atomic import write_text_atomically
 from psa.config import RunConfig
 from psa.modes import MODES
-from psa.shard import argparse_shard
 from psa.store import ResultsStore, upstream_results_name
+from psa.sweep import SweepRequest
+from psa.sweep.process import Printer, run_reported
 
 CHECKPOINT_DIR = Path("/opt/ml/checkpoints")
 MODEL_DIR = Path("/opt/ml/model")
@@ -75,8 +77,6 @@ def arch_keys(text: str) -> list:
 def sweep_request(args: argparse.Namespace, results_dir: Path, data_dir: Path | None):
     """The sweep this job runs: its architecture's trials (or its shard of the grid), batched,
     on the best device."""
-    from psa.commands.sweep import SweepRequest  # the engine is imported only inside the job
-
     return SweepRequest(
         archs=tuple(args.archs) if args.archs else (args.arch,),
         modes=tuple(args.modes),
@@ -134,8 +134,8 @@ class RecordRelay:
         with self.lock:
             printed = 0
             store = ResultsStore(self.results_dir)
-            # trials.jsonl only without unit files: its merge repeats what they hold.
-            files = store.log_files() + (store.unit_record_files() or [store.trials_path])
+            # trials.jsonl only without batch files: its merge repeats what they hold.
+            files = store.log_files() + (store.batch_record_files() or [store.trials_path])
             for path in files:
                 printed += self._relay(path)
             self.out.flush()
@@ -170,7 +170,13 @@ def publish(work_dir: Path, model_dir: Path) -> None:
     shutil.copytree(work_dir, model_dir, dirs_exist_ok=True)
 
 
-def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    environ: dict[str, str] | None = None,
+    printer: Printer | None = None,
+) -> int:
+    """Run the job's sweep; ``printer`` shows its progress (the job's script hands it the
+    command line's printer)."""
     args = parse_args(argv)
     paths = job_paths(os.environ if environ is None else environ)
     paths.work_dir.mkdir(parents=True, exist_ok=True)
@@ -185,14 +191,12 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     shown = " ".join([*where, *(f"--{name} {value}" for name, value in flags.items())])
     print(f"psa job: sweep {shown} --results-dir {paths.work_dir}", flush=True)
 
-    from psa.commands import sweep
-
     relay = RecordRelay(paths.work_dir)
     stop = threading.Event()
     thread = threading.Thread(target=relay.run_every, args=(RELAY_SECONDS, stop), daemon=True)
     thread.start()
     try:
-        sweep.run_request(request)
+        run_reported(request, printer)
     finally:
         stop.set()
         thread.join()

@@ -30,7 +30,7 @@ from psa.modes import MODES
 from psa.store import SETTINGS_NAME, TRIALS_FILE_NAME, ResultsStore, upstream_results_name
 from psa.store.provenance import PROVENANCE_NAME
 from psa.store.records import records_frame
-from psa.store.results import LOOP_LOG_NAME, UNIT_RECORDS_NAME
+from psa.store.results import BATCH_RECORDS_NAME, LOOP_LOG_NAME
 
 PROG = "sagemaker-results-parser"
 NO_JOB_FOUND = "NO_JOB_FOUND"
@@ -38,7 +38,7 @@ FAILED_OR_INCOMPLETE = "FAILED_OR_INCOMPLETE"
 RESULTS_NOT_FOUND = "RESULTS_NOT_FOUND"
 EMPTY_RESULTS = "EMPTY_RESULTS"
 _LOOP_LOG = LOOP_LOG_NAME
-_UNIT_RECORDS = UNIT_RECORDS_NAME
+_BATCH_RECORDS = BATCH_RECORDS_NAME
 
 
 @dataclass
@@ -96,7 +96,7 @@ def read_output(archive_path: Path, result: JobResult) -> None:
                 if name in (TRIALS_FILE_NAME, SETTINGS_NAME)
                 or name.startswith("results")
                 or _LOOP_LOG.match(name)
-                or _UNIT_RECORDS.match(name)
+                or _BATCH_RECORDS.match(name)
                 or PROVENANCE_NAME.match(name)
             }
     except (tarfile.TarError, OSError, EOFError) as error:
@@ -104,7 +104,7 @@ def read_output(archive_path: Path, result: JobResult) -> None:
         return
     try:
         # A job killed before its sweep merged them holds some records only in records/.
-        record_files = [name for name in sorted(contents) if _UNIT_RECORDS.match(name)]
+        record_files = [name for name in sorted(contents) if _BATCH_RECORDS.match(name)]
         if TRIALS_FILE_NAME in contents:
             record_files.insert(0, TRIALS_FILE_NAME)
         if record_files:
@@ -147,7 +147,7 @@ def _parse_records(data: bytes) -> list[dict]:
 
 
 def _unique(records: list[dict]) -> list[dict]:
-    """Each trial once (a record merged into trials.jsonl is also in its unit's file)."""
+    """Each trial once (a record merged into trials.jsonl is also in its batch's file)."""
     kept: dict[tuple, dict] = {}
     for record in records:
         kept[(record["arch"], record.get("model"), record["mode"], record["trial"])] = record

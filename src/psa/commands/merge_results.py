@@ -11,7 +11,6 @@ from psa.merge import MergeError, merge, write_merged
 from psa.provenance import capture
 from psa.store import ResultsStore
 from psa.store.provenance import recording
-from psa.store.results import CHUNKS_DIR
 
 PROG = "merge-results"
 
@@ -52,9 +51,9 @@ def run(args: argparse.Namespace) -> None:
             )
     if output.exists() and not output.is_dir():
         raise MergeError(f"--results-dir {output} is a file; name a directory")
-    if (output / CHUNKS_DIR).is_dir():
+    if ResultsStore(output).holds_saved_batches():
         raise MergeError(
-            f"--results-dir {output} holds batches a sweep stopped mid-way (chunks/); let that "
+            f"--results-dir {output} holds batches a sweep stopped mid-way (batches/); let that "
             "sweep finish or name another --results-dir"
         )
     previous = output.is_dir() and bool(ResultsStore(output).record_files())

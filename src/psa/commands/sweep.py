@@ -1,10 +1,12 @@
-"""``sweep``: the paper's grid (configurations x modes x trials x meta-loops) on one machine."""
+"""``sweep``: the paper's grid (configurations x modes x trials x meta-loops) on one machine, its
+shards on a SLURM cluster or per device, and its status. Parses the flags into a SweepRequest,
+calls psa.sweep and prints what it reports."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -17,58 +19,49 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from psa import interrupts, launcher
-from psa.arch import Arch, ArchError, argparse_arch, read_config_file
-from psa.arguments import add_device_flag, existing_path, mode_list, positive_int
+from psa import interrupts
+from psa.arch import Arch, argparse_arch, read_config_file
+from psa.arguments import (
+    add_device_flag,
+    argparse_shard,
+    existing_path,
+    mode_list,
+    positive_int,
+)
 from psa.cli import CommandParser, running
 from psa.cli import run as run_command
 from psa.config import RunConfig
-from psa.data import DatasetError, load_mnist
-from psa.device import DeviceError, resolve_device
-from psa.errors import UsageError, exit_with
-from psa.markdown import write_tables
-from psa.memory import MemoryLimitError, batch_limit, check_fits, memory_budget
+from psa.errors import UsageError, command_hint, exit_status, stopped_line
 from psa.model import build_network
 from psa.modes import MODES
-from psa.provenance import capture
-from psa.seeds import fresh_seed
-from psa.shard import (
-    Grid,
-    Plan,
-    PlanError,
-    Shard,
-    argparse_shard,
-    assign,
-    read_plan,
-    store_plan,
-)
-from psa.store import ClaimLost, ResultsFormatError, ResultsStore, StoreError, Trial
-from psa.store.provenance import recording
+from psa.store import ResultsStore
 from psa.store.results import SHIPPED_MARKER
-from psa.sweep import (
-    Chunk,
-    ChunkRunner,
-    SweepError,
-    check_results_dir,
-    drop_finished_chunks,
-    grid,
-    plan_chunks,
-    prepare_results_dir,
-    saved_chunks,
-    stored_seed,
+from psa.sweep import Shard, SweepError, SweepRequest, devices, runner, slurm
+from psa.sweep.events import (
+    BatchLost,
+    BatchRestarted,
+    BatchStarted,
+    Event,
+    Finished,
+    LoopDone,
+    NothingToRun,
+    Planned,
+    Started,
+    Stopped,
 )
+from psa.sweep.plan import Batch, Plan, assign, estimate_seconds, read_plan
 from psa.wording import count, noun, span
-from psa.workers import device_list, run_workers
 
-# Rough CPU cost model of a trial-epoch for --dry-run, fitted to `bench` on a 2-core machine
-# (results/bench.json; within about 30 %): arithmetic at a sustained rate, plus the memory
-# traffic of the activations, which bounds small batched networks.
-DRY_RUN_GFLOPS = 120.0
 # Where a sweep writes unless told: a dir of the user's own (git ignores it), never the shipped
 # results/.
 DEFAULT_RESULTS_DIR = Path("results/sweep")
-DRY_RUN_SECONDS_PER_ACTIVATION_UNIT = 8e-5  # per unit of width summed over the Linears
-VALIDATION_SHARE = 1 + 2 * 10_000 / (6 * 50_000)  # a forward pass over 10,000 images
+
+
+def device_list(text: str) -> tuple[str, ...]:
+    try:
+        return devices.parse_devices(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,92 +151,138 @@ def build_parser() -> argparse.ArgumentParser:
         help="one worker per device of this machine (e.g. cuda:0,cuda:1 or cpu,cpu), worker i "
         "running shard i of N on --results-dir",
     )
-    launcher.add_flags(parser)
+    add_launcher_flags(parser)
     return parser
 
 
-@dataclass(frozen=True)
-class SweepRequest:
-    """What one sweep process runs: a grid of architectures x modes x trials with one run
-    configuration (its seed None: the results dir's, or drawn), and where."""
+def add_launcher_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("launchers (submitit; the optional extra 'slurm')")
+    group.add_argument(
+        "--launcher",
+        choices=slurm.LAUNCHERS,
+        default=None,
+        help="run --shards N shards of this sweep as a SLURM job array, or as processes here",
+    )
+    group.add_argument(
+        "--shards", type=positive_int, default=None, metavar="N", help="number of shards"
+    )
+    group.add_argument("--partition", default=None, help="SLURM partition")
+    group.add_argument("--account", default=None, help="SLURM account")
+    group.add_argument("--qos", default=None, help="SLURM quality of service")
+    group.add_argument(
+        "--time-limit",
+        type=positive_int,
+        default=slurm.DEFAULT_TIME_LIMIT,
+        metavar="MINUTES",
+        help="wall-clock limit of each task; a task that reaches it is requeued and resumes",
+    )
+    group.add_argument("--gpus-per-task", type=positive_int, default=None, help="GPUs of each task")
+    group.add_argument(
+        "--cpus-per-task",
+        type=positive_int,
+        default=None,
+        help="CPU cores of each task (its torch threads; local default: cores / N)",
+    )
+    group.add_argument(
+        "--mem-per-task", type=positive_int, default=None, metavar="GB", help="memory of each task"
+    )
+    group.add_argument(
+        "--sbatch",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra sbatch parameter, e.g. constraint=a100 or mail-type=END (repeatable)",
+    )
+    group.add_argument(
+        "--setup",
+        action="append",
+        default=[],
+        metavar="CMD",
+        help='a shell line the SLURM job runs before its task, e.g. "module load cuda" '
+        "(repeatable, in order)",
+    )
+    group.add_argument(
+        "--max-parallel",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="most array tasks SLURM runs at once (sbatch --array=...%%N; default: every shard)",
+    )
+    group.add_argument(
+        "--launcher-dir",
+        type=Path,
+        default=None,
+        help="submitit's folder: job scripts, pickles and each task's logs "
+        "(default: <results-dir>/launcher)",
+    )
 
-    archs: tuple[Arch, ...]
-    modes: tuple[str, ...]
-    trials: int
-    config: RunConfig
-    results_dir: Path
-    device: str = "auto"
-    data_dir: Path | None = None
-    max_batch: int | None = None
-    shard: Shard | None = None
-    dry_run: bool = False
-    tensorboard: bool = False
-    matmul_precision: str = "highest"
 
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> SweepRequest:
-        """The request of parsed flags; reads --configs unless --arch is given."""
-        archs = args.arch if args.arch else read_config_file(args.configs)
-        return cls(
-            tuple(archs),
-            tuple(args.modes),
-            args.trials,
-            RunConfig.from_args(args),
-            args.results_dir,
-            args.device,
-            args.data_dir,
-            args.max_batch,
-            args.shard,
-            args.dry_run,
-            getattr(args, "tensorboard", False),
-            getattr(args, "matmul_precision", "highest"),
-        )
+def request_of(args: argparse.Namespace) -> SweepRequest:
+    """The request of parsed flags; reads --configs unless --arch is given."""
+    archs = args.arch if args.arch else read_config_file(args.configs)
+    return SweepRequest(
+        archs=tuple(archs),
+        modes=tuple(args.modes),
+        trials=args.trials,
+        config=RunConfig.from_args(args),
+        results_dir=args.results_dir,
+        device=args.device,
+        data_dir=args.data_dir,
+        max_batch=args.max_batch,
+        shard=args.shard,
+        dry_run=args.dry_run,
+        tensorboard=args.tensorboard,
+        matmul_precision=args.matmul_precision,
+    )
 
 
-ERRORS = (
-    ArchError,
-    SweepError,
-    PlanError,
-    StoreError,
-    DatasetError,
-    DeviceError,
-    MemoryLimitError,
-    ResultsFormatError,
-    UsageError,
-)
+def launch_options(args: argparse.Namespace) -> slurm.LaunchOptions:
+    return slurm.LaunchOptions(
+        launcher=args.launcher,
+        shards=args.shards,
+        partition=args.partition,
+        account=args.account,
+        qos=args.qos,
+        time_limit=args.time_limit,
+        gpus_per_task=args.gpus_per_task,
+        cpus_per_task=args.cpus_per_task,
+        mem_per_task=args.mem_per_task,
+        sbatch=tuple(args.sbatch),
+        setup=tuple(args.setup),
+        max_parallel=args.max_parallel,
+        launcher_dir=args.launcher_dir,
+    )
 
 
-def main(argv: list[str] | None = None) -> None:
-    execute(build_parser().parse_args(argv))
+def main(argv: list[str] | None = None) -> int:
+    """A sweep, its status, or its shards through a launcher or per device; the exit status."""
+    args = build_parser().parse_args(argv)
+    check_not_shipped(args)
+    if args.launcher is not None:
+        return launch(launch_options(args), request_of(args))
+    if args.devices is not None:
+        return run_devices(request_of(args), args.devices, args.launcher_dir)
+    if args.shards is not None:
+        raise UsageError("--shards N needs --launcher local or slurm; or give --shard I/N")
+    if args.status:
+        print_status(Console(highlight=False, soft_wrap=True), ResultsStore(args.results_dir))
+        return 0
+    run(request_of(args))
+    return 0
 
 
-def run_request(request: SweepRequest) -> None:
-    """Run one sweep; a refusal ends the process with one line ``sweep: ...``."""
+def run(request: SweepRequest) -> None:
+    """Run one sweep in this process, printing its progress. A stop the sweep reported (its
+    line printed) exits with its status; one before or after its loop (nothing to report but the
+    stop) is the entry layer's to print."""
+    printer = SweepPrinter()
     try:
-        run(request)
-    except ERRORS as error:
-        exit_with("sweep", error)
-
-
-def execute(args: argparse.Namespace) -> None:
-    """Run parsed flags: a sweep, its status, or its shards through a launcher or per device."""
-    code = 0
-    try:
-        check_not_shipped(args)
-        if args.launcher is not None:
-            code = launcher.launch(args, preview_shard)
-        elif args.devices is not None:
-            code = run_workers(args, preview_shard)
-        elif args.shards is not None:
-            raise UsageError("--shards N needs --launcher local or slurm; or give --shard I/N")
-        elif args.status:
-            print_status(Console(highlight=False, soft_wrap=True), ResultsStore(args.results_dir))
-        else:
-            run(SweepRequest.from_args(args))
-    except ERRORS as error:
-        exit_with("sweep", error)
-    if code:
-        sys.exit(code)
+        with printer:
+            runner.run(request, printer)
+    except KeyboardInterrupt as error:
+        if not printer.stopped:
+            raise
+        sys.exit(exit_status(error))
 
 
 def check_not_shipped(args: argparse.Namespace) -> None:
@@ -257,198 +296,202 @@ def check_not_shipped(args: argparse.Namespace) -> None:
     )
 
 
-def preview_shard(args: argparse.Namespace) -> None:
+def preview_shard(request: SweepRequest, shard: Shard, device: str | None = None) -> None:
     """A launcher's --dry-run: the part of one shard (its batches and estimate); runs nothing."""
-    run(SweepRequest.from_args(argparse.Namespace(**{**vars(args), "dry_run": True})))
+    run(replace(request.for_shard(shard, device), dry_run=True))
 
 
-def plan(
-    request: SweepRequest, settings: RunConfig, store: ResultsStore, device
-) -> list[Chunk]:
-    """The chunks still to run: saved ones first (as they were saved), then the rest, leaving
-    out trials that are recorded or that a live worker holds."""
-    done = store.recorded_trials(settings.model) if store.exists() else set()
-    budget = memory_budget(device)
-    chunks = []
-    for arch, pending in grid(request.archs, request.modes, request.trials, done):
-        running = {t for t in pending if store.is_claimed(t)}
-        resumed = saved_chunks(store, arch, pending, running)
-        taken = {t for chunk in resumed for t in chunk.trials} | running
-        network = build_network(settings.model, arch)
-        limit = request.max_batch or batch_limit(network, settings.hyper.batch_size, budget, device)
-        rest = [t for t in pending if t not in taken]
-        chunks += resumed + plan_chunks(arch, rest, limit)
-    return chunks
+class SweepPrinter:
+    """Prints a sweep's events: a progress bar on a terminal, a line per loop elsewhere (a log).
+    A context manager (the bar ends with it); handed to shard processes as the class itself."""
 
+    def __init__(self) -> None:
+        self.console = Console(highlight=False, soft_wrap=True)
+        self.progress: Progress | None = None
+        self.task = None
+        self.stopped = False  # whether it printed a Stopped event's line
 
-def run(request: SweepRequest) -> None:
-    if request.tensorboard:  # refused before anything is written
-        from psa.store import tensorboard
+    def __enter__(self) -> SweepPrinter:
+        return self
 
-        tensorboard.require()
-    configs = request.archs
-    arch_order = [arch.key for arch in configs]
-    store = ResultsStore(request.results_dir)
-    seed = request.config.seed if request.config.seed is not None else stored_seed(store)
-    settings = replace(request.config, seed=fresh_seed() if seed is None else seed)
-    device = resolve_device(request.device, request.matmul_precision)
-    # Checked before anything else, so --dry-run refuses what the real run would refuse.
-    check_results_dir(store, settings)
-    wanted = Grid(tuple(arch_order), tuple(request.modes), request.trials)
-    batch_plan = choose_plan(request, store, settings, device, wanted)
+    def __exit__(self, *exc) -> None:
+        self._end_progress()
 
-    def replan() -> list[Chunk]:
-        if batch_plan is None:
-            return plan(request, settings, store, device)
-        return open_batches(batch_plan, request.shard, store, settings.model)
+    def _end_progress(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
 
-    chunks = replan()
-    for arch, size in sorted({(chunk.arch, len(chunk.trials)) for chunk in chunks}):
-        network = build_network(settings.model, arch)
-        check_fits(network, settings.hyper.batch_size, size, device)
-    finished = len(store.recorded_trials(settings.model)) if store.exists() else 0
-
-    console = Console(highlight=False, soft_wrap=True)
-    if request.dry_run:
-        if batch_plan is not None:
-            print_shard_line(console, batch_plan, request.shard)
-        print_plan(console, chunks, settings, finished)
-        return
-    prepare_results_dir(store, settings)
-    if batch_plan is not None:
-        stored = store_plan(store.root, batch_plan)  # a concurrent shard's plan may have won
-        if stored != batch_plan:
-            batch_plan = stored
-            chunks = replan()
-    store.clear_stale_claims()
-    done = store.recorded_trials(settings.model)
-    for arch in configs:
-        drop_finished_chunks(store, arch, done)
-    if not chunks:
-        finish(store, settings.model, arch_order)  # a sweep stopped before it merged
-        whose = f"of shard {request.shard} " if request.shard else ""
-        console.print(f"Nothing to run: every trial {whose}is recorded in {request.results_dir}.")
-        return
-    trials = sum(len(c.trials) for c in chunks)
-    total = sum(len(c.trials) * (settings.meta_loops - c.saved_loops) for c in chunks)
-    part = f" | shard {request.shard} of plan {batch_plan.fingerprint()}" if request.shard else ""
-    console.print(
-        f"Sweep: {count(len(chunks), 'batch')}, {count(trials, 'trial')} x "
-        f"{count(settings.meta_loops, 'meta-loop')} "
-        f"({total} trial-loops left) | base seed {settings.seed} | device {device} | "
-        f"results in {request.results_dir}{part}"
-    )
-    data = load_mnist(request.data_dir, device)
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not console.is_terminal,
-    )
-    this_run = capture(device)  # the records of this run name its provenance
-    with interrupts.sigterm_stops(), progress, recording(store.root, this_run):
-        task = progress.add_task("trial-loops", total=total)
-        try:
-            while chunks:
-                ran = 0
-                for number, chunk in enumerate(chunks, start=1):
-                    label = f"batch {number}/{len(chunks)}"
-                    ran += run_chunk(
-                        store, settings, data, chunk, label, progress, task, console,
-                        this_run.id, request.tensorboard,
-                    )
-                # Trials skipped because another worker held them may be free by now.
-                chunks = replan() if ran else []
-        except KeyboardInterrupt as error:
-            finish(store, settings.model, arch_order)
+    def __call__(self, event: Event) -> None:
+        console = self.console
+        if isinstance(event, Planned):
+            if event.plan is not None:
+                print_shard_line(console, event.plan, event.shard)
+            print_plan(console, list(event.batches), event.settings, event.finished)
+        elif isinstance(event, NothingToRun):
+            whose = f"of shard {event.shard} " if event.shard else ""
+            console.print(f"Nothing to run: every trial {whose}is recorded in {event.results_dir}.")
+        elif isinstance(event, Started):
+            part = f" | shard {event.shard} of plan {event.plan_fingerprint}" if event.shard else ""
+            console.print(
+                f"Sweep: {count(event.batches, 'batch')}, {count(event.trials, 'trial')} x "
+                f"{count(event.meta_loops, 'meta-loop')} "
+                f"({event.trial_loops} trial-loops left) | base seed {event.seed} | device "
+                f"{event.device} | results in {event.results_dir}{part}"
+            )
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=console,
+                disable=not console.is_terminal,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("trial-loops", total=event.trial_loops)
+        elif isinstance(event, BatchStarted):
+            if self.progress is not None:
+                self.progress.update(self.task, description=event.label)
+            if event.batch.saved_loops:
+                saved = event.batch.saved_loops
+                console.print(
+                    f"{event.label} resuming at loop {saved + 1}/{event.meta_loops} "
+                    f"({count(saved, 'loop')} saved)"
+                )
+        elif isinstance(event, LoopDone):
+            if self.progress is not None:
+                self.progress.advance(self.task, len(event.started.batch.trials))
+            if not console.is_terminal:
+                print(
+                    f"{event.started.label} loop {event.loop}/{event.started.meta_loops} | best "
+                    f"LKG {event.best_lkg_accuracy:.2f}% | {event.train_seconds:.2f}s",
+                    flush=True,
+                )
+        elif isinstance(event, BatchRestarted):
+            print(
+                f"sweep: {event.log} lacks loops its batch saved; that batch restarts from its "
+                "first loop",
+                file=sys.stderr,
+            )
+        elif isinstance(event, BatchLost):
+            print(f"sweep: {event.reason}; leaving that batch to it", file=sys.stderr)
+        elif isinstance(event, Stopped):
             detail = (
                 "finished trials are recorded and unfinished batches saved at their last "
                 f"completed loop; {interrupts.resume_hint()}"
             )
-            print(interrupts.stopped_line(running("sweep"), error, detail), file=sys.stderr)
-            sys.exit(interrupts.exit_status(error))
-    finish(store, settings.model, arch_order)
-    if request.tensorboard:  # trials recorded by runs without --tensorboard, or other workers
-        tensorboard.rebuild(store.root, tensorboard.results_dir_runs(store))
-    every = [
-        Trial(arch, mode, index)
-        for arch in configs
-        for mode in request.modes
-        for index in range(1, request.trials + 1)
-    ]
-    status = store.status(every, settings.model)
-    elsewhere = f"; {len(status.running)} run in another worker" if status.running else ""
-    done = count(len(status.done), "trial")
-    console.print(f"Done: {done} recorded in {request.results_dir}{elsewhere}")
-
-
-def choose_plan(request: SweepRequest, store: ResultsStore, settings: RunConfig, device, wanted):
-    """The results dir's batch plan; a new one for a shard or a fresh dir; None (plan the pending
-    trials as they come) for an unsharded sweep of a dir planned before, or for another grid."""
-    stored = read_plan(store.root) if store.exists() else None
-    if stored is not None and stored.grid != wanted:
-        if request.shard is not None:
-            raise SweepError(
-                f"{store.root} was planned for another grid "
-                f"({grid_difference(stored.grid, wanted)}); give every shard the same "
-                "--configs/--arch, --modes and --trials, or use another --results-dir"
+            print(stopped_line(running("sweep"), event.error, detail), file=sys.stderr)
+            self.stopped = True
+        elif isinstance(event, Finished):
+            self._end_progress()
+            elsewhere = (
+                f"; {event.running_elsewhere} run in another worker"
+                if event.running_elsewhere
+                else ""
             )
-        return None
-    if stored is not None:
-        return stored
-    started = store.exists() and (
-        store.recorded_trials(settings.model)
-        or any(store.saved_chunks(arch) for arch in request.archs)
+            console.print(
+                f"Done: {count(event.done, 'trial')} recorded in {event.results_dir}{elsewhere}"
+            )
+
+
+def launch(options: slurm.LaunchOptions, request: SweepRequest) -> int:
+    """Submit the shards; print the job ids, their logs and the status command. A local launch
+    waits for its tasks and fails if one failed. A dry run prints what would be submitted (the
+    sbatch script) and each shard's part, and submits nothing."""
+    slurm.check(options, request)
+    results_dir = request.results_dir.absolute()
+    if request.dry_run:
+        slurm.import_submitit()
+        if options.launcher == "slurm":
+            print(
+                f"Dry run: would submit this sbatch script ({options.shards} array tasks); "
+                "nothing is submitted"
+            )
+            print(slurm.sbatch_script(options, options.folder(request)), end="")
+        else:
+            print(f"Dry run: would start {options.shards} local submitit jobs; nothing is started")
+        for index in range(1, options.shards + 1):
+            preview_shard(request, Shard(index, options.shards))
+        return 0
+    jobs = slurm.launch(options, request, SweepPrinter)
+    if options.launcher == "slurm" and len(jobs) == 1:  # submitit submits one task as a job
+        print(f"Submitted SLURM job {jobs[0].job_id}: 1 task, running sweep --shard 1/1")
+    elif options.launcher == "slurm":
+        array = jobs[0].job_id.split("_")[0]
+        print(
+            f"Submitted SLURM job array {array}: {len(jobs)} tasks, task i runs sweep --shard i/N"
+        )
+    else:
+        print(f"Started {len(jobs)} local submitit jobs, job i runs sweep --shard i/N")
+    for index, job in enumerate(jobs, start=1):
+        print(f"  shard {index}/{len(jobs)}: job {job.job_id}, log {job.paths.stdout}")
+    print(f"Watch: {command_hint('sweep')} --status --results-dir {results_dir}")
+    if options.launcher == "slurm":
+        return 0
+    return 1 if slurm.wait(jobs, print_shard_end) else 0
+
+
+def print_shard_end(ended: slurm.ShardEnded) -> None:
+    if ended.failure is None:
+        print(f"  shard {ended.index}/{ended.count} finished")
+    else:
+        print(
+            f"  shard {ended.index}/{ended.count} failed: {ended.failure} (log {ended.log})",
+            file=sys.stderr,
+        )
+
+
+def run_devices(request: SweepRequest, names: tuple[str, ...], launcher_dir: Path | None) -> int:
+    """One worker per device; with --dry-run, each worker's device and part of the plan."""
+    planned = devices.workers(request, names, launcher_dir)
+    count_of = len(planned)
+
+    def where(worker: devices.Worker) -> str:
+        threads = f", {count(worker.threads, 'thread')}" if worker.threads else ""
+        return f"shard {worker.index}/{count_of} on {worker.device}{threads}"
+
+    if request.dry_run:
+        print(
+            f"Dry run: would start {count_of} workers, worker i running shard i/{count_of}; "
+            "nothing is started"
+        )
+        for worker in planned:
+            print(f"  {where(worker)}")
+            preview_shard(request, Shard(worker.index, count_of), worker.device)
+        return 0
+
+    def started(worker: devices.Worker) -> None:
+        print(f"  {where(worker)}: pid {worker.pid}, log {worker.log}", flush=True)
+        if worker.index == count_of:
+            print(
+                f"Watch: {command_hint('sweep')} --status --results-dir {request.results_dir}",
+                flush=True,
+            )
+
+    ended = devices.run_workers(request, names, launcher_dir, SweepPrinter, started)
+    results_dir = request.results_dir
+    codes = [worker.exit_code for worker in ended]
+    for worker in ended:
+        place = f"shard {worker.index}/{count_of} on {worker.device}"
+        if not worker.exit_code:
+            print(f"  {place}: finished")
+        elif worker.exit_code in (130, 143):
+            print(
+                f"  {place}: stopped (exit {worker.exit_code}); rerun the same command to resume",
+                file=sys.stderr,
+            )
+        else:
+            error = worker.error or f"exited with {worker.exit_code}"
+            print(f"  {place}: {error} (log {worker.log})", file=sys.stderr)
+    failed = sum(1 for code in codes if code)
+    print(
+        f"Done: {count_of - failed} of {count_of} workers finished; {command_hint('sweep')} "
+        f"--status --results-dir {results_dir} shows every batch"
+        if failed
+        else f"Done: {count_of} workers finished in {results_dir}"
     )
-    if request.shard is None and started:
-        return None
-    budget = memory_budget(device)
-    return full_plan(request.archs, wanted, settings, request.max_batch, budget, device)
-
-
-def full_plan(
-    configs, wanted: Grid, settings: RunConfig, max_batch: int | None, budget: int, device
-) -> Plan:
-    """Every batch of the grid, finished or not, in the order one process runs them."""
-    batches, costs = [], []
-    for arch, trials in grid(configs, wanted.modes, wanted.trials, set()):
-        network = build_network(settings.model, arch)
-        limit = max_batch or batch_limit(network, settings.hyper.batch_size, budget, device)
-        for chunk in plan_chunks(arch, trials, limit):
-            batches.append(chunk)
-            costs.append(estimate_seconds(network, len(chunk.trials), settings))
-    return Plan(wanted, tuple(batches), tuple(costs))
-
-
-def open_batches(batch_plan: Plan, shard: Shard | None, store: ResultsStore, model: str) -> list:
-    """The batches of ``shard`` (every batch without one) that have trials to run and that no
-    live worker holds; a batch recorded in part (by an older psa) runs the rest of its trials."""
-    done = store.recorded_trials(model) if store.exists() else set()
-    batches = batch_plan.shard_part(shard) if shard is not None else list(batch_plan.batches)
-    chunks = []
-    for batch in batches:
-        left = [trial for trial in batch.trials if trial not in done]
-        if not left or any(store.is_claimed(trial) for trial in left):
-            continue
-        chunk = batch if len(left) == len(batch.trials) else Chunk(batch.arch, left)
-        state = store.chunk_state(chunk.key, chunk.arch)
-        chunk.saved_loops = state.loops_completed if state is not None else 0
-        chunks.append(chunk)
-    return chunks
-
-
-def grid_difference(stored: Grid, wanted: Grid) -> str:
-    parts = []
-    if stored.archs != wanted.archs:
-        parts.append(f"{len(stored.archs)} architectures here vs {len(wanted.archs)} asked")
-    if stored.modes != wanted.modes:
-        parts.append(f"modes {','.join(stored.modes)} here vs {','.join(wanted.modes)} asked")
-    if stored.trials != wanted.trials:
-        parts.append(f"trials {stored.trials} here vs {wanted.trials} asked")
-    return "; ".join(parts) or "other architectures"
+    return 0 if not any(codes) else 130 if 130 in codes else 1
 
 
 def print_shard_line(console: Console, batch_plan: Plan, shard: Shard | None) -> None:
@@ -471,7 +514,7 @@ def print_status(console: Console, store: ResultsStore) -> None:
     """Done, running (claimed by a live worker) and pending batches of a results dir, across
     every shard and sweep writing to it."""
     settings = store.read_settings() if store.root.is_dir() else None
-    submitted = launcher.submission_lines(store.root)
+    submitted = submission_lines(store)
     if settings is None and submitted:
         console.print(f"{store.root}: submitted; no task has started its sweep yet")
         for line in submitted:
@@ -483,7 +526,7 @@ def print_status(console: Console, store: ResultsStore) -> None:
             "writes to"
         )
     model = settings.get("model", "resmlp")
-    batch_plan = read_plan(store.root)
+    batch_plan = read_plan(store)
     if batch_plan is None:
         recorded = store.recorded_trials(model)
         console.print(
@@ -532,84 +575,76 @@ def print_status(console: Console, store: ResultsStore) -> None:
         console.print(line)
 
 
-def run_chunk(
-    store, settings, data, chunk, label, progress, task, console, provenance=None,
-    tensorboard=False,
-) -> int:
-    """Run ``chunk`` if this worker can claim all its trials: 1 if it ran, 0 if skipped."""
-    claim = store.claim(chunk.trials)
-    if claim is None:
-        return 0
-    with claim:
-        if set(chunk.trials) & store.recorded_trials(settings.model):
-            return 0  # recorded by another worker between planning and claiming
-        label = f"{chunk.arch.flag} {label} (K={len(chunk.trials)})"
-        progress.update(task, description=label)
-        if chunk.saved_loops:
-            console.print(
-                f"{label} resuming at loop {chunk.saved_loops + 1}/{settings.meta_loops} "
-                f"({count(chunk.saved_loops, 'loop')} saved)"
-            )
-
-        def on_loop(chunk, report, engine):
-            progress.advance(task, len(chunk.trials))
-            if not console.is_terminal:
-                best = max(report.lkg_accuracy)
-                print(
-                    f"{label} loop {report.loop}/{settings.meta_loops} | best LKG "
-                    f"{best:.2f}% | {report.train_seconds:.2f}s",
-                    flush=True,
-                )
-
-        try:
-            runner = ChunkRunner(store, settings, data, on_loop, provenance, tensorboard)
-            runner.run(chunk, claim)
-        except ClaimLost as error:
-            print(f"sweep: {error}; leaving that batch to it", file=sys.stderr)
-            return 0
-    return 1
-
-
-def finish(store: ResultsStore, model: str, arch_order: list[str]) -> None:
-    """Merge the records into trials.jsonl and render the upstream tables from them."""
-    if store.exists():
-        store.merge_records()
-        write_tables(store, model, arch_order)
+def submission_lines(store: ResultsStore) -> list[str]:
+    """What --status says of the latest submission to the results dir: one line, then SLURM's
+    state of each task; nothing when none was recorded."""
+    submitted = store.read_submission()
+    if submitted is None:
+        return []
+    jobs = [str(job) for job in submitted["jobs"]]
+    total = len(jobs)
+    if submitted.get("launcher") != "slurm":
+        return [f"  launched {total} local submitit jobs at {submitted.get('submitted')}"]
+    array = jobs[0].split("_")[0] if jobs else "?"
+    what = f"job array {array} of {total} tasks" if total > 1 else f"job {array} of 1 task"
+    lines = [f"  SLURM {what}, submitted {submitted.get('submitted')}"]
+    states = slurm.scheduler_states(jobs)
+    if states is None:
+        return [
+            *lines,
+            "  (scontrol does not know the array: it ended long ago, or this is "
+            "not the cluster's login node)",
+        ]
+    for index, job in enumerate(jobs, start=1):
+        state = states.get(job)
+        if state is None:
+            lines.append(f"  shard {index}/{total}: job {job} unknown to SLURM")
+            continue
+        words = state["state"]
+        if state["state"] == "PENDING":
+            words += f" ({state['reason']})"
+        elif state["state"] == "RUNNING":
+            words += f" for {state['runtime']}"
+        if state["restarts"]:
+            times = "time" if state["restarts"] == 1 else "times"
+            words += f", requeued {state['restarts']} {times}"
+        lines.append(f"  shard {index}/{total}: job {job} {words}")
+    return lines
 
 
-def print_plan(console: Console, chunks: list[Chunk], settings: RunConfig, finished: int) -> None:
-    left = sum(len(c.trials) * (settings.meta_loops - c.saved_loops) for c in chunks)
+def print_plan(console: Console, batches: list[Batch], settings: RunConfig, finished: int) -> None:
+    left = sum(len(b.trials) * (settings.meta_loops - b.saved_loops) for b in batches)
     console.print(
-        f"Plan: {count(sum(len(c.trials) for c in chunks), 'trial')} to run "
+        f"Plan: {count(sum(len(b.trials) for b in batches), 'trial')} to run "
         f"({finished} already recorded), {count(settings.meta_loops, 'meta-loop')} each "
         f"({left} trial-loops left), model {settings.model}, base seed {settings.seed}"
     )
     total_seconds = 0.0
-    by_arch: dict[Arch, list] = {}
-    for chunk in chunks:
-        by_arch.setdefault(chunk.arch, []).append(chunk)
-    for key, batches in by_arch.items():
+    by_arch: dict[Arch, list[Batch]] = {}
+    for batch in batches:
+        by_arch.setdefault(batch.arch, []).append(batch)
+    for key, group in by_arch.items():
         network = build_network(settings.model, key)
         seconds = [
-            estimate_seconds(network, len(c.trials), settings, settings.meta_loops - c.saved_loops)
-            for c in batches
+            estimate_seconds(network, len(b.trials), settings, settings.meta_loops - b.saved_loops)
+            for b in group
         ]
         total_seconds += sum(seconds)
-        if len(batches) > 6 and not any(c.saved_loops for c in batches):
-            sizes = sorted({len(c.trials) for c in batches})
+        if len(group) > 6 and not any(b.saved_loops for b in group):
+            sizes = sorted({len(b.trials) for b in group})
             k = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
-            indices = sorted({t.index for c in batches for t in c.trials})
+            indices = sorted({t.index for b in group for t in b.trials})
             console.print(
-                f"  {key.flag} {count(len(batches), 'batch')} of K={k}"
+                f"  {key.flag} {count(len(group), 'batch')} of K={k}"
                 f" ({span('trial', indices)}) ~{_duration(sum(seconds))}"
             )
             continue
-        for chunk, estimate in zip(batches, seconds):
-            modes = sorted({t.mode for t in chunk.trials})
-            indices = sorted({t.index for t in chunk.trials})
-            resume = f", resumes after loop {chunk.saved_loops}" if chunk.saved_loops else ""
+        for batch, estimate in zip(group, seconds):
+            modes = sorted({t.mode for t in batch.trials})
+            indices = sorted({t.index for t in batch.trials})
+            resume = f", resumes after loop {batch.saved_loops}" if batch.saved_loops else ""
             console.print(
-                f"  {key.flag} K={len(chunk.trials)} ({span('trial', indices)}"
+                f"  {key.flag} K={len(batch.trials)} ({span('trial', indices)}"
                 f", modes {','.join(modes)}{resume}) ~{_duration(estimate)}"
             )
     console.print(
@@ -617,16 +652,6 @@ def print_plan(console: Console, chunks: list[Chunk], settings: RunConfig, finis
         "fitted to `bench` there, within about 30 %; a busy machine takes longer, a GPU far "
         "less; `bench` measures this one)"
     )
-
-
-def estimate_seconds(network, trials: int, settings: RunConfig, loops: int | None = None) -> float:
-    """Seconds for ``trials`` trials of ``network`` over ``loops`` meta-loops (default: all of
-    them; the cost model above)."""
-    flops = 6.0 * network.parameter_count() * 50_000
-    units = sum(spec.out_features for spec in network.linears)
-    trial_epoch = flops / (DRY_RUN_GFLOPS * 1e9) + units * DRY_RUN_SECONDS_PER_ACTIVATION_UNIT
-    loops = settings.meta_loops if loops is None else loops
-    return trial_epoch * VALIDATION_SHARE * trials * loops
 
 
 def _duration(seconds: float) -> str:

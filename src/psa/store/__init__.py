@@ -4,27 +4,29 @@ Layout of a results dir (every name is spelled out here and nowhere else):
 
     settings.json                       what every trial shares; a rerun must match it
     trials.jsonl                        the trial records, merged (one JSON object per trial)
-    records/<chunk key>.jsonl           the records of one chunk, written once when it ends
+    records/<batch key>.jsonl           the records of one batch, written once when it ends
     logs/<arch slug>/<mode>-t<i>.jsonl  one line per completed meta-loop of trial i
-    chunks/<chunk key>.safetensors      a running chunk's LKG weights and counters
+    batches/<batch key>.safetensors     a running batch's LKG weights and counters
     claims/<arch slug>/<mode>-t<i>.claim  which live worker runs trial i
-    plan.json                           the batch plan that shards split (psa.shard)
+    plan.json                           the batch plan that shards split (psa.sweep.plan)
     launcher/                           submitit's and --devices workers' files and logs
+      submitted.json                    what sweep --launcher submitted, for --status
+      worker-<i>-of-<n>.log             the output of --devices worker i
     psa_<model>_trials.md, psa_<model>_summary.md   the upstream tables, rendered from records
 
 What stays true at any instant, whatever kill lands (pinned by tests/test_store.py and the chaos
 test, tests/test_chaos.py):
 
 - A loop is committed at its boundary, while SIGINT and SIGTERM are held: the loop's line is
-  appended to each trial's log (one write, fsync), then the chunk's state is saved atomically. A
+  appended to each trial's log (one write, fsync), then the batch's state is saved atomically. A
   kill between the two leaves a log line of an uncommitted loop, which resuming cuts away and
   recomputes (every random stream derives from (seed, loop), so the line comes back the same);
   so every committed loop is in its log exactly once, and a kill -9 loses only the loop in
   flight. A torn last line (a kill inside an append) is dropped with a warning and the log
   rewritten atomically.
-- A finished chunk's records appear whole, exactly once: ``records/<chunk key>.jsonl`` is
-  hard-linked into place (which fails if it exists) after every loop of the chunk is logged;
-  then the chunk's state goes. ``trials.jsonl`` is the merge of those files, rewritten
+- A finished batch's records appear whole, exactly once: ``records/<batch key>.jsonl`` is
+  hard-linked into place (which fails if it exists) after every loop of the batch is logged;
+  then the batch's state goes. ``trials.jsonl`` is the merge of those files, rewritten
   atomically when a sweep ends; readers take the union, so a merge that was never made or raced
   another loses nothing.
 
@@ -34,15 +36,15 @@ a worker skips trials a live worker holds and takes over those of a dead one. Cl
 chosen over one lock for the whole dir because advisory locks (flock, fcntl) are not reliable on
 NFS and a dir-wide lock would serialise the shards; over per-worker files alone because those
 keep two workers from interleaving a file but not from running the same trial twice. Per-trial
-claims (not per-chunk) also hold when two workers plan different chunks (different memory,
-different --max-batch). No file is appended to by two processes: records are per-chunk files
+claims (not per-batch) also hold when two workers plan different batches (different memory,
+different --max-batch). No file is appended to by two processes: records are per-batch files
 and a log has one writer, its trial's claimant.
 
 A worker's use of it (sweep's, and any runner of a share of a grid):
 
     store = ResultsStore(results_dir)          # stale_seconds= for another-host timeout
     status = store.status(trials, model)       # .done, .running (live claims), .pending
-    claim = store.claim(chunk_trials)          # all of them or None (a live worker has one)
+    claim = store.claim(batch_trials)          # all of them or None (a live worker has one)
     with claim:                                # released on exit, also on a stop
         ...                                    # claim.check() before each commit
     store.merge_records()                      # trials.jsonl, at the end
@@ -54,7 +56,7 @@ from psa.store.results import (
     REQUIRED_LOG_KEYS,
     SETTINGS_NAME,
     TRIALS_FILE_NAME,
-    ChunkState,
+    BatchState,
     ResultsStore,
     Status,
     StoreError,
@@ -66,6 +68,7 @@ from psa.store.results import (
     summary_name,
     trials_table_name,
     upstream_results_name,
+    worker_log_name,
 )
 
 __all__ = [
@@ -73,7 +76,7 @@ __all__ = [
     "SETTINGS_NAME",
     "TRIALS_FILE_NAME",
     "Claim",
-    "ChunkState",
+    "BatchState",
     "ClaimLost",
     "LineLog",
     "ResultsFormatError",
@@ -88,4 +91,5 @@ __all__ = [
     "summary_name",
     "trials_table_name",
     "upstream_results_name",
+    "worker_log_name",
 ]

@@ -1,15 +1,17 @@
 """Claim files: which worker runs which trial, safe on a shared network filesystem.
 
 A claim is a small JSON file (host, pid, process start, start time, a random token) created with
-``O_CREAT | O_EXCL``, which exactly one creator wins, also over NFS, where advisory locks are not
-to be trusted. Its holder refreshes the file's mtime (the heartbeat) at every loop boundary and
-from a background thread, so a long loop never looks dead. Another worker treats a claim as
-stale when its process is gone (same host: the pid is not running, or runs a later process) or,
-for another host, when the heartbeat is older than ``stale_seconds``; it then takes the claim
-over: it renames the stale file to a name of its own (one rename of a given file succeeds),
-checks that it moved the claim it judged stale (else it puts that one back), and creates its own
-claim exclusively. A holder checks its token before every commit, so one that lost its claim
-stops without writing.
+``O_CREAT | O_EXCL``, which exactly one creator wins. That holds over NFS too, from NFSv3 on with
+a Linux client of 2.6 or later (open(2): the exclusive create is the server's), which any cluster
+psa supports has; advisory locks (flock, fcntl) are what is not to be trusted there.
+
+Its holder refreshes the file's mtime (the heartbeat) at every loop boundary and from a
+background thread, so a long loop never looks dead. Another worker treats a claim as stale when
+its process is gone (same host: the pid is not running, or runs a later process) or, for another
+host, when the heartbeat is older than ``stale_seconds``; it then takes the claim over: it renames
+the stale file to a name of its own (one rename of a given file succeeds), checks that it moved
+the claim it judged stale (else it puts that one back), and creates its own claim exclusively. A
+holder checks its token before every commit, so one that lost its claim stops without writing.
 """
 
 from __future__ import annotations

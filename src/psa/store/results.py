@@ -26,11 +26,13 @@ if TYPE_CHECKING:
 TRIALS_FILE_NAME = "trials.jsonl"
 SETTINGS_NAME = "settings.json"
 SHIPPED_MARKER = "SHIPPED.md"
-LOGS_DIR, RECORDS_DIR, CHUNKS_DIR, CLAIMS_DIR = "logs", "records", "chunks", "claims"
-CHUNK_METADATA_KEY = "psa_chunk"
-# Paths inside a results dir (as in a job's model.tar.gz) of a loop log and a unit's records.
+PLAN_NAME = "plan.json"
+LAUNCHER_DIR, SUBMITTED_NAME = "launcher", "submitted.json"
+LOGS_DIR, RECORDS_DIR, BATCHES_DIR, CLAIMS_DIR = "logs", "records", "batches", "claims"
+BATCH_METADATA_KEY = "psa_batch"
+# Paths inside a results dir (as in a job's model.tar.gz) of a loop log and a batch's records.
 LOOP_LOG_NAME = re.compile(rf"^{LOGS_DIR}/([A-Za-z0-9x-]+)/([a-z]+)-t(\d+)\.jsonl$")
-UNIT_RECORDS_NAME = re.compile(rf"^{RECORDS_DIR}/[A-Za-z0-9x-]+\.jsonl$")
+BATCH_RECORDS_NAME = re.compile(rf"^{RECORDS_DIR}/[A-Za-z0-9x-]+\.jsonl$")
 REQUIRED_LOG_KEYS = ("arch", "mode", "trial", "loop", "val_accuracy", "lkg_accuracy")
 
 
@@ -47,8 +49,8 @@ class Trial(NamedTuple):
 
 
 @dataclass(frozen=True)
-class ChunkState:
-    """What a chunk saved at its last loop boundary (its tensors are read separately)."""
+class BatchState:
+    """What a batch saved at its last loop boundary (its tensors are read separately)."""
 
     key: str
     trials: list[Trial]
@@ -81,6 +83,11 @@ def summary_name(model: str) -> str:
     return f"psa_{model}_summary.md"
 
 
+def worker_log_name(index: int, count: int) -> str:
+    """The log of ``sweep --devices`` worker ``index`` of ``count``, in the launcher folder."""
+    return f"worker-{index}-of-{count}.log"
+
+
 def run_log_path(model_dir: Path, checkpoint: Path, run_id: str) -> Path:
     """train's per-run loop log beside its checkpoint: ``mnist_lkg.<run id>.jsonl``."""
     return model_dir / f"{checkpoint.stem}.{run_id}.jsonl"
@@ -98,7 +105,7 @@ def repair_run_logs(model_dir: Path, checkpoint: Path, loops_completed: int) -> 
 
 
 class ResultsStore:
-    """A results dir: settings, trial records, loop logs, saved chunks and claims."""
+    """A results dir: settings, trial records, loop logs, saved batches and claims."""
 
     def __init__(self, root: str | Path, stale_seconds: float = claims.STALE_SECONDS):
         self.root = Path(root)
@@ -136,8 +143,77 @@ class ResultsStore:
     def log_files(self) -> list[Path]:
         return sorted((self.root / LOGS_DIR).glob("*/*.jsonl"))
 
-    def chunk_path(self, key: str) -> Path:
-        return self.root / CHUNKS_DIR / f"{key}.safetensors"
+    def batch_path(self, key: str) -> Path:
+        return self.root / BATCHES_DIR / f"{key}.safetensors"
+
+    @property
+    def plan_path(self) -> Path:
+        return self.root / PLAN_NAME
+
+    def read_plan(self) -> dict | None:
+        """The batch plan's JSON (psa.sweep.plan gives it meaning), or None when there is none."""
+        path = self.plan_path
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise StoreError(
+                f"cannot read {path} ({error.strerror}); check its permissions"
+            ) from None
+        try:
+            data = json.loads(text)
+        except ValueError as error:
+            raise StoreError(
+                f"{path} is unreadable ({error}); restore it, or move it away to plan anew"
+            ) from None
+        return data
+
+    def plan_text(self) -> str:
+        return self.plan_path.read_text(encoding="utf-8")
+
+    def write_plan(self, text: str) -> None:
+        """Write the batch plan, replacing any (a merge of results dirs that share one)."""
+        write_text_atomically(self.plan_path, text)
+
+    def write_plan_once(self, text: str) -> None:
+        """Write the batch plan unless the dir has one already; the first writer wins.
+
+        The file is written in full beside its final name and then hard-linked to it: link()
+        fails if the name exists, atomically, so of shards racing here exactly one plan wins and
+        no reader sees a partial file (an exclusive create would expose the file while it is
+        being written)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{PLAN_NAME}.", suffix=".tmp", dir=self.root)
+        temporary = Path(name)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                stream.write(text)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.chmod(temporary, 0o644)
+            with contextlib.suppress(FileExistsError):  # another shard's plan is there
+                os.link(temporary, self.plan_path)
+            fsync_directory(self.root)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    @property
+    def launcher_dir(self) -> Path:
+        """The default folder of submitit's and --devices workers' files and logs."""
+        return self.root / LAUNCHER_DIR
+
+    def read_submission(self) -> dict | None:
+        """What ``sweep --launcher`` last submitted to this dir, or None."""
+        path = self.launcher_dir / SUBMITTED_NAME
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and isinstance(data.get("jobs"), list) else None
+
+    def write_submission(self, submitted: dict) -> None:
+        write_text_atomically(self.launcher_dir / SUBMITTED_NAME, json.dumps(submitted) + "\n")
 
     def table_path(self, model: str) -> Path:
         return self.root / trials_table_name(model)
@@ -166,11 +242,11 @@ class ResultsStore:
         write_text_atomically(self.settings_path, json.dumps(settings, indent=2) + "\n")
 
     def record_files(self) -> list[Path]:
-        """trials.jsonl (the merged records), then each work unit's own record file."""
+        """trials.jsonl (the merged records), then each batch's own record file."""
         merged = [self.trials_path] if self.trials_path.is_file() else []
-        return merged + self.unit_record_files()
+        return merged + self.batch_record_files()
 
-    def unit_record_files(self) -> list[Path]:
+    def batch_record_files(self) -> list[Path]:
         return sorted((self.root / RECORDS_DIR).glob("*.jsonl"))
 
     def records(self) -> list[dict]:
@@ -200,7 +276,7 @@ class ResultsStore:
         }
 
     def write_records(self, key: str, records: list[dict]) -> Path:
-        """Record a work unit's finished trials, exactly once: its own file appears whole (a temp
+        """Record a batch's finished trials, exactly once: its own file appears whole (a temp
         file hard-linked into place, which fails if the file exists) or not at all."""
         path = self.root / RECORDS_DIR / f"{key}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -221,7 +297,7 @@ class ResultsStore:
 
     def merge_records(self) -> None:
         """Rewrite trials.jsonl (atomically) to hold every record: its own lines as they are,
-        then those of the work units' files it lacks. The unit files stay, so a merge that
+        then those of the batches' files it lacks. The batch files stay, so a merge that
         races another can lose nothing."""
         from psa.store.records import read_record_lines
 
@@ -229,7 +305,7 @@ class ResultsStore:
         lines = [line for line in lines if line.strip()]
         known = {_record_key(json.loads(line)) for line in lines}
         added = []
-        for path in self.unit_record_files():
+        for path in self.batch_record_files():
             for record in read_record_lines(path):
                 if _record_key(record) not in known:
                     known.add(_record_key(record))
@@ -239,7 +315,7 @@ class ResultsStore:
             write_text_atomically(self.trials_path, text)
 
     def open_loop_log(self, trial: Trial, loops_completed: int) -> tuple[LineLog, list[dict]]:
-        """A trial's loop log, cut back to the ``loops_completed`` its chunk saved (a torn last
+        """A trial's loop log, cut back to the ``loops_completed`` its batch saved (a torn last
         line or the lines of a loop in flight at a kill go, the file rewritten atomically), and
         the lines kept."""
         path = self.log_path(trial)
@@ -248,8 +324,8 @@ class ResultsStore:
         )
         return LineLog(path), kept
 
-    def save_chunk(self, state: ChunkState, tensors: dict) -> None:
-        """Save a chunk's progress atomically: its LKG tensors and ``state``."""
+    def save_batch(self, state: BatchState, tensors: dict) -> None:
+        """Save a batch's progress atomically: its LKG tensors and ``state``."""
         from psa.checkpoint import encode_safetensors
 
         metadata = {
@@ -258,24 +334,24 @@ class ResultsStore:
             "trials": [[t.mode, t.index] for t in state.trials],
             "seconds": state.seconds,
         }
-        payload = encode_safetensors(tensors, {CHUNK_METADATA_KEY: json.dumps(metadata)})
-        write_bytes_atomically(self.chunk_path(state.key), payload)
+        payload = encode_safetensors(tensors, {BATCH_METADATA_KEY: json.dumps(metadata)})
+        write_bytes_atomically(self.batch_path(state.key), payload)
 
-    def chunk_state(self, key: str, arch: Arch) -> ChunkState | None:
-        path = self.chunk_path(key)
+    def batch_state(self, key: str, arch: Arch) -> BatchState | None:
+        path = self.batch_path(key)
         if not path.exists():
             return None
         from safetensors import safe_open
 
         try:
             with safe_open(path, framework="pt") as handle:
-                metadata = json.loads(handle.metadata()[CHUNK_METADATA_KEY])
+                metadata = json.loads(handle.metadata()[BATCH_METADATA_KEY])
         except Exception as error:  # safetensors' Rust error type is not importable
             raise StoreError(
-                f"chunk state {path} is unreadable ({error}); delete it to rerun that "
-                "chunk from its first loop"
+                f"batch state {path} is unreadable ({error}); delete it to rerun that "
+                "batch from its first loop"
             ) from None
-        return ChunkState(
+        return BatchState(
             key,
             [Trial(arch, mode, index) for mode, index in metadata["trials"]],
             metadata["loops_completed"],
@@ -283,21 +359,25 @@ class ResultsStore:
             float(metadata.get("seconds", 0.0)),
         )
 
-    def chunk_tensors(self, key: str) -> dict:
+    def batch_tensors(self, key: str) -> dict:
         from safetensors.torch import load_file
 
-        return load_file(self.chunk_path(key))
+        return load_file(self.batch_path(key))
 
-    def saved_chunks(self, arch: Arch) -> list[ChunkState]:
-        """The saved states of this architecture's chunks, in name order."""
-        paths = sorted((self.root / CHUNKS_DIR).glob(f"{arch.slug}-*.safetensors"))
-        states = [self.chunk_state(path.name.removesuffix(".safetensors"), arch) for path in paths]
+    def saved_batches(self, arch: Arch) -> list[BatchState]:
+        """The saved states of this architecture's batches, in name order."""
+        paths = sorted((self.root / BATCHES_DIR).glob(f"{arch.slug}-*.safetensors"))
+        states = [self.batch_state(path.name.removesuffix(".safetensors"), arch) for path in paths]
         return [state for state in states if state is not None]
 
-    def delete_chunk(self, key: str) -> None:
-        path = self.chunk_path(key)
+    def holds_saved_batches(self) -> bool:
+        """Whether a sweep stopped mid-way left batches here to resume."""
+        return (self.root / BATCHES_DIR).is_dir()
+
+    def delete_batch(self, key: str) -> None:
+        path = self.batch_path(key)
         path.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):  # only when no other chunk is saved there
+        with contextlib.suppress(OSError):  # only when no other batch is saved there
             path.parent.rmdir()
 
     def claim_path(self, trial: Trial) -> Path:
@@ -322,7 +402,7 @@ class ResultsStore:
         status = Status()
         saved: dict[Trial, int] = {}
         for arch in {t.arch for t in trials}:
-            for state in self.saved_chunks(arch):
+            for state in self.saved_batches(arch):
                 saved.update({t: state.loops_completed for t in state.trials})
         for trial in trials:
             if trial in done:

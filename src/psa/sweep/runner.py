@@ -1,0 +1,357 @@
+"""Running a sweep: ``run(request, on_event)`` plans the batches of a results dir and trains them
+one by one on the batched engine, each through a :class:`BatchRunner`, reporting as it goes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+
+from psa import interrupts
+from psa.config import ConfigError, RunConfig
+from psa.data import MnistSplits, load_mnist
+from psa.device import resolve_device
+from psa.engine import FIRST_LOOP_OF_RUN, Engine, LoopReport, TrialSpec
+from psa.memory import check_fits
+from psa.model import Network, build_network
+from psa.provenance import capture
+from psa.records import loop_record, version_stamp
+from psa.seeds import fresh_seed, run_seeds, trial_run_seed
+from psa.store import BatchState, Claim, ClaimLost, ResultsStore, StoreError, Trial
+from psa.store.provenance import recording
+from psa.sweep.events import (
+    BatchLost,
+    BatchRestarted,
+    BatchStarted,
+    Finished,
+    LoopDone,
+    NothingToRun,
+    OnEvent,
+    Planned,
+    Started,
+    Stopped,
+    ignore,
+)
+from psa.sweep.plan import (
+    Batch,
+    Grid,
+    choose_plan,
+    open_batches,
+    pending_batches,
+    store_plan,
+)
+from psa.sweep.request import SweepError, SweepRequest
+
+
+def run(request: SweepRequest, on_event: OnEvent = ignore) -> None:
+    """Run the trials of ``request`` that are not recorded yet (a dry run: plan them, report the
+    plan, write nothing). A stop (SIGINT, SIGTERM) is raised after the run has recorded what
+    finished and reported ``Stopped``."""
+    if request.tensorboard:  # refused before anything is written
+        from psa.store import tensorboard
+
+        tensorboard.require()
+    arch_order = [arch.key for arch in request.archs]
+    store = ResultsStore(request.results_dir)
+    seed = request.config.seed if request.config.seed is not None else stored_seed(store)
+    settings = replace(request.config, seed=fresh_seed() if seed is None else seed)
+    device = resolve_device(request.device, request.matmul_precision)
+    # Checked before anything else, so --dry-run refuses what the real run would refuse.
+    check_results_dir(store, settings)
+    wanted = Grid(tuple(arch_order), tuple(request.modes), request.trials)
+    batch_plan = choose_plan(request, store, settings, device, wanted)
+
+    def replan() -> list[Batch]:
+        if batch_plan is None:
+            return pending_batches(request, settings, store, device)
+        return open_batches(batch_plan, request.shard, store, settings.model)
+
+    batches = replan()
+    for arch, size in sorted({(batch.arch, len(batch.trials)) for batch in batches}):
+        network = build_network(settings.model, arch)
+        check_fits(network, settings.hyper.batch_size, size, device)
+    finished = len(store.recorded_trials(settings.model)) if store.exists() else 0
+    if request.dry_run:
+        on_event(Planned(tuple(batches), settings, finished, batch_plan, request.shard))
+        return
+    prepare_results_dir(store, settings)
+    if batch_plan is not None:
+        stored = store_plan(store, batch_plan)  # a concurrent shard's plan may have won
+        if stored != batch_plan:
+            batch_plan = stored
+            batches = replan()
+    store.clear_stale_claims()
+    done = store.recorded_trials(settings.model)
+    for arch in request.archs:
+        drop_finished_batches(store, arch, done)
+    if not batches:
+        finish(store, settings.model, arch_order)  # a sweep stopped before it merged
+        on_event(NothingToRun(request.shard, request.results_dir))
+        return
+    on_event(
+        Started(
+            batches=len(batches),
+            trials=sum(len(b.trials) for b in batches),
+            meta_loops=settings.meta_loops,
+            trial_loops=sum(len(b.trials) * (settings.meta_loops - b.saved_loops) for b in batches),
+            seed=settings.seed,
+            device=str(device),
+            results_dir=request.results_dir,
+            shard=request.shard,
+            plan_fingerprint=batch_plan.fingerprint() if batch_plan is not None else None,
+        )
+    )
+    data = load_mnist(request.data_dir, device)
+    this_run = capture(device)  # the records of this run name its provenance
+    runner = BatchRunner(store, settings, data, on_event, this_run.id, request.tensorboard)
+    with interrupts.sigterm_stops(), recording(store.root, this_run):
+        try:
+            while batches:
+                ran = 0
+                for number, batch in enumerate(batches, start=1):
+                    started = BatchStarted(batch, number, len(batches), settings.meta_loops)
+                    ran += runner.run_claimed(started)
+                # Trials skipped because another worker held them may be free by now.
+                batches = replan() if ran else []
+        except KeyboardInterrupt as error:
+            finish(store, settings.model, arch_order)
+            on_event(Stopped(error))
+            raise
+    finish(store, settings.model, arch_order)
+    if request.tensorboard:  # trials recorded by runs without --tensorboard, or other workers
+        tensorboard.rebuild(store.root, tensorboard.results_dir_runs(store))
+    every = [
+        Trial(arch, mode, index)
+        for arch in request.archs
+        for mode in request.modes
+        for index in range(1, request.trials + 1)
+    ]
+    status = store.status(every, settings.model)
+    on_event(Finished(len(status.done), len(status.running), request.results_dir))
+
+
+def check_results_dir(store: ResultsStore, settings: RunConfig) -> bool:
+    """Whether the store already holds a sweep; refuse one made with other settings."""
+    try:
+        stored = store.read_settings()
+        if stored is None:
+            return False
+        # A key missing from settings.json holds its default (upstream behaviour).
+        differences = RunConfig.from_flat(stored).differences(settings)
+    except StoreError as error:
+        raise SweepError(f"{error}; repair it or use another --results-dir") from None
+    except ConfigError as error:
+        raise SweepError(
+            f"{store.settings_path} is not a sweep's settings ({error}); repair it or use "
+            "another --results-dir"
+        ) from None
+    if differences:
+        raise SweepError(
+            f"{store.root} holds a sweep with other settings ({'; '.join(differences)}); "
+            "rerun with the same settings or use another --results-dir"
+        )
+    return True
+
+
+def prepare_results_dir(store: ResultsStore, settings: RunConfig) -> None:
+    """Create the results dir, or check that an existing one was made with the same settings."""
+    if not check_results_dir(store, settings):
+        store.write_settings(settings.flat())
+
+
+def stored_seed(store: ResultsStore) -> int | None:
+    """The base seed of an existing results dir, so a rerun without --seed resumes it."""
+    try:
+        return int((store.read_settings() or {})["seed"])
+    except (StoreError, KeyError, TypeError, ValueError):
+        return None
+
+
+def drop_finished_batches(store: ResultsStore, arch, done: set[Trial]) -> None:
+    """Delete saved states of batches whose trials are all recorded (a kill right after the
+    records were written, before the state went)."""
+    for state in store.saved_batches(arch):
+        if set(state.trials) <= done:
+            store.delete_batch(state.key)
+
+
+def finish(store: ResultsStore, model: str, arch_order: list[str]) -> None:
+    """Merge the records into trials.jsonl and render the upstream tables from them."""
+    from psa.markdown import write_tables  # pandas, only once trials are recorded
+
+    if store.exists():
+        store.merge_records()
+        write_tables(store, model, arch_order)
+
+
+class BatchRunner:
+    """Runs one claimed batch to the end, resuming from its saved state, committing every loop."""
+
+    def __init__(
+        self,
+        store: ResultsStore,
+        settings: RunConfig,
+        data: MnistSplits,
+        on_event: OnEvent = ignore,
+        provenance: str | None = None,
+        tensorboard: bool = False,
+    ):
+        self.store, self.settings, self.data, self.on_event = store, settings, data, on_event
+        self.provenance = provenance  # the id of this command run's provenance
+        self.tensorboard = tensorboard  # write each trial's TensorBoard run as loops commit
+
+    def run_claimed(self, started: BatchStarted) -> int:
+        """Run the batch if this worker can claim all its trials: 1 if it ran, 0 if skipped."""
+        batch, store = started.batch, self.store
+        claim = store.claim(batch.trials)
+        if claim is None:
+            return 0
+        with claim:
+            if set(batch.trials) & store.recorded_trials(self.settings.model):
+                return 0  # recorded by another worker between planning and claiming
+            self.on_event(started)
+
+            def on_loop(report: LoopReport) -> None:
+                best = max(report.lkg_accuracy)
+                self.on_event(LoopDone(started, report.loop, best, report.train_seconds))
+
+            try:
+                self.run(batch, claim, on_loop)
+            except ClaimLost as error:
+                self.on_event(BatchLost(str(error)))
+                return 0
+        return 1
+
+    def run(self, batch: Batch, claim: Claim, on_loop: Callable[[LoopReport], None]) -> None:
+        settings, store = self.settings, self.store
+        network = build_network(settings.model, batch.arch)
+        specs = [self._spec(t) for t in batch.trials]
+        engine = Engine(network, specs, settings.hyper, self.data, first_loop=FIRST_LOOP_OF_RUN)
+        seconds = self._resume(engine, batch)
+        logs, boards = [], []
+        try:
+            for trial in batch.trials:
+                log, kept = store.open_loop_log(trial, engine.loops_completed)
+                logs.append(log)
+                if self.tensorboard:
+                    boards.append(self._board(trial, kept))
+                if [line["loop"] for line in kept] != list(range(1, engine.loops_completed + 1)):
+                    self.on_event(BatchRestarted(log.path))
+                    store.delete_batch(batch.key)
+                    for other in [*logs, *boards]:
+                        other.close()
+                    return self.run(batch, claim, on_loop)
+            while engine.loops_completed < settings.meta_loops:
+                started = time.perf_counter()
+                report = engine.run_loop()
+                # The loop is committed whole: a stop waits until its lines and state are saved.
+                with interrupts.held():
+                    claim.check()
+                    for k, (trial, log) in enumerate(zip(batch.trials, logs)):
+                        line = self._line(batch, network, trial, report, k)
+                        log.append(line)
+                        if boards:
+                            boards[k].append(line)
+                    seconds += time.perf_counter() - started
+                    self._save(engine, batch, seconds)
+                claim.heartbeat()
+                on_loop(report)
+        finally:
+            for log in [*logs, *boards]:
+                log.close()
+        records = self._records(batch, engine, specs, seconds)
+        with interrupts.held():  # the batch's records, then its saved state goes
+            claim.check()
+            store.write_records(batch.key, records)
+            store.delete_batch(batch.key)
+
+    def _board(self, trial: Trial, kept: list[dict]):
+        from psa.store import tensorboard
+
+        folder = tensorboard.run_dir(self.store.root, trial.arch.slug, trial.mode, trial.index)
+        return tensorboard.LiveRun(folder, kept)
+
+    def _spec(self, trial: Trial) -> TrialSpec:
+        seed = trial_run_seed(self.settings.seed, trial.index)
+        return TrialSpec(trial.mode, run_seeds(seed, trial.mode))
+
+    def _resume(self, engine: Engine, batch: Batch) -> float:
+        """Continue from the batch's saved LKGs (later loops draw exactly what an uninterrupted
+        run would, since every random stream is derived from (seed, loop)); the training seconds
+        of the earlier sessions."""
+        state = self.store.batch_state(batch.key, batch.arch)
+        if state is None:
+            return 0.0
+        tensors = self.store.batch_tensors(batch.key)
+        for k in range(engine.size):
+            prefix = f"trial{k}."
+            engine.load_lkg(
+                k,
+                {
+                    name[len(prefix) :]: tensor
+                    for name, tensor in tensors.items()
+                    if name.startswith(prefix)
+                },
+            )
+        engine.loops_completed = state.loops_completed
+        engine.revalidate(state.bounty_loops)
+        return state.seconds
+
+    def _save(self, engine: Engine, batch: Batch, seconds: float) -> None:
+        tensors = {}
+        for k in range(engine.size):
+            for name, tensor in engine.lkg.state_dict(engine.network, k).items():
+                tensors[f"trial{k}.{name}"] = tensor
+        state = BatchState(
+            batch.key,
+            batch.trials,
+            engine.loops_completed,
+            [s.bounty_loop for s in engine.state],
+            seconds,
+        )
+        self.store.save_batch(state, tensors)
+
+    def _line(
+        self, batch: Batch, network: Network, trial: Trial, report: LoopReport, k: int
+    ) -> dict:
+        return loop_record(
+            run_id=batch.key,
+            network=network,
+            mode=trial.mode,
+            trial=trial.index,
+            loop=report.loop,
+            target=report.targets[k],
+            val_accuracy=report.val_accuracy[k],
+            lkg_accuracy=report.lkg_accuracy[k],
+            promoted=report.promoted[k],
+            train_seconds=report.train_seconds,
+            provenance=self.provenance,
+        )
+
+    def _records(
+        self, batch: Batch, engine: Engine, specs: list[TrialSpec], seconds: float
+    ) -> list[dict]:
+        test = engine.test_accuracy()
+        stamp = version_stamp(engine.device)
+        settings = self.settings
+        return [
+            {
+                "arch": trial.arch.key,
+                "model": settings.model,
+                "mode": trial.mode,
+                "trial": trial.index,
+                "seeds": spec.seeds.as_record(base=settings.seed),
+                "paired": True,
+                "hyperparameters": asdict(settings.hyper),
+                "meta_loops": settings.meta_loops,
+                "loops_run": engine.loops_completed,
+                "val_bounty": engine.state[k].lkg_accuracy,
+                "bounty_loop": engine.state[k].bounty_loop,
+                "test_accuracy": test[k],
+                "seconds": round(seconds / engine.size, 3),
+                "trials_in_batch": engine.size,
+                **stamp,
+                "provenance": self.provenance,
+            }
+            for k, (trial, spec) in enumerate(zip(batch.trials, specs))
+        ]
