@@ -23,8 +23,8 @@ from psa.engine import (
 )
 from psa.model import build_network
 from psa.modes import MODES
+from psa.reference import reference
 from psa.seeds import RunSeeds, derive, loop_seed, run_seeds, trial_run_seed
-from reference_nets import reference
 
 NETWORK = build_network("resmlp", Arch([(2, 8)]))
 HYPER = Hyperparameters(lr=2e-3, batch_size=250, weight_decay=0.05, dropout=0.3)

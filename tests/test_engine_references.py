@@ -1,6 +1,6 @@
 """The engine against the method written plainly: dropout masks captured from the engine and
 checked against their definition, and whole meta-loops (ablation, dropout, a fresh AdamW, strict
-promotion) replayed on the torch.nn reference network of tests/reference_nets.py."""
+promotion) replayed on the torch.nn reference network of psa.reference."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from torch import nn
 from psa.arch import Arch
 from psa.engine import ADAM_BETAS, ADAM_EPS, Engine, Hyperparameters, TrialSpec
 from psa.model import build_network
+from psa.reference import dropout_modules, reference
 from psa.seeds import loop_seed, run_seeds, trial_run_seed
-from reference_nets import dropout_modules, reference
 
 NETWORK = build_network("resmlp", Arch([(2, 8)]))
 P = 0.3

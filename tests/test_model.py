@@ -15,7 +15,7 @@ from psa.model import (
     forward,
     init_parameters,
 )
-from reference_nets import dropout_modules, reference
+from psa.reference import dropout_modules, reference
 
 
 def resmlp_formula(depth: int, width: int) -> int:

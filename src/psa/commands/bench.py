@@ -29,8 +29,9 @@ from psa.engine import Engine, TrialSpec
 from psa.errors import UsageExit
 from psa.model import Network, build_network
 from psa.modes import MODES
-from psa.records import version_stamp
+from psa.reference import reference
 from psa.seeds import run_seeds, trial_run_seed
+from psa.store.schema import version_stamp
 
 TRAIN_ROWS = 50_000
 DEFAULT_ARCHS = ("[1*1024]", "[2*256]", "[4*17]", "[18*18]")
@@ -198,28 +199,13 @@ def upstream_epoch_seconds(
     return epoch() * steps_per_epoch / len(loader)
 
 
-class _Block(nn.Module):
-    def __init__(self, width: int):
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Linear(width, width), nn.ReLU(), nn.Dropout(0.1), nn.Linear(width, width)
-        )
-
-    def forward(self, x):
-        return torch.relu(x + self.layers(x))
-
-
 def reference_module(network: Network) -> nn.Module:
     """Upstream's ResMLP as nn.Modules (spec 2.2), dropout idle as outside dropout mode."""
-    layers: list[nn.Module] = []
-    current = 784
-    for depth, width in network.arch.stacks:
-        if width != current:
-            layers += [nn.Linear(current, width), nn.ReLU(), nn.Dropout(0.0)]
-        layers.append(nn.Sequential(*[_Block(width) for _ in range(depth)]))
-        current = width
-    layers.append(nn.Linear(current, 10))
-    return nn.Sequential(*layers)
+    return reference(
+        "resmlp",
+        network.arch.stacks,
+        dropout=lambda kind: nn.Dropout(0.1 if kind == "block" else 0.0),
+    )
 
 
 def matmul_peak(device: torch.device, precision: str, size: int = 2048) -> float:

@@ -1,9 +1,17 @@
-"""Spec 2.2 written plainly in torch.nn: the reference the batched engine is checked against."""
+"""Spec 2.2 written plainly in torch.nn, one network at a time: the reference the batched engine
+is checked against (tests) and the upstream-style network bench times the engine against.
+
+Each dropout layer comes from ``dropout(kind)``, kind "transition" (after a width change) or
+"block" (inside a residual block); by default a MaskDropout, dropout as a given mask."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
+
+DropoutFactory = Callable[[str], nn.Module]
 
 
 class MaskDropout(nn.Module):
@@ -17,11 +25,15 @@ class MaskDropout(nn.Module):
         return x if self.mask is None else x * self.mask
 
 
+def mask_dropout(kind: str) -> nn.Module:
+    return MaskDropout()
+
+
 class ReferenceBlock(nn.Module):
-    def __init__(self, width: int):
+    def __init__(self, width: int, dropout: DropoutFactory = mask_dropout):
         super().__init__()
         self.layers = nn.Sequential(
-            nn.Linear(width, width), nn.ReLU(), MaskDropout(), nn.Linear(width, width)
+            nn.Linear(width, width), nn.ReLU(), dropout("block"), nn.Linear(width, width)
         )
 
     def forward(self, x):
@@ -29,9 +41,9 @@ class ReferenceBlock(nn.Module):
 
 
 class ReferenceStack(nn.Module):
-    def __init__(self, depth: int, width: int):
+    def __init__(self, depth: int, width: int, dropout: DropoutFactory = mask_dropout):
         super().__init__()
-        self.blocks = nn.Sequential(*[ReferenceBlock(width) for _ in range(depth)])
+        self.blocks = nn.Sequential(*[ReferenceBlock(width, dropout) for _ in range(depth)])
 
     def forward(self, x):
         return self.blocks(x)
@@ -40,13 +52,13 @@ class ReferenceStack(nn.Module):
 class ReferenceResMLP(nn.Module):
     """Spec 2.2 written plainly: transitions Linear+ReLU+Dropout, residual stacks, final Linear."""
 
-    def __init__(self, stacks):
+    def __init__(self, stacks, dropout: DropoutFactory = mask_dropout):
         super().__init__()
         modules, current = [], 784
         for depth, width in stacks:
             if width != current:
-                modules += [nn.Linear(current, width), nn.ReLU(), MaskDropout()]
-            modules.append(ReferenceStack(depth, width))
+                modules += [nn.Linear(current, width), nn.ReLU(), dropout("transition")]
+            modules.append(ReferenceStack(depth, width, dropout))
             current = width
         modules.append(nn.Linear(current, 10))
         self.layer_stack = nn.Sequential(*modules)
@@ -72,8 +84,11 @@ class ReferenceMLP(nn.Module):
         return self.layers(x.flatten(1))
 
 
-def reference(model: str, stacks) -> nn.Module:
-    return ReferenceResMLP(stacks) if model == "resmlp" else ReferenceMLP(stacks)
+def reference(model: str, stacks, dropout: DropoutFactory = mask_dropout) -> nn.Module:
+    """The reference network of ``model`` with ``stacks`` ((depth, width) pairs)."""
+    if model == "resmlp":
+        return ReferenceResMLP(stacks, dropout)
+    return ReferenceMLP(stacks)
 
 
 def dropout_modules(module: nn.Module) -> list[MaskDropout]:
