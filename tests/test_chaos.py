@@ -31,9 +31,9 @@ from psa.arch import Arch, parse_arch
 from psa.checkpoint import DEFAULT_NAME, load_checkpoint
 from psa.engine import Engine, Hyperparameters, TrialSpec
 from psa.model import build_network
-from psa.records import PER_RUN_FIELDS
 from psa.seeds import run_seeds
 from psa.store import ResultsStore, Trial, run_logs
+from psa.store.schema import PER_RUN_FIELDS
 
 ENTRY = Path(__file__).with_name("chaos_entry.py")
 ARCHS = ("[1*8]", "[2*4]")

@@ -13,9 +13,9 @@ import pytest
 from psa import provenance
 from psa.commands import merge_results, train
 from psa.commands import sweep as sweep_command
-from psa.records import PER_RUN_FIELDS
 from psa.store import ResultsStore
 from psa.store.provenance import read_provenance
+from psa.store.schema import PER_RUN_FIELDS
 from psa.sweep import runner as sweep_runner
 
 # Fields every run on this machine has a value for (the others are None off a GPU or a checkout).

@@ -19,17 +19,18 @@ from dataclasses import dataclass, field
 
 from psa.arch import Arch, ArchError, parse_key
 from psa.modes import MODES
+from psa.store.schema import (
+    REQUIRED_LOG_KEYS,
+    REQUIRED_RECORD_KEYS,
+    parse_loop_line,
+    parse_test_line,
+)
 
 MISSING = "N/A"
 _TIMESTAMP = re.compile(r"^\[[^\]]*\]\s?")
-_NUMBER = r"(-?\d+(?:\.\d+)?)"
-_LOOP_LINE = re.compile(
-    rf"(?<![\w-])Loop\s+(\d+)\s*/\s*(\d+)\b.*?\bCurrent:\s*{_NUMBER}\s*%.*?\bLKG:\s*{_NUMBER}\s*%"
-)
-_TEST_LINE = re.compile(rf"Final Test Accuracy:\s*{_NUMBER}\s*%")
 _UPSTREAM_JOB = re.compile(r"^[A-Za-z0-9]+-(\d+)x(\d+)-([a-z]+)-", re.ASCII)
-_LOOP_KEYS = frozenset({"arch", "mode", "trial", "loop", "val_accuracy", "lkg_accuracy"})
-_TRIAL_KEYS = frozenset({"arch", "mode", "trial", "val_bounty"})
+_LOOP_KEYS = frozenset(REQUIRED_LOG_KEYS)
+_TRIAL_KEYS = frozenset(REQUIRED_RECORD_KEYS)
 
 
 @dataclass
@@ -105,9 +106,9 @@ def parse_job_log(job: str, lines: Iterable[str], model: str = "resmlp") -> list
             continue
         if upstream is None:
             continue
-        loop_match = _LOOP_LINE.search(message)
-        if loop_match:
-            loop = int(loop_match.group(1))
+        loop_line = parse_loop_line(message)
+        if loop_line is not None:
+            loop = loop_line.loop
             if current is None or loop <= last_loop:
                 mode = upstream.group(3)
                 current = TrialLog(upstream_arch, mode, len(from_text) + 1, model, job)
@@ -122,13 +123,13 @@ def parse_job_log(job: str, lines: Iterable[str], model: str = "resmlp") -> list
                 "trial": current.trial,
                 "loop": loop,
                 "ablation": None,
-                "val_accuracy": float(loop_match.group(3)),
-                "lkg_accuracy": float(loop_match.group(4)),
+                "val_accuracy": loop_line.val_accuracy,
+                "lkg_accuracy": loop_line.lkg_accuracy,
             }
             continue
-        test_match = _TEST_LINE.search(message)
-        if test_match and current is not None:
-            current.test_accuracy = float(test_match.group(1))
+        test_accuracy = parse_test_line(message)
+        if test_accuracy is not None and current is not None:
+            current.test_accuracy = test_accuracy
     if from_json:
         return list(from_json.values())
     if upstream is not None and upstream.group(3) not in MODES:

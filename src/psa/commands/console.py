@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from psa.engine import LoopReport, TrialState
 from psa.model import Network
+from psa.store import schema
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -24,11 +25,15 @@ if TYPE_CHECKING:
 
 def loop_line(index: int, total: int, report: LoopReport, state: TrialState, k: int = 0) -> str:
     """``Loop k/N (Global: g) | Current: x% | LKG: y% | Bounty: z% | …`` (upstream's log form)."""
-    verdict = "NEW LKG" if report.promoted[k] else "no improvement"
-    return (
-        f"Loop {index}/{total} (Global: {report.loop}) | Current: {report.val_accuracy[k]:.2f}% "
-        f"| LKG: {state.lkg_accuracy:.2f}% | Bounty: {state.lkg_accuracy:.2f}% @ "
-        f"{state.bounty_loop} | {verdict} | {report.train_seconds:.2f}s"
+    return schema.loop_line(
+        index,
+        total,
+        report.loop,
+        report.val_accuracy[k],
+        state.lkg_accuracy,
+        state.bounty_loop,
+        report.promoted[k],
+        report.train_seconds,
     )
 
 

@@ -31,10 +31,10 @@ from psa.memory import check_fits
 from psa.model import build_network
 from psa.modes import MODES
 from psa.provenance import capture
-from psa.records import loop_record
 from psa.seeds import fresh_seed, run_seeds
 from psa.store import LineLog, repair_run_logs, run_log_path
 from psa.store.provenance import recording
+from psa.store.schema import loop_record
 
 
 def build_parser() -> argparse.ArgumentParser:

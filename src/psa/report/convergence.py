@@ -34,6 +34,7 @@ from psa.report.regimes import REGIMES, ZEROR_VALIDATION, classify_trials
 from psa.report.style import CONVERGENCE_EXTRA, SIZES, FigureOptions, print_style
 from psa.store import REQUIRED_LOG_KEYS, ResultsFormatError, ResultsStore
 from psa.store.jsonlines import json_lines
+from psa.store.schema import parse_loop_line
 
 LOG_COLUMNS = ["arch", "model", "mode", "trial", "loop", "current", "lkg"]
 LATE_BREAKTHROUGH_TARGETS = ("18*18", "17*17", "10*10", "4*2")
@@ -57,7 +58,6 @@ LINE_STYLES = {
 }
 
 _JOB = re.compile(rf"^psa-(\d+x\d+(?:-\d+x\d+)*)-({'|'.join(MODES)})-\d{{4}}-\d{{2}}-\d{{2}}-")
-_LOOP = re.compile(r"Loop (\d+)/(\d+) \(Global: \d+\) \| Current: ([\d.]+)% \| LKG: ([\d.]+)%")
 
 
 def _fail(path: Path, number: int, message: str) -> ResultsFormatError:
@@ -104,15 +104,13 @@ def read_cloudwatch_job(
     trial, previous = 0, math.inf
     for path in sorted(log_files):
         for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            match = _LOOP.search(raw)
-            if not match:
+            line = parse_loop_line(raw)
+            if line is None:
                 continue
-            loop = int(match.group(1))
-            if loop <= previous:
+            if line.loop <= previous:
                 trial += 1
-            previous = loop
-            current, lkg = float(match.group(3)), float(match.group(4))
-            rows.append((arch, model, mode, trial, loop, current, lkg))
+            previous = line.loop
+            rows.append((arch, model, mode, trial, line.loop, line.val_accuracy, line.lkg_accuracy))
     return pd.DataFrame(rows, columns=LOG_COLUMNS)
 
 

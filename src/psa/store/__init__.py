@@ -53,7 +53,6 @@ A worker's use of it (sweep's, and any runner of a share of a grid):
 from psa.store.claims import Claim, ClaimLost
 from psa.store.jsonlines import LineLog, ResultsFormatError
 from psa.store.results import (
-    REQUIRED_LOG_KEYS,
     SETTINGS_NAME,
     TRIALS_FILE_NAME,
     BatchState,
@@ -70,9 +69,11 @@ from psa.store.results import (
     upstream_results_name,
     worker_log_name,
 )
+from psa.store.schema import REQUIRED_LOG_KEYS, REQUIRED_RECORD_KEYS
 
 __all__ = [
     "REQUIRED_LOG_KEYS",
+    "REQUIRED_RECORD_KEYS",
     "SETTINGS_NAME",
     "TRIALS_FILE_NAME",
     "Claim",

@@ -10,8 +10,8 @@ import pandas as pd
 from psa.arch import ArchError, parse_key
 from psa.modes import MODES
 from psa.store.jsonlines import ResultsFormatError, fail, json_lines
+from psa.store.schema import REQUIRED_RECORD_KEYS
 
-REQUIRED_RECORD_KEYS = ("arch", "mode", "trial", "val_bounty")
 LONG_COLUMNS = ["arch", "trial", "mode", "accuracy", "status"]
 
 

@@ -17,6 +17,7 @@ from psa.atomic import fsync_directory, write_bytes_atomically, write_text_atomi
 from psa.errors import PsaError
 from psa.store import claims
 from psa.store.jsonlines import LineLog, ResultsFormatError, encode, repair, split_lines
+from psa.store.schema import REQUIRED_LOG_KEYS
 
 # psa.store.records (pandas) is imported where it is used: train writes through this package, and
 # pandas would add a second or more to its start-up.
@@ -33,7 +34,6 @@ BATCH_METADATA_KEY = "psa_batch"
 # Paths inside a results dir (as in a job's model.tar.gz) of a loop log and a batch's records.
 LOOP_LOG_NAME = re.compile(rf"^{LOGS_DIR}/([A-Za-z0-9x-]+)/([a-z]+)-t(\d+)\.jsonl$")
 BATCH_RECORDS_NAME = re.compile(rf"^{RECORDS_DIR}/[A-Za-z0-9x-]+\.jsonl$")
-REQUIRED_LOG_KEYS = ("arch", "mode", "trial", "loop", "val_accuracy", "lkg_accuracy")
 
 
 class StoreError(PsaError):

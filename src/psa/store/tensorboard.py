@@ -27,7 +27,8 @@ from psa.arch import parse_key
 from psa.atomic import write_bytes_atomically
 from psa.errors import PsaError, install_hint
 from psa.store.jsonlines import json_lines
-from psa.store.results import LOOP_LOG_NAME, REQUIRED_LOG_KEYS, ResultsStore, run_logs
+from psa.store.results import LOOP_LOG_NAME, ResultsStore, run_logs
+from psa.store.schema import REQUIRED_LOG_KEYS
 
 TENSORBOARD_DIR = "tensorboard"
 EVENT_FILE = "events.out.tfevents.psa"

@@ -15,10 +15,10 @@ from psa.engine import FIRST_LOOP_OF_RUN, Engine, LoopReport, TrialSpec
 from psa.memory import check_fits
 from psa.model import Network, build_network
 from psa.provenance import capture
-from psa.records import loop_record, version_stamp
 from psa.seeds import fresh_seed, run_seeds, trial_run_seed
 from psa.store import BatchState, Claim, ClaimLost, ResultsStore, StoreError, Trial
 from psa.store.provenance import recording
+from psa.store.schema import loop_record, version_stamp
 from psa.sweep.events import (
     BatchLost,
     BatchRestarted,
