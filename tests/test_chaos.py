@@ -64,7 +64,7 @@ SWEEP_INJECTIONS = [
     ("psa.store.results:ResultsStore.delete_batch", 1, "INT", "after"),
     ("psa.store.claims:Claim.release", 1, "KILL", "before"),  # a claim of a dead process
     ("psa.store.results:ResultsStore.merge_records", 1, "TERM", "before"),
-    ("psa.markdown:write_tables", 1, "KILL", "before"),
+    ("psa.store.tables:write_tables", 1, "KILL", "before"),
 ]
 TRAIN_INJECTIONS = [
     ("psa.engine:Engine._promote", 2, "INT", "before"),  # promoted in memory, not on disk

@@ -20,8 +20,8 @@ from psa.cloud import aws, results
 from psa.cloud.jobs import JobSpec
 from psa.commands import sagemaker_results as results_command
 from psa.config import RunConfig
-from psa.markdown import read_summary_markdown, read_trials_markdown
 from psa.modes import MODES
+from psa.report.inputs import read_summary_markdown, read_trials_markdown
 from schemas import loop_record, trial_record
 
 GRID = ["--trials", "2", "--meta-loops", "3"]

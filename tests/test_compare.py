@@ -11,11 +11,12 @@ from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
 from psa.commands.report import compare_modes_main
-from psa.markdown import read_trials, write_trials_markdown
 from psa.modes import MODES
 from psa.report.compare import adjust_p, compare_modes, compare_pair
 from psa.report.compare_format import render
+from psa.report.inputs import read_trials
 from psa.store import read_trial_records
+from psa.store.tables import write_trials_markdown
 from schemas import long_form, trial_record
 
 GOLDEN = Path(__file__).parent / "golden"

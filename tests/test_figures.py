@@ -504,7 +504,7 @@ def test_labels_of_the_shipped_grid_read_as_their_points_at_print_size(tmp_path,
 
 def test_the_shipped_ablation_effects_map_labels_every_point_at_page_size(tmp_path, drawn):
     """Its three panels once stood side by side at page width, too narrow to label any point."""
-    from psa.markdown import read_trials
+    from psa.report.inputs import read_trials
 
     long = read_trials(SHIPPED, "resmlp")
     configs = read_config_file(SHIPPED / "configurations.txt")

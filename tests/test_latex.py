@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from psa.arch import parse_arch
-from psa.markdown import parse_summary_markdown
+from psa.report.inputs import parse_summary_markdown
 from psa.report.latex import (
     architecture_table,
     default_accuracy_caption,

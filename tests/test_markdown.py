@@ -9,22 +9,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from psa.markdown import (
-    PAIRED_MARKER,
+from psa.modes import MODES
+from psa.report.inputs import (
     is_paired,
     parse_summary_markdown,
     parse_trials_markdown,
     read_summary_markdown,
     read_trials,
     read_trials_markdown,
+    wide_trials,
+)
+from psa.store import ResultsFormatError, read_trial_records
+from psa.store.tables import (
+    PAIRED_MARKER,
     render_summary_markdown,
     render_trials_markdown,
-    wide_trials,
     write_summary_markdown,
     write_trials_markdown,
 )
-from psa.modes import MODES
-from psa.store import ResultsFormatError, read_trial_records
 
 
 def record(arch, mode, trial, bounty, paired=True, model="resmlp"):

@@ -12,7 +12,7 @@ import pytest
 from command_support import refusal
 from psa.commands import merge_results
 from psa.config import RunConfig
-from psa.markdown import read_summary_markdown, read_trials_markdown
+from psa.report.inputs import read_summary_markdown, read_trials_markdown
 from schemas import loop_record, trial_record
 
 SETTINGS = RunConfig("resmlp", 3, 11)

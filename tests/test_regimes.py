@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from psa.markdown import parse_trials_markdown
 from psa.modes import MODES
+from psa.report.inputs import parse_trials_markdown
 from psa.report.regimes import (
     REGIMES,
     ModeStats,

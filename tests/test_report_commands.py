@@ -12,8 +12,8 @@ from psa.commands.report import (
     parse_targets,
     trial_accuracy_table_main,
 )
-from psa.markdown import write_summary_markdown, write_trials_markdown
 from psa.modes import MODES
+from psa.store.tables import write_summary_markdown, write_trials_markdown
 from schemas import loop_record, trial_record
 
 ARCHS = {"4*17": ("4x17", 95.0), "2*2": ("2x2", 11.02)}

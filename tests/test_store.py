@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from psa.arch import Arch, parse_key, read_config_file
-from psa.markdown import render_summary_markdown, render_trials_markdown, write_tables
 from psa.store import LineLog, ResultsStore, StoreError, Trial
 from psa.store import claims as claim_files
 from psa.store.results import BatchState
+from psa.store.tables import render_summary_markdown, render_trials_markdown, write_tables
 from schemas import loop_record, trial_record
 
 SHIPPED = Path(__file__).resolve().parents[1] / "results"

@@ -21,8 +21,8 @@ from psa.arch import Arch, parse_arch, parse_key
 from psa.cli import run as run_command
 from psa.commands import sweep as sweep_command
 from psa.config import RunConfig
-from psa.markdown import read_summary_markdown, read_trials_markdown
 from psa.modes import ABLATIVE_MODES, BASELINE_MODES, MODES
+from psa.report.inputs import read_summary_markdown, read_trials_markdown
 from psa.store import ResultsStore, Trial
 from psa.sweep.plan import plan_batches
 from psa.sweep.runner import prepare_results_dir

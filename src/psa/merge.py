@@ -16,11 +16,11 @@ from psa.arch import parse_key
 from psa.atomic import write_bytes_atomically
 from psa.config import ConfigError, RunConfig
 from psa.errors import PsaError
-from psa.markdown import write_tables
 from psa.modes import MODES
 from psa.store import ResultsFormatError, ResultsStore, StoreError, Trial
 from psa.store.jsonlines import encode
 from psa.store.provenance import copy_provenance
+from psa.store.tables import write_tables
 from psa.sweep.plan import PlanError, read_plan
 
 # What makes two records of one trial the same result (timings and provenance may differ).

@@ -3,7 +3,7 @@
 For each job of the grid (the same flags as sagemaker-runner) it takes the newest attempt that has
 an output, reads its per-trial records (trials.jsonl) or, for upstream's jobs, results.txt, and
 writes into --output-dir: trials.jsonl and the trial-table and summary markdown (through
-psa.store and psa.markdown, as sweep does), plus the per-loop logs and settings.json when the
+psa.store and psa.store.tables, as sweep does), plus the per-loop logs and settings.json when the
 outputs hold them (psa's jobs do; upstream's do not). Downloads go to a temporary dir and nothing
 is written until every job has been read.
 """
@@ -25,12 +25,12 @@ from psa.cloud.aws import error_code
 from psa.cloud.aws_setup import AwsSetup
 from psa.cloud.jobs import JobSpec, attempt_of, list_project_jobs
 from psa.cloud.listing import list_objects
-from psa.markdown import write_summary_markdown, write_trials_markdown
 from psa.modes import MODES
 from psa.store import SETTINGS_NAME, TRIALS_FILE_NAME, ResultsStore, upstream_results_name
 from psa.store.provenance import PROVENANCE_NAME
 from psa.store.records import records_frame
 from psa.store.results import BATCH_RECORDS_NAME, LOOP_LOG_NAME
+from psa.store.tables import write_summary_markdown, write_trials_markdown
 
 PROG = "sagemaker-results-parser"
 NO_JOB_FOUND = "NO_JOB_FOUND"

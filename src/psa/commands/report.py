@@ -23,8 +23,8 @@ from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.config import MODELS
 from psa.errors import PsaError, command_hint
-from psa.markdown import read_mode_statistics, read_trials
 from psa.modes import MODES
+from psa.report.inputs import read_mode_statistics, read_trials
 from psa.report.style import add_figure_flags, figure_options
 from psa.store import ResultsFormatError, ResultsStore, summary_name
 
@@ -581,9 +581,9 @@ def compare_modes_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-file", type=Path, default=None, help="write here, not stdout")
 
     def body(args):
-        from psa.markdown import is_paired
         from psa.report.compare import compare_modes
         from psa.report.compare_format import render
+        from psa.report.inputs import is_paired
 
         modes = None
         if args.modes:

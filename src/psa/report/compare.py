@@ -23,8 +23,8 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from psa.arch import parse_key
-from psa.markdown import wide_trials
 from psa.modes import MODES
+from psa.report.inputs import wide_trials
 
 CORRECTIONS = ("holm", "bh", "none")
 CONFIDENCE = 0.95

@@ -26,7 +26,6 @@ from matplotlib.ticker import MaxNLocator
 from scipy import stats as scipy_stats
 
 from psa.arch import ArchError, parse_key
-from psa.markdown import model_title
 from psa.modes import MODES
 from psa.report.palettes import palette
 from psa.report.plotting import figure_legend, new_figure, save_figure
@@ -35,6 +34,7 @@ from psa.report.style import CONVERGENCE_EXTRA, SIZES, FigureOptions, print_styl
 from psa.store import REQUIRED_LOG_KEYS, ResultsFormatError, ResultsStore
 from psa.store.jsonlines import json_lines
 from psa.store.schema import parse_loop_line
+from psa.store.tables import model_title
 
 LOG_COLUMNS = ["arch", "model", "mode", "trial", "loop", "current", "lkg"]
 LATE_BREAKTHROUGH_TARGETS = ("18*18", "17*17", "10*10", "4*2")

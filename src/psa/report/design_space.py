@@ -10,12 +10,12 @@ import pandas as pd
 from matplotlib.patches import Rectangle
 
 from psa.arch import Arch
-from psa.markdown import model_title
 from psa.report.heatmaps import design_points
 from psa.report.labels import label_or_note
 from psa.report.palettes import palette
 from psa.report.plotting import POINT_AREA, area_scale, design_axes, new_figure, save_figure
 from psa.report.style import FigureOptions, axis_limits, print_style
+from psa.store.tables import model_title
 
 PAPER_LIMITS = (0.8, 3000)  # upstream's design-space axes
 

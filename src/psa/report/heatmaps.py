@@ -23,9 +23,9 @@ from matplotlib.colors import LogNorm, Normalize, TwoSlopeNorm, to_hex
 from matplotlib.ticker import FixedLocator, FuncFormatter
 
 from psa.arch import Arch
-from psa.markdown import is_paired, mode_statistics, model_title
 from psa.modes import ABLATIVE_MODES, MODES
 from psa.report.compare import compare_modes
+from psa.report.inputs import is_paired
 from psa.report.labels import label_or_note, place_labels
 from psa.report.palettes import Palette, palette
 from psa.report.plotting import (
@@ -50,6 +50,7 @@ from psa.report.regimes import (
     is_untrainable,
 )
 from psa.report.style import FigureError, FigureOptions, axis_limits, print_style
+from psa.store.tables import mode_statistics, model_title
 
 HEATMAP_NAMES = (
     "Baseline_Performance",

@@ -8,8 +8,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 import pandas as pd
 
 from psa.arch import Arch
-from psa.markdown import model_title
 from psa.modes import MODES
+from psa.store.tables import model_title
 
 WINNER_TOLERANCE = Decimal("0.01")  # a mode within this of the row's best mean shares the win
 DEFAULT_ARCHITECTURE_LABEL = "tab:architecture_parameters"

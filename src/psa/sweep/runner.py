@@ -177,7 +177,7 @@ def drop_finished_batches(store: ResultsStore, arch, done: set[Trial]) -> None:
 
 def finish(store: ResultsStore, model: str, arch_order: list[str]) -> None:
     """Merge the records into trials.jsonl and render the upstream tables from them."""
-    from psa.markdown import write_tables  # pandas, only once trials are recorded
+    from psa.store.tables import write_tables  # pandas, only once trials are recorded
 
     if store.exists():
         store.merge_records()

@@ -1,43 +1,34 @@
-"""The upstream trial-table and summary markdown: rendered from trial records, and read back.
+"""The report's inputs: trial records and the upstream trial-table and summary markdown, read as
+pandas frames (psa.store.tables writes the markdown).
 
-The one module that knows these formats (spec section 3); psa.store owns the files. Writers
-emit valid GFM (a 7-cell separator) and print a cell per (arch, trial, mode), ``N/A`` where a
-trial is missing. Readers accept upstream's quirks: the malformed 6-cell separator, ``N/A`` and
-error tokens per cell (a row is never dropped), headers with a subset of the modes, and "No
-successful trials found for this architecture.". Every reader returns a pandas DataFrame;
-``frame.attrs`` carries ``paired`` (whether the trial rows are paired across modes) and
-``archs`` (every architecture in file order, including those without data).
-
-Trial tables written from paired records carry the line ``<!-- psa: paired trials -->`` after the
-title: row i of every mode then shares initial weights and data order. Upstream tables lack it,
-and their row i is just the i-th line of each mode's results, so readers call them unpaired.
+Readers accept upstream's quirks: the malformed 6-cell separator, ``N/A`` and error tokens per
+cell (a row is never dropped), headers with a subset of the modes, and "No successful trials
+found for this architecture.". Every reader returns a pandas DataFrame; ``frame.attrs`` carries
+``paired`` (whether the trial rows are paired across modes) and ``archs`` (every architecture in
+file order, including those without data).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from psa.arch import ArchError, parse_key
-from psa.atomic import write_text_atomically
 from psa.modes import MODE_TITLES, MODES
 from psa.store import ResultsFormatError, ResultsStore, read_trial_records
 from psa.store.jsonlines import fail
-from psa.store.records import LONG_COLUMNS, records_are_paired, records_frame, records_long_form
-
-PAIRED_MARKER = "<!-- psa: paired trials -->"
-NO_TRIALS_LINE = "No successful trials found for this architecture."
-ARCH_HEADING = "### Architecture: "
-MISSING_CELL = "N/A"
-# Summary token for a mode that has neither records nor a reported error (not run yet).
-NO_RESULTS = "NO_RESULTS"
-MODEL_TITLES = {"resmlp": "ResMLP", "mlp": "SimpleMLP"}
-SUMMARY_COLUMNS = ["arch", "parameters", "mode", "mean", "std", "min", "max", "n", "status"]
+from psa.store.records import LONG_COLUMNS, records_long_form
+from psa.store.tables import (
+    ARCH_HEADING,
+    MISSING_CELL,
+    NO_TRIALS_LINE,
+    PAIRED_MARKER,
+    SUMMARY_COLUMNS,
+    mode_statistics,
+)
 
 _TITLE_TO_MODE = {title.lower(): mode for mode, title in MODE_TITLES.items()}
 _SEPARATOR = re.compile(r"^\|[\s:\-|]+$")
@@ -51,137 +42,6 @@ _STATS = re.compile(
     rf"^Mean={_NUMBER}%\s*\|\s*Std={_NUMBER}%\s*\|\s*Min={_NUMBER}%\s*\|\s*Max={_NUMBER}%"
     r"\s*\(n=([0-9]+)\)$"
 )
-
-
-def model_title(model: str) -> str:
-    """``ResMLP`` or ``SimpleMLP``: the titles and figure-file prefixes of a model."""
-    try:
-        return MODEL_TITLES[model]
-    except KeyError:
-        raise ValueError(f"unknown model {model!r}; choose one of {sorted(MODEL_TITLES)}") from None
-
-
-def _arch_order(frame: pd.DataFrame, arch_order: Iterable | None) -> list[str]:
-    present = list(dict.fromkeys(frame["arch"]))
-    if arch_order is None:
-        return present
-    order = list(dict.fromkeys(parse_key(arch).key for arch in arch_order))
-    return order + [arch for arch in present if arch not in order]
-
-
-def render_trials_markdown(
-    records: Iterable[Mapping] | pd.DataFrame,
-    model: str = "resmlp",
-    arch_order: Iterable | None = None,
-    paired: bool | None = None,
-) -> str:
-    """The trial table (spec section 3) as text: one row per trial index, a cell per mode.
-
-    ``paired`` defaults to what the records say (their ``paired`` field).
-    """
-    frame = records_frame(records)
-    paired = records_are_paired(frame) if paired is None else paired
-    title = model_title(model)
-    lines = [f"# Persistent Stochastic Ablation - {title} Raw Trial Data", ""]
-    if paired:
-        lines += [PAIRED_MARKER, ""]
-    lines += ["## Raw Trial Data", ""]
-    header = "| Trial | " + " | ".join(MODE_TITLES[mode] for mode in MODES) + " |"
-    separator = "|:-----:|" + ":----:|" * len(MODES)
-    for arch in _arch_order(frame, arch_order):
-        lines += [f"{ARCH_HEADING}{arch}", ""]
-        rows = frame[frame["arch"] == arch]
-        if rows.empty:
-            lines += [NO_TRIALS_LINE, ""]
-            continue
-        cells = rows.pivot(index="trial", columns="mode", values="val_bounty")
-        lines += [header, separator]
-        for trial, values in cells.sort_index().iterrows():
-            row = [
-                MISSING_CELL if pd.isna(values.get(mode)) else f"{values[mode]:.2f}%"
-                for mode in MODES
-            ]
-            lines.append(f"| {trial} | " + " | ".join(row) + " |")
-        lines.append("")
-    return "\n".join(lines) + "\n"
-
-
-def write_trials_markdown(
-    records: Iterable[Mapping] | pd.DataFrame,
-    path: str | Path,
-    model: str = "resmlp",
-    arch_order: Iterable | None = None,
-    paired: bool | None = None,
-) -> Path:
-    """Write the trial table atomically (a temp file, then os.replace)."""
-    return write_text_atomically(path, render_trials_markdown(records, model, arch_order, paired))
-
-
-def mode_statistics(long: pd.DataFrame) -> pd.DataFrame:
-    """Per (arch, mode): mean, population std (ddof=0), min, max and n of the numeric accuracies."""
-    numeric = long.dropna(subset=["accuracy"])
-    columns = ["arch", "mode", "mean", "std", "min", "max", "n"]
-    if numeric.empty:
-        return pd.DataFrame(columns=columns)
-    grouped = numeric.groupby(["arch", "mode"], sort=False)["accuracy"]
-    stats = grouped.agg(
-        mean="mean",
-        std=lambda values: float(np.std(values, ddof=0)),
-        min="min",
-        max="max",
-        n="size",
-    )
-    return stats.reset_index()[columns]
-
-
-def render_summary_markdown(
-    records: Iterable[Mapping] | pd.DataFrame,
-    model: str = "resmlp",
-    arch_order: Iterable | None = None,
-    errors: Mapping[tuple[str, str], str] | None = None,
-) -> str:
-    """The summary (spec section 3) as text, with the model's real parameter count.
-
-    ``errors`` maps (arch, mode) to a token (``NO_JOB_FOUND``, ``ERROR: …``) printed instead of the
-    statistics. A mode with neither records nor an error prints ``NO_RESULTS``.
-    """
-
-    frame = records_frame(records)
-    errors = {(parse_key(arch).key, mode): token for (arch, mode), token in (errors or {}).items()}
-    long = frame.rename(columns={"val_bounty": "accuracy"})
-    stats = mode_statistics(long).set_index(["arch", "mode"])
-    archs = _arch_order(frame, arch_order)
-    archs += [arch for arch, _ in errors if arch not in archs]
-    lines = [f"# Persistent Stochastic Ablation - {model_title(model)} Results Summary", ""]
-    lines += ["## Statistical Summary", ""]
-    for arch in archs:
-        parameters = parse_key(arch).parameters(model)
-        lines.append(f"Results Shape {{{arch}}} Parameters {{{parameters:,}}}")
-        for mode in MODES:
-            title = MODE_TITLES[mode]
-            if (arch, mode) in errors:
-                lines.append(f"* {title}: {errors[arch, mode]}")
-            elif (arch, mode) in stats.index:
-                row = stats.loc[(arch, mode)]
-                lines.append(
-                    f"* {title}: Mean={row['mean']:.2f}% | Std={row['std']:.2f}% | "
-                    f"Min={row['min']:.2f}% | Max={row['max']:.2f}% (n={int(row['n'])})"
-                )
-            else:
-                lines.append(f"* {title}: {NO_RESULTS}")
-        lines.append("")
-    return "\n".join(lines) + "\n"
-
-
-def write_summary_markdown(
-    records: Iterable[Mapping] | pd.DataFrame,
-    path: str | Path,
-    model: str = "resmlp",
-    arch_order: Iterable | None = None,
-    errors: Mapping[tuple[str, str], str] | None = None,
-) -> Path:
-    """Write the summary atomically (a temp file, then os.replace)."""
-    return write_text_atomically(path, render_summary_markdown(records, model, arch_order, errors))
 
 
 def _split_row(line: str) -> list[str]:
@@ -398,12 +258,3 @@ def read_mode_statistics(source: str | Path, model: str | None = None) -> pd.Dat
     stats = mode_statistics(long)
     stats.attrs.update(long.attrs)
     return stats
-
-
-def write_tables(store: ResultsStore, model: str, arch_order: list[str] | None = None) -> None:
-    """Render the upstream trial table and summary of a results dir from its records."""
-    records = store.read_records(model)
-    if records.empty:
-        return
-    write_trials_markdown(records, store.table_path(model), model=model, arch_order=arch_order)
-    write_summary_markdown(records, store.summary_path(model), model=model, arch_order=arch_order)
