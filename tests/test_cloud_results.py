@@ -117,7 +117,12 @@ def test_the_newest_attempt_with_an_output_wins(s3, tmp_path):
         (None, results.FAILED_OR_INCOMPLETE),
         ({"psa_resmlp_trials.md": "# nothing else"}, results.RESULTS_NOT_FOUND),
         ({"trials.jsonl": ""}, results.EMPTY_RESULTS),
-        ({"trials.jsonl": "{not json\n"}, "ERROR: trials.jsonl line 1 is not JSON"),
+        # The store's message, as for a damaged trials.jsonl anywhere.
+        (
+            {"trials.jsonl": "{not json\n"},
+            "ERROR: trials.jsonl:1: not a JSON object "
+            "(Expecting property name enclosed in double quotes)",
+        ),
     ],
 )
 def test_a_job_without_usable_results_gets_an_error_token(s3, tmp_path, files, token):

@@ -18,7 +18,6 @@ from psa.config import ConfigError, RunConfig
 from psa.errors import PsaError
 from psa.modes import MODES
 from psa.store import ResultsFormatError, ResultsStore, StoreError, Trial
-from psa.store.jsonlines import encode
 from psa.store.provenance import copy_provenance
 from psa.store.tables import write_tables
 from psa.sweep.plan import PlanError, read_plan
@@ -201,6 +200,6 @@ def write_merged(merged: Merged, output: Path) -> None:
     store.write_settings(merged.settings.flat())
     if merged.plan_text is not None:
         store.write_plan(merged.plan_text)
-    write_bytes_atomically(store.trials_path, encode(merged.records))
+    store.write_trials(merged.records)
     write_tables(store, merged.settings.model, merged.arch_order)
 

@@ -11,6 +11,7 @@ is written until every job has been read.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tarfile
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from boto3.exceptions import RetriesExceededError
 from botocore.exceptions import ClientError
 
-from psa.atomic import write_bytes_atomically, write_text_atomically
+from psa.atomic import write_bytes_atomically
 from psa.cloud.aws import error_code
 from psa.cloud.aws_setup import AwsSetup
 from psa.cloud.jobs import JobSpec, attempt_of, list_project_jobs
@@ -28,7 +29,6 @@ from psa.cloud.listing import list_objects
 from psa.modes import MODES
 from psa.store import SETTINGS_NAME, TRIALS_FILE_NAME, ResultsStore, upstream_results_name
 from psa.store.provenance import PROVENANCE_NAME
-from psa.store.records import records_frame
 from psa.store.results import BATCH_RECORDS_NAME, LOOP_LOG_NAME
 from psa.store.tables import write_summary_markdown, write_trials_markdown
 
@@ -108,9 +108,7 @@ def read_output(archive_path: Path, result: JobResult) -> None:
         if TRIALS_FILE_NAME in contents:
             record_files.insert(0, TRIALS_FILE_NAME)
         if record_files:
-            records = _unique(
-                [record for name in record_files for record in _parse_records(contents[name])]
-            )
+            records = _read_records(contents, record_files, archive_path.parent / "output")
         elif spec.shard:
             records = None  # a shard job writes trial records; results.txt is one arch's
         else:
@@ -130,28 +128,17 @@ def read_output(archive_path: Path, result: JobResult) -> None:
     result.errors = {mode: EMPTY_RESULTS for mode in spec.modes if mode not in found}
 
 
-def _parse_records(data: bytes) -> list[dict]:
-    records = []
-    for number, line in enumerate(data.decode().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise ValueError(f"trials.jsonl line {number} is not JSON") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"trials.jsonl line {number} is not a JSON object")
-        records.append(record)
-    records_frame(records)  # raises ValueError on missing keys or unknown modes
-    return records
-
-
-def _unique(records: list[dict]) -> list[dict]:
-    """Each trial once (a record merged into trials.jsonl is also in its batch's file)."""
-    kept: dict[tuple, dict] = {}
-    for record in records:
-        kept[(record["arch"], record.get("model"), record["mode"], record["trial"])] = record
-    return list(kept.values())
+def _read_records(contents: dict[str, bytes], names: list[str], folder: Path) -> list[dict]:
+    """The trial records of a job's output, read by the results store as it reads any results
+    dir: each trial once, a later file's record winning (one merged into trials.jsonl is also
+    in its batch's file). Raises ResultsFormatError (a ValueError) on a malformed record."""
+    shutil.rmtree(folder, ignore_errors=True)
+    for name in names:
+        write_bytes_atomically(folder / name, contents[name])
+    try:
+        return ResultsStore(folder).records()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _records_from_results_txt(contents: dict[str, bytes], spec: JobSpec) -> list[dict] | None:
@@ -240,11 +227,10 @@ def write_results_dir(results: list[JobResult], output_dir: Path, model: str) ->
         if not result.spec.shard
     }
     store = ResultsStore(output_dir)
-    lines = "".join(json.dumps(record) + "\n" for record in records)
-    write_text_atomically(store.trials_path, lines)
+    store.write_trials(records)
     for result in results:
         for name, data in result.loop_logs.items():
-            write_bytes_atomically(store.named_log_path(name), data)
+            store.write_named_log(name, data)
         for name, data in result.provenance.items():  # the runs its records name
             write_bytes_atomically(output_dir / name, data)
     settings = next((result.settings for result in results if result.settings), None)

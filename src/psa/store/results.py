@@ -241,6 +241,16 @@ class ResultsStore:
     def write_settings(self, settings: dict) -> None:
         write_text_atomically(self.settings_path, json.dumps(settings, indent=2) + "\n")
 
+    def write_trials(self, records: list[dict]) -> None:
+        """Write trials.jsonl whole (atomically) with ``records``, one per line, in their order:
+        a merge of results dirs and collected SageMaker outputs (a sweep merges its own
+        records with merge_records)."""
+        write_bytes_atomically(self.trials_path, encode(records))
+
+    def write_named_log(self, name: str, data: bytes) -> None:
+        """Write a loop log named relative to a results dir (``logs/4x17/none-t1.jsonl``) whole."""
+        write_bytes_atomically(self.named_log_path(name), data)
+
     def record_files(self) -> list[Path]:
         """trials.jsonl (the merged records), then each batch's own record file."""
         merged = [self.trials_path] if self.trials_path.is_file() else []
