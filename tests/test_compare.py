@@ -15,7 +15,7 @@ from psa.modes import MODES
 from psa.report.compare import adjust_p, compare_modes, compare_pair
 from psa.report.compare_format import render
 from psa.report.inputs import read_trials
-from psa.store import read_trial_records
+from psa.store import read_records_table
 from psa.store.tables import write_trials_markdown
 from schemas import long_form, trial_record
 
@@ -200,7 +200,7 @@ def test_compare_modes_on_a_real_sweep_agrees_with_scipy(tmp_path, capsys):
     capsys.readouterr()
     compare_modes_main(["--trials-file", str(results), "--format", "json", "--correction", "none"])
     payload = json.loads(capsys.readouterr().out)
-    records = read_trial_records(results)
+    records = read_records_table(results)
     long = read_trials(results)
     assert payload["paired"] is True and len(payload["comparisons"]) == 2 * 5
     for row in payload["comparisons"]:

@@ -19,7 +19,7 @@ from psa.report.inputs import (
     read_trials_markdown,
     wide_trials,
 )
-from psa.store import ResultsFormatError, read_trial_records
+from psa.store import ResultsFormatError, read_records_table
 from psa.store.tables import (
     PAIRED_MARKER,
     render_summary_markdown,
@@ -232,7 +232,7 @@ def test_trial_records_from_a_results_dir_keep_the_last_rerun(tmp_path):
     records = [record("4*17", "none", 1, 50.0), record("[4*17]", "none", 1, 60.0)]
     records.append(record("4*17", "none", 1, 70.0, model="mlp"))
     write_jsonl(tmp_path / "trials.jsonl", records)
-    frame = read_trial_records(tmp_path, model="resmlp")
+    frame = read_records_table(tmp_path, model="resmlp")
     assert frame["val_bounty"].tolist() == [60.0]
     assert frame["arch"].tolist() == ["4*17"]
     assert is_paired(frame)
@@ -244,10 +244,10 @@ def test_trial_records_from_a_results_dir_keep_the_last_rerun(tmp_path):
 def test_bad_record_line_names_file_and_line(tmp_path):
     write_jsonl(tmp_path / "trials.jsonl", [record("1*4", "none", 1, 50.0)], ["{not json"])
     with pytest.raises(ResultsFormatError, match=r"trials\.jsonl:2: not a JSON object"):
-        read_trial_records(tmp_path)
+        read_records_table(tmp_path)
 
 
-def test_records_frame_accepts_a_dataframe_with_the_minimal_columns():
+def test_records_table_accepts_a_dataframe_with_the_minimal_columns():
     frame = pd.DataFrame({"arch": ["1*4"], "mode": ["none"], "trial": [1], "val_bounty": [12.345]})
     assert "| 1 | 12.35% | N/A |" in render_trials_markdown(frame)
 

@@ -43,7 +43,7 @@ def log_lines(store: ResultsStore, trial: Trial, loops: int) -> list[dict]:
 def test_the_shipped_results_render_from_their_records_byte_for_byte(folder, configs, tmp_path):
     root = SHIPPED / folder
     store = ResultsStore(root)
-    records = store.read_records("resmlp")
+    records = store.records_table("resmlp")
     order = [arch.key for arch in read_config_file(SHIPPED / configs)]
     table = render_trials_markdown(records, "resmlp", order)
     assert table == store.table_path("resmlp").read_text()

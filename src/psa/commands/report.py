@@ -52,13 +52,13 @@ def _add_model(parser: argparse.ArgumentParser, inferred: bool = True) -> None:
 
 def _records_models(source: Path) -> list[str]:
     """The models psa's trial records under ``source`` name (none for markdown tables)."""
-    from psa.store import ResultsStore, read_trial_records
+    from psa.store import ResultsStore, read_records_table
 
     if source.is_dir() and not ResultsStore(source).record_files():
         return [m for m in MODELS if ResultsStore(source).table_path(m).exists()]
     if not source.is_dir() and (source.suffix != ".jsonl" or not source.is_file()):
         return []
-    frame = read_trial_records(source)
+    frame = read_records_table(source)
     return sorted(set(frame["model"].dropna())) if "model" in frame.columns else []
 
 

@@ -18,9 +18,9 @@ import pandas as pd
 
 from psa.arch import ArchError, parse_key
 from psa.modes import MODE_TITLES, MODES
-from psa.store import ResultsFormatError, ResultsStore, read_trial_records
+from psa.store import ResultsFormatError, ResultsStore, read_records_table
 from psa.store.jsonlines import fail
-from psa.store.records import LONG_COLUMNS, records_long_form
+from psa.store.records import LONG_COLUMNS, trials_long_form
 from psa.store.tables import (
     ARCH_HEADING,
     MISSING_CELL,
@@ -221,7 +221,7 @@ def read_trials(source: str | Path, model: str | None = None) -> pd.DataFrame:
             )
         return read_trials_markdown(table)
     if path.is_dir() or path.suffix == ".jsonl":
-        return records_long_form(read_trial_records(path, model))
+        return trials_long_form(read_records_table(path, model))
     return read_trials_markdown(path)
 
 

@@ -1,4 +1,6 @@
-"""Trial records as pandas frames: one row per (arch, model, mode, trial), canonical arch keys."""
+"""Trial records read and checked: a file's records as dicts (read_record_file), records as a
+table with one row per (arch, model, mode, trial) and canonical arch keys (records_table), and
+that table in the long form of the upstream trial table (trials_long_form)."""
 
 from __future__ import annotations
 
@@ -15,17 +17,20 @@ from psa.store.schema import REQUIRED_RECORD_KEYS
 LONG_COLUMNS = ["arch", "trial", "mode", "accuracy", "status"]
 
 
-def records_frame(records: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
-    """Per-trial records (dicts or a DataFrame) as a DataFrame with canonical arch keys.
-
-    A repeated (arch, mode, trial) keeps the last record, as a rerun appended to trials.jsonl.
-    """
+def records_table(
+    records: Iterable[Mapping] | pd.DataFrame, model: str | None = None
+) -> pd.DataFrame:
+    """Trial records (dicts or a DataFrame) as a table: one row per record, the JSON keys as
+    columns, canonical arch keys; ``model`` keeps only that model's. A repeated (arch, mode,
+    trial) keeps the last record, as a rerun appended to trials.jsonl. ``attrs`` holds
+    ``paired`` (every record says its trial shares init and data order across modes) and
+    ``archs`` (in record order)."""
     frame = records.copy() if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
     paired_attr = frame.attrs.get("paired")
     if "val_bounty" not in frame.columns and "accuracy" in frame.columns:
         frame = frame.rename(columns={"accuracy": "val_bounty"})
     if frame.empty:
-        return pd.DataFrame(columns=list(REQUIRED_RECORD_KEYS))
+        return _with_attrs(pd.DataFrame(columns=list(REQUIRED_RECORD_KEYS)))
     missing = [key for key in REQUIRED_RECORD_KEYS if key not in frame.columns]
     if missing:
         raise ResultsFormatError(f"trial records lack {', '.join(missing)}")
@@ -45,6 +50,13 @@ def records_frame(records: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
     frame = frame.drop_duplicates(key, keep="last").reset_index(drop=True)
     if paired_attr is not None:
         frame.attrs["paired"] = paired_attr
+    if model is not None and "model" in frame.columns:
+        frame = frame[frame["model"] == model].reset_index(drop=True)
+    return _with_attrs(frame)
+
+
+def _with_attrs(frame: pd.DataFrame) -> pd.DataFrame:
+    frame.attrs.update(paired=records_are_paired(frame), archs=list(dict.fromkeys(frame["arch"])))
     return frame
 
 
@@ -55,8 +67,8 @@ def records_are_paired(frame: pd.DataFrame) -> bool:
     return bool(frame.attrs.get("paired", False))
 
 
-def read_record_lines(path: Path) -> list[dict]:
-    """The records of one JSON-lines file, checked and with canonical keys."""
+def read_record_file(path: Path) -> list[dict]:
+    """The records of one JSON-lines file (trials.jsonl, a batch's own), checked, canonical keys."""
     records = []
     for number, record in json_lines(path, REQUIRED_RECORD_KEYS, "record"):
         if record["mode"] not in MODES:
@@ -71,17 +83,8 @@ def read_record_lines(path: Path) -> list[dict]:
     return records
 
 
-def frame_of_records(records: list[dict], model: str | None = None) -> pd.DataFrame:
-    """One row per record (the JSON keys as columns); ``model`` keeps only that model's."""
-    frame = records_frame(records)
-    if model is not None and "model" in frame.columns:
-        frame = frame[frame["model"] == model].reset_index(drop=True)
-    frame.attrs.update(paired=records_are_paired(frame), archs=list(dict.fromkeys(frame["arch"])))
-    return frame
-
-
-def records_long_form(frame: pd.DataFrame) -> pd.DataFrame:
-    """Trial records as the long form the trial-table reader returns (accuracy = val bounty)."""
+def trials_long_form(frame: pd.DataFrame) -> pd.DataFrame:
+    """A records table in the long form the trial-table reader returns (accuracy = val bounty)."""
     long = frame.rename(columns={"val_bounty": "accuracy"}).assign(status="ok")[LONG_COLUMNS]
     long = long.reset_index(drop=True)
     long.attrs.update(paired=records_are_paired(frame), archs=list(dict.fromkeys(frame["arch"])))

@@ -262,21 +262,21 @@ class ResultsStore:
     def records(self) -> list[dict]:
         """Every trial record, each trial once (a record in trials.jsonl and in its own file is
         one record; of two different ones the later file's wins, as a rerun's did)."""
-        from psa.store.records import read_record_lines
+        from psa.store.records import read_record_file
 
         seen: dict[tuple, dict] = {}
         for path in self.record_files():
-            for record in read_record_lines(path):
+            for record in read_record_file(path):
                 key = (record["arch"], record.get("model"), record["mode"], record["trial"])
                 seen.pop(key, None)
                 seen[key] = record
         return list(seen.values())
 
-    def read_records(self, model: str | None = None) -> pd.DataFrame:
-        """The records as a frame (see psa.store.records.frame_of_records)."""
-        from psa.store.records import frame_of_records
+    def records_table(self, model: str | None = None) -> pd.DataFrame:
+        """The records as a table (psa.store.records.records_table), of ``model`` only if given."""
+        from psa.store.records import records_table
 
-        return frame_of_records(self.records(), model)
+        return records_table(self.records(), model)
 
     def recorded_trials(self, model: str) -> set[Trial]:
         return {
@@ -309,14 +309,14 @@ class ResultsStore:
         """Rewrite trials.jsonl (atomically) to hold every record: its own lines as they are,
         then those of the batches' files it lacks. The batch files stay, so a merge that
         races another can lose nothing."""
-        from psa.store.records import read_record_lines
+        from psa.store.records import read_record_file
 
         lines, torn = split_lines(self.trials_path) if self.trials_path.exists() else ([], False)
         lines = [line for line in lines if line.strip()]
         known = {_record_key(json.loads(line)) for line in lines}
         added = []
         for path in self.batch_record_files():
-            for record in read_record_lines(path):
+            for record in read_record_file(path):
                 if _record_key(record) not in known:
                     known.add(_record_key(record))
                     added.append(record)
@@ -431,13 +431,13 @@ def _record_key(record: dict) -> tuple:
     return (arch, record.get("model"), record["mode"], int(record["trial"]))
 
 
-def read_trial_records(source: str | Path, model: str | None = None) -> pd.DataFrame:
+def read_records_table(source: str | Path, model: str | None = None) -> pd.DataFrame:
     """Trial records from a results dir (through its store) or from one .jsonl file."""
     source = Path(source)
     if source.is_dir():
-        return ResultsStore(source).read_records(model)
+        return ResultsStore(source).records_table(model)
     if not source.exists():
         raise ResultsFormatError(f"cannot read results file {source}: it does not exist")
-    from psa.store.records import frame_of_records, read_record_lines
+    from psa.store.records import read_record_file, records_table
 
-    return frame_of_records(read_record_lines(source), model)
+    return records_table(read_record_file(source), model)

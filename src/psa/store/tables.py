@@ -20,7 +20,7 @@ import pandas as pd
 from psa.arch import parse_key
 from psa.atomic import write_text_atomically
 from psa.modes import MODE_TITLES, MODES
-from psa.store.records import records_are_paired, records_frame
+from psa.store.records import records_are_paired, records_table
 from psa.store.results import ResultsStore
 
 PAIRED_MARKER = "<!-- psa: paired trials -->"
@@ -59,7 +59,7 @@ def render_trials_markdown(
 
     ``paired`` defaults to what the records say (their ``paired`` field).
     """
-    frame = records_frame(records)
+    frame = records_table(records)
     paired = records_are_paired(frame) if paired is None else paired
     title = model_title(model)
     lines = [f"# Persistent Stochastic Ablation - {title} Raw Trial Data", ""]
@@ -126,7 +126,7 @@ def render_summary_markdown(
     statistics. A mode with neither records nor an error prints ``NO_RESULTS``.
     """
 
-    frame = records_frame(records)
+    frame = records_table(records)
     errors = {(parse_key(arch).key, mode): token for (arch, mode), token in (errors or {}).items()}
     long = frame.rename(columns={"val_bounty": "accuracy"})
     stats = mode_statistics(long).set_index(["arch", "mode"])
@@ -166,7 +166,7 @@ def write_summary_markdown(
 
 def write_tables(store: ResultsStore, model: str, arch_order: list[str] | None = None) -> None:
     """Render the upstream trial table and summary of a results dir from its records."""
-    records = store.read_records(model)
+    records = store.records_table(model)
     if records.empty:
         return
     write_trials_markdown(records, store.table_path(model), model=model, arch_order=arch_order)
