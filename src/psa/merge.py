@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from psa.arch import parse_key
-from psa.atomic import write_bytes_atomically
 from psa.config import ConfigError, RunConfig
 from psa.errors import PsaError
 from psa.modes import MODES
@@ -194,7 +193,7 @@ def write_merged(merged: Merged, output: Path) -> None:
     for record, origin in zip(merged.records, merged.origins):
         trial = trial_of(record)
         if origin.log_path(trial).is_file():
-            write_bytes_atomically(store.log_path(trial), origin.log_path(trial).read_bytes())
+            store.write_log(trial, origin.log_path(trial).read_bytes())
     for origin in {origin.root: origin for origin in merged.origins}.values():
         copy_provenance(origin.root, output)  # the runs its records name
     store.write_settings(merged.settings.flat())

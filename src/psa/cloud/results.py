@@ -28,7 +28,7 @@ from psa.cloud.jobs import JobSpec, attempt_of, list_project_jobs
 from psa.cloud.listing import list_objects
 from psa.modes import MODES
 from psa.store import SETTINGS_NAME, TRIALS_FILE_NAME, ResultsStore, upstream_results_name
-from psa.store.provenance import PROVENANCE_NAME
+from psa.store.provenance import PROVENANCE_NAME, write_provenance_file
 from psa.store.results import BATCH_RECORDS_NAME, LOOP_LOG_NAME
 from psa.store.tables import write_summary_markdown, write_trials_markdown
 
@@ -232,7 +232,7 @@ def write_results_dir(results: list[JobResult], output_dir: Path, model: str) ->
         for name, data in result.loop_logs.items():
             store.write_named_log(name, data)
         for name, data in result.provenance.items():  # the runs its records name
-            write_bytes_atomically(output_dir / name, data)
+            write_provenance_file(output_dir, name, data)
     settings = next((result.settings for result in results if result.settings), None)
     if settings is not None:
         store.write_settings(settings)

@@ -28,6 +28,7 @@ from psa.commands.sagemaker_flags import add_setup_flags, aws_errors, setup_of
 from psa.config import MODELS
 from psa.errors import PsaError, command_hint
 from psa.store import ResultsStore, Trial
+from psa.store.jsonlines import encode
 
 DOWNLOAD_PROG = "sagemaker-get-training-logs"
 PARSE_PROG = "sagemaker-logs-parser"
@@ -147,13 +148,10 @@ def parse_main(argv: list[str] | None = None) -> int:
     store = ResultsStore(output)
     written = []
     for kind in ("current", "lkg", "growth"):
-        path = store.loop_table_path(args.model, kind)
-        write_text_atomically(path, loop_table(trials, kind))
-        written.append(path)
+        written.append(store.write_loop_table(args.model, kind, loop_table(trials, kind)))
     for trial in trials:
         lines = [trial.loops[k] for k in sorted(trial.loops)]
-        path = store.log_path(Trial(trial.arch, trial.mode, trial.trial))
-        write_text_atomically(path, "".join(json.dumps(line) + "\n" for line in lines))
+        store.write_log(Trial(trial.arch, trial.mode, trial.trial), encode(lines))
     loops = sum(len(trial.loops) for trial in trials)
     print(f"{len(trials)} trial(s), {loops} loop record(s) from {len(jobs)} job log(s)")
     for path in written:

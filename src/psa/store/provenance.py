@@ -71,6 +71,14 @@ def read_provenance(root: Path) -> dict[str, dict]:
     return runs
 
 
+def write_provenance_file(root: Path, name: str, data: bytes) -> None:
+    """Write a provenance file named relative to a results dir (``provenance/<run id>.json``, as
+    in a job's model.tar.gz) whole."""
+    if not PROVENANCE_NAME.match(name):
+        raise ResultsFormatError(f"{name} is not a provenance file's name in a results dir")
+    write_bytes_atomically(Path(root) / name, data)
+
+
 def copy_provenance(source: Path, target: Path) -> int:
     """Copy the provenance files ``target`` lacks from ``source`` (a merge keeps the runs its
     records name); the number copied."""

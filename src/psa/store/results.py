@@ -226,6 +226,11 @@ class ResultsStore:
         suffix = {"current": "convergence", "lkg": "lkg", "growth": "lkg_growth"}[kind]
         return self.root / f"psa_{model}_trials_{suffix}.md"
 
+    def write_loop_table(self, model: str, kind: str, text: str) -> Path:
+        path = self.loop_table_path(model, kind)
+        write_text_atomically(path, text)
+        return path
+
     def read_settings(self) -> dict | None:
         """The settings the dir was made with, or None for a new dir."""
         if not self.settings_path.exists():
@@ -250,6 +255,10 @@ class ResultsStore:
     def write_named_log(self, name: str, data: bytes) -> None:
         """Write a loop log named relative to a results dir (``logs/4x17/none-t1.jsonl``) whole."""
         write_bytes_atomically(self.named_log_path(name), data)
+
+    def write_log(self, trial: Trial, data: bytes) -> None:
+        """Write a trial's whole loop log (a merge copying it from another results dir)."""
+        write_bytes_atomically(self.log_path(trial), data)
 
     def record_files(self) -> list[Path]:
         """trials.jsonl (the merged records), then each batch's own record file."""
