@@ -77,7 +77,7 @@ TRAIN_INJECTIONS = [
 
 def stopped_line(command: str, number: int) -> str:
     """How the last line of a command stopped by signal ``number`` starts (the wording of
-    psa.interrupts.stopped_line, written out: a change to it is one edit here)."""
+    psa.errors.stopped_line, written out: a change to it is one edit here)."""
     return f"{command}: stopped by {signal.Signals(number).name}; "
 
 

@@ -12,8 +12,7 @@ import signal
 import threading
 from collections.abc import Iterator
 
-# exit_status and stopped_line: the commands that stop here end through them.
-from psa.errors import Interrupted, exit_status, stopped_line  # noqa: F401
+from psa.errors import Interrupted
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _requeued = [False]  # whether a scheduler runs this stopped process again by itself
