@@ -150,7 +150,8 @@ def loops_table(store: ResultsStore) -> pd.DataFrame:
             )
     frame = pd.DataFrame(rows, columns=LOOP_COLUMNS)
     frame["ablation_neuron"] = frame["ablation_neuron"].astype("float64")
-    # Lines of an older psa lack these: no column rather than one of nothing.
+    # The shipped results (results/precision/fp32) were logged before loop lines named their
+    # provenance: no column rather than one of nothing.
     optional = ["train_seconds", "run_id", "provenance"]
     frame = frame.drop(columns=[c for c in optional if frame[c].isna().all()])
     return frame.infer_objects()
