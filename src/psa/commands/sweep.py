@@ -648,9 +648,9 @@ def print_plan(console: Console, batches: list[Batch], settings: RunConfig, fini
                 f", modes {','.join(modes)}{resume}) ~{_duration(estimate)}"
             )
     console.print(
-        f"Estimated time: ~{_duration(total_seconds)} on an idle 2-core CPU (a rough model "
-        "fitted to `bench` there, within about 30 %; a busy machine takes longer, a GPU far "
-        "less; `bench` measures this one)"
+        f"Estimated time: ~{_duration(total_seconds)} on one idle CPU core (psa.costs: a model "
+        "of the engine fitted on one core of this project's machine, within about 30 %; a busy "
+        "machine takes longer, a GPU far less; `check-device` measures this device)"
     )
 
 

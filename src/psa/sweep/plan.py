@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from psa.arch import Arch, parse_key
 from psa.config import RunConfig
+from psa.costs import CPU_MODEL, CostModel, model_for
 from psa.store import ResultsStore, StoreError, Trial
 from psa.sweep.request import Shard, SweepError, SweepRequest
 
@@ -31,12 +32,6 @@ if TYPE_CHECKING:
     from psa.model import Network
 
 PLAN_VERSION = 1
-# Rough CPU cost model of a trial-epoch, fitted to `bench` on a 2-core machine (results/bench.json;
-# within about 30 %): arithmetic at a sustained rate, plus the memory traffic of the activations,
-# which bounds small batched networks. It orders and balances shards and projects --dry-run times.
-DRY_RUN_GFLOPS = 120.0
-DRY_RUN_SECONDS_PER_ACTIVATION_UNIT = 8e-5  # per unit of width summed over the Linears
-VALIDATION_SHARE = 1 + 2 * 10_000 / (6 * 50_000)  # a forward pass over 10,000 images
 
 
 class PlanError(SweepError):
@@ -208,9 +203,7 @@ def saved_batches(
     return batches
 
 
-def batch_sizes(
-    request: SweepRequest, settings: RunConfig, device
-) -> Callable[[Network], int]:
+def batch_sizes(request: SweepRequest, settings: RunConfig, device) -> Callable[[Network], int]:
     """The most trials of a network that one batch holds: --max-batch, else what this device's
     free memory (read once) fits."""
     from psa.memory import batch_limit, memory_budget
@@ -248,14 +241,16 @@ def pending_batches(
 def full_plan(request: SweepRequest, wanted: Grid, settings: RunConfig, device) -> Plan:
     """Every batch of the grid, finished or not, in the order one process runs them."""
     from psa.model import build_network
+    from psa.provenance import device_model
 
     limit = batch_sizes(request, settings, device)
+    model = model_for(device_model(device))  # this device's own costs where check-device ran
     batches, costs = [], []
     for arch, trials in pending_trials(request.archs, wanted.modes, wanted.trials, set()):
         network = build_network(settings.model, arch)
         for batch in plan_batches(arch, trials, limit(network)):
             batches.append(batch)
-            costs.append(estimate_seconds(network, len(batch.trials), settings))
+            costs.append(estimate_seconds(network, len(batch.trials), settings, model=model))
     return Plan(wanted, tuple(batches), tuple(costs))
 
 
@@ -314,12 +309,13 @@ def grid_difference(stored: Grid, wanted: Grid) -> str:
 
 
 def estimate_seconds(
-    network: Network, trials: int, settings: RunConfig, loops: int | None = None
+    network: Network,
+    trials: int,
+    settings: RunConfig,
+    loops: int | None = None,
+    model: CostModel = CPU_MODEL,
 ) -> float:
     """Seconds for ``trials`` trials of ``network`` over ``loops`` meta-loops (default: all of
-    them; the cost model above)."""
-    flops = 6.0 * network.parameter_count() * 50_000
-    units = sum(spec.out_features for spec in network.linears)
-    trial_epoch = flops / (DRY_RUN_GFLOPS * 1e9) + units * DRY_RUN_SECONDS_PER_ACTIVATION_UNIT
+    them) by ``model`` (psa.costs: a device's own figures where check-device stored them)."""
     loops = settings.meta_loops if loops is None else loops
-    return trial_epoch * VALIDATION_SHARE * trials * loops
+    return model.loop_seconds(network, trials, settings.hyper.batch_size) * loops
