@@ -80,3 +80,22 @@ def test_without_figures_of_this_device_the_cpu_model_plans(tmp_path):
     assert model_for("Some GPU 80GB", tmp_path) is CPU_MODEL
     path.write_text("{not json")
     assert model_for("Some GPU 80GB", tmp_path) is CPU_MODEL
+
+
+def test_a_sweep_on_a_device_with_stored_figures_plans_by_them(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from psa import cli
+    from psa.provenance import device_model
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["--arch", "[4*17]", "--trials", "10", "--meta-loops", "1", "--seed", "1"]
+    argv += ["--device", "cpu", "--results-dir", "r", "--dry-run"]
+
+    def plan_line() -> str:
+        assert cli.run("sweep", argv) == 0
+        return next(line for line in capsys.readouterr().out.splitlines() if "Batch plan" in line)
+
+    assert plan_line().endswith("1 batch, ~8s")  # the CPU model: 8.1 s a loop of K=60
+    stored_figures(tmp_path / "results" / "devices", device_model(torch.device("cpu")), 1000.0)
+    assert plan_line().endswith("1 batch, ~17min")
