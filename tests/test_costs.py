@@ -99,3 +99,15 @@ def test_a_sweep_on_a_device_with_stored_figures_plans_by_them(tmp_path, monkeyp
     assert plan_line().endswith("1 batch, ~8s")  # the CPU model: 8.1 s a loop of K=60
     stored_figures(tmp_path / "results" / "devices", device_model(torch.device("cpu")), 1000.0)
     assert plan_line().endswith("1 batch, ~17min")
+
+
+def test_a_sweep_runs_its_costliest_batches_first(tmp_path, monkeypatch, capsys):
+    from psa import cli
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["--arch", "[2*4]", "--arch", "[1*64]", "--arch", "[3*3]", "--trials", "1"]
+    argv += ["--meta-loops", "1", "--seed", "1", "--device", "cpu", "--results-dir", "r"]
+    assert cli.run("sweep", [*argv, "--dry-run"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if " K=" in line]
+    costs = {key: CPU_MODEL.loop_seconds(network(key), 6) for key in listed}
+    assert listed == sorted(costs, key=costs.get, reverse=True) and listed[0] == "[1*64]"

@@ -281,9 +281,16 @@ def choose_plan(
 
 def open_batches(plan: Plan, shard: Shard | None, store: ResultsStore, model: str) -> list[Batch]:
     """The batches of ``shard`` (every batch without one) that have trials to run and that no
-    live worker holds; a batch recorded in part runs the rest of its trials."""
+    live worker holds, the costliest first (ties in plan order): the longest batches start
+    first, so sweeps sharing a results dir end together; a batch recorded in part runs the rest
+    of its trials."""
     done = store.recorded_trials(model) if store.exists() else set()
-    planned = plan.shard_part(shard) if shard is not None else list(plan.batches)
+    mine = plan.shard_part(shard) if shard is not None else list(plan.batches)
+    cost = {
+        id(batch): (-seconds, position)
+        for position, (batch, seconds) in enumerate(zip(plan.batches, plan.costs))
+    }
+    planned = sorted(mine, key=lambda batch: cost[id(batch)])
     batches = []
     for batch in planned:
         left = [trial for trial in batch.trials if trial not in done]
