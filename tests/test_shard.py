@@ -135,12 +135,13 @@ def test_dry_run_of_a_shard_shows_its_part_of_the_plan_and_writes_nothing(
         sweep_command.main(flags(results, repo_dataset, "--shard", shard, "--dry-run"))
         out = capsys.readouterr().out
         assert f"Shard {shard} of batch plan " in out and "2 of 4 batches" in out
-        assert "12 trials to run (0 already recorded)" in out
+        # decay is copied from none at these settings: 5 trained modes of each trial index
+        assert "10 trials to run (0 already recorded)" in out and "decay copied from none" in out
         parts.append([line.strip() for line in out.splitlines() if " K=" in line])
     assert not results.exists()
     assert len(parts[0]) == len(parts[1]) == 2 and not set(parts[0]) & set(parts[1])
     assert sorted(line.split(" (")[0] for line in parts[0] + parts[1]) == sorted(
-        [f"[{key}] K=6" for key in KEYS] * 2
+        [f"[{key}] K=5" for key in KEYS] * 2
     )
 
 

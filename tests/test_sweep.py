@@ -37,9 +37,12 @@ DEFAULT_SETTINGS = RunConfig("resmlp", LOOPS, SEED)
 
 
 def sweep_flags(results_dir: Path, data_dir: Path, *extra: str) -> list[str]:
+    """Every mode trained, decay too (tests/test_decay_twins.py covers decay copied from none,
+    the default at these settings)."""
     archs = [flag for arch in ARCHS for flag in ("--arch", arch)]
     return [
         *archs,
+        "--train-decay",
         *("--trials", str(TRIALS), "--meta-loops", str(LOOPS), "--seed", str(SEED)),
         *("--results-dir", str(results_dir), "--data-dir", str(data_dir), "--device", "cpu"),
         *extra,

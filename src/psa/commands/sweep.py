@@ -49,7 +49,7 @@ from psa.sweep.events import (
     Started,
     Stopped,
 )
-from psa.sweep.plan import Batch, Plan, assign, estimate_seconds, read_plan
+from psa.sweep.plan import Batch, Plan, assign, estimate_seconds, read_plan, twin_reason
 from psa.wording import count, noun, span
 
 # Where a sweep writes unless told: a dir of the user's own (git ignores it), never the shipped
@@ -121,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="print the plan, trials per batch and an estimated time; run nothing",
+    )
+    parser.add_argument(
+        "--train-decay",
+        action="store_true",
+        help="train decay trials even where AdamW's decay factor 1 - lr*wd is 1.0 in float32 "
+        "(the paper's lr and weight decay): they then compute exactly what their none twin does, "
+        "so by default each is not trained and its record and loop log are copied from the twin's",
     )
     parser.add_argument(
         "--tensorboard",
@@ -233,6 +240,7 @@ def request_of(args: argparse.Namespace) -> SweepRequest:
         dry_run=args.dry_run,
         tensorboard=args.tensorboard,
         matmul_precision=args.matmul_precision,
+        train_decay=args.train_decay,
     )
 
 
@@ -333,8 +341,9 @@ class SweepPrinter:
             console.print(f"Nothing to run: every trial {whose}is recorded in {event.results_dir}.")
         elif isinstance(event, Started):
             part = f" | shard {event.shard} of plan {event.plan_fingerprint}" if event.shard else ""
+            copied = f" (+{event.twins} decay copied from none)" if event.twins else ""
             console.print(
-                f"Sweep: {count(event.batches, 'batch')}, {count(event.trials, 'trial')} x "
+                f"Sweep: {count(event.batches, 'batch')}, {count(event.trials, 'trial')}{copied} x "
                 f"{count(event.meta_loops, 'meta-loop')} "
                 f"({event.trial_loops} trial-loops left) | base seed {event.seed} | device "
                 f"{event.device} | results in {event.results_dir}{part}"
@@ -536,14 +545,14 @@ def print_status(console: Console, store: ResultsStore) -> None:
         for line in submitted:
             console.print(line)
         return
-    trials = [trial for batch in batch_plan.batches for trial in batch.trials]
+    trials = [trial for batch in batch_plan.batches for trial in batch.members]
     status = store.status(trials, model)
     states = ("done", "running", "saved", "pending")
     counts = dict.fromkeys(states, 0)
     sizes = dict.fromkeys(states, 0)
     by_arch: dict[str, dict[str, int]] = {}
     for batch in batch_plan.batches:
-        members = set(batch.trials)
+        members = set(batch.members)
         if members <= status.done:
             state = "done"
         elif members & status.running:
@@ -553,7 +562,7 @@ def print_status(console: Console, store: ResultsStore) -> None:
         else:
             state = "pending"
         counts[state] += 1
-        sizes[state] += len(batch.trials)
+        sizes[state] += len(batch.members)
         per = by_arch.setdefault(batch.arch.key, dict.fromkeys(states, 0))
         per[state] += 1
     console.print(
@@ -619,6 +628,12 @@ def print_plan(console: Console, batches: list[Batch], settings: RunConfig, fini
         f"({finished} already recorded), {count(settings.meta_loops, 'meta-loop')} each "
         f"({left} trial-loops left), model {settings.model}, base seed {settings.seed}"
     )
+    twins = sum(len(b.twins) for b in batches)
+    if twins:
+        console.print(
+            f"  {count(twins, 'decay trial')} not trained: {twin_reason(settings.hyper)}; each "
+            "one's record and loop log are its none twin's (--train-decay trains them)"
+        )
     total_seconds = 0.0
     by_arch: dict[Arch, list[Batch]] = {}
     for batch in batches:
@@ -634,18 +649,20 @@ def print_plan(console: Console, batches: list[Batch], settings: RunConfig, fini
             sizes = sorted({len(b.trials) for b in group})
             k = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
             indices = sorted({t.index for b in group for t in b.trials})
+            copied = ", decay copied from none" if any(b.twins for b in group) else ""
             console.print(
                 f"  {key.flag} {count(len(group), 'batch')} of K={k}"
-                f" ({span('trial', indices)}) ~{_duration(sum(seconds))}"
+                f" ({span('trial', indices)}{copied}) ~{_duration(sum(seconds))}"
             )
             continue
         for batch, estimate in zip(group, seconds):
             modes = sorted({t.mode for t in batch.trials})
             indices = sorted({t.index for t in batch.trials})
             resume = f", resumes after loop {batch.saved_loops}" if batch.saved_loops else ""
+            copied = ", decay copied from none" if batch.twins else ""
             console.print(
                 f"  {key.flag} K={len(batch.trials)} ({span('trial', indices)}"
-                f", modes {','.join(modes)}{resume}) ~{_duration(estimate)}"
+                f", modes {','.join(modes)}{copied}{resume}) ~{_duration(estimate)}"
             )
     console.print(
         f"Estimated time: ~{_duration(total_seconds)} on one idle CPU core (psa.costs: a model "

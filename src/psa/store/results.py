@@ -343,6 +343,10 @@ class ResultsStore:
         )
         return LineLog(path), kept
 
+    def write_loop_log(self, trial: Trial, lines: list[dict]) -> None:
+        """Write a trial's whole loop log at once, atomically (a log copied from another's)."""
+        write_bytes_atomically(self.log_path(trial), encode(lines))
+
     def save_batch(self, state: BatchState, tensors: dict) -> None:
         """Save a batch's progress atomically: its LKG tensors and ``state``."""
         from psa.checkpoint import encode_safetensors

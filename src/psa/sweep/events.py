@@ -35,7 +35,8 @@ class NothingToRun:
 @dataclass(frozen=True)
 class Started:
     batches: int
-    trials: int
+    trials: int  # trained
+    twins: int  # decay trials copied from their none twin
     meta_loops: int
     trial_loops: int  # trial-loops left to train
     seed: int

@@ -19,11 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from psa.arch import Arch, parse_key
-from psa.config import RunConfig
+from psa.config import Hyperparameters, RunConfig
 from psa.costs import CPU_MODEL, CostModel, model_for
 from psa.store import ResultsStore, StoreError, Trial
 from psa.sweep.request import Shard, SweepError, SweepRequest
@@ -38,13 +40,36 @@ class PlanError(SweepError):
     """A results dir's batch plan that cannot be read; the message says what to do."""
 
 
+def decay_is_none(hyper: Hyperparameters) -> bool:
+    """Whether a ``decay`` trial computes exactly what its ``none`` twin does: AdamW's decoupled
+    decay multiplies each weight by 1 - lr * wd, which in float32 (the weights' precision) is
+    exactly 1.0 at the paper's lr 1e-4 and weight decay 1e-4. Everything else the two share
+    (initial weights, minibatch order, no ablation, no dropout)."""
+    return bool(np.float32(1.0 - hyper.lr * hyper.weight_decay) == np.float32(1.0))
+
+
+def twin_reason(hyper: Hyperparameters) -> str:
+    """Why a decay trial's record and loop log are its none twin's (written into both)."""
+    return (
+        f"AdamW's decay factor 1 - lr*wd (lr {hyper.lr:g}, weight decay {hyper.weight_decay:g}) "
+        "is 1.0 in float32, so decay computes exactly what none does"
+    )
+
+
 @dataclass
 class Batch:
-    """Trials of one architecture trained together."""
+    """Trials of one architecture trained together, and the ``decay`` trials (twins) whose
+    records and loop logs are copied from this batch's ``none`` trials of the same index."""
 
     arch: Arch
     trials: list[Trial]
     saved_loops: int = 0  # loops a killed run saved; the batch resumes after them
+    twins: list[Trial] = field(default_factory=list)
+
+    @property
+    def members(self) -> list[Trial]:
+        """Every trial this batch records: the trained ones and the twins."""
+        return [*self.trials, *self.twins]
 
     @property
     def key(self) -> str:
@@ -92,10 +117,13 @@ class Plan:
 
 
 def _batch_json(batch: Batch) -> dict:
-    return {
+    entry = {
         "arch": batch.arch.key,
         "trials": [[trial.mode, trial.index] for trial in batch.trials],
     }
+    if batch.twins:
+        entry["twins"] = [[trial.mode, trial.index] for trial in batch.twins]
+    return entry
 
 
 def assign(costs: list[float] | tuple[float, ...], count: int) -> list[int]:
@@ -119,7 +147,9 @@ def plan_from_json(data: dict, where: str) -> Plan:
         batches, costs = [], []
         for entry in data["batches"]:
             arch = parse_key(entry["arch"])
-            batches.append(Batch(arch, [Trial(arch, mode, int(i)) for mode, i in entry["trials"]]))
+            trials = [Trial(arch, mode, int(i)) for mode, i in entry["trials"]]
+            twins = [Trial(arch, mode, int(i)) for mode, i in entry.get("twins", [])]
+            batches.append(Batch(arch, trials, twins=twins))
             costs.append(float(entry["seconds"]))
     except (KeyError, TypeError, ValueError) as error:
         raise PlanError(
@@ -203,7 +233,26 @@ def saved_batches(
     return batches
 
 
-def batch_sizes(request: SweepRequest, settings: RunConfig, device) -> Callable[[Network], int]:
+def twin_trials(pending: list[Trial], request: SweepRequest, settings: RunConfig) -> list[Trial]:
+    """The pending decay trials to copy from their pending none twin rather than train (none
+    when --train-decay is given or the decay factor is not 1 in float32)."""
+    if request.train_decay or not decay_is_none(settings.hyper):
+        return []
+    nones = {(t.arch, t.index) for t in pending if t.mode == "none"}
+    return [t for t in pending if t.mode == "decay" and (t.arch, t.index) in nones]
+
+
+def attach_twins(batches: list[Batch], twins: list[Trial]) -> None:
+    """Give each twin to the batch that trains its none trial (a twin whose none trial another
+    worker holds stays with that worker)."""
+    for batch in batches:
+        indices = {t.index for t in batch.trials if t.mode == "none"}
+        batch.twins = [t for t in twins if t.arch == batch.arch and t.index in indices]
+
+
+def batch_sizes(
+    request: SweepRequest, settings: RunConfig, device
+) -> Callable[[Network], int]:
     """The most trials of a network that one batch holds: --max-batch, else what this device's
     free memory (read once) fits."""
     from psa.memory import batch_limit, memory_budget
@@ -231,10 +280,14 @@ def pending_batches(
     for arch, pending in pending_trials(request.archs, request.modes, request.trials, done):
         running = {t for t in pending if store.is_claimed(t)}
         resumed = saved_batches(store, arch, pending, running)
-        taken = {t for batch in resumed for t in batch.trials} | running
+        trained = {t for batch in resumed for t in batch.trials}
+        twins = [t for t in twin_trials(pending, request, settings) if t not in trained | running]
+        taken = trained | running | set(twins)
         network = build_network(settings.model, arch)
         rest = [t for t in pending if t not in taken]
-        batches += resumed + plan_batches(arch, rest, limit(network))
+        planned = resumed + plan_batches(arch, rest, limit(network))
+        attach_twins(planned, twins)
+        batches += planned
     return batches
 
 
@@ -246,9 +299,12 @@ def full_plan(request: SweepRequest, wanted: Grid, settings: RunConfig, device) 
     limit = batch_sizes(request, settings, device)
     model = model_for(device_model(device))  # this device's own costs where check-device ran
     batches, costs = [], []
-    for arch, trials in pending_trials(request.archs, wanted.modes, wanted.trials, set()):
+    for arch, pending in pending_trials(request.archs, wanted.modes, wanted.trials, set()):
         network = build_network(settings.model, arch)
-        for batch in plan_batches(arch, trials, limit(network)):
+        twins = twin_trials(pending, request, settings)
+        planned = plan_batches(arch, [t for t in pending if t not in twins], limit(network))
+        attach_twins(planned, twins)
+        for batch in planned:
             batches.append(batch)
             costs.append(estimate_seconds(network, len(batch.trials), settings, model=model))
     return Plan(wanted, tuple(batches), tuple(costs))
@@ -294,10 +350,11 @@ def open_batches(plan: Plan, shard: Shard | None, store: ResultsStore, model: st
     batches = []
     for batch in planned:
         left = [trial for trial in batch.trials if trial not in done]
-        if not left or any(store.is_claimed(trial) for trial in left):
+        twins = [trial for trial in batch.twins if trial not in done]
+        if not left or any(store.is_claimed(trial) for trial in left + twins):
             continue
-        if len(left) != len(batch.trials):
-            batch = Batch(batch.arch, left)
+        if len(left) != len(batch.trials) or len(twins) != len(batch.twins):
+            batch = Batch(batch.arch, left, twins=twins)
         state = store.batch_state(batch.key, batch.arch)
         batch.saved_loops = state.loops_completed if state is not None else 0
         batches.append(batch)

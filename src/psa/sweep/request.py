@@ -54,6 +54,9 @@ class SweepRequest:
     dry_run: bool = False
     tensorboard: bool = False
     matmul_precision: str = "highest"  # float32 matmuls on CUDA (psa.device)
+    # Train decay trials even where they compute exactly what their none twin does (see
+    # psa.sweep.plan.decay_is_none); by default they are copied from it.
+    train_decay: bool = False
 
     def for_shard(self, shard: Shard, device: str | None = None) -> SweepRequest:
         """This request as one shard's process runs it: that shard, absolute paths (the process

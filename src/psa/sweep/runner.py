@@ -39,6 +39,7 @@ from psa.sweep.plan import (
     open_batches,
     pending_batches,
     store_plan,
+    twin_reason,
 )
 from psa.sweep.request import SweepError, SweepRequest
 
@@ -92,6 +93,7 @@ def run(request: SweepRequest, on_event: OnEvent = ignore) -> None:
         Started(
             batches=len(batches),
             trials=sum(len(b.trials) for b in batches),
+            twins=sum(len(b.twins) for b in batches),
             meta_loops=settings.meta_loops,
             trial_loops=sum(len(b.trials) * (settings.meta_loops - b.saved_loops) for b in batches),
             seed=settings.seed,
@@ -203,11 +205,11 @@ class BatchRunner:
     def run_claimed(self, started: BatchStarted) -> int:
         """Run the batch if this worker can claim all its trials: 1 if it ran, 0 if skipped."""
         batch, store = started.batch, self.store
-        claim = store.claim(batch.trials)
+        claim = store.claim(batch.members)
         if claim is None:
             return 0
         with claim:
-            if set(batch.trials) & store.recorded_trials(self.settings.model):
+            if set(batch.members) & store.recorded_trials(self.settings.model):
                 return 0  # recorded by another worker between planning and claiming
             self.on_event(started)
 
@@ -260,10 +262,27 @@ class BatchRunner:
             for log in [*logs, *boards]:
                 log.close()
         records = self._records(batch, engine, specs, seconds)
-        with interrupts.held():  # the batch's records, then its saved state goes
+        with interrupts.held():  # the twins' logs, the batch's records, then its saved state goes
             claim.check()
+            records += self._copy_twins(batch, records)
             store.write_records(batch.key, records)
             store.delete_batch(batch.key)
+
+    def _copy_twins(self, batch: Batch, records: list[dict]) -> list[dict]:
+        """Write each twin's loop log as its none trial's, and return the twins' records: the
+        none trial's, named decay, with decay's own seeds, saying whose they are and why."""
+        reason = twin_reason(self.settings.hyper)
+        copied = []
+        for twin in batch.twins:
+            none = Trial(twin.arch, "none", twin.index)
+            log, lines = self.store.open_loop_log(none, self.settings.meta_loops)
+            log.close()
+            twin_fields = {"mode": twin.mode, "twin_of": none.mode, "twin_reason": reason}
+            self.store.write_loop_log(twin, [{**line, **twin_fields} for line in lines])
+            [record] = [r for r in records if (r["mode"], r["trial"]) == ("none", twin.index)]
+            seeds = self._spec(twin).seeds.as_record(base=self.settings.seed)
+            copied.append({**record, "seeds": seeds, **twin_fields})
+        return copied
 
     def _board(self, trial: Trial, kept: list[dict]):
         from psa.store import tensorboard
