@@ -45,9 +45,9 @@ def test_train_refuses_an_arch_whose_training_state_exceeds_free_memory(
 ):
     machine_with(24 * GIB)
     models = tmp_path / "models"
-    with pytest.raises(SystemExit) as refused:
+    with pytest.raises(PsaError) as refused:
         train.main(["--arch", "[1*30000]", "--device", "cpu", "--model-dir", str(models)])
-    message = str(refused.value.code)
+    message = f"train: {refused.value}"
     needed = memory.trial_bytes(build_network("resmlp", Arch([(1, 30000)])), 256)
     assert 33 * GIB < needed < 37 * GIB  # about 36 GB: 1.8 billion parameters, five copies
     assert message.startswith(
@@ -89,6 +89,7 @@ def test_sweep_refuses_a_max_batch_whose_trials_together_exceed_free_memory(
     machine_with(10 * memory.trial_bytes(network, 256))
     results = tmp_path / "results"
     argv = ["--arch", "[4*64]", "--trials", "2", "--device", "cpu", "--max-batch", "12"]
+    argv.append("--train-decay")  # all 12 trials train (decay is not copied from none)
     with pytest.raises(PsaError) as refused:
         sweep.main([*argv, "--results-dir", str(results), "--dry-run"])
     assert "needs about" in str(refused.value) and "for 12 trials" in str(refused.value)
