@@ -90,7 +90,7 @@ def test_a_sweep_on_a_device_with_stored_figures_plans_by_them(tmp_path, monkeyp
 
     monkeypatch.chdir(tmp_path)
     argv = ["--arch", "[4*17]", "--trials", "10", "--meta-loops", "1", "--seed", "1"]
-    argv += ["--device", "cpu", "--results-dir", "r", "--dry-run"]
+    argv += ["--device", "cpu", "--results-dir", "r", "--dry-run", "--train-decay"]  # K=60
 
     def plan_line() -> str:
         assert cli.run("sweep", argv) == 0
