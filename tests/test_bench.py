@@ -69,3 +69,21 @@ def test_bad_lists_are_refused_in_one_line_before_anything_runs(tmp_path, capsys
     assert not output.exists()
     captured = capsys.readouterr()
     assert "Matmul peak" not in captured.out and "Traceback" not in captured.err
+
+
+@pytest.mark.slow
+def test_bench_compares_the_previous_and_the_flat_engine_side_by_side(tmp_path, repo_dataset):
+    output = tmp_path / "engines.json"
+    bench.main(
+        [
+            *("--compare-engines", "--archs", "1*8", "--steps", "2"),
+            *("--output", str(output), "--data-dir", str(repo_dataset), "--device", "cpu"),
+        ]
+    )
+    rows = json.loads(output.read_text())["rows"]
+    assert [(r["arch"], r["engine"]) for r in rows] == [("1*8", "previous"), ("1*8", "flat")]
+    for row in rows:
+        assert row["trials"] == 60  # a grid batch of [1*8] on a CPU
+        assert row["loop"] == pytest.approx(row["train"] + row["validate"] + row["commit"])
+        assert min(row["train"], row["validate"], row["commit"]) > 0
+    assert rows[1]["ops_per_step"] < rows[0]["ops_per_step"]

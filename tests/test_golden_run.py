@@ -21,6 +21,7 @@ import torch
 from psa.checkpoint import DEFAULT_NAME, load_checkpoint
 from psa.commands import sweep as sweep_command
 from psa.commands import train as train_command
+from psa.model import trial_state_dict
 from psa.modes import MODES
 from psa.seeds import trial_run_seed
 from psa.store import ResultsStore, run_logs
@@ -51,10 +52,8 @@ def run_sweep(monkeypatch, data, results: Path, *flags: str) -> dict:
     save = ResultsStore.save_batch
 
     def recording(store, state, tensors):
-        for k, trial in enumerate(state.trials):
-            prefix = f"trial{k}."
-            mine = {name: t for name, t in tensors.items() if name.startswith(prefix)}
-            saved[trial] = {name[len(prefix) :]: t.clone() for name, t in mine.items()}
+        for k, trial in enumerate(state.trials):  # each trial's LKG under its upstream names
+            saved[trial] = trial_state_dict(state.layout, tensors["lkg"], k)
         return save(store, state, tensors)
 
     monkeypatch.setattr(ResultsStore, "save_batch", recording)

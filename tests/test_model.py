@@ -14,6 +14,8 @@ from psa.model import (
     build_network,
     forward,
     init_parameters,
+    layout_description,
+    trial_state_dict,
 )
 from psa.reference import dropout_modules, reference
 
@@ -216,3 +218,18 @@ def test_dropout_sites_are_the_transitions_and_block_inner_activations():
     network = build_network("resmlp", Arch([(2, 4), (1, 8)]))
     assert network.dropout_sites == (4, 4, 4, 8, 8)
     assert build_network("mlp", Arch([(2, 4), (1, 8)])).dropout_sites == (4, 4, 8)
+
+
+@pytest.mark.parametrize("stacks", [[(2, 5)], [(1, 4), (3, 6)], [(3, 1)]])
+def test_every_layer_is_a_view_of_one_flat_tensor_laid_out_as_the_saved_layout_says(stacks):
+    network = build_network("resmlp", Arch(stacks))
+    params = init_parameters(network, [4, 5])
+    assert tuple(params.flat.shape) == (2 * network.parameter_count(),)
+    for tensor in params.tensors():
+        assert tensor.untyped_storage().data_ptr() == params.flat.untyped_storage().data_ptr()
+    layout = layout_description(network)
+    for k in range(2):
+        from_row = trial_state_dict(layout, params.flat, k)
+        wanted = params.state_dict(network, k)
+        assert from_row.keys() == wanted.keys()
+        assert all(torch.equal(from_row[name], wanted[name]) for name in wanted)

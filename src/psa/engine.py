@@ -32,7 +32,7 @@ from psa import interrupts
 from psa.ablation import AblationTarget, apply_ablation, draw_target
 from psa.config import Hyperparameters
 from psa.data import MnistSplits
-from psa.model import Network, StackedParameters, forward, init_parameters
+from psa.model import Network, StackedParameters, forward, init_parameters, layer_views
 from psa.seeds import RunSeeds, loop_seed
 
 ADAM_BETAS = (0.9, 0.999)
@@ -88,15 +88,17 @@ class Engine:
         self.session_loops = 0  # loops this engine has run
         self.group_size, self.data_seeds = _data_groups(trials)
         self.params = init_parameters(network, [t.seeds.init for t in trials], self.device)
-        for tensor in self.params.tensors():
-            tensor.requires_grad_(True)
         self.lkg = self.params.clone()
+        # AdamW's moments live as long as the engine and are zeroed at the start of each loop:
+        # a fresh optimizer every loop, without allocating one.
+        self._optimizer = _AdamW.over(network, self.params.flat, self.size, hyper.lr)
         self.state = [TrialState() for _ in trials]
         self._decay = self._decay_factors(
             [hyper.weight_decay if t.mode == "decay" else 0.0 for t in trials]
         )
         self._dropout_trials = [k for k, t in enumerate(trials) if t.mode == "dropout"]
-        self._dropout_rows = torch.tensor(self._dropout_trials, device=self.device)
+        self._dropout_rows = _rows(self._dropout_trials, self.device)
+        self._dropout_buffers: dict[int, _DropoutBuffers] = {}
 
     @property
     def size(self) -> int:
@@ -106,6 +108,21 @@ class Engine:
         """Start trial ``trial`` from saved LKG weights (upstream names); then ``revalidate``."""
         self.lkg.load_state_dict(self.network, trial, state_dict)
         self.params.copy_(self.lkg)
+
+    def lkg_rows(self) -> torch.Tensor:
+        """Every trial's LKG as one flat CPU tensor, laid out by ``layout_description``."""
+        return self.lkg.flat.detach().cpu()
+
+    def load_lkg_rows(self, rows: torch.Tensor) -> None:
+        """Start every trial from ``lkg_rows`` saved earlier; then ``revalidate``."""
+        if rows.numel() != self.lkg.flat.numel():
+            raise ValueError(
+                f"saved LKG rows of shape {tuple(rows.shape)} do not fit "
+                f"{self.size} trials of {self.network.arch.flag}"
+            )
+        with torch.no_grad():
+            self.lkg.flat.copy_(rows)
+            self.params.copy_(self.lkg)
 
     def revalidate(self, bounty_loops: list[int] | None = None) -> list[float]:
         """Re-evaluate every LKG on the validation set and take that as its accuracy."""
@@ -162,8 +179,11 @@ class Engine:
         return targets
 
     def _train_epoch(self, loop: int) -> float:
-        hyper, params = self.hyper, self.params
-        optimizer = _AdamW(params.tensors(), hyper.lr)  # fresh each loop; outside the timing
+        hyper, flat = self.hyper, self.params.flat
+        self._optimizer.reset()
+        # The parameters as autograd sees them: one leaf aliasing ``flat``, cut into layers by a
+        # few view ops each step, so its gradient arrives as one [K, P] tensor.
+        leaf = flat.detach().requires_grad_(True)
         start = time.perf_counter()
         n = self.data.train_x.shape[0]
         orders = torch.stack(
@@ -173,34 +193,40 @@ class Engine:
             ]
         ).to(self.device)  # [G, N]: one batch order per data group
         dropout_rngs = self._dropout_generators(loop)
-        dropout_buffers: dict[int, list[torch.Tensor]] = {}
-        tensors = params.tensors()
-        for first in range(0, n, hyper.batch_size):
-            index = orders[:, first : first + hyper.batch_size]
-            rows = index.reshape(-1)  # one gather per data group: [G, b, 784], [G, b]
-            x = self.data.train_x.index_select(0, rows).view(*index.shape, -1)
-            y = self.data.train_y.index_select(0, rows).view(index.shape)
-            masks = self._dropout_masks(y.shape[1], dropout_rngs, dropout_buffers)
-            with self._autocast():
-                logits = forward(self.network, params, x, self.group_size, masks)
-            targets = y.repeat_interleave(self.group_size, dim=0)
-            # Sum over trials of each trial's mean loss: every trial gets its own gradient.
-            # Classes on dim 1 ([K, 10, b]): the softmax then runs across the batch, which on
-            # a CPU is several times faster than along a dimension of 10.
-            loss = (
-                F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="sum")
-                / y.shape[1]
-            )
-            optimizer.zero_grad()
-            loss.backward()
-            if self._decay is not None:  # AdamW's decoupled decay, per trial, before the step
-                with torch.no_grad():
-                    for tensor, factor in zip(tensors, self._decay):
-                        tensor.mul_(factor)
-            optimizer.step()
+        try:
+            for first in range(0, n, hyper.batch_size):
+                index = orders[:, first : first + hyper.batch_size]
+                rows = index.reshape(-1)  # one gather per data group: [G, b, 784], [G, b]
+                x = self.data.train_x.index_select(0, rows).view(*index.shape, -1)
+                y = self.data.train_y.index_select(0, rows).view(index.shape)
+                masks = self._dropout_masks(y.shape[1], dropout_rngs, self._dropout_buffers)
+                self._train_step(leaf, x, y, masks)
+        finally:
+            self.params.read_through(None)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - start
+
+    def _train_step(self, leaf: torch.Tensor, x, y, masks: list[torch.Tensor] | None) -> None:
+        self.params.read_through(leaf)
+        with self._autocast():
+            logits = forward(self.network, self.params, x, self.group_size, masks)
+        if logits.dtype != torch.float32:
+            logits = logits.float()
+        targets = y.repeat_interleave(self.group_size, dim=0)
+        # Sum over trials of each trial's mean loss: every trial gets its own gradient.
+        # Classes on dim 1 ([K, 10, b]): the softmax then runs across the batch, which on a CPU
+        # is several times faster than along a dimension of 10 (bench: [K*b, 10] costs [4*17]
+        # at K=60 about 5 ms more a step).
+        loss = F.cross_entropy(logits.transpose(1, 2), targets, reduction="sum")
+        leaf.grad = None
+        (loss / y.shape[1]).backward()
+        with torch.no_grad():
+            if self._decay is not None:  # AdamW's decoupled decay, per trial, before the step
+                for block in self.params.blocks():
+                    block.mul_(self._decay)
+            weights, biases = layer_views(self.network, leaf.grad, self.size)
+            self._optimizer.step([t for pair in zip(weights, biases) for t in pair])
 
     @torch.no_grad()
     def evaluate(self, params: StackedParameters, x: torch.Tensor, y: torch.Tensor) -> list[float]:
@@ -217,24 +243,23 @@ class Engine:
     def _promote(self, promoted: list[bool], val: list[float], loop: int) -> None:
         if not any(promoted):
             return
-        mask = torch.tensor(promoted, device=self.device)
+        mask = torch.tensor(promoted).to(self.device, non_blocking=True)
         self.lkg.copy_(self.params, mask)
         for k, better in enumerate(promoted):
             if better:
                 self.state[k].lkg_accuracy = val[k]
                 self.state[k].bounty_loop = loop
 
-    def _decay_factors(self, weight_decays: list[float]) -> list[torch.Tensor] | None:
-        """Per-trial AdamW decay factors 1 - lr * wd, shaped to broadcast over each tensor; None
-        when every factor is exactly 1 in float32 (then decay cannot change a weight, as with the
+    def _decay_factors(self, weight_decays: list[float]) -> torch.Tensor | None:
+        """Per-trial AdamW decay factors 1 - lr * wd, shaped [1, K, 1] for ``blocks``; None when
+        every factor is exactly 1 in float32 (then decay cannot change a weight, as with the
         paper's lr 1e-4 and wd 1e-4, and skipping the multiply changes nothing)."""
         factor = torch.tensor(
             [1.0 - self.hyper.lr * wd for wd in weight_decays], dtype=torch.float32
         )
         if bool((factor == 1.0).all()):
             return None
-        factor = factor.to(self.device)
-        return [factor.view(-1, *([1] * (t.dim() - 1))) for t in self.params.tensors()]
+        return factor.to(self.device).view(1, -1, 1)
 
     def _dropout_generators(self, loop: int) -> list[torch.Generator]:
         return [
@@ -245,27 +270,27 @@ class Engine:
         ]
 
     def _dropout_masks(
-        self, batch: int, rngs: list[torch.Generator], buffers: dict[int, list[torch.Tensor]]
+        self, batch: int, rngs: list[torch.Generator], buffers: dict[int, _DropoutBuffers]
     ) -> list[torch.Tensor] | None:
         """Per dropout site, a [K, batch, width] scale: 0 or 1/(1-p) for dropout-mode trials, 1
         elsewhere. Each dropout trial draws from its own generator, whatever else is batched.
 
-        The scales live in buffers kept for the epoch (``buffers``, by batch size): only the
-        dropout trials' rows are rewritten each step, the ones of every other trial stay."""
+        The scales of all sites are views of one buffer per batch size, kept for the engine's
+        life (``buffers``): each step draws the dropout trials' units, turns them into scales
+        in one ``where`` and copies those into the trials' rows (one op where every site has
+        one width, as in every grid architecture); the other trials' rows stay 1."""
         if not rngs:
             return None
         p = self.hyper.dropout
-        widths = self.network.dropout_sites
-        draws = torch.stack(
-            [torch.rand(batch, sum(widths), generator=rng, device=self.device) for rng in rngs]
-        )
-        scale = (draws >= p).float().div_(1.0 - p)  # [dropout trials, batch, units]
         if batch not in buffers:
-            buffers[batch] = [torch.ones(self.size, batch, w, device=self.device) for w in widths]
-        rows = self._dropout_rows
-        for site, part in zip(buffers[batch], torch.split(scale, list(widths), dim=2)):
-            site[rows] = part
-        return buffers[batch]
+            buffers[batch] = _DropoutBuffers(
+                self.size, len(rngs), batch, self.network.dropout_sites, p, self.device
+            )
+        buffer = buffers[batch]
+        for draw, rng in zip(buffer.draws, rngs):
+            torch.rand(draw.shape, generator=rng, device=self.device, out=draw)
+        buffer.fill(self._dropout_rows, p)
+        return buffer.sites
 
     def _autocast(self):
         if self.hyper.precision == "bf16":
@@ -274,11 +299,12 @@ class Engine:
 
 
 class _AdamW:
-    """A fresh AdamW without weight decay (the engine decays per trial), stepped through torch's
+    """AdamW without weight decay (the engine decays per trial), stepped through torch's
     functional ``adam``: the update ``torch.optim.AdamW`` makes, bit for bit, without building a
     ``torch.optim.Optimizer``, whose first use imports torch._dynamo and sympy (2-3 s of every
     command's start-up, over 10 s where no bytecode is cached). The fused kernel (CPU, CUDA)
-    does one pass over each tensor instead of several; MPS takes the foreach one."""
+    does one pass over each tensor instead of several; MPS takes the foreach one. ``reset``
+    makes it fresh again (moments and step counts zeroed in place)."""
 
     def __init__(self, tensors: list[torch.Tensor], lr: float, fused: bool | None = None):
         self.tensors, self.lr = tensors, lr
@@ -292,15 +318,40 @@ class _AdamW:
             torch.zeros_like(t, memory_format=torch.preserve_format) for t in tensors
         ]
 
+    @classmethod
+    def over(cls, network: Network, flat: torch.Tensor, trials: int, lr: float) -> _AdamW:
+        """One fused AdamW over every layer of a flat parameter tensor, stepping each layer's
+        view as it stepped the layer's own tensor (the fused kernel rounds the last elements
+        of a tensor apart from the rest, so one tensor for all would change the numbers); its
+        moments and step counts are views of flat tensors too, each zeroed in one op."""
+        optimizer = cls.__new__(cls)
+        optimizer.lr, optimizer.fused = lr, flat.device.type in ("cpu", "cuda")
+        step_device = flat.device if optimizer.fused else torch.device("cpu")
+        optimizer._flat = [torch.zeros_like(flat), torch.zeros_like(flat)]
+        views = [layer_views(network, tensor, trials) for tensor in (flat, *optimizer._flat)]
+        optimizer.tensors, optimizer.exp_avgs, optimizer.exp_avg_sqs = (
+            [t for pair in zip(*view) for t in pair] for view in views
+        )
+        steps = torch.zeros(len(optimizer.tensors), device=step_device)
+        optimizer._flat.append(steps)
+        optimizer.steps = list(steps.unbind(0))
+        return optimizer
+
+    def reset(self) -> None:
+        flat = getattr(self, "_flat", None)
+        for state in flat or (*self.steps, *self.exp_avgs, *self.exp_avg_sqs):
+            state.zero_()
+
     def zero_grad(self) -> None:
         for tensor in self.tensors:
             tensor.grad = None
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, grads: list[torch.Tensor] | None = None) -> None:
+        """One step with ``grads`` (default: the tensors' own ``.grad``)."""
         adam(
             self.tensors,
-            [tensor.grad for tensor in self.tensors],
+            [tensor.grad for tensor in self.tensors] if grads is None else grads,
             self.exp_avgs,
             self.exp_avg_sqs,
             [],
@@ -316,6 +367,49 @@ class _AdamW:
             eps=ADAM_EPS,
             maximize=False,
         )
+
+
+class _DropoutBuffers:
+    """The dropout scales of one batch size, each site's a contiguous [K, batch, width] view of
+    one buffer (1 outside the dropout trials' rows; a strided mask would slow every multiply
+    by it about 3x), and the dropout trials' draws [D, batch, units], laid out as each trial's
+    generator draws them."""
+
+    def __init__(self, trials, drawing, batch, widths, p: float, device: torch.device):
+        units = sum(widths)
+        self.same_width = len(set(widths)) == 1
+        self.buffer = torch.ones(trials * batch * units, device=device)
+        self.sites, offset = [], 0
+        for width in widths:
+            size = trials * batch * width
+            self.sites.append(self.buffer[offset : offset + size].view(trials, batch, width))
+            offset += size
+        if self.same_width:  # draws [D, b, sites, width] land in [sites, K, b, width] in one op
+            self.by_site = self.buffer.view(len(widths), trials, batch, widths[0])
+        self.widths = widths
+        self.draws = torch.empty(drawing, batch, units, device=device)
+        self.kept = torch.ones((), device=device).div_(1.0 - p)  # 1/(1-p) as float32 rounds it
+        self.dropped = torch.zeros((), device=device)
+
+    def fill(self, rows: slice | torch.Tensor, p: float) -> None:
+        """Turn the draws into the scales of the dropout trials' ``rows``."""
+        scales = torch.where(self.draws >= p, self.kept, self.dropped)  # [D, b, units]
+        if self.same_width:
+            drawn = scales.view(*scales.shape[:2], len(self.widths), -1).permute(2, 0, 1, 3)
+            if isinstance(rows, slice):
+                self.by_site[:, rows].copy_(drawn)
+            else:
+                self.by_site.index_copy_(1, rows, drawn)
+            return
+        for site, part in zip(self.sites, scales.split(list(self.widths), dim=2)):
+            site[rows] = part
+
+
+def _rows(trials: list[int], device: torch.device) -> slice | torch.Tensor:
+    """Trial indices as a slice where they are consecutive (the rows are then a view)."""
+    if trials and trials == list(range(trials[0], trials[-1] + 1)):
+        return slice(trials[0], trials[-1] + 1)
+    return torch.tensor(trials, device=device, dtype=torch.long)
 
 
 def _data_groups(trials: list[TrialSpec]) -> tuple[int, list[int]]:

@@ -105,38 +105,149 @@ def _mlp(arch: Arch) -> Network:
     return Network("mlp", arch, tuple(linears), tuple(steps))
 
 
-class StackedParameters:
-    """Weights and biases of every Linear, in compute order, stacked on a leading trial axis.
+@dataclass(frozen=True)
+class LayerGroup:
+    """A run of consecutive Linears of one shape, stored together for all K trials: their
+    weights [count, K, in, out] from ``weight_offset``, then their biases [count, K, out]
+    (offsets per trial: multiply by K)."""
 
-    Weights are kept transposed, [K, in, out], so that forward and backward run as batched
-    matmuls without copying a transposed weight gradient every step. ``state_dict`` and
-    ``load_state_dict`` convert to and from the usual [out, in] layout.
-    """
-
-    def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor]):
-        self.weights = weights
-        self.biases = biases
+    first: int  # index of its first Linear in compute order
+    count: int
+    in_features: int
+    out_features: int
+    weight_offset: int
 
     @property
-    def trials(self) -> int:
-        return self.weights[0].shape[0]
+    def bias_offset(self) -> int:
+        return self.weight_offset + self.count * self.in_features * self.out_features
 
-    def tensors(self) -> list[torch.Tensor]:
-        return [t for pair in zip(self.weights, self.biases) for t in pair]
+    @property
+    def end(self) -> int:
+        return self.bias_offset + self.count * self.out_features
 
-    def clone(self) -> StackedParameters:
-        return StackedParameters(
-            [w.detach().clone() for w in self.weights], [b.detach().clone() for b in self.biases]
+
+def layer_groups(network: Network) -> tuple[LayerGroup, ...]:
+    """How the Linears lie in the flat parameter tensor (offsets per trial)."""
+    groups: list[LayerGroup] = []
+    for index, spec in enumerate(network.linears):
+        last = groups[-1] if groups else None
+        if last and (last.in_features, last.out_features) == (spec.in_features, spec.out_features):
+            groups[-1] = LayerGroup(
+                last.first, last.count + 1, last.in_features, last.out_features, last.weight_offset
+            )
+        else:
+            offset = last.end if last else 0
+            groups.append(LayerGroup(index, 1, spec.in_features, spec.out_features, offset))
+    return tuple(groups)
+
+
+def layout_description(network: Network) -> list[list]:
+    """The flat layout as plain data, per Linear: its upstream name, in and out features, and
+    where its weight [K, in, out] and its bias [K, out] start, in units of K floats."""
+    rows = []
+    for group in layer_groups(network):
+        size = group.in_features * group.out_features
+        for i in range(group.count):
+            rows.append(
+                [
+                    network.linears[group.first + i].name,
+                    group.in_features,
+                    group.out_features,
+                    group.weight_offset + i * size,
+                    group.bias_offset + i * group.out_features,
+                ]
+            )
+    return rows
+
+
+def trial_state_dict(layout: list[list], flat: torch.Tensor, trial: int) -> dict[str, torch.Tensor]:
+    """One trial's parameters under upstream names ([out, in] weights) from a saved flat tensor
+    of K trials and the ``layout_description`` saved with it."""
+    trials = flat.numel() // sum(i * o + o for _, i, o, _, _ in layout)
+    state = {}
+    for name, inputs, outputs, weight, bias in layout:
+        w = flat[weight * trials : (weight + inputs * outputs) * trials]
+        state[f"{name}.weight"] = w.view(trials, inputs, outputs)[trial].t().contiguous()
+        b = flat[bias * trials : (bias + outputs) * trials]
+        state[f"{name}.bias"] = b.view(trials, outputs)[trial].clone()
+    return state
+
+
+def layer_views(
+    network: Network, flat: torch.Tensor, trials: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Every Linear's weight [K, in, out] and bias [K, 1, out] as contiguous views of the 1-D
+    ``flat``, in compute order: one split, and a view and an unbind per group of same-shaped
+    Linears, so that under autograd their gradients come back as one flat tensor in a few ops.
+    Each view is laid out as the separate tensor of that layer would be."""
+    groups = layer_groups(network)
+    sizes = []
+    for group in groups:
+        sizes += [
+            (group.bias_offset - group.weight_offset) * trials,
+            (group.end - group.bias_offset) * trials,
+        ]
+    parts = flat.split(sizes)
+    weights, biases = [], []
+    for group, w, b in zip(groups, parts[0::2], parts[1::2]):
+        weights += w.view(group.count, trials, group.in_features, group.out_features).unbind(0)
+        biases += b.view(group.count, trials, 1, group.out_features).unbind(0)
+    return weights, biases
+
+
+class StackedParameters:
+    """Weights and biases of every Linear, stacked on a leading trial axis, all in one 1-D
+    tensor ``flat`` (K x ``parameter_count()`` floats, laid out by ``layer_groups``).
+
+    ``weights`` ([K, in, out]: kept transposed, so that forward and backward run as batched
+    matmuls without copying a transposed weight gradient every step), ``biases`` ([K, out]) and
+    ``bias_rows`` ([K, 1, out]) are contiguous views of ``flat``, one per Linear, laid out as
+    separate tensors would be (so a fused optimizer step over them rounds as it did over
+    separate tensors). ``state_dict`` and ``load_state_dict`` convert to and from the usual
+    [out, in] layout under upstream names.
+    """
+
+    def __init__(self, network: Network, flat: torch.Tensor, trials: int):
+        self.network, self.flat, self.trials = network, flat, trials
+        self.weights, self.bias_rows = layer_views(network, flat, trials)
+        self.biases = [b.squeeze(1) for b in self.bias_rows]
+
+    def read_through(self, tensor: torch.Tensor | None = None) -> None:
+        """Let ``weights`` and ``bias_rows`` be views of ``tensor``, an autograd leaf aliasing
+        ``flat`` (fresh views each training step, so that gradients reach it), or of ``flat``
+        again (None)."""
+        self.weights, self.bias_rows = layer_views(
+            self.network, self.flat if tensor is None else tensor, self.trials
         )
 
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for pair in zip(self.weights, self.bias_rows) for t in pair]
+
+    def blocks(self, flat: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """``flat`` (default: this one's) as one [count, K, ...] view per group's weights and
+        biases: per-trial operations over all parameters take an op per block."""
+        flat = self.flat if flat is None else flat
+        views = []
+        for group in layer_groups(self.network):
+            weights = flat[group.weight_offset * self.trials : group.bias_offset * self.trials]
+            biases = flat[group.bias_offset * self.trials : group.end * self.trials]
+            views.append(weights.view(group.count, self.trials, -1))
+            views.append(biases.view(group.count, self.trials, -1))
+        return views
+
+    def clone(self) -> StackedParameters:
+        return StackedParameters(self.network, self.flat.detach().clone(), self.trials)
+
     def copy_(self, source: StackedParameters, trials: torch.Tensor | None = None) -> None:
-        """Copy ``source`` in: every trial, or those where the bool mask ``trials`` is set."""
+        """Copy ``source`` in: every trial, or those where the bool mask ``trials`` is set (a
+        ``where`` per block on the device: no host sync)."""
         with torch.no_grad():
-            for dst, src in zip(self.tensors(), source.tensors()):
-                if trials is None:
-                    dst.copy_(src)
-                else:
-                    dst[trials] = src[trials]
+            if trials is None:
+                self.flat.copy_(source.flat)
+                return
+            mask = trials.view(1, -1, 1)
+            for mine, theirs in zip(self.blocks(), source.blocks()):
+                torch.where(mask, theirs, mine, out=mine)
 
     def state_dict(self, network: Network, trial: int) -> dict[str, torch.Tensor]:
         """One trial's parameters under upstream state-dict names (CPU copies)."""
@@ -177,23 +288,18 @@ def init_parameters(
     Drawn on the CPU from each trial's own generator, so a trial's weights depend only on its
     seed, not on the device or on which other trials share the batch.
     """
-    per_trial = []
-    for seed in init_seeds:
+    trials = len(init_seeds)
+    params = StackedParameters(network, torch.empty(trials * network.parameter_count()), trials)
+    for trial, seed in enumerate(init_seeds):
         generator = torch.Generator().manual_seed(seed)
-        tensors = []
-        for spec in network.linears:
+        for spec, w, b in zip(network.linears, params.weights, params.biases):
             bound = 1.0 / math.sqrt(spec.in_features)
-            w = torch.empty(spec.out_features, spec.in_features).uniform_(
-                -bound, bound, generator=generator
-            )
-            b = torch.empty(spec.out_features).uniform_(-bound, bound, generator=generator)
-            tensors.append((w.t(), b))
-        per_trial.append(tensors)
-    weights, biases = [], []
-    for index in range(len(network.linears)):
-        weights.append(torch.stack([t[index][0] for t in per_trial]).to(device))
-        biases.append(torch.stack([t[index][1] for t in per_trial]).to(device))
-    return StackedParameters(weights, biases)
+            # Drawn as upstream's [out, in] tensor, in that order, then put in place.
+            weight = torch.empty(spec.out_features, spec.in_features)
+            w[trial].t().copy_(weight.uniform_(-bound, bound, generator=generator))
+            bias = torch.empty(spec.out_features)
+            b[trial].copy_(bias.uniform_(-bound, bound, generator=generator))
+    return StackedParameters(network, params.flat.to(device), trials)
 
 
 def forward(
@@ -218,12 +324,12 @@ def forward(
         if step.kind == "block":
             if h is None:  # a block straight on the 784 inputs: every trial needs its own copy
                 h = x.repeat_interleave(group_size, dim=0)
-            inner = torch.relu_(_linear(h, params.weights[first], params.biases[first]))
+            inner = torch.relu_(_linear(h, params.weights[first], params.bias_rows[first]))
             inner = _dropout(inner, dropout_masks, site)
-            w2, b2 = params.weights[step.linears[1]], params.biases[step.linears[1]]
-            h = torch.relu_(torch.baddbmm(h, inner, w2).add_(b2.unsqueeze(1)))  # h + L2(inner)
+            w2, b2 = params.weights[step.linears[1]], params.bias_rows[step.linears[1]]
+            h = torch.relu_(torch.baddbmm(h, inner, w2).add_(b2))  # h + L2(inner)
         else:
-            w, b = params.weights[first], params.biases[first]
+            w, b = params.weights[first], params.bias_rows[first]
             pre = _grouped_linear(x, w, b, group_size) if h is None else _linear(h, w, b)
             if step.kind == "final":
                 return pre
@@ -232,8 +338,8 @@ def forward(
 
 
 def _linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    # h [K, B, in], w [K, in, out], b [K, out] -> [K, B, out]
-    return torch.baddbmm(b.unsqueeze(1), h, w)
+    # h [K, B, in], w [K, in, out], b [K, 1, out] -> [K, B, out]
+    return torch.baddbmm(b, h, w)
 
 
 def _grouped_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, group_size: int):
@@ -246,7 +352,7 @@ def _grouped_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, group_siz
     # [G*gs, in, out] -> [G, in, gs*out]: each group's weights side by side
     w_cat = w.reshape(groups, group_size, inputs, out).permute(0, 2, 1, 3)
     w_cat = w_cat.reshape(groups, inputs, group_size * out)
-    b_cat = b.reshape(groups, 1, group_size * out)
+    b_cat = b.reshape(groups, 1, group_size * out)  # from [K, 1, out]
     y = torch.baddbmm(b_cat, x, w_cat)  # [G, B, group_size*out]
     y = y.reshape(groups, batch, group_size, out).transpose(1, 2)
     return y.reshape(groups * group_size, batch, out)

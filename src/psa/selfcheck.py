@@ -222,14 +222,17 @@ def _compare_gradients(
     x = data.train_x[: groups * batch].view(groups, batch, -1)
     y = data.train_y[: groups * batch].view(groups, batch)
     params = engine.params
-    for tensor in params.tensors():
-        tensor.grad = None
-    logits = engine_module.forward(network, params, x, engine.group_size)
-    targets = y.repeat_interleave(engine.group_size, dim=0)
-    F.cross_entropy(logits.reshape(-1, 10), targets.reshape(-1), reduction="sum").div(
-        batch
-    ).backward()
-    grads = StackedParameters([w.grad for w in params.weights], [b.grad for b in params.biases])
+    leaf = params.flat.detach().requires_grad_(True)  # as the engine trains: one flat leaf
+    params.read_through(leaf)
+    try:
+        logits = engine_module.forward(network, params, x, engine.group_size)
+        targets = y.repeat_interleave(engine.group_size, dim=0)
+        F.cross_entropy(logits.reshape(-1, 10), targets.reshape(-1), reduction="sum").div(
+            batch
+        ).backward()
+    finally:
+        params.read_through(None)
+    grads = StackedParameters(network, leaf.grad, engine.size)
     worst = 0.0
     for k, state in enumerate(initial):
         g = k // engine.group_size
@@ -239,8 +242,6 @@ def _compare_gradients(
             scale = float(value.abs().max())
             if scale > 0:
                 worst = max(worst, _max_error(found[tensor], value) / scale)
-    for tensor in params.tensors():
-        tensor.grad = None
     return Comparison("gradients", name, worst, GRADIENT_TOLERANCE, "rel")
 
 

@@ -22,6 +22,8 @@ from psa.arch import ArchError, parse_key
 from psa.arguments import add_device_flag, existing_path, positive_int
 from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
+from psa.commands import bench_engines
+from psa.commands.bench_engines import COMPARED_ARCHS
 from psa.config import HYPERPARAMETER_NAMES, PRECISIONS, Hyperparameters, RunConfig
 from psa.data import DatasetError, MnistSplits, load_mnist
 from psa.device import DeviceError, resolve_device
@@ -44,8 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--archs",
-        default=",".join(a.strip("[]") for a in DEFAULT_ARCHS),
-        help="comma-separated L*W architectures",
+        default=None,
+        help="comma-separated L*W architectures (default: "
+        f"{','.join(a.strip('[]') for a in DEFAULT_ARCHS)}; with --compare-engines "
+        f"{','.join(a.strip('[]') for a in COMPARED_ARCHS)})",
+    )
+    parser.add_argument(
+        "--compare-engines",
+        action="store_true",
+        help="time the engine before flat trial state against the current one, side by side "
+        "at the sweep's own K: seconds per loop (train, validate, commit) and ops per step",
     )
     parser.add_argument(
         "--trials",
@@ -58,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--steps",
         type=positive_int,
-        default=30,
+        default=None,
         help="training steps timed per measurement; an epoch is extrapolated "
-        "from them (196 steps at batch 256)",
+        "from them (196 steps at batch 256); default 30, with --compare-engines 4",
     )
     # The hyperparameters of the timed trials; --precisions varies the precision.
     RunConfig.add_flags(parser, [name for name in HYPERPARAMETER_NAMES if name != "precision"])
@@ -85,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
-        archs = [parse_key(a) for a in args.archs.split(",") if a.strip()]
+        default = COMPARED_ARCHS if args.compare_engines else DEFAULT_ARCHS
+        names = args.archs.split(",") if args.archs is not None else default
+        archs = [parse_key(a.strip("[] ")) for a in names if a.strip()]
         ks = [int(k) for k in args.trials.split(",")]
         precisions = [p.strip() for p in args.precisions.split(",")]
         if any(k < 1 for k in ks) or any(p not in PRECISIONS for p in precisions):
@@ -106,7 +118,42 @@ def main(argv: list[str] | None = None) -> None:
         data = load_mnist(args.data_dir, device)
     except (DatasetError, DeviceError) as error:
         sys.exit(f"bench: {error}")
-    run(args, archs, ks, precisions, device, data)
+    if args.compare_engines:
+        args.steps = args.steps or 4
+        compare(args, archs, device, data)
+    else:
+        args.steps = args.steps or 30
+        run(args, archs, ks, precisions, device, data)
+
+
+def compare(args, archs, device, data: MnistSplits) -> dict:
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 140
+    hyper = RunConfig.from_args(args).hyper
+    rows = []
+    for shape in archs:
+        network = build_network("resmlp", shape)
+        k = bench_engines.sweep_k(network, hyper.batch_size, device)
+        for name, module in bench_engines.ENGINES.items():
+            figures = bench_engines.measure(module, network, k, hyper, data, args.steps)
+            rows.append({"arch": shape.key, "trials": k, "engine": name, **figures})
+            console.print(
+                f"[{shape.key}] {name} K={k}: loop {figures['loop']:.2f} s (train "
+                f"{figures['train']:.2f}, validate {figures['validate']:.2f}, commit "
+                f"{figures['commit']:.3f}), {figures['ops_per_step']:.0f} ops/step"
+            )
+    report = {
+        "steps_timed": args.steps,
+        "batch_size": hyper.batch_size,
+        "rows": rows,
+        "threads": torch.get_num_threads(),
+        **version_stamp(device),
+    }
+    console.print(bench_engines.comparison_table(rows))
+    write_text_atomically(args.output, json.dumps(report, indent=2) + "\n")
+    console.print(f"Wrote {args.output}")
+    return report
 
 
 def run(args, archs, ks, precisions, device, data: MnistSplits) -> dict:

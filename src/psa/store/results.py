@@ -57,6 +57,8 @@ class BatchState:
     loops_completed: int
     bounty_loops: list[int]
     seconds: float  # training wall time of every session so far, all trials together
+    # Where each layer lies in the saved flat LKG tensor (psa.model.layout_description)
+    layout: list | None = None
 
 
 @dataclass
@@ -357,6 +359,8 @@ class ResultsStore:
             "trials": [[t.mode, t.index] for t in state.trials],
             "seconds": state.seconds,
         }
+        if state.layout is not None:
+            metadata["layout"] = state.layout
         payload = encode_safetensors(tensors, {BATCH_METADATA_KEY: json.dumps(metadata)})
         write_bytes_atomically(self.batch_path(state.key), payload)
 
@@ -380,6 +384,7 @@ class ResultsStore:
             metadata["loops_completed"],
             metadata["bounty_loops"],
             float(metadata.get("seconds", 0.0)),
+            metadata.get("layout"),
         )
 
     def batch_tensors(self, key: str) -> dict:

@@ -13,7 +13,7 @@ from psa.data import MnistSplits, load_mnist
 from psa.device import resolve_device
 from psa.engine import FIRST_LOOP_OF_RUN, Engine, LoopReport, TrialSpec
 from psa.memory import check_fits
-from psa.model import Network, build_network
+from psa.model import Network, build_network, layout_description
 from psa.provenance import capture
 from psa.seeds import fresh_seed, run_seeds, trial_run_seed
 from psa.store import BatchState, Claim, ClaimLost, ResultsStore, StoreError, Trial
@@ -302,33 +302,26 @@ class BatchRunner:
         if state is None:
             return 0.0
         tensors = self.store.batch_tensors(batch.key)
-        for k in range(engine.size):
-            prefix = f"trial{k}."
-            engine.load_lkg(
-                k,
-                {
-                    name[len(prefix) :]: tensor
-                    for name, tensor in tensors.items()
-                    if name.startswith(prefix)
-                },
+        if state.layout != layout_description(engine.network) or set(tensors) != {"lkg"}:
+            raise StoreError(
+                f"the saved state of batch {batch.key} was written by another version of psa; "
+                f"delete {self.store.batch_path(batch.key)} to rerun that batch from its first loop"
             )
+        engine.load_lkg_rows(tensors["lkg"])
         engine.loops_completed = state.loops_completed
         engine.revalidate(state.bounty_loops)
         return state.seconds
 
     def _save(self, engine: Engine, batch: Batch, seconds: float) -> None:
-        tensors = {}
-        for k in range(engine.size):
-            for name, tensor in engine.lkg.state_dict(engine.network, k).items():
-                tensors[f"trial{k}.{name}"] = tensor
         state = BatchState(
             batch.key,
             batch.trials,
             engine.loops_completed,
             [s.bounty_loop for s in engine.state],
             seconds,
+            layout_description(engine.network),
         )
-        self.store.save_batch(state, tensors)
+        self.store.save_batch(state, {"lkg": engine.lkg_rows()})
 
     def _line(
         self, batch: Batch, network: Network, trial: Trial, report: LoopReport, k: int
