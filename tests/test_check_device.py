@@ -81,12 +81,12 @@ def test_a_perturbed_engine_forward_fails_the_check(capsys, monkeypatch):
 
 
 def test_an_optimizer_step_off_by_one_percent_fails_the_loop_check(capsys, monkeypatch):
-    adam = engine_module.adam
+    over = engine_module._AdamW.over.__func__
 
-    def off(*args, lr, **kwargs):
-        return adam(*args, lr=lr * 1.01, **kwargs)
+    def off(cls, network, flat, trials, lr):
+        return over(cls, network, flat, trials, lr * 1.01)
 
-    monkeypatch.setattr(engine_module, "adam", off)
+    monkeypatch.setattr(engine_module._AdamW, "over", classmethod(off))
     status, out, _ = check_device(["--device", "cpu", "--archs", "", "--json"], capsys)
     assert status == 1
     failed = {c["check"] for c in json.loads(out)["comparisons"] if not c["passed"]}
