@@ -20,7 +20,7 @@ def test_deep_narrow_networks_cost_their_layers_not_their_arithmetic():
     deep, wide = network("[2048*1]"), network("[1*2048]")
     assert deep.parameter_count() < wide.parameter_count() / 1000
     dispatch, arithmetic = CPU_MODEL.loop_parts(deep, 12)
-    assert dispatch > 3 * arithmetic
+    assert dispatch > 2 * arithmetic
     dispatch, arithmetic = CPU_MODEL.loop_parts(wide, 1)
     assert arithmetic > 3 * dispatch
 
@@ -96,7 +96,7 @@ def test_a_sweep_on_a_device_with_stored_figures_plans_by_them(tmp_path, monkeyp
         assert cli.run("sweep", argv) == 0
         return next(line for line in capsys.readouterr().out.splitlines() if "Batch plan" in line)
 
-    assert plan_line().endswith("1 batch, ~8s")  # the CPU model: 8.1 s a loop of K=60
+    assert plan_line().endswith("1 batch, ~7s")  # the CPU model: 6.8 s a loop of K=60
     stored_figures(tmp_path / "results" / "devices", device_model(torch.device("cpu")), 1000.0)
     assert plan_line().endswith("1 batch, ~17min")
 

@@ -108,22 +108,22 @@ class CostModel:
 
 
 # Fitted (non-negative least squares in relative error) to the process CPU time of training
-# steps and validation passes of the engine, one thread, for [1*8] and [2*8] K=6, [1*64] K=18,
-# [4*17], [18*18], [64*4], [256*1] and [1024*1] K=60, [256*1] and [2048*1] K=12, [2*256] K=6,
-# [1*1024] and [1*2048] K=1 (each within 11 %), on this project's 2-core machine while other
-# processes ran (CPU time, so their share of the cores does not count). The save is the
-# engine's per-tensor one: 11.6 s a loop for [2048*1] at K=60.
+# steps and validation passes of the engine (flat trial state), one thread, for [1*8] and [2*8]
+# K=6, [1*64] K=18, [4*17], [18*18], [64*4], [256*1] and [1024*1] K=60, [256*1] and [2048*1]
+# K=12, [2*256] K=6, [1*1024] and [1*2048] K=1 (steps within 26 %, validation within 23 %), on
+# this project's 2-core machine while other processes ran (CPU time, so their share of the
+# cores does not count). The batch's save is a handful of flat tensors: no cost per layer.
 CPU_MODEL = CostModel(
-    step=1.42e-3,
-    step_per_linear=1.11e-4,
-    step_per_trial_linear=3.0e-6,
-    train_flop_rate=103.5e9,
-    step_per_activation=8.1e-9,
-    validate=1.6e-3,
-    validate_per_trial_linear=9.2e-5,
-    validate_flop_rate=118.7e9,
-    validate_per_activation=2.34e-9,
-    save_per_trial_linear=4.7e-5,
+    step=6.7e-4,
+    step_per_linear=4.46e-5,
+    step_per_trial_linear=4.1e-7,
+    train_flop_rate=103.9e9,
+    step_per_activation=7.0e-9,
+    validate=9.1e-4,
+    validate_per_trial_linear=8.8e-5,
+    validate_flop_rate=135.3e9,
+    validate_per_activation=1.08e-9,
+    save_per_trial_linear=0.0,
     source="a model fitted to one core of an idle CPU (this project's machine)",
 )
 
