@@ -57,6 +57,17 @@ def add_device_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_cuda_graph_flag(parser: argparse.ArgumentParser) -> None:
+    """``--no-cuda-graph``: launch every kernel of a training step from Python on CUDA."""
+    parser.add_argument(
+        "--no-cuda-graph",
+        dest="cuda_graph",
+        action="store_false",
+        help="on CUDA, launch a training step's kernels one by one instead of replaying them "
+        "from a CUDA graph captured each loop (the numbers are the same; slower)",
+    )
+
+
 def argparse_shard(text: str) -> Shard:
     """``--shard I/N``."""
     try:

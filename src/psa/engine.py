@@ -31,6 +31,7 @@ from torch.optim.adam import adam
 from psa import interrupts
 from psa.ablation import AblationTarget, apply_ablation, draw_target
 from psa.config import Hyperparameters
+from psa.cuda_graph import GraphedStep
 from psa.data import MnistSplits
 from psa.model import Network, StackedParameters, forward, init_parameters, layer_views
 from psa.seeds import RunSeeds, loop_seed
@@ -75,6 +76,7 @@ class Engine:
         data: MnistSplits,
         loops_completed: int = 0,
         first_loop: str = FIRST_LOOP_EACH_SESSION,
+        cuda_graph: bool = True,
     ):
         if first_loop not in FIRST_LOOP_POLICIES:
             raise ValueError(
@@ -85,6 +87,9 @@ class Engine:
         self.device = data.train_x.device
         self.loops_completed = loops_completed
         self.first_loop = first_loop
+        # On CUDA, full-batch steps replay a graph captured each loop (psa.cuda_graph): the same
+        # bits, without launching each of a step's kernels from Python.
+        self.cuda_graph = cuda_graph and self.device.type == "cuda"
         self.session_loops = 0  # loops this engine has run
         self.group_size, self.data_seeds = _data_groups(trials)
         self.params = init_parameters(network, [t.seeds.init for t in trials], self.device)
@@ -199,14 +204,21 @@ class Engine:
             ]
         ).to(self.device)  # [G, N]: one batch order per data group
         dropout_rngs = self._dropout_generators(loop)
+
+        def step(index: torch.Tensor) -> None:  # index [G, b]: one batch of each data group
+            rows = index.reshape(-1)  # one gather per data group: [G, b, 784], [G, b]
+            x = self.data.train_x.index_select(0, rows).view(*index.shape, -1)
+            y = self.data.train_y.index_select(0, rows).view(index.shape)
+            masks = self._dropout_masks(y.shape[1], dropout_rngs, self._dropout_buffers)
+            self._train_step(leaf, x, y, masks)
+
+        if self.cuda_graph:
+            step = GraphedStep(
+                step, (len(self.data_seeds), hyper.batch_size), dropout_rngs, self.device
+            )
         try:
             for first in range(0, n, hyper.batch_size):
-                index = orders[:, first : first + hyper.batch_size]
-                rows = index.reshape(-1)  # one gather per data group: [G, b, 784], [G, b]
-                x = self.data.train_x.index_select(0, rows).view(*index.shape, -1)
-                y = self.data.train_y.index_select(0, rows).view(index.shape)
-                masks = self._dropout_masks(y.shape[1], dropout_rngs, self._dropout_buffers)
-                self._train_step(leaf, x, y, masks)
+                step(orders[:, first : first + hyper.batch_size])
         finally:
             self.params.read_through(None)
         if self.device.type == "cuda":

@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps",
         type=positive_int,
         default=TIMED_STEPS,
-        help="training steps timed per architecture; a loop is extrapolated from them",
+        help="training steps timed per architecture; a loop is extrapolated from them (with CUDA "
+        "graphs a loop of twice as many is timed too, for what a loop pays once)",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON here")

@@ -22,6 +22,7 @@ from rich.progress import (
 from psa import interrupts
 from psa.arch import Arch, argparse_arch, read_config_file
 from psa.arguments import (
+    add_cuda_graph_flag,
     add_device_flag,
     argparse_shard,
     existing_path,
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         "SHIPPED.md), adding this sweep's trials to it",
     )
     add_device_flag(parser)
+    add_cuda_graph_flag(parser)
     parser.add_argument(
         "--data-dir",
         type=existing_path,
@@ -240,6 +242,7 @@ def request_of(args: argparse.Namespace) -> SweepRequest:
         dry_run=args.dry_run,
         tensorboard=args.tensorboard,
         matmul_precision=args.matmul_precision,
+        cuda_graph=args.cuda_graph,
         train_decay=args.train_decay,
     )
 

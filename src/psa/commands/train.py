@@ -11,7 +11,7 @@ from pathlib import Path
 
 from psa import interrupts
 from psa.arch import argparse_arch
-from psa.arguments import add_device_flag, existing_path
+from psa.arguments import add_cuda_graph_flag, add_device_flag, existing_path
 from psa.checkpoint import (
     DEFAULT_NAME,
     check_compatible,
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed of the batch order (default: derived from --seed)",
     )
     add_device_flag(parser)
+    add_cuda_graph_flag(parser)
     parser.add_argument(
         "--data-dir",
         type=existing_path,
@@ -147,6 +148,7 @@ def run(args: argparse.Namespace) -> None:
         data,
         loops_completed=metadata["loops_completed"],
         first_loop=FIRST_LOOP_EACH_SESSION,
+        cuda_graph=args.cuda_graph,
     )
 
     display = TrainingDisplay(network, args, device, seeds)
@@ -168,9 +170,7 @@ def run(args: argparse.Namespace) -> None:
                         {"mode": args.ablation_mode, "first_loop": engine.loops_completed + 1}
                     )
                 display.resumed(metadata, engine.state[0].lkg_accuracy, last_mode)
-            metadata.update(
-                seed=seeds.run, data_seed=seeds.data, hyperparameters=asdict(hyper)
-            )
+            metadata.update(seed=seeds.run, data_seed=seeds.data, hyperparameters=asdict(hyper))
             with display.progress(args.meta_loops) as advance:
                 # Lines of a loop the checkpoint does not hold (a kill between the two) go first.
                 repair_run_logs(model_dir, checkpoint, metadata["loops_completed"])

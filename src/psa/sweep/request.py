@@ -54,6 +54,7 @@ class SweepRequest:
     dry_run: bool = False
     tensorboard: bool = False
     matmul_precision: str = "highest"  # float32 matmuls on CUDA (psa.device)
+    cuda_graph: bool = True  # replay training steps from a CUDA graph on CUDA (psa.cuda_graph)
     # Train decay trials even where they compute exactly what their none twin does (see
     # psa.sweep.plan.decay_is_none); by default they are copied from it.
     train_decay: bool = False

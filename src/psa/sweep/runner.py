@@ -105,7 +105,9 @@ def run(request: SweepRequest, on_event: OnEvent = ignore) -> None:
     )
     data = load_mnist(request.data_dir, device)
     this_run = capture(device)  # the records of this run name its provenance
-    runner = BatchRunner(store, settings, data, on_event, this_run.id, request.tensorboard)
+    runner = BatchRunner(
+        store, settings, data, on_event, this_run.id, request.tensorboard, request.cuda_graph
+    )
     with interrupts.sigterm_stops(), recording(store.root, this_run):
         try:
             while batches:
@@ -197,10 +199,12 @@ class BatchRunner:
         on_event: OnEvent = ignore,
         provenance: str | None = None,
         tensorboard: bool = False,
+        cuda_graph: bool = True,
     ):
         self.store, self.settings, self.data, self.on_event = store, settings, data, on_event
         self.provenance = provenance  # the id of this command run's provenance
         self.tensorboard = tensorboard  # write each trial's TensorBoard run as loops commit
+        self.cuda_graph = cuda_graph  # on CUDA, replay training steps from a graph
 
     def run_claimed(self, started: BatchStarted) -> int:
         """Run the batch if this worker can claim all its trials: 1 if it ran, 0 if skipped."""
@@ -228,7 +232,14 @@ class BatchRunner:
         settings, store = self.settings, self.store
         network = build_network(settings.model, batch.arch)
         specs = [self._spec(t) for t in batch.trials]
-        engine = Engine(network, specs, settings.hyper, self.data, first_loop=FIRST_LOOP_OF_RUN)
+        engine = Engine(
+            network,
+            specs,
+            settings.hyper,
+            self.data,
+            first_loop=FIRST_LOOP_OF_RUN,
+            cuda_graph=self.cuda_graph,
+        )
         seconds = self._resume(engine, batch)
         logs, boards = [], []
         try:
