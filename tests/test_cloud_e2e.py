@@ -76,7 +76,8 @@ def test_launch_collect_logs_cost_and_storage_through_a_local_endpoint(endpoint,
     launched = run("sagemaker-runner", *GRID, "--dataset-dir", str(dataset), env=env, cwd=tmp_path)
     [job] = [line.split()[1] for line in launched.splitlines() if line.startswith("launched psa-")]
 
-    # The job's part: model.tar.gz, log lines (as psa.cloud.entry echoes them) and billing.
+    # The job's part: model.tar.gz, log lines (as psa.commands.sagemaker_job echoes them) and
+    # billing.
     records = [trial_record("2*8", m, t, 90.0 + t) for m in ("none", "full") for t in (1, 2)]
     loops = [loop_record("2*8", "none", 1, k, 80.0 + k, 80.0 + k) for k in (1, 2)]
     output = {"trials.jsonl": jsonl(records), "logs/2x8/none-t1.jsonl": jsonl(loops)}

@@ -9,11 +9,11 @@ import pytest
 
 from cloud_support import jsonl
 from psa.arch import Arch
-from psa.cloud import entry
 from psa.cloud.aws_setup import AwsSetup
 from psa.cloud.jobs import JobSpec
 from psa.cloud.runner import Decision, training_request
 from psa.cloud.sourcedir import default_source_dir
+from psa.commands import sagemaker_job as entry
 from psa.config import Hyperparameters, RunConfig
 from psa.sweep import SweepRequest
 from schemas import loop_record, trial_record
@@ -209,7 +209,7 @@ def test_a_job_runs_the_real_sweep_and_leaves_upstream_compatible_outputs(
 
 def test_the_entry_needs_neither_boto3_nor_dotenv():
     check = (
-        "import sys, psa.cloud.entry; "
+        "import sys, psa.commands.sagemaker_job; "
         "assert not {'boto3', 'botocore', 'dotenv'} & set(sys.modules), sorted(sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)

@@ -83,7 +83,8 @@ def test_the_source_archive_and_dataset_are_uploaded_once(aws):
     archive = s3.get_object(Bucket=BUCKET, Key=source_key)["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         names = set(tar.getnames())
-    assert {"train.py", "requirements.txt", "psa/__init__.py", "psa/cloud/entry.py"} <= names
+    job = {"train.py", "requirements.txt", "psa/__init__.py", "psa/commands/sagemaker_job.py"}
+    assert job <= names
     assert not any(name.startswith(".env") or "__pycache__" in name for name in names)
 
 

@@ -21,8 +21,8 @@ from cloud_support import (
     stand_in_dataset,
 )
 from psa.arch import Arch
-from psa.cloud import entry
 from psa.commands import merge_results, sagemaker_results, sagemaker_runner
+from psa.commands import sagemaker_job as entry
 from psa.commands.sagemaker_flags import jobs_of
 from psa.config import RunConfig
 from psa.sweep import Shard

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from psa.cloud import entry
 from psa.cloud.jobs import SEED
 from psa.commands import bench, sweep, train
+from psa.commands import sagemaker_job as entry
 from psa.commands import sagemaker_runner as runner
 from psa.config import (
     FULL_SAMPLING,

@@ -1,8 +1,8 @@
 """Per-loop data from downloaded training-job logs, for the convergence figures.
 
 Two kinds of job log are understood:
-- psa's jobs echo every per-loop and per-trial record as a JSON line (psa.cloud.entry), which
-  names its architecture, mode and trial;
+- psa's jobs echo every per-loop and per-trial record as a JSON line
+  (psa.commands.sagemaker_job), which names its architecture, mode and trial;
 - upstream's jobs print ``Loop k/N (Global: g) | Current: x% | LKG: y% | Bounty: z%`` for any N,
   and ``Final Test Accuracy: t%`` after each trial; the job name ``psa-LxW-mode-<timestamp>`` gives
   the architecture and mode, and a loop number that does not increase starts the next trial.
