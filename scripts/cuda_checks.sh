@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The CUDA checks behind REPRODUCTION.md's GPU figures, in one run: the CUDA-graph tests,
-# check-device, a three-architecture sweep with and without CUDA graphs (the same bits?), the
-# CUDA-graph probe, bench's engine comparison and trial-epochs per second. Each step has a time limit, so one stuck step cannot eat the rest.
+# check-device, a three-architecture sweep with and without CUDA graphs (the same bits?), a wide
+# sweep writing its state in line and in the background, the CUDA-graph probe, bench's engine
+# comparison and trial-epochs per second. Each step has a time limit, so one stuck step cannot
+# eat the rest.
 #
 #   scripts/cuda_checks.sh OUT_DIR [PSA COMMAND...]
 #
@@ -50,6 +52,8 @@ a, b = records("sweep-graph"), records("sweep-eager")
 print(f"== sweeps with and without CUDA graphs: {len(a)} and {len(b)} records, "
       f"identical but for per-run fields: {a == b}")
 PY
+step 120 env PYTHONPATH=src "${python[@]}" scripts/commit_probe.py --device "$device" \
+    --results-dir "$work/commit-probe" | tee "$work/commit-probe.json"
 step 100 env PYTHONPATH=src "${python[@]}" scripts/cuda_graph_probe.py \
     --cases "4*17:60:20,18*18:60:20,1*1024:60:20" --out "$work/cuda-graph-probe.json"
 step 90 "${psa[@]}" bench --compare-engines --device "$device" --archs "4*17,18*18,1*1024" \

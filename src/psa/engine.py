@@ -118,8 +118,9 @@ class Engine:
         self.params.copy_(self.lkg)
 
     def lkg_rows(self) -> torch.Tensor:
-        """Every trial's LKG as one flat CPU tensor, laid out by ``layout_description``."""
-        return self.lkg.flat.detach().cpu()
+        """Every trial's LKG as one flat CPU tensor, laid out by ``layout_description``: a copy,
+        which later loops leave as it is (a sweep may write it while the next loop trains)."""
+        return self.lkg.flat.detach().to("cpu", copy=True)
 
     def load_lkg_rows(self, rows: torch.Tensor) -> None:
         """Start every trial from ``lkg_rows`` saved earlier; then ``revalidate``."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from functools import partial
 
 from psa import interrupts
 from psa.config import ConfigError, RunConfig
@@ -19,6 +20,7 @@ from psa.seeds import fresh_seed, run_seeds, trial_run_seed
 from psa.store import BatchState, Claim, ClaimLost, ResultsStore, StoreError, Trial
 from psa.store.provenance import recording
 from psa.store.schema import loop_record, version_stamp
+from psa.sweep.commits import LoopCommits
 from psa.sweep.events import (
     BatchLost,
     BatchRestarted,
@@ -200,11 +202,13 @@ class BatchRunner:
         provenance: str | None = None,
         tensorboard: bool = False,
         cuda_graph: bool = True,
+        background_commits: bool | None = None,
     ):
         self.store, self.settings, self.data, self.on_event = store, settings, data, on_event
         self.provenance = provenance  # the id of this command run's provenance
         self.tensorboard = tensorboard  # write each trial's TensorBoard run as loops commit
         self.cuda_graph = cuda_graph  # on CUDA, replay training steps from a graph
+        self.background_commits = background_commits  # None: on CUDA only
 
     def run_claimed(self, started: BatchStarted) -> int:
         """Run the batch if this worker can claim all its trials: 1 if it ran, 0 if skipped."""
@@ -217,7 +221,8 @@ class BatchRunner:
                 return 0  # recorded by another worker between planning and claiming
             self.on_event(started)
 
-            def on_loop(report: LoopReport) -> None:
+            def on_loop(report: LoopReport) -> None:  # once the loop is committed
+                claim.heartbeat()
                 best = max(report.lkg_accuracy)
                 self.on_event(LoopDone(started, report.loop, best, report.train_seconds))
 
@@ -242,6 +247,7 @@ class BatchRunner:
         )
         seconds = self._resume(engine, batch)
         logs, boards = [], []
+        commits = LoopCommits(store, self._background_commits(engine))
         try:
             for trial in batch.trials:
                 log, kept = store.open_loop_log(trial, engine.loops_completed)
@@ -259,6 +265,7 @@ class BatchRunner:
                 report = engine.run_loop()
                 # The loop is committed whole: a stop waits until its lines and state are saved.
                 with interrupts.held():
+                    commits.land()
                     claim.check()
                     for k, (trial, log) in enumerate(zip(batch.trials, logs)):
                         line = self._line(batch, network, trial, report, k)
@@ -266,12 +273,14 @@ class BatchRunner:
                         if boards:
                             boards[k].append(line)
                     seconds += time.perf_counter() - started
-                    self._save(engine, batch, seconds)
-                claim.heartbeat()
-                on_loop(report)
+                    self._save(engine, batch, seconds, commits, then=partial(on_loop, report))
         finally:
-            for log in [*logs, *boards]:
-                log.close()
+            try:
+                with interrupts.held():  # a stop, too, waits for the commit in flight
+                    commits.close()
+            finally:
+                for log in [*logs, *boards]:
+                    log.close()
         records = self._records(batch, engine, specs, seconds)
         with interrupts.held():  # the twins' logs, the batch's records, then its saved state goes
             claim.check()
@@ -323,7 +332,14 @@ class BatchRunner:
         engine.revalidate(state.bounty_loops)
         return state.seconds
 
-    def _save(self, engine: Engine, batch: Batch, seconds: float) -> None:
+    def _save(
+        self,
+        engine: Engine,
+        batch: Batch,
+        seconds: float,
+        commits: LoopCommits,
+        then: Callable[[], None],
+    ) -> None:
         state = BatchState(
             batch.key,
             batch.trials,
@@ -332,7 +348,14 @@ class BatchRunner:
             seconds,
             layout_description(engine.network),
         )
-        self.store.save_batch(state, {"lkg": engine.lkg_rows()})
+        commits.commit(state, {"lkg": engine.lkg_rows()}, then)
+
+    def _background_commits(self, engine: Engine) -> bool:
+        """Write a loop's state while the next one trains: on CUDA, where the write is a large
+        part of a loop (psa.sweep.commits), unless this runner was told otherwise."""
+        if self.background_commits is not None:
+            return self.background_commits
+        return engine.device.type == "cuda"
 
     def _line(
         self, batch: Batch, network: Network, trial: Trial, report: LoopReport, k: int
