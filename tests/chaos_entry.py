@@ -99,4 +99,4 @@ if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).parent))
     command = sys.argv[1]
     cli.COMMANDS[f"chaos-{command}"] = f"chaos_entry:{command}_main"
-    sys.exit(cli.run(f"chaos-{command}", sys.argv[2:]))
+    sys.exit(cli.finished_process(cli.run(f"chaos-{command}", sys.argv[2:])))

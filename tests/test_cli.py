@@ -455,3 +455,15 @@ def test_the_psa_console_script_runs_a_subcommand(tmp_path):
         [str(psa_script), "sweep", "--version"], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0 and done.stdout.startswith("psa sweep ")
+
+
+def test_a_stop_that_comes_after_the_command_finished_leaves_its_exit_status():
+    """Between a command's end and the process's exit (teardown can take a second), SIGTERM or
+    Ctrl-C would otherwise end the process by the signal: -15 or -2 instead of the status."""
+    code = (
+        "import os, signal, sys; from psa import cli; status = cli.finished_process(3); "
+        "os.kill(os.getpid(), signal.SIGTERM); os.kill(os.getpid(), signal.SIGINT); "
+        "sys.exit(status)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (done.returncode, done.stderr) == (3, "")

@@ -138,6 +138,7 @@ def run(command: str, argv: Sequence[str], name: str | None = None) -> int:
 def psa(argv: Sequence[str] | None = None) -> int:
     """``psa SUBCOMMAND ARGS``: every console command under one name (``psa train``, ``psa
     sweep``); ``psa --help`` lists them by group. The upstream names keep working on their own."""
+    process = argv is None  # the console script, not a caller in this process
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(umbrella_help())
@@ -151,9 +152,10 @@ def psa(argv: Sequence[str] | None = None) -> int:
         print(f"psa: unknown command {argv[0]!r}; see `psa --help`", file=sys.stderr)
         return 2
     try:
-        return run(argv[0], argv[1:], name=f"psa {argv[0]}")
+        status = run(argv[0], argv[1:], name=f"psa {argv[0]}")
     except SystemExit as done:  # --help and usage errors of the subcommand's parser
         return done.code if isinstance(done.code, int) else 0 if done.code is None else 1
+    return finished_process(status) if process else status
 
 
 def umbrella_help() -> str:
@@ -183,6 +185,15 @@ def one_line(message: str) -> str:
     return " ".join(message.split())
 
 
+def finished_process(status: int) -> int:
+    """``status``, for a process whose command has finished and now exits: a stop arriving from
+    here on changes nothing, where the restored default would end the process by the signal
+    (a -2 or -15 instead of the command's status)."""
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+    return status
+
+
 def running(default: str) -> str:
     """The console command being run (an alias as typed), or ``default`` when called in-process."""
     return _running or default
@@ -199,7 +210,7 @@ def __getattr__(attribute: str):
         raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")
 
     def entry() -> int:
-        return run(command, sys.argv[1:])
+        return finished_process(run(command, sys.argv[1:]))
 
     entry.__name__ = attribute
     return entry
