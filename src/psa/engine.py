@@ -9,6 +9,11 @@ loop, for every trial at once:
 
 A single ``train`` run is this engine with K = 1.
 
+Every trial's parameters, LKG and AdamW moments live in flat tensors (``StackedParameters``).
+An epoch trains through one autograd leaf per layer's weight and bias, each a view aliasing the
+flat parameters, made once: a step takes no op to cut the layers out, and its gradients go to
+one fused AdamW step as the backward ops made them.
+
 Which loop trains the LKG unablated is the engine's ``first_loop`` policy, chosen by its caller:
 
 - ``FIRST_LOOP_EACH_SESSION`` (``train``, upstream's behaviour): the first loop an engine runs is
@@ -92,9 +97,6 @@ class Engine:
         # AdamW's moments live as long as the engine and are zeroed at the start of each loop:
         # a fresh optimizer every loop, without allocating one.
         self._optimizer = _AdamW.over(network, self.params.flat, self.size, hyper.lr)
-        self._grad = torch.zeros_like(self.params.flat)
-        weights, biases = layer_views(network, self._grad, self.size)
-        self._grads = [t for pair in zip(weights, biases) for t in pair]
         self.state = [TrialState() for _ in trials]
         self._decay = self._decay_factors(
             [hyper.weight_decay if t.mode == "decay" else 0.0 for t in trials]
@@ -182,14 +184,8 @@ class Engine:
         return targets
 
     def _train_epoch(self, loop: int) -> float:
-        hyper, flat = self.hyper, self.params.flat
+        hyper = self.hyper
         self._optimizer.reset()
-        # The parameters as autograd sees them: one leaf aliasing ``flat``, cut into layers by a
-        # few view ops each step, so its gradient arrives as one [K, P] tensor.
-        leaf = flat.detach().requires_grad_(True)
-        # Its gradient accumulates into one persistent flat buffer, zeroed in one op a step,
-        # whose layer views the optimizer holds. (0 + g is g; a zero's sign cannot move Adam.)
-        leaf.grad = self._grad
         start = time.perf_counter()
         n = self.data.train_x.shape[0]
         orders = torch.stack(
@@ -199,22 +195,22 @@ class Engine:
             ]
         ).to(self.device)  # [G, N]: one batch order per data group
         dropout_rngs = self._dropout_generators(loop)
-        try:
+        # The parameters as autograd sees them: a leaf per layer's tensor, aliasing ``flat``.
+        with self.params.as_leaves() as leaves:
             for first in range(0, n, hyper.batch_size):
                 index = orders[:, first : first + hyper.batch_size]
                 rows = index.reshape(-1)  # one gather per data group: [G, b, 784], [G, b]
                 x = self.data.train_x.index_select(0, rows).view(*index.shape, -1)
                 y = self.data.train_y.index_select(0, rows).view(index.shape)
                 masks = self._dropout_masks(y.shape[1], dropout_rngs, self._dropout_buffers)
-                self._train_step(leaf, x, y, masks)
-        finally:
-            self.params.read_through(None)
+                self._train_step(leaves, x, y, masks)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - start
 
-    def _train_step(self, leaf: torch.Tensor, x, y, masks: list[torch.Tensor] | None) -> None:
-        self.params.read_through(leaf)
+    def _train_step(
+        self, leaves: list[torch.Tensor], x, y, masks: list[torch.Tensor] | None
+    ) -> None:
         with self._autocast():
             logits = forward(self.network, self.params, x, self.group_size, masks)
         if logits.dtype != torch.float32:
@@ -225,13 +221,18 @@ class Engine:
         # is several times faster than along a dimension of 10 (bench: [K*b, 10] costs [4*17]
         # at K=60 about 5 ms more a step).
         loss = F.cross_entropy(logits.transpose(1, 2), targets, reduction="sum")
-        self._grad.zero_()
-        (loss / y.shape[1]).backward()
+        # Each layer's gradient as its backward op made it: nothing to zero, accumulate or copy.
+        # The fused step reads a gradient's memory as contiguous; the first layer's, through the
+        # grouped GEMM of a single data group, can come back as a permuted view.
+        grads = [
+            g if g.is_contiguous() else g.contiguous()
+            for g in torch.autograd.grad(loss / y.shape[1], leaves)
+        ]
         with torch.no_grad():
             if self._decay is not None:  # AdamW's decoupled decay, per trial, before the step
                 for block in self.params.blocks():
                     block.mul_(self._decay)
-            self._optimizer.step(self._grads)
+            self._optimizer.step(grads)
 
     @torch.no_grad()
     def evaluate(self, params: StackedParameters, x: torch.Tensor, y: torch.Tensor) -> list[float]:
