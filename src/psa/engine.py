@@ -282,20 +282,23 @@ class Engine:
         elsewhere. Each dropout trial draws from its own generator, whatever else is batched.
 
         The scales of all sites are views of one buffer per batch size, kept for the engine's
-        life (``buffers``): each step draws the dropout trials' units, turns them into scales
-        in one ``where`` and copies those into the trials' rows (one op where every site has
-        one width, as in every grid architecture); the other trials' rows stay 1."""
+        life (``buffers``): each step draws the dropout trials' units and turns them into scales
+        in the trials' rows; the other trials' rows stay 1."""
         if not rngs:
             return None
-        p = self.hyper.dropout
         if batch not in buffers:
             buffers[batch] = _DropoutBuffers(
-                self.size, len(rngs), batch, self.network.dropout_sites, p, self.device
+                self.size,
+                self._dropout_rows,
+                batch,
+                self.network.dropout_sites,
+                self.hyper.dropout,
+                self.device,
             )
         buffer = buffers[batch]
-        for draw, rng in zip(buffer.draws, rngs):
-            torch.rand(draw.shape, generator=rng, device=self.device, out=draw)
-        buffer.fill(self._dropout_rows, p)
+        for draw, rng in zip(buffer.draws_by_trial, rngs):
+            draw.uniform_(generator=rng)  # what torch.rand draws, without its resize
+        buffer.fill()
         return buffer.sites
 
     def _autocast(self):
@@ -399,44 +402,53 @@ class _AdamW:
 
 class _DropoutBuffers:
     """The dropout scales of one batch size, each site's a contiguous [K, batch, width] view of
-    one buffer (1 outside the dropout trials' rows; a strided mask would slow every multiply
+    one buffer (1 outside the dropout trials' ``rows``; a strided mask would slow every multiply
     by it about 3x), and the dropout trials' draws [D, batch, units], laid out as each trial's
-    generator draws them."""
+    generator draws them. Every view a step writes through is made here, once: a step's ops are
+    the draws, one comparison and one ``where`` (where every site has one width, as in every
+    grid architecture, and the rows are evenly spaced, as the modes of a grid batch are)."""
 
-    def __init__(self, trials, drawing, batch, widths, p: float, device: torch.device):
+    def __init__(self, trials, rows, batch, widths, p: float, device: torch.device):
         units = sum(widths)
-        self.same_width = len(set(widths)) == 1
+        self.rows = rows
         self.buffer = torch.ones(trials * batch * units, device=device)
         self.sites, offset = [], 0
         for width in widths:
             size = trials * batch * width
             self.sites.append(self.buffer[offset : offset + size].view(trials, batch, width))
             offset += size
-        if self.same_width:  # draws [D, b, sites, width] land in [sites, K, b, width] in one op
-            self.by_site = self.buffer.view(len(widths), trials, batch, widths[0])
         self.widths = widths
+        drawing = len(range(trials)[rows]) if isinstance(rows, slice) else len(rows)
         self.draws = torch.empty(drawing, batch, units, device=device)
+        self.draws_by_trial = self.draws.unbind(0)
         self.kept = torch.ones((), device=device).div_(1.0 - p)  # 1/(1-p) as float32 rounds it
         self.dropped = torch.zeros((), device=device)
+        self.p = torch.tensor(p, device=device)  # a Python float would be converted every step
+        self.survives = torch.empty_like(self.draws, dtype=torch.bool)
+        self.by_site = None
+        if len(set(widths)) == 1 and isinstance(rows, slice):
+            # draws [D, b, sites, width] land in the rows of [sites, K, b, width] in one op
+            sites, width = len(widths), widths[0]
+            self.by_site = self.buffer.view(sites, trials, batch, width)[:, rows]
+            survives = self.survives.view(drawing, batch, sites, width)
+            self.survives_by_site = survives.permute(2, 0, 1, 3)
 
-    def fill(self, rows: slice | torch.Tensor, p: float) -> None:
-        """Turn the draws into the scales of the dropout trials' ``rows``."""
-        scales = torch.where(self.draws >= p, self.kept, self.dropped)  # [D, b, units]
-        if self.same_width:
-            drawn = scales.view(*scales.shape[:2], len(self.widths), -1).permute(2, 0, 1, 3)
-            if isinstance(rows, slice):
-                self.by_site[:, rows].copy_(drawn)
-            else:
-                self.by_site.index_copy_(1, rows, drawn)
+    def fill(self) -> None:
+        """Turn the draws into the scales of the dropout trials' rows."""
+        torch.ge(self.draws, self.p, out=self.survives)
+        if self.by_site is not None:
+            torch.where(self.survives_by_site, self.kept, self.dropped, out=self.by_site)
             return
+        scales = torch.where(self.survives, self.kept, self.dropped)  # [D, b, units]
         for site, part in zip(self.sites, scales.split(list(self.widths), dim=2)):
-            site[rows] = part
+            site[self.rows] = part
 
 
 def _rows(trials: list[int], device: torch.device) -> slice | torch.Tensor:
-    """Trial indices as a slice where they are consecutive (the rows are then a view)."""
-    if trials and trials == list(range(trials[0], trials[-1] + 1)):
-        return slice(trials[0], trials[-1] + 1)
+    """Trial indices as a slice where they are evenly spaced (the rows are then a view)."""
+    step = trials[1] - trials[0] if len(trials) > 1 else 1
+    if trials and step > 0 and trials == list(range(trials[0], trials[-1] + 1, step)):
+        return slice(trials[0], trials[-1] + 1, step)
     return torch.tensor(trials, device=device, dtype=torch.long)
 
 
