@@ -104,6 +104,7 @@ class Engine:
         self._dropout_trials = [k for k, t in enumerate(trials) if t.mode == "dropout"]
         self._dropout_rows = _rows(self._dropout_trials, self.device)
         self._dropout_buffers: dict[int, _DropoutBuffers] = {}
+        self._inverses: dict[int, torch.Tensor] = {}
 
     @property
     def size(self) -> int:
@@ -222,17 +223,24 @@ class Engine:
         # at K=60 about 5 ms more a step).
         loss = F.cross_entropy(logits.transpose(1, 2), targets, reduction="sum")
         # Each layer's gradient as its backward op made it: nothing to zero, accumulate or copy.
-        # The fused step reads a gradient's memory as contiguous; the first layer's, through the
+        # The mean's 1/b enters as the loss's gradient (what dividing it would pass back), and
+        # the fused step reads a gradient's memory as contiguous: the first layer's, through the
         # grouped GEMM of a single data group, can come back as a permuted view.
         grads = [
             g if g.is_contiguous() else g.contiguous()
-            for g in torch.autograd.grad(loss / y.shape[1], leaves)
+            for g in torch.autograd.grad(loss, leaves, self._inverse(y.shape[1]))
         ]
         with torch.no_grad():
             if self._decay is not None:  # AdamW's decoupled decay, per trial, before the step
                 for block in self.params.blocks():
                     block.mul_(self._decay)
             self._optimizer.step(grads)
+
+    def _inverse(self, batch: int) -> torch.Tensor:
+        """1/batch as float32 rounds it, made once per batch size."""
+        if batch not in self._inverses:
+            self._inverses[batch] = torch.ones((), device=self.device).div_(batch)
+        return self._inverses[batch]
 
     @torch.no_grad()
     def evaluate(self, params: StackedParameters, x: torch.Tensor, y: torch.Tensor) -> list[float]:
@@ -343,6 +351,7 @@ class _AdamW:
         )
         steps = torch.zeros(len(optimizer.tensors), device=step_device)
         optimizer._flat.append(steps)
+        optimizer._one = torch.ones((), device=step_device)  # an int would be converted each step
         optimizer.steps = list(steps.unbind(0))
         return optimizer
 
@@ -361,7 +370,7 @@ class _AdamW:
         if getattr(self, "_flat", None) and self.fused:
             # What ``adam`` below runs, without its per-tensor step increments: the step
             # counts are one tensor, counted up in one op.
-            self._flat[2].add_(1)
+            self._flat[2].add_(self._one)
             torch._fused_adamw_(
                 self.tensors,
                 grads,
