@@ -86,6 +86,15 @@ def test_all_six_modes_of_two_trial_indices_agree_with_single_runs_over_many_loo
         assert batched.state[k].lkg_accuracy == pytest.approx(engine.state[0].lkg_accuracy)
 
 
+@pytest.mark.parametrize(
+    "modes", [("dropout", "none", "dropout", "none"), ("dropout", "dropout", "none", "dropout")]
+)
+def test_dropout_trials_at_spaced_or_uneven_rows_equal_single_runs(mnist_small, modes):
+    # Evenly spaced rows take the scales as one strided view, uneven ones site by site.
+    trials = [spec(mode, t) for t, mode in enumerate(modes, start=1)]
+    assert_batched_equals_singles(trials, mnist_small, loops=2)
+
+
 def test_modes_of_one_trial_index_start_from_identical_weights(mnist_small):
     engine = Engine(NETWORK, [spec(mode) for mode in MODES] + [spec("none", 2)], HYPER, mnist_small)
     first = state(engine, 0, "params")

@@ -9,6 +9,11 @@ loop, for every trial at once:
 
 A single ``train`` run is this engine with K = 1.
 
+Every trial's parameters, LKG and AdamW moments live in flat tensors (``StackedParameters``).
+An epoch trains through one autograd leaf per layer's weight and bias, each a view aliasing the
+flat parameters, made once: a step takes no op to cut the layers out, and its gradients go to
+one fused AdamW step as the backward ops made them.
+
 Which loop trains the LKG unablated is the engine's ``first_loop`` policy, chosen by its caller:
 
 - ``FIRST_LOOP_EACH_SESSION`` (``train``, upstream's behaviour): the first loop an engine runs is
@@ -97,9 +102,6 @@ class Engine:
         # AdamW's moments live as long as the engine and are zeroed at the start of each loop:
         # a fresh optimizer every loop, without allocating one.
         self._optimizer = _AdamW.over(network, self.params.flat, self.size, hyper.lr)
-        self._grad = torch.zeros_like(self.params.flat)
-        weights, biases = layer_views(network, self._grad, self.size)
-        self._grads = [t for pair in zip(weights, biases) for t in pair]
         self.state = [TrialState() for _ in trials]
         self._decay = self._decay_factors(
             [hyper.weight_decay if t.mode == "decay" else 0.0 for t in trials]
@@ -107,6 +109,7 @@ class Engine:
         self._dropout_trials = [k for k, t in enumerate(trials) if t.mode == "dropout"]
         self._dropout_rows = _rows(self._dropout_trials, self.device)
         self._dropout_buffers: dict[int, _DropoutBuffers] = {}
+        self._inverses: dict[int, torch.Tensor] = {}
 
     @property
     def size(self) -> int:
@@ -188,14 +191,8 @@ class Engine:
         return targets
 
     def _train_epoch(self, loop: int) -> float:
-        hyper, flat = self.hyper, self.params.flat
+        hyper = self.hyper
         self._optimizer.reset()
-        # The parameters as autograd sees them: one leaf aliasing ``flat``, cut into layers by a
-        # few view ops each step, so its gradient arrives as one [K, P] tensor.
-        leaf = flat.detach().requires_grad_(True)
-        # Its gradient accumulates into one persistent flat buffer, zeroed in one op a step,
-        # whose layer views the optimizer holds. (0 + g is g; a zero's sign cannot move Adam.)
-        leaf.grad = self._grad
         start = time.perf_counter()
         n = self.data.train_x.shape[0]
         orders = torch.stack(
@@ -205,29 +202,29 @@ class Engine:
             ]
         ).to(self.device)  # [G, N]: one batch order per data group
         dropout_rngs = self._dropout_generators(loop)
+        # The parameters as autograd sees them: a leaf per layer's tensor, aliasing ``flat``.
+        with self.params.as_leaves() as leaves:
 
-        def step(index: torch.Tensor) -> None:  # index [G, b]: one batch of each data group
-            rows = index.reshape(-1)  # one gather per data group: [G, b, 784], [G, b]
-            x = self.data.train_x.index_select(0, rows).view(*index.shape, -1)
-            y = self.data.train_y.index_select(0, rows).view(index.shape)
-            masks = self._dropout_masks(y.shape[1], dropout_rngs, self._dropout_buffers)
-            self._train_step(leaf, x, y, masks)
+            def step(index: torch.Tensor) -> None:  # index [G, b]: one batch of each data group
+                rows = index.reshape(-1)  # one gather per data group: [G, b, 784], [G, b]
+                x = self.data.train_x.index_select(0, rows).view(*index.shape, -1)
+                y = self.data.train_y.index_select(0, rows).view(index.shape)
+                masks = self._dropout_masks(y.shape[1], dropout_rngs, self._dropout_buffers)
+                self._train_step(leaves, x, y, masks)
 
-        if self.cuda_graph:
-            step = GraphedStep(
-                step, (len(self.data_seeds), hyper.batch_size), dropout_rngs, self.device
-            )
-        try:
+            if self.cuda_graph:
+                step = GraphedStep(
+                    step, (len(self.data_seeds), hyper.batch_size), dropout_rngs, self.device
+                )
             for first in range(0, n, hyper.batch_size):
                 step(orders[:, first : first + hyper.batch_size])
-        finally:
-            self.params.read_through(None)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - start
 
-    def _train_step(self, leaf: torch.Tensor, x, y, masks: list[torch.Tensor] | None) -> None:
-        self.params.read_through(leaf)
+    def _train_step(
+        self, leaves: list[torch.Tensor], x, y, masks: list[torch.Tensor] | None
+    ) -> None:
         with self._autocast():
             logits = forward(self.network, self.params, x, self.group_size, masks)
         if logits.dtype != torch.float32:
@@ -238,13 +235,25 @@ class Engine:
         # is several times faster than along a dimension of 10 (bench: [K*b, 10] costs [4*17]
         # at K=60 about 5 ms more a step).
         loss = F.cross_entropy(logits.transpose(1, 2), targets, reduction="sum")
-        self._grad.zero_()
-        (loss / y.shape[1]).backward()
+        # Each layer's gradient as its backward op made it: nothing to zero, accumulate or copy.
+        # The mean's 1/b enters as the loss's gradient (what dividing it would pass back), and
+        # the fused step reads a gradient's memory as contiguous: the first layer's, through the
+        # grouped GEMM of a single data group, can come back as a permuted view.
+        grads = [
+            g if g.is_contiguous() else g.contiguous()
+            for g in torch.autograd.grad(loss, leaves, self._inverse(y.shape[1]))
+        ]
         with torch.no_grad():
             if self._decay is not None:  # AdamW's decoupled decay, per trial, before the step
                 for block in self.params.blocks():
                     block.mul_(self._decay)
-            self._optimizer.step(self._grads)
+            self._optimizer.step(grads)
+
+    def _inverse(self, batch: int) -> torch.Tensor:
+        """1/batch as float32 rounds it, made once per batch size."""
+        if batch not in self._inverses:
+            self._inverses[batch] = torch.ones((), device=self.device).div_(batch)
+        return self._inverses[batch]
 
     @torch.no_grad()
     def evaluate(self, params: StackedParameters, x: torch.Tensor, y: torch.Tensor) -> list[float]:
@@ -294,20 +303,23 @@ class Engine:
         elsewhere. Each dropout trial draws from its own generator, whatever else is batched.
 
         The scales of all sites are views of one buffer per batch size, kept for the engine's
-        life (``buffers``): each step draws the dropout trials' units, turns them into scales
-        in one ``where`` and copies those into the trials' rows (one op where every site has
-        one width, as in every grid architecture); the other trials' rows stay 1."""
+        life (``buffers``): each step draws the dropout trials' units and turns them into scales
+        in the trials' rows; the other trials' rows stay 1."""
         if not rngs:
             return None
-        p = self.hyper.dropout
         if batch not in buffers:
             buffers[batch] = _DropoutBuffers(
-                self.size, len(rngs), batch, self.network.dropout_sites, p, self.device
+                self.size,
+                self._dropout_rows,
+                batch,
+                self.network.dropout_sites,
+                self.hyper.dropout,
+                self.device,
             )
         buffer = buffers[batch]
-        for draw, rng in zip(buffer.draws, rngs):
-            torch.rand(draw.shape, generator=rng, device=self.device, out=draw)
-        buffer.fill(self._dropout_rows, p)
+        for draw, rng in zip(buffer.draws_by_trial, rngs):
+            draw.uniform_(generator=rng)  # what torch.rand draws, without its resize
+        buffer.fill()
         return buffer.sites
 
     def _autocast(self):
@@ -352,6 +364,7 @@ class _AdamW:
         )
         steps = torch.zeros(len(optimizer.tensors), device=step_device)
         optimizer._flat.append(steps)
+        optimizer._one = torch.ones((), device=step_device)  # an int would be converted each step
         optimizer.steps = list(steps.unbind(0))
         return optimizer
 
@@ -370,7 +383,7 @@ class _AdamW:
         if getattr(self, "_flat", None) and self.fused:
             # What ``adam`` below runs, without its per-tensor step increments: the step
             # counts are one tensor, counted up in one op.
-            self._flat[2].add_(1)
+            self._flat[2].add_(self._one)
             torch._fused_adamw_(
                 self.tensors,
                 grads,
@@ -411,44 +424,53 @@ class _AdamW:
 
 class _DropoutBuffers:
     """The dropout scales of one batch size, each site's a contiguous [K, batch, width] view of
-    one buffer (1 outside the dropout trials' rows; a strided mask would slow every multiply
+    one buffer (1 outside the dropout trials' ``rows``; a strided mask would slow every multiply
     by it about 3x), and the dropout trials' draws [D, batch, units], laid out as each trial's
-    generator draws them."""
+    generator draws them. Every view a step writes through is made here, once: a step's ops are
+    the draws, one comparison and one ``where`` (where every site has one width, as in every
+    grid architecture, and the rows are evenly spaced, as the modes of a grid batch are)."""
 
-    def __init__(self, trials, drawing, batch, widths, p: float, device: torch.device):
+    def __init__(self, trials, rows, batch, widths, p: float, device: torch.device):
         units = sum(widths)
-        self.same_width = len(set(widths)) == 1
+        self.rows = rows
         self.buffer = torch.ones(trials * batch * units, device=device)
         self.sites, offset = [], 0
         for width in widths:
             size = trials * batch * width
             self.sites.append(self.buffer[offset : offset + size].view(trials, batch, width))
             offset += size
-        if self.same_width:  # draws [D, b, sites, width] land in [sites, K, b, width] in one op
-            self.by_site = self.buffer.view(len(widths), trials, batch, widths[0])
         self.widths = widths
+        drawing = len(range(trials)[rows]) if isinstance(rows, slice) else len(rows)
         self.draws = torch.empty(drawing, batch, units, device=device)
+        self.draws_by_trial = self.draws.unbind(0)
         self.kept = torch.ones((), device=device).div_(1.0 - p)  # 1/(1-p) as float32 rounds it
         self.dropped = torch.zeros((), device=device)
+        self.p = torch.tensor(p, device=device)  # a Python float would be converted every step
+        self.survives = torch.empty_like(self.draws, dtype=torch.bool)
+        self.by_site = None
+        if len(set(widths)) == 1 and isinstance(rows, slice):
+            # draws [D, b, sites, width] land in the rows of [sites, K, b, width] in one op
+            sites, width = len(widths), widths[0]
+            self.by_site = self.buffer.view(sites, trials, batch, width)[:, rows]
+            survives = self.survives.view(drawing, batch, sites, width)
+            self.survives_by_site = survives.permute(2, 0, 1, 3)
 
-    def fill(self, rows: slice | torch.Tensor, p: float) -> None:
-        """Turn the draws into the scales of the dropout trials' ``rows``."""
-        scales = torch.where(self.draws >= p, self.kept, self.dropped)  # [D, b, units]
-        if self.same_width:
-            drawn = scales.view(*scales.shape[:2], len(self.widths), -1).permute(2, 0, 1, 3)
-            if isinstance(rows, slice):
-                self.by_site[:, rows].copy_(drawn)
-            else:
-                self.by_site.index_copy_(1, rows, drawn)
+    def fill(self) -> None:
+        """Turn the draws into the scales of the dropout trials' rows."""
+        torch.ge(self.draws, self.p, out=self.survives)
+        if self.by_site is not None:
+            torch.where(self.survives_by_site, self.kept, self.dropped, out=self.by_site)
             return
+        scales = torch.where(self.survives, self.kept, self.dropped)  # [D, b, units]
         for site, part in zip(self.sites, scales.split(list(self.widths), dim=2)):
-            site[rows] = part
+            site[self.rows] = part
 
 
 def _rows(trials: list[int], device: torch.device) -> slice | torch.Tensor:
-    """Trial indices as a slice where they are consecutive (the rows are then a view)."""
-    if trials and trials == list(range(trials[0], trials[-1] + 1)):
-        return slice(trials[0], trials[-1] + 1)
+    """Trial indices as a slice where they are evenly spaced (the rows are then a view)."""
+    step = trials[1] - trials[0] if len(trials) > 1 else 1
+    if trials and step > 0 and trials == list(range(trials[0], trials[-1] + 1, step)):
+        return slice(trials[0], trials[-1] + 1, step)
     return torch.tensor(trials, device=device, dtype=torch.long)
 
 

@@ -9,7 +9,9 @@ upstream-compatible state dict.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -178,8 +180,7 @@ def layer_views(
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Every Linear's weight [K, in, out] and bias [K, 1, out] as contiguous views of the 1-D
     ``flat``, in compute order: one split, and a view and an unbind per group of same-shaped
-    Linears, so that under autograd their gradients come back as one flat tensor in a few ops.
-    Each view is laid out as the separate tensor of that layer would be."""
+    Linears. Each view is laid out as the separate tensor of that layer would be."""
     groups = layer_groups(network)
     sizes = []
     for group in groups:
@@ -203,8 +204,9 @@ class StackedParameters:
     matmuls without copying a transposed weight gradient every step), ``biases`` ([K, out]) and
     ``bias_rows`` ([K, 1, out]) are contiguous views of ``flat``, one per Linear, laid out as
     separate tensors would be (so a fused optimizer step over them rounds as it did over
-    separate tensors). ``state_dict`` and ``load_state_dict`` convert to and from the usual
-    [out, in] layout under upstream names.
+    separate tensors). ``as_leaves`` makes them autograd leaves aliasing ``flat`` while a
+    model trains. ``state_dict`` and ``load_state_dict`` convert to and from the usual [out, in]
+    layout under upstream names.
     """
 
     def __init__(self, network: Network, flat: torch.Tensor, trials: int):
@@ -212,13 +214,19 @@ class StackedParameters:
         self.weights, self.bias_rows = layer_views(network, flat, trials)
         self.biases = [b.squeeze(1) for b in self.bias_rows]
 
-    def read_through(self, tensor: torch.Tensor | None = None) -> None:
-        """Let ``weights`` and ``bias_rows`` be views of ``tensor``, an autograd leaf aliasing
-        ``flat`` (fresh views each training step, so that gradients reach it), or of ``flat``
-        again (None)."""
-        self.weights, self.bias_rows = layer_views(
-            self.network, self.flat if tensor is None else tensor, self.trials
-        )
+    @contextlib.contextmanager
+    def as_leaves(self) -> Iterator[list[torch.Tensor]]:
+        """Within this context ``weights`` and ``bias_rows`` are autograd leaves, one per tensor,
+        yielded in ``tensors`` order for ``torch.autograd.grad``. Each is a detached view of
+        ``flat``: it aliases its memory, so in-place updates of ``flat`` reach it, and made once
+        it costs no view op per step, nor its gradient a copy back into a flat tensor."""
+        weights, bias_rows = self.weights, self.bias_rows
+        self.weights = [w.detach().requires_grad_() for w in weights]
+        self.bias_rows = [b.detach().requires_grad_() for b in bias_rows]
+        try:
+            yield self.tensors()
+        finally:
+            self.weights, self.bias_rows = weights, bias_rows
 
     def tensors(self) -> list[torch.Tensor]:
         return [t for pair in zip(self.weights, self.bias_rows) for t in pair]

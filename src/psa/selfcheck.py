@@ -222,17 +222,14 @@ def _compare_gradients(
     x = data.train_x[: groups * batch].view(groups, batch, -1)
     y = data.train_y[: groups * batch].view(groups, batch)
     params = engine.params
-    leaf = params.flat.detach().requires_grad_(True)  # as the engine trains: one flat leaf
-    params.read_through(leaf)
-    try:
+    with params.as_leaves() as leaves:  # as the engine trains: a leaf per layer's tensor
         logits = engine_module.forward(network, params, x, engine.group_size)
         targets = y.repeat_interleave(engine.group_size, dim=0)
-        F.cross_entropy(logits.reshape(-1, 10), targets.reshape(-1), reduction="sum").div(
-            batch
-        ).backward()
-    finally:
-        params.read_through(None)
-    grads = StackedParameters(network, leaf.grad, engine.size)
+        loss = F.cross_entropy(logits.reshape(-1, 10), targets.reshape(-1), reduction="sum")
+        layer_grads = torch.autograd.grad(loss.div(batch), leaves)
+    grads = StackedParameters(network, torch.zeros_like(params.flat), engine.size)
+    for view, grad in zip(grads.tensors(), layer_grads):
+        view.copy_(grad)
     worst = 0.0
     for k, state in enumerate(initial):
         g = k // engine.group_size
