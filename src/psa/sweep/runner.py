@@ -202,13 +202,11 @@ class BatchRunner:
         provenance: str | None = None,
         tensorboard: bool = False,
         cuda_graph: bool = True,
-        background_commits: bool | None = None,
     ):
         self.store, self.settings, self.data, self.on_event = store, settings, data, on_event
         self.provenance = provenance  # the id of this command run's provenance
         self.tensorboard = tensorboard  # write each trial's TensorBoard run as loops commit
         self.cuda_graph = cuda_graph  # on CUDA, replay training steps from a graph
-        self.background_commits = background_commits  # None: on CUDA only
 
     def run_claimed(self, started: BatchStarted) -> int:
         """Run the batch if this worker can claim all its trials: 1 if it ran, 0 if skipped."""
@@ -352,9 +350,7 @@ class BatchRunner:
 
     def _background_commits(self, engine: Engine) -> bool:
         """Write a loop's state while the next one trains: on CUDA, where the write is a large
-        part of a loop (psa.sweep.commits), unless this runner was told otherwise."""
-        if self.background_commits is not None:
-            return self.background_commits
+        part of a loop (psa.sweep.commits)."""
         return engine.device.type == "cuda"
 
     def _line(
