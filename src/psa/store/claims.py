@@ -194,7 +194,12 @@ def _create(path: Path, content: bytes) -> bool:
     try:
         os.write(descriptor, content)
         os.fsync(descriptor)
-    finally:
+    except BaseException:
+        # A claim that could not be written (a full disk) would look live to every worker for
+        # a minute, and held to none: it goes with the failure.
         os.close(descriptor)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(descriptor)
     fsync_directory(path.parent)
     return True
