@@ -35,6 +35,31 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], object]) -> P
     return path
 
 
+def publish_once(path: str | Path, data: bytes) -> bool:
+    """Write ``path`` unless it exists: True if this call wrote it, False if it was there.
+
+    The file is written in full beside its final name and then hard-linked to it: link() fails
+    if the name exists, atomically, so of writers racing here exactly one wins and no reader sees
+    a partial file (an exclusive create would expose the file while it is being written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(name, 0o666 & ~_umask())
+        try:
+            os.link(name, path)
+        except FileExistsError:
+            return False
+        fsync_directory(path.parent)
+        return True
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
 def write_bytes_atomically(path: str | Path, data: bytes) -> Path:
     return write_atomically(path, lambda stream: stream.write(data))
 

@@ -2,7 +2,8 @@
 by a signal, the one table of exit statuses, and how those lines name another command.
 
 Exit statuses: 0 done; 1 a PsaError (bad input or a state to fix); 2 a usage error (the command
-line as given cannot run); 128 + the signal after a stop (130 Ctrl-C, 143 SIGTERM)."""
+line as given cannot run); 3 not finished (work this command was asked for is held by another
+worker, not done yet); 128 + the signal after a stop (130 Ctrl-C, 143 SIGTERM)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ class UsageError(PsaError):
     """A PsaError that is the command line's: flags that cannot go together; exit status 2."""
 
 
+class Unfinished(PsaError):
+    """The command did what it could, but part of what it was asked for is still running
+    elsewhere (claimed by another worker), so it is not done; exit status 3."""
+
+
 class UsageExit(SystemExit):
     """Ends a command with its one line and exit status 2: the command line is wrong as given
     (flags that cannot go together, a named input that does not exist or cannot be used).
@@ -51,6 +57,8 @@ def exit_status(error: BaseException) -> int:
         return 128 + int(getattr(error, "signum", signal.SIGINT))
     if isinstance(error, UsageError | UsageExit):
         return 2
+    if isinstance(error, Unfinished):
+        return 3
     return 1
 
 

@@ -269,10 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     """A sweep, its status, or its shards through a launcher or per device; the exit status."""
     args = build_parser().parse_args(argv)
     check_not_shipped(args)
+    # Every shard a launcher starts runs with the one base seed settled here.
     if args.launcher is not None:
-        return launch(launch_options(args), request_of(args))
+        return launch(launch_options(args), runner.seeded(request_of(args)))
     if args.devices is not None:
-        return run_devices(request_of(args), args.devices, args.launcher_dir)
+        return run_devices(runner.seeded(request_of(args)), args.devices, args.launcher_dir)
     if args.shards is not None:
         raise UsageError("--shards N needs --launcher local or slurm; or give --shard I/N")
     if args.status:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from psa.arch import Arch, parse_key
-from psa.atomic import fsync_directory, write_bytes_atomically, write_text_atomically
+from psa.atomic import publish_once, write_bytes_atomically, write_text_atomically
 from psa.errors import PsaError
 from psa.store import claims
 from psa.store.jsonlines import LineLog, ResultsFormatError, encode, repair, split_lines
@@ -179,26 +177,9 @@ class ResultsStore:
         write_text_atomically(self.plan_path, text)
 
     def write_plan_once(self, text: str) -> None:
-        """Write the batch plan unless the dir has one already; the first writer wins.
-
-        The file is written in full beside its final name and then hard-linked to it: link()
-        fails if the name exists, atomically, so of shards racing here exactly one plan wins and
-        no reader sees a partial file (an exclusive create would expose the file while it is
-        being written)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{PLAN_NAME}.", suffix=".tmp", dir=self.root)
-        temporary = Path(name)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(text)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.chmod(temporary, 0o644)
-            with contextlib.suppress(FileExistsError):  # another shard's plan is there
-                os.link(temporary, self.plan_path)
-            fsync_directory(self.root)
-        finally:
-            temporary.unlink(missing_ok=True)
+        """Write the batch plan unless the dir has one already; the first writer wins (of
+        shards racing here exactly one plan wins, and no reader sees a partial file)."""
+        publish_once(self.plan_path, text.encode("utf-8"))
 
     @property
     def launcher_dir(self) -> Path:
@@ -247,6 +228,11 @@ class ResultsStore:
 
     def write_settings(self, settings: dict) -> None:
         write_text_atomically(self.settings_path, json.dumps(settings, indent=2) + "\n")
+
+    def write_settings_once(self, settings: dict) -> bool:
+        """Publish a new dir's settings unless it has some: True if these were written. Of
+        sweeps starting together on one dir exactly one wins; the others read its settings."""
+        return publish_once(self.settings_path, (json.dumps(settings, indent=2) + "\n").encode())
 
     def write_trials(self, records: list[dict]) -> None:
         """Write trials.jsonl whole (atomically) with ``records``, one per line, in their order:
@@ -300,20 +286,8 @@ class ResultsStore:
         """Record a batch's finished trials, exactly once: its own file appears whole (a temp
         file hard-linked into place, which fails if the file exists) or not at all."""
         path = self.root / RECORDS_DIR / f"{key}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(encode(records))
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.chmod(name, 0o644)
-            os.link(name, path)
-        except FileExistsError:
-            raise StoreError(f"{path} is already recorded; its trials ran twice") from None
-        finally:
-            Path(name).unlink(missing_ok=True)
-        fsync_directory(path.parent)
+        if not publish_once(path, encode(records)):
+            raise StoreError(f"{path} is already recorded; its trials ran twice")
         return path
 
     def merge_records(self) -> None:

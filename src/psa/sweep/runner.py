@@ -13,6 +13,7 @@ from psa.config import ConfigError, RunConfig
 from psa.data import MnistSplits, load_mnist
 from psa.device import resolve_device
 from psa.engine import FIRST_LOOP_OF_RUN, Engine, LoopReport, TrialSpec
+from psa.errors import Unfinished, command_hint
 from psa.memory import check_fits
 from psa.model import Network, build_network, layout_description
 from psa.provenance import capture
@@ -37,6 +38,7 @@ from psa.sweep.events import (
 from psa.sweep.plan import (
     Batch,
     Grid,
+    Plan,
     choose_plan,
     open_batches,
     pending_batches,
@@ -44,6 +46,7 @@ from psa.sweep.plan import (
     twin_reason,
 )
 from psa.sweep.request import SweepError, SweepRequest
+from psa.wording import count
 
 
 def run(request: SweepRequest, on_event: OnEvent = ignore) -> None:
@@ -56,11 +59,11 @@ def run(request: SweepRequest, on_event: OnEvent = ignore) -> None:
         tensorboard.require()
     arch_order = [arch.key for arch in request.archs]
     store = ResultsStore(request.results_dir)
-    seed = request.config.seed if request.config.seed is not None else stored_seed(store)
-    settings = replace(request.config, seed=fresh_seed() if seed is None else seed)
+    seed_drawn = request.config.seed is None
+    settings = seeded(request).config
     device = resolve_device(request.device, request.matmul_precision)
     # Checked before anything else, so --dry-run refuses what the real run would refuse.
-    check_results_dir(store, settings)
+    settings = check_results_dir(store, settings, seed_drawn) or settings
     wanted = Grid(tuple(arch_order), tuple(request.modes), request.trials)
     batch_plan = choose_plan(request, store, settings, device, wanted)
 
@@ -77,7 +80,7 @@ def run(request: SweepRequest, on_event: OnEvent = ignore) -> None:
     if request.dry_run:
         on_event(Planned(tuple(batches), settings, finished, batch_plan, request.shard))
         return
-    prepare_results_dir(store, settings)
+    settings = prepare_results_dir(store, settings, seed_drawn)
     if batch_plan is not None:
         stored = store_plan(store, batch_plan)  # a concurrent shard's plan may have won
         if stored != batch_plan:
@@ -89,6 +92,7 @@ def run(request: SweepRequest, on_event: OnEvent = ignore) -> None:
         drop_finished_batches(store, arch, done)
     if not batches:
         finish(store, settings.model, arch_order)  # a sweep stopped before it merged
+        check_all_recorded(store, settings.model, asked_trials(request, batch_plan))
         on_event(NothingToRun(request.shard, request.results_dir))
         return
     on_event(
@@ -126,24 +130,70 @@ def run(request: SweepRequest, on_event: OnEvent = ignore) -> None:
     finish(store, settings.model, arch_order)
     if request.tensorboard:  # trials recorded by runs without --tensorboard, or other workers
         tensorboard.rebuild(store.root, tensorboard.results_dir_runs(store))
-    every = [
+    check_all_recorded(store, settings.model, asked_trials(request, batch_plan))
+    status = store.status(grid_trials(request), settings.model)
+    on_event(Finished(len(status.done), len(status.running), request.results_dir))
+
+
+def seeded(request: SweepRequest) -> SweepRequest:
+    """``request`` with its base seed settled: the one asked for, else the results dir's (a
+    rerun resumes it), else a fresh one. Launchers settle it before they dispatch shards, so
+    every shard of one launch has the same seed."""
+    if request.config.seed is not None:
+        return request
+    seed = stored_seed(ResultsStore(request.results_dir))
+    return replace(
+        request, config=replace(request.config, seed=fresh_seed() if seed is None else seed)
+    )
+
+
+def grid_trials(request: SweepRequest) -> list[Trial]:
+    return [
         Trial(arch, mode, index)
         for arch in request.archs
         for mode in request.modes
         for index in range(1, request.trials + 1)
     ]
-    status = store.status(every, settings.model)
-    on_event(Finished(len(status.done), len(status.running), request.results_dir))
 
 
-def check_results_dir(store: ResultsStore, settings: RunConfig) -> bool:
-    """Whether the store already holds a sweep; refuse one made with other settings."""
+def asked_trials(request: SweepRequest, batch_plan: Plan | None) -> list[Trial]:
+    """The trials this sweep is to see recorded: its shard's part of the plan, or the grid."""
+    if batch_plan is None or request.shard is None:
+        return grid_trials(request)
+    return [trial for batch in batch_plan.shard_part(request.shard) for trial in batch.members]
+
+
+def check_all_recorded(store: ResultsStore, model: str, trials: list[Trial]) -> None:
+    """Raise Unfinished unless every one of ``trials`` is recorded: a sweep is done only then,
+    not while another worker still holds some of them."""
+    status = store.status(trials, model)
+    if not status.running and not status.pending:
+        return
+    parts = []
+    if status.running:
+        parts.append(f"{count(len(status.running), 'trial')} held by another worker's claim")
+    if status.pending:
+        parts.append(f"{count(len(status.pending), 'trial')} not started")
+    raise Unfinished(
+        f"{len(status.running) + len(status.pending)} of {count(len(trials), 'trial')} of this "
+        f"sweep not recorded yet ({', '.join(parts)}); `{command_hint('sweep')} --status "
+        f"--results-dir {store.root}` shows them; rerun the same command once that worker has "
+        "finished (a claim whose worker died is taken over when it goes stale)"
+    )
+
+
+def check_results_dir(
+    store: ResultsStore, settings: RunConfig, seed_drawn: bool = False
+) -> RunConfig | None:
+    """The settings of the sweep the store holds (None for a new dir), which must be
+    ``settings``: other settings are refused, but a seed this sweep drew gives way to the dir's
+    (a rerun without --seed, or a shard started together with another, runs with it)."""
     try:
         stored = store.read_settings()
         if stored is None:
-            return False
+            return None
         # A key missing from settings.json holds its default (upstream behaviour).
-        differences = RunConfig.from_flat(stored).differences(settings)
+        held = RunConfig.from_flat(stored)
     except StoreError as error:
         raise SweepError(f"{error}; repair it or use another --results-dir") from None
     except ConfigError as error:
@@ -151,18 +201,28 @@ def check_results_dir(store: ResultsStore, settings: RunConfig) -> bool:
             f"{store.settings_path} is not a sweep's settings ({error}); repair it or use "
             "another --results-dir"
         ) from None
+    if seed_drawn and held.seed is not None:
+        settings = replace(settings, seed=held.seed)
+    differences = held.differences(settings)
     if differences:
         raise SweepError(
             f"{store.root} holds a sweep with other settings ({'; '.join(differences)}); "
             "rerun with the same settings or use another --results-dir"
         )
-    return True
+    return settings
 
 
-def prepare_results_dir(store: ResultsStore, settings: RunConfig) -> None:
-    """Create the results dir, or check that an existing one was made with the same settings."""
-    if not check_results_dir(store, settings):
-        store.write_settings(settings.flat())
+def prepare_results_dir(
+    store: ResultsStore, settings: RunConfig, seed_drawn: bool = False
+) -> RunConfig:
+    """The settings to run with, once the results dir holds them: a new dir's are published
+    first-writer-wins (sweeps and shards may start together on it), and a sweep that lost the
+    race runs with the winner's settings where they agree with its own (check_results_dir)."""
+    held = check_results_dir(store, settings, seed_drawn)
+    if held is not None:
+        return held
+    store.write_settings_once(settings.flat())
+    return check_results_dir(store, settings, seed_drawn) or settings
 
 
 def stored_seed(store: ResultsStore) -> int | None:
