@@ -294,7 +294,8 @@ def test_ctrl_c_stops_cleanly_and_reports_the_bounty_and_test_accuracy(
     name = signal.Signals(stop).name
     assert err.splitlines()[-1] == (
         f"train: stopped by {name}; the LKG checkpoint holds every completed meta-loop "
-        f"({done}); rerun the same command to continue"
+        f"({done}); rerun with --meta-loops {200 - done} to reach the 200 planned (the same "
+        "command runs its --meta-loops again, from the checkpoint's loops on)"
     )
     assert "Interrupted" not in out
     bounty = [line for line in out.splitlines() if line.startswith("Final Bounty")]

@@ -21,6 +21,8 @@ from psa.modes import MODES
 if TYPE_CHECKING:
     import torch
 
+    from psa.model import Network
+
 SCHEMA_VERSION = 1
 METADATA_KEY = "psa"
 DEFAULT_NAME = "mnist_lkg.safetensors"
@@ -101,6 +103,9 @@ def validate_metadata(metadata: Any) -> None:
         raise ValueError(f"hyperparameters lack {', '.join(missing)}")
     if metadata["loops_completed"] < 0:
         raise ValueError("loops_completed is negative")
+    for key in ("seed", "data_seed"):
+        if not 0 <= metadata[key] < 2**63:
+            raise ValueError(f"{key} {metadata[key]} is outside 0 to 2**63 - 1")
     for entry in metadata["mode_history"]:
         if (
             not isinstance(entry, dict)
@@ -173,6 +178,40 @@ def check_compatible(metadata: dict[str, Any], model: str, arch: Arch, path: str
         f"{model} {arch.flag}; use --model-dir for a new run or {_clean_command(Path(path))} "
         "to start fresh"
     )
+
+
+def check_tensors(tensors: dict[str, torch.Tensor], network: Network, path: str | Path) -> None:
+    """Refuse a checkpoint whose tensors are not the float32 weights and biases of ``network``
+    (its metadata names that architecture, so the file was altered or mixed up)."""
+    import torch
+
+    expected = {}
+    for spec in network.linears:
+        expected[f"{spec.name}.weight"] = (spec.out_features, spec.in_features)
+        expected[f"{spec.name}.bias"] = (spec.out_features,)
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    misshaped = sorted(
+        name
+        for name in set(expected) & set(tensors)
+        if tuple(tensors[name].shape) != expected[name] or tensors[name].dtype != torch.float32
+    )
+    problems = [
+        f"{label} {', '.join(names[:3])}{' …' if len(names) > 3 else ''}"
+        for label, names in (
+            ("lacks", missing),
+            ("has unexpected", extra),
+            ("misshapes", misshaped),
+        )
+        if names
+    ]
+    if problems:
+        where = f"{network.model} {network.arch.flag}"
+        raise CheckpointError(
+            _refusal(
+                Path(path), f"names {where} but its tensors do not fit it ({'; '.join(problems)})"
+            )
+        )
 
 
 def _header(payload: bytes) -> dict[str, Any]:

@@ -14,7 +14,9 @@ from psa.arch import argparse_arch
 from psa.arguments import add_cuda_graph_flag, add_device_flag, existing_path
 from psa.checkpoint import (
     DEFAULT_NAME,
+    CheckpointError,
     check_compatible,
+    check_tensors,
     load_checkpoint,
     make_metadata,
     save_checkpoint,
@@ -22,7 +24,7 @@ from psa.checkpoint import (
 from psa.cli import CommandParser, running
 from psa.cli import run as run_command
 from psa.commands.console import TrainingDisplay
-from psa.config import RunConfig
+from psa.config import HYPERPARAMETER_NAMES, Hyperparameters, RunConfig
 from psa.data import load_mnist
 from psa.device import resolve_device
 from psa.engine import FIRST_LOOP_EACH_SESSION, Engine, TrialSpec, TrialState
@@ -57,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         helps={
             "meta_loops": "meta-loops in this run (a rerun on the same model dir adds to them)",
             "seed": "run seed (initialisation, ablation draws, dropout); drawn and printed when "
-            "omitted; a resumed run keeps its stored seed",
+            "omitted; a resumed run keeps its stored seed (and hyperparameters)",
         },
     )
     parser.add_argument(
@@ -98,29 +100,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Settings a resumed run keeps from its checkpoint: given again, they must be the same.
+KEPT_ON_RESUME = ("seed", "data_seed", *HYPERPARAMETER_NAMES)
+_UNSET = object()
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--"]:  # `poetry run train -- --flags`, the upstream README's form
         argv = argv[1:]
-    run(build_parser().parse_args(argv))
+    parser = build_parser()
+    # Preset attributes are not given their defaults: what is still unset was not given.
+    args = parser.parse_args(argv, argparse.Namespace(**dict.fromkeys(KEPT_ON_RESUME, _UNSET)))
+    given = {name for name in KEPT_ON_RESUME if getattr(args, name) is not _UNSET}
+    for name in set(KEPT_ON_RESUME) - given:
+        setattr(args, name, parser.get_default(name))
+    run(args, given)
 
 
-def run(args: argparse.Namespace) -> None:
+def kept_settings(
+    args: argparse.Namespace, given: set[str], metadata: dict, checkpoint: Path
+) -> tuple[int, int, Hyperparameters]:
+    """The seed, data seed and hyperparameters a resumed run continues with: the checkpoint's.
+    A flag given again with another value is refused, as sweep refuses a changed setting."""
+    stored = {
+        **asdict(Hyperparameters()),  # keys a checkpoint written before them lacks: upstream's
+        **metadata["hyperparameters"],
+        "seed": metadata["seed"],
+        "data_seed": metadata["data_seed"],
+    }
+    changed = [
+        name for name in KEPT_ON_RESUME if name in given and getattr(args, name) != stored[name]
+    ]
+    if changed:
+        was = ", ".join(f"{name} {stored[name]!r}" for name in changed)
+        asked = " ".join(f"--{name.replace('_', '-')} {getattr(args, name)}" for name in changed)
+        raise CheckpointError(
+            f"{checkpoint} was trained with {was}, and a resumed run keeps its settings; drop "
+            f"{asked} to resume it, or give another --model-dir to start a run with them"
+        )
+    hyper = Hyperparameters(**{name: stored[name] for name in HYPERPARAMETER_NAMES})
+    return stored["seed"], stored["data_seed"], hyper
+
+
+def run(args: argparse.Namespace, given: set[str] = frozenset()) -> None:
+    """Train as ``args`` ask; ``given`` names the flags of KEPT_ON_RESUME on the command line."""
     model_dir = Path(os.environ.get("SAGEMAKER_MODEL_DIR") or args.model_dir)
     checkpoint = model_dir / DEFAULT_NAME
     network = build_network(args.model, args.arch)
     device = resolve_device(args.device, args.matmul_precision)
     hyper = RunConfig.from_args(args).hyper
+    metadata = None
+    if checkpoint.exists():
+        tensors, metadata = load_checkpoint(checkpoint)
+        check_compatible(metadata, args.model, args.arch, checkpoint)
+        check_tensors(tensors, network, checkpoint)
+        seed, data_seed, hyper = kept_settings(args, given, metadata, checkpoint)
+        vars(args).update(asdict(hyper), seed=seed, data_seed=data_seed)  # what the display shows
     check_fits(network, hyper.batch_size, 1, device)  # before anything is allocated
     if args.tensorboard:
         from psa.store import tensorboard
 
         tensorboard.require()
-
-    metadata = None
-    if checkpoint.exists():
-        tensors, metadata = load_checkpoint(checkpoint)
-        check_compatible(metadata, args.model, args.arch, checkpoint)
 
     started = time.perf_counter()
     data = load_mnist(args.data_dir, device)
@@ -138,8 +179,6 @@ def run(args: argparse.Namespace) -> None:
             mode=args.ablation_mode,
         )
     else:
-        seed = metadata["seed"] if args.seed is None else args.seed
-        data_seed = metadata["data_seed"] if args.data_seed is None else args.data_seed
         seeds = run_seeds(seed, args.ablation_mode, data_seed)
     engine = Engine(
         network,
@@ -151,6 +190,7 @@ def run(args: argparse.Namespace) -> None:
         cuda_graph=args.cuda_graph,
     )
 
+    planned = metadata["loops_completed"] + args.meta_loops  # the loops this run is to reach
     display = TrainingDisplay(network, args, device, seeds)
     stop, board, log = None, None, None
     # A stop from here on ends with the summary of what is on disk.
@@ -170,7 +210,6 @@ def run(args: argparse.Namespace) -> None:
                         {"mode": args.ablation_mode, "first_loop": engine.loops_completed + 1}
                     )
                 display.resumed(metadata, engine.state[0].lkg_accuracy, last_mode)
-            metadata.update(seed=seeds.run, data_seed=seeds.data, hyperparameters=asdict(hyper))
             with display.progress(args.meta_loops) as advance:
                 # Lines of a loop the checkpoint does not hold (a kill between the two) go first.
                 repair_run_logs(model_dir, checkpoint, metadata["loops_completed"])
@@ -231,10 +270,22 @@ def run(args: argparse.Namespace) -> None:
         )
         detail = (
             f"the LKG checkpoint holds every completed meta-loop ({on_disk['loops_completed']}); "
-            "rerun the same command to continue"
+            + continue_hint(on_disk["loops_completed"], planned)
         )
     print(stopped_line(running("train"), stop, detail), file=sys.stderr)
     sys.exit(exit_status(stop))
+
+
+def continue_hint(completed: int, planned: int) -> str:
+    """How a stopped run reaches the loops it planned: a rerun adds --meta-loops loops to the
+    checkpoint's (upstream's meaning of the flag), so the same command would overshoot."""
+    left = planned - completed
+    if left <= 0:
+        return "every planned meta-loop is done"
+    return (
+        f"rerun with --meta-loops {left} to reach the {planned} planned (the same command "
+        "runs its --meta-loops again, from the checkpoint's loops on)"
+    )
 
 
 def live_board(args: argparse.Namespace, model_dir: Path, checkpoint: Path, arch):
