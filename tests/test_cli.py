@@ -173,9 +173,20 @@ def test_a_project_error_that_escapes_a_command_is_one_line_and_status_1(monkeyp
     assert capsys.readouterr().err == "broken: the thing is broken; fix the thing\n"
 
 
+def test_an_operating_system_error_ends_with_one_line_naming_its_path(monkeypatch, capsys):
+    monkeypatch.setitem(cli.COMMANDS, "denied", f"{__name__}:_raise_oserror")
+    assert cli.run("denied", []) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("denied: permission denied for results/out.md; ")
+
+
+def _raise_bug(argv):
+    raise RuntimeError("a bug")
+
+
 def test_other_errors_keep_their_traceback(monkeypatch):
-    monkeypatch.setitem(cli.COMMANDS, "buggy", f"{__name__}:_raise_oserror")
-    with pytest.raises(PermissionError):
+    monkeypatch.setitem(cli.COMMANDS, "buggy", f"{__name__}:_raise_bug")
+    with pytest.raises(RuntimeError):
         cli.run("buggy", [])
 
 

@@ -194,9 +194,14 @@ def read_config_file(path: str | Path) -> list[Arch]:
     """
     path = Path(path)
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as error:
         raise ArchError(f"cannot read configurations file {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ArchError(
+            f"configurations file {path} is not UTF-8 text (byte {error.start}); give a text "
+            "file with one L*W per line"
+        ) from None
     configs: list[Arch] = []
     for number, line in enumerate(lines, start=1):
         entry = line.split("#", 1)[0]

@@ -42,6 +42,8 @@ def publish_once(path: str | Path, data: bytes) -> bool:
     if the name exists, atomically, so of writers racing here exactly one wins and no reader sees
     a partial file (an exclusive create would expose the file while it is being written)."""
     path = Path(path)
+    if path.exists():  # a rerun on a dir it may not write to (a finished, read-only one)
+        return False
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -65,7 +67,16 @@ def write_bytes_atomically(path: str | Path, data: bytes) -> Path:
 
 
 def write_text_atomically(path: str | Path, text: str) -> Path:
-    return write_bytes_atomically(path, text.encode("utf-8"))
+    """Write a text file atomically; one that already holds ``text`` is left as it is, so that
+    rerunning a finished command on a dir it may not write to (read-only, shared) succeeds."""
+    data = text.encode("utf-8")
+    path = Path(path)
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return path
+    except OSError:
+        pass
+    return write_bytes_atomically(path, data)
 
 
 def fsync_directory(folder: str | Path) -> None:

@@ -20,7 +20,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from psa.errors import Interrupted, PsaError, exit_status, stopped_line
+from psa.errors import Interrupted, PsaError, exit_status, os_error_line, stopped_line
 
 # Console command -> "module:function" taking argv. An alias is one more row.
 COMMANDS = {
@@ -128,6 +128,10 @@ def run(command: str, argv: Sequence[str], name: str | None = None) -> int:
     except BrokenPipeError:
         # The reader of stdout went away (`| head`): nothing left to say, and no traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as error:
+        # A full disk, a file where a folder is needed, no permission: one line, no traceback.
+        print(f"{_running}: {one_line(os_error_line(error))}", file=sys.stderr)
         return 1
     finally:
         _running = None

@@ -7,8 +7,10 @@ worker, not done yet); 128 + the signal after a stop (130 Ctrl-C, 143 SIGTERM)."
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+from pathlib import Path
 from typing import NoReturn
 
 # The name psa is installed by from the package index (``psa`` there is another project).
@@ -86,3 +88,35 @@ def command_hint(command: str) -> str:
     the bare name."""
     prefix = os.environ.get(PREFIX_VARIABLE, "").strip()
     return f"{prefix} {command}" if prefix else command
+
+
+def os_error_line(error: OSError) -> str:
+    """What an operating-system error means to the user, in one line with what to do. Whatever
+    a command had saved before it stays as it is: no advice here deletes anything."""
+    path = None if error.filename is None else Path(os.fsdecode(error.filename))
+    if path is not None and path.name.startswith(".") and path.suffix == ".tmp":
+        path = path.parent  # psa.atomic's temp file: what matters is its folder
+    number = error.errno
+    if number in (errno.ENOSPC, errno.EDQUOT):
+        where = "" if path is None else f" writing {path}"
+        return (
+            f"no space left on the device{where}; free some space and rerun the same command "
+            "(what was saved before is kept)"
+        )
+    if path is None:
+        return f"{error.strerror or error}; check the disk and the paths given, then rerun"
+    if number in (errno.EACCES, errno.EPERM):
+        return (
+            f"permission denied for {path}; give your user access to it, or choose another "
+            "folder (what is there was left as it is)"
+        )
+    if number == errno.EROFS:
+        return f"{path} is on a read-only file system; choose a writable folder"
+    if number in (errno.ENOTDIR, errno.EEXIST):
+        blocking = next((part for part in (path, *path.parents) if part.is_file()), path)
+        return f"{blocking} is a file where a folder is needed; give a folder's path instead"
+    if number == errno.EISDIR:
+        return f"{path} is a folder where a file is needed; give a file's path instead"
+    if number == errno.ENOENT:
+        return f"{path} does not exist; check the path"
+    return f"{path}: {error.strerror}; check it and rerun"

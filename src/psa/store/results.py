@@ -154,7 +154,7 @@ class ResultsStore:
         """The batch plan's JSON (psa.sweep.plan gives it meaning), or None when there is none."""
         path = self.plan_path
         try:
-            text = path.read_text(encoding="utf-8")
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as error:
@@ -162,8 +162,8 @@ class ResultsStore:
                 f"cannot read {path} ({error.strerror}); check its permissions"
             ) from None
         try:
-            data = json.loads(text)
-        except ValueError as error:
+            data = json.loads(data.decode("utf-8"))
+        except ValueError as error:  # UnicodeDecodeError included
             raise StoreError(
                 f"{path} is unreadable ({error}); restore it, or move it away to plan anew"
             ) from None
@@ -345,21 +345,32 @@ class ResultsStore:
         from safetensors import safe_open
 
         try:
+            with path.open("rb"):  # the true cause of an unreadable file, not safetensors' guess
+                pass
+        except OSError as error:
+            raise StoreError(
+                f"cannot read batch state {path} ({error.strerror}); it holds that batch's saved "
+                "progress: give your user access to it and rerun"
+            ) from None
+        try:
             with safe_open(path, framework="pt") as handle:
                 metadata = json.loads(handle.metadata()[BATCH_METADATA_KEY])
+            state = BatchState(
+                key,
+                [Trial(arch, mode, index) for mode, index in metadata["trials"]],
+                metadata["loops_completed"],
+                metadata["bounty_loops"],
+                float(metadata.get("seconds", 0.0)),
+                metadata.get("layout"),
+            )
+            _check_batch_state(state)
         except Exception as error:  # safetensors' Rust error type is not importable
             raise StoreError(
-                f"batch state {path} is unreadable ({error}); delete it to rerun that "
-                "batch from its first loop"
+                f"batch state {path} is damaged ({type(error).__name__}: {error}), so its batch "
+                "cannot resume; move it out of the results dir (keep it to inspect) and rerun, "
+                "and that batch starts again from its first loop"
             ) from None
-        return BatchState(
-            key,
-            [Trial(arch, mode, index) for mode, index in metadata["trials"]],
-            metadata["loops_completed"],
-            metadata["bounty_loops"],
-            float(metadata.get("seconds", 0.0)),
-            metadata.get("layout"),
-        )
+        return state
 
     def batch_tensors(self, key: str) -> dict:
         from safetensors.torch import load_file
@@ -416,6 +427,17 @@ class ResultsStore:
                 if trial in saved:
                     status.saved_loops[trial] = saved[trial]
         return status
+
+
+def _check_batch_state(state: BatchState) -> None:
+    """Raise ValueError where a batch state's metadata contradicts itself."""
+    loops = state.loops_completed
+    if isinstance(loops, bool) or not isinstance(loops, int) or loops < 0:
+        raise ValueError(f"loops_completed {loops!r} is not a count")
+    if len(state.bounty_loops) != len(state.trials) or not all(
+        isinstance(loop, int) and 0 <= loop <= loops for loop in state.bounty_loops
+    ):
+        raise ValueError("bounty_loops do not match its trials and loops")
 
 
 def _record_key(record: dict) -> tuple:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from functools import partial
 
+import torch
+
 from psa import interrupts
 from psa.config import ConfigError, RunConfig
 from psa.data import MnistSplits, load_mnist
@@ -380,12 +382,21 @@ class BatchRunner:
         if state is None:
             return 0.0
         tensors = self.store.batch_tensors(batch.key)
-        if state.layout != layout_description(engine.network) or set(tensors) != {"lkg"}:
+        lkg = tensors.get("lkg")
+        if (
+            state.layout != layout_description(engine.network)
+            or set(tensors) != {"lkg"}
+            or state.trials != batch.trials
+            or lkg.numel() != engine.lkg_rows().numel()
+            or lkg.dtype != torch.float32
+        ):
             raise StoreError(
-                f"the saved state of batch {batch.key} was written by another version of psa; "
-                f"delete {self.store.batch_path(batch.key)} to rerun that batch from its first loop"
+                f"the saved state of batch {batch.key} does not fit that batch (written by another "
+                f"version of psa, or altered); move {self.store.batch_path(batch.key)} out of the "
+                "results dir (keep it to inspect) and rerun, and that batch starts again from its "
+                "first loop"
             )
-        engine.load_lkg_rows(tensors["lkg"])
+        engine.load_lkg_rows(lkg)
         engine.loops_completed = state.loops_completed
         engine.revalidate(state.bounty_loops)
         return state.seconds
