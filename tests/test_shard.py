@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from command_support import refusal as command_refusal
 from psa.arch import parse_arch
 from psa.commands import merge_results
 from psa.commands import sweep as sweep_command
@@ -169,6 +170,36 @@ def test_status_of_a_dir_without_a_sweep_is_refused_in_one_line(tmp_path):
         sweep_command.main(["--status", "--results-dir", str(tmp_path)])
     message = str(raised.value)
     assert "\n" not in message and "no settings.json" in message
+
+
+@pytest.mark.parametrize(
+    ("devices", "gpus", "expected"),
+    [
+        ("cuda:0,cuda:1", 0, "--devices names cuda:0, but "),
+        ("cuda:0,cuda:1", 1, "--devices names cuda:1, but only 1 CUDA device exists (cuda:0)"),
+        ("cpu,cuda:0", 0, "; name only devices this machine has"),
+        ("cpu,tpu", 0, "--devices: unknown device 'tpu'"),
+    ],
+)
+def test_devices_this_machine_lacks_are_refused_before_any_worker_starts(
+    tmp_path, repo_dataset, capsys, monkeypatch, devices, gpus, expected
+):
+    import torch
+
+    if gpus:  # a machine with one GPU (this one may have none)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    else:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    results = tmp_path / "results"
+    for extra in ([], ["--dry-run"]):
+        status, line = command_refusal(
+            capsys, "sweep", flags(results, repo_dataset, "--devices", devices, *extra)
+        )
+        assert status == 2
+        assert line.startswith("sweep: ") and expected in line
+        assert "--device cpu" not in line
+    assert not results.exists()  # no worker, no launcher dir
 
 
 @given(st.integers(1, 50), st.integers(1, 50))
