@@ -270,8 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_not_shipped(args)
     if args.launcher is not None:
+        interrupts.saving()  # its tasks save; a stop's line cannot say that nothing was
         return launch(launch_options(args), request_of(args))
     if args.devices is not None:
+        interrupts.saving()
         return run_devices(request_of(args), args.devices, args.launcher_dir)
     if args.shards is not None:
         raise UsageError("--shards N needs --launcher local or slurm; or give --shard I/N")
@@ -321,6 +323,7 @@ class SweepPrinter:
         self.progress: Progress | None = None
         self.task = None
         self.stopped = False  # whether it printed a Stopped event's line
+        self.loops_saved = 0  # loops this run committed (LoopDone events)
 
     def __enter__(self) -> SweepPrinter:
         return self
@@ -372,6 +375,7 @@ class SweepPrinter:
                     f"({count(saved, 'loop')} saved)"
                 )
         elif isinstance(event, LoopDone):
+            self.loops_saved += 1
             if self.progress is not None:
                 self.progress.advance(self.task, len(event.started.batch.trials))
             if not console.is_terminal:
@@ -389,10 +393,13 @@ class SweepPrinter:
         elif isinstance(event, BatchLost):
             print(f"sweep: {event.reason}; leaving that batch to it", file=sys.stderr)
         elif isinstance(event, Stopped):
-            detail = (
+            saved = (
                 "finished trials are recorded and unfinished batches saved at their last "
-                f"completed loop; {interrupts.resume_hint()}"
+                "completed loop"
+                if self.loops_saved
+                else "no loop was completed and nothing was saved"
             )
+            detail = f"{saved}; {interrupts.resume_hint()}"
             print(stopped_line(running("sweep"), event.error, detail), file=sys.stderr)
             self.stopped = True
         elif isinstance(event, Finished):
