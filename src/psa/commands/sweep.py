@@ -448,7 +448,19 @@ def launch(options: slurm.LaunchOptions, request: SweepRequest) -> int:
     print(f"Watch: {command_hint('sweep')} --status --results-dir {results_dir}")
     if options.launcher == "slurm":
         return 0
-    return 1 if slurm.wait(jobs, print_shard_end) else 0
+    failed = slurm.wait(jobs, print_shard_end)
+    print(done_line(len(jobs) - failed, len(jobs), "shard", results_dir))
+    return 1 if failed else 0
+
+
+def done_line(finished: int, total: int, what: str, results_dir: Path) -> str:
+    """The last line of a sweep run as several shards here: how many finished, and where."""
+    if finished < total:
+        return (
+            f"Done: {finished} of {count(total, what)} finished; {command_hint('sweep')} "
+            f"--status --results-dir {results_dir} shows every batch"
+        )
+    return f"Done: {count(total, what)} finished in {results_dir}"
 
 
 def print_shard_end(ended: slurm.ShardEnded) -> None:
@@ -504,12 +516,7 @@ def run_devices(request: SweepRequest, names: tuple[str, ...], launcher_dir: Pat
             error = worker.error or f"exited with {worker.exit_code}"
             print(f"  {place}: {error} (log {worker.log})", file=sys.stderr)
     failed = sum(1 for code in codes if code)
-    print(
-        f"Done: {count_of - failed} of {count_of} workers finished; {command_hint('sweep')} "
-        f"--status --results-dir {results_dir} shows every batch"
-        if failed
-        else f"Done: {count_of} workers finished in {results_dir}"
-    )
+    print(done_line(count_of - failed, count_of, "worker", results_dir))
     return 0 if not any(codes) else 130 if 130 in codes else 1
 
 
