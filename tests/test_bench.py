@@ -4,6 +4,7 @@ Speeds are machine-dependent and never asserted."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -86,3 +87,29 @@ def test_bench_compares_the_previous_and_the_flat_engine_side_by_side(tmp_path, 
         assert row["trials"] == 60  # a grid batch of [1*8] on a CPU
         assert row["loop"] == pytest.approx(row["train"] + row["validate"] + row["commit"])
         assert min(row["train"], row["validate"], row["commit"], row["ops_per_step"]) > 0
+
+
+def test_piped_bench_prints_plain_tables_and_a_small_rate_in_significant_figures(
+    tmp_path, repo_dataset, capsys, monkeypatch
+):
+    monkeypatch.setattr(bench, "matmul_peak", lambda device, precision: 1000.0)
+    monkeypatch.setattr(bench, "engine_epoch_seconds", lambda *args: 1000.0)  # a slow epoch
+    output = tmp_path / "bench.json"
+    bench.main(
+        [
+            *("--archs", "1*8", "--trials", "1", "--precisions", "fp32", "--no-upstream"),
+            *("--output", str(output), "--data-dir", str(repo_dataset), "--device", "cpu"),
+        ]
+    )
+    [row] = json.loads(output.read_text())["rows"]
+    rate = 6 * row["parameters"] * 50_000 / 1000.0 / 1e9  # about 0.002 GFLOP/s
+    assert row["gflops"] == pytest.approx(rate, rel=1e-3)
+    out = capsys.readouterr().out
+    assert f"1000.0000 s per trial-epoch, {rate:.3g} GFLOP/s" in out and " 0 GFLOP/s" not in out
+    assert not re.search("[\u2500-\u257f]", out)  # no box-drawing characters
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("arch "))
+    [table_row] = [line for line in lines if line.startswith("1*8 ")]
+    assert f"{rate:.3g}" in table_row.split()
+    end = header.index("GFLOP/s") + len("GFLOP/s")  # right-aligned under its header
+    assert table_row[:end].endswith(f"{rate:.3g}")
