@@ -4,12 +4,17 @@ Speeds are machine-dependent and never asserted."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 
 import pytest
 
 from psa.arch import Arch
-from psa.commands import bench
+from psa.commands import bench, bench_engines
+from psa.config import Hyperparameters
+from psa.engine import Engine
+from psa.model import build_network
 
 
 @pytest.mark.slow
@@ -113,3 +118,24 @@ def test_piped_bench_prints_plain_tables_and_a_small_rate_in_significant_figures
     assert f"{rate:.3g}" in table_row.split()
     end = header.index("GFLOP/s") + len("GFLOP/s")  # right-aligned under its header
     assert table_row[:end].endswith(f"{rate:.3g}")
+
+
+def test_counting_ops_leaves_no_profiler_noise_on_stderr(capfd, mnist_small):
+    """kineto's stage and start/stop lines, and its failed GPU probe without CUDA, stay out."""
+    network = build_network("resmlp", Arch([(1, 8)]))
+    engine = Engine(network, bench_engines.grid_trials(6), Hyperparameters(), mnist_small)
+    assert bench_engines.ops_per_step(engine, mnist_small, 256) > 0
+    err = capfd.readouterr().err
+    assert "gpuGetDeviceCount" not in err and "USDT:" not in err and "STAGE:" not in err, err
+
+
+def test_the_quiet_profiler_passes_real_errors_on(capfd):
+    with bench_engines.quiet_profiler():
+        os.write(2, b"USDT:2026-01-01 00:00:00 1:1 SyncActivityProfilerHandler.cpp:39] start\n")
+        os.write(2, b"ERROR:2026-01-01 00:00:00 1:1 DeviceProperties.cpp:56] gpuGetDeviceCount ")
+        os.write(2, b"failed with code 35\n")
+        os.write(2, b"ERROR:2026-01-01 00:00:00 1:1 Other.cpp:1] a real failure\n")
+        print("a warning from Python", file=sys.stderr)
+    err = capfd.readouterr().err
+    assert "a real failure" in err and "a warning from Python" in err
+    assert "USDT" not in err and "gpuGetDeviceCount" not in err
