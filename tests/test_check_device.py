@@ -4,6 +4,7 @@ report, and the float32 matmul precision it and every training command pin on CU
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -62,6 +63,20 @@ def test_the_table_names_every_check_and_says_pass(capsys, tmp_path, monkeypatch
     for check in ("forward logits", "gradients", "2 loops: LKG weights", "device_model"):
         assert check in out
     assert out.rstrip().endswith("PASS") and "FAIL" not in out
+
+
+def test_piped_tables_are_plain_aligned_text(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, out, err = check_device(["--device", "cpu", "--archs", ""], capsys)
+    assert status == 0, err
+    assert not re.search("[\u2500-\u257f]", out)  # no box-drawing characters
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("check "))
+    rows = lines[lines.index(header) + 1 :][: len(selfcheck.NUMERIC_NETWORKS) * 5]
+    for row in rows:  # "result" left-aligned, "tolerance" right-aligned, as the table says
+        assert row.index("PASS") == header.index("result")
+        end = header.index("tolerance") + len("tolerance")
+        assert row[end - 1] != " " and row[end] == " "
 
 
 def test_a_perturbed_engine_forward_fails_the_check(capsys, monkeypatch):

@@ -140,6 +140,17 @@ def test_dry_run_lists_and_keeps_everything(models, capsys):
     assert ".gitkeep" not in output
 
 
+@pytest.mark.parametrize(("names", "said"), [(["one"], "1 file"), (["one", "two"], "2 files")])
+def test_dry_run_counts_its_files_in_words(tmp_path, capsys, names, said):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_text(name)
+    clean.main(["--model-dir", str(folder), "--dry-run", *names])
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == f"Dry run: {said} in {folder} left in place."
+
+
 def test_bare_names_resolve_in_a_custom_model_dir(models, tmp_path):
     custom = tmp_path / "elsewhere"
     custom.mkdir()

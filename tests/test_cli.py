@@ -4,6 +4,7 @@ upstream command name, and the commands that must run without torch installed.""
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
 import os
@@ -197,10 +198,13 @@ def test_the_entry_restores_the_signal_handlers_it_replaced(monkeypatch):
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+@pytest.mark.parametrize("command", ["train", "sweep"])
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_during_start_up_ends_with_one_line_and_its_exit_status(tmp_path, signum, status):
+def test_a_signal_during_start_up_ends_with_one_line_saying_nothing_was_saved(
+    tmp_path, command, signum, status
+):
     process = subprocess.Popen(
-        [sys.executable, "-c", SHIM, "--slow-torch", "train", "--meta-loops", "1"],
+        [sys.executable, "-c", SHIM, "--slow-torch", command, "--meta-loops", "1"],
         cwd=tmp_path,
         env=_env(tmp_path),
         stderr=subprocess.PIPE,
@@ -215,8 +219,33 @@ def test_a_signal_during_start_up_ends_with_one_line_and_its_exit_status(tmp_pat
     out, err = process.communicate(timeout=60)
     name = signal.Signals(signum).name
     assert process.returncode == status
-    assert err == f"train: stopped by {name}; rerun the same command to continue\n"
+    assert err == f"{command}: stopped by {name}; nothing was saved; rerun the same command\n"
     assert out == ""
+    assert not (tmp_path / "models").exists() and not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "module", "place"),
+    [
+        ("train", "psa.commands.train", "--model-dir"),
+        ("sweep", "psa.sweep.runner", "--results-dir"),
+    ],
+)
+def test_a_stop_before_the_first_loop_says_nothing_was_saved(
+    tmp_path, monkeypatch, capsys, repo_dataset, command, module, place
+):
+    """Stopped while loading the data (after start-up, before any loop): not "continue"."""
+    from psa.errors import Interrupted
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted(signal.SIGINT)
+
+    monkeypatch.setattr(importlib.import_module(module), "load_mnist", interrupted)
+    flags = ["--arch", "[1*8]", "--meta-loops", "1", "--seed", "3", "--device", "cpu"]
+    flags += [place, str(tmp_path / "out"), "--data-dir", str(repo_dataset)]
+    assert cli.run(command, flags) == 130
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last == f"{command}: stopped by SIGINT; nothing was saved; rerun the same command"
 
 
 def test_clean_and_clean_all_run_without_torch(tmp_path):

@@ -70,7 +70,7 @@ def test_an_unknown_device_name_is_a_clear_error(machine, name):
     ("name", "gpus", "expected"),
     [
         ("cuda:1", 0, "--device cuda:1 was requested but "),
-        ("cuda:1", 1, "--device cuda:1 was requested but only 1 CUDA device(s) exist"),
+        ("cuda:1", 1, "--device cuda:1 was requested but only 1 CUDA device exists (cuda:0)"),
         ("mps", 0, "--device mps was requested but Apple MPS is not available"),
         ("tpu", 0, "unknown device 'tpu'"),
     ],

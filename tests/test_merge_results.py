@@ -150,6 +150,36 @@ def test_an_input_as_output_or_a_dir_without_records_is_refused(tmp_path, capsys
     assert snapshot(a) == before
 
 
+def finished_sweep_dir(path: Path, records: list[dict]) -> Path:
+    """A results dir as a finished sweep leaves it: trials.jsonl merged from its batches' own
+    record files, which stay beside it."""
+    results_dir(path, records)
+    (path / "records").mkdir()
+    (path / "records" / "batch-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_a_sweeps_results_dir_or_the_shipped_set_is_refused_as_the_output(tmp_path, capsys):
+    a = results_dir(tmp_path / "a", [sweep_record("4*17", "none", 1, 90.0)])
+    sweep = finished_sweep_dir(tmp_path / "sweep", [sweep_record("4*17", "none", 2, 92.0)])
+    shipped = results_dir(tmp_path / "shipped", [sweep_record("4*17", "none", 3, 93.0)])
+    (shipped / "SHIPPED.md").write_text("the shipped set\n")
+    before = snapshot(a, sweep, shipped)
+    message = refuse(capsys, ["--results-dir", str(sweep), str(a)])
+    assert f"--results-dir {sweep} is a sweep's results dir" in message
+    assert "give a new --results-dir" in message
+    message = refuse(capsys, ["--results-dir", str(shipped), str(a)])
+    assert "is the results set shipped with psa" in message
+    assert snapshot(a, sweep, shipped) == before
+    assert not (sweep / "provenance").exists() and not (shipped / "provenance").exists()
+    # As an input, the sweep's dir merges; and a previous merge's dir takes more.
+    merged = tmp_path / "merged"
+    merge_results.main(["--results-dir", str(merged), str(sweep)])
+    merge_results.main(["--results-dir", str(merged), str(a)])
+    records = [json.loads(line) for line in (merged / "trials.jsonl").read_text().splitlines()]
+    assert sorted(r["trial"] for r in records) == [1, 2]
+
+
 def test_a_missing_input_is_a_usage_error(tmp_path, capsys):
     missing = str(tmp_path / "x")
     with pytest.raises(SystemExit) as refused:

@@ -11,11 +11,13 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from command_support import refusal as command_refusal
 from psa.arch import parse_arch
 from psa.commands import merge_results
 from psa.commands import sweep as sweep_command
@@ -24,7 +26,7 @@ from psa.device import resolve_device
 from psa.errors import PsaError
 from psa.modes import MODES
 from psa.store import ResultsStore
-from psa.sweep import Shard, SweepRequest, parse_shard
+from psa.sweep import Shard, SweepRequest, parse_shard, slurm
 from psa.sweep.plan import Grid, assign, full_plan, read_plan, store_plan
 from psa.sweep.runner import prepare_results_dir
 from sweep_equality import assert_same_as_single_process as same_as_single_process
@@ -171,6 +173,36 @@ def test_status_of_a_dir_without_a_sweep_is_refused_in_one_line(tmp_path):
     assert "\n" not in message and "no settings.json" in message
 
 
+@pytest.mark.parametrize(
+    ("devices", "gpus", "expected"),
+    [
+        ("cuda:0,cuda:1", 0, "--devices names cuda:0, but "),
+        ("cuda:0,cuda:1", 1, "--devices names cuda:1, but only 1 CUDA device exists (cuda:0)"),
+        ("cpu,cuda:0", 0, "; name only devices this machine has"),
+        ("cpu,tpu", 0, "--devices: unknown device 'tpu'"),
+    ],
+)
+def test_devices_this_machine_lacks_are_refused_before_any_worker_starts(
+    tmp_path, repo_dataset, capsys, monkeypatch, devices, gpus, expected
+):
+    import torch
+
+    if gpus:  # a machine with one GPU (this one may have none)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    else:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    results = tmp_path / "results"
+    for extra in ([], ["--dry-run"]):
+        status, line = command_refusal(
+            capsys, "sweep", flags(results, repo_dataset, "--devices", devices, *extra)
+        )
+        assert status == 2
+        assert line.startswith("sweep: ") and expected in line
+        assert "--device cpu" not in line
+    assert not results.exists()  # no worker, no launcher dir
+
+
 @given(st.integers(1, 50), st.integers(1, 50))
 def test_a_shard_parses_from_i_slash_n_only_within_range(index, count):
     text = f"{index}/{count}"
@@ -209,6 +241,34 @@ def launch_arguments(results: Path, data_dir: Path, *extra: str):
     return sweep_command.launch_options(args), sweep_command.request_of(args)
 
 
+@pytest.mark.parametrize(
+    ("failed", "done"),
+    [
+        (0, "Done: 2 shards finished in {results}"),
+        (
+            1,
+            "Done: 1 of 2 shards finished; sweep --status --results-dir {results} shows every "
+            "batch",
+        ),
+    ],
+)
+def test_a_local_launch_ends_with_a_done_line_as_devices_does(
+    tmp_path, repo_dataset, monkeypatch, capsys, failed, done
+):
+    """submitit's jobs stood in for: what the launch prints once they have ended."""
+    jobs = [
+        SimpleNamespace(job_id=str(index), paths=SimpleNamespace(stdout=tmp_path / f"{index}.out"))
+        for index in (1, 2)
+    ]
+    monkeypatch.setattr(slurm, "launch", lambda options, request, printer: jobs)
+    monkeypatch.setattr(slurm, "wait", lambda jobs, on_end: failed)
+    results = tmp_path / "results"
+    argv = flags(results, repo_dataset, "--launcher", "local", "--shards", "2")
+    assert sweep_command.main(argv) == (1 if failed else 0)
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == done.format(results=results.absolute())
+
+
 @pytest.mark.slow
 def test_the_local_submitit_launcher_runs_the_shards_as_processes_like_one_sweep(
     reference, tmp_path, repo_dataset, capsys
@@ -221,6 +281,7 @@ def test_the_local_submitit_launcher_runs_the_shards_as_processes_like_one_sweep
     out = capsys.readouterr().out
     assert "Started 2 local submitit jobs" in out and "shard 2/2 finished" in out
     assert f"Watch: sweep --status --results-dir {results.absolute()}" in out
+    assert out.splitlines()[-1] == f"Done: 2 shards finished in {results.absolute()}"
     assert_same_as_single_process(results, reference)
     logs = sorted((results / "launcher").glob("*_0_log.out"))
     assert len(logs) == 2 and all("Sweep: 2 batches" in log.read_text() for log in logs)

@@ -21,9 +21,12 @@ from psa.arch import Arch, parse_arch, parse_key
 from psa.cli import run as run_command
 from psa.commands import sweep as sweep_command
 from psa.config import RunConfig
+from psa.engine import Engine
+from psa.errors import Interrupted
 from psa.modes import ABLATIVE_MODES, BASELINE_MODES, MODES
 from psa.report.inputs import read_summary_markdown, read_trials_markdown
 from psa.store import ResultsStore, Trial
+from psa.sweep import runner
 from psa.sweep.plan import plan_batches
 from psa.sweep.runner import prepare_results_dir
 from psa.wording import count
@@ -262,6 +265,39 @@ def assert_same_as_reference(results: Path, reference: Path) -> None:
         loops = [line["loop"] for line in read_log(results, arch, mode, trial)]
         assert loops == list(range(1, LOOPS + 1))
     assert not list(results.glob("batches/*.safetensors"))
+
+
+def interrupt(*args, **kwargs):
+    raise Interrupted(signal.SIGINT)
+
+
+def test_a_sweep_stopped_in_its_first_loop_says_nothing_was_saved(
+    tmp_path, repo_dataset, monkeypatch, capsys
+):
+    monkeypatch.setattr(Engine, "run_loop", interrupt)
+    results = tmp_path / "results"
+    argv = sweep_flags(results, repo_dataset, "--modes", "none", "--trials", "1")
+    with pytest.raises(SystemExit) as stopped:  # the sweep printed its line and exits
+        run_command("sweep", argv)
+    assert stopped.value.code == 130
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last == (
+        "sweep: stopped by SIGINT; no loop was completed and nothing was saved; "
+        "rerun the same command to resume"
+    )
+    assert read_records(results) == [] and not list(results.glob("batches/*"))
+
+
+def test_a_sweep_stopped_after_its_loops_does_not_say_nothing_was_saved(
+    tmp_path, repo_dataset, monkeypatch, capsys
+):
+    monkeypatch.setattr(runner, "Finished", interrupt)  # the stop lands as the sweep ends
+    results = tmp_path / "results"
+    argv = sweep_flags(results, repo_dataset, "--modes", "none", "--trials", "1")
+    assert run_command("sweep", argv) == 130
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("sweep: stopped by SIGINT; ") and "nothing was saved" not in last
+    assert len(read_records(results)) == len(ARCHS)
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from psa import interrupts
 from psa.errors import Interrupted, PsaError, exit_status, os_error_line, stopped_line
 
 # Console command -> "module:function" taking argv. An alias is one more row.
@@ -93,6 +94,8 @@ GROUPS = {
 }
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# The commands that save their work as they go; stopped before they saved any, they say so.
+SAVING_COMMANDS = frozenset({"train", "sweep"})
 
 _running: str | None = None
 
@@ -105,6 +108,7 @@ def run(command: str, argv: Sequence[str], name: str | None = None) -> int:
     for number in STOP_SIGNALS:
         signal.signal(number, _stop)
     _running = name or command
+    interrupts.command_begins()
     try:
         if version_requested(argv):
             from psa.revision import version_text
@@ -115,7 +119,7 @@ def run(command: str, argv: Sequence[str], name: str | None = None) -> int:
         status = getattr(importlib.import_module(module), function)(list(argv))
         return status if isinstance(status, int) else 0
     except KeyboardInterrupt as stop:
-        print(stopped_line(_running, stop, "rerun the same command to continue"), file=sys.stderr)
+        print(stopped_line(_running, stop, stop_detail(command)), file=sys.stderr)
         return exit_status(stop)
     except PsaError as error:
         print(f"{_running}: {one_line(str(error))}", file=sys.stderr)
@@ -137,6 +141,14 @@ def run(command: str, argv: Sequence[str], name: str | None = None) -> int:
         _running = None
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def stop_detail(command: str) -> str:
+    """What the stop line of ``command`` says when the command did not say it itself: train and
+    sweep stopped at start-up (or before their first loop) have saved nothing."""
+    if command in SAVING_COMMANDS and interrupts.saved_nothing():
+        return "nothing was saved; rerun the same command"
+    return "rerun the same command to continue"
 
 
 def psa(argv: Sequence[str] | None = None) -> int:

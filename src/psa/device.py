@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from psa.errors import PsaError
+from psa.wording import count
 
 CHOICES = ("auto", "cpu", "cuda", "mps")
 # torch's names for the precision of float32 matmuls; "highest" is full fp32.
@@ -44,42 +45,48 @@ def _pick_device(name: str | None) -> torch.device:
         if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
+    device = parse_device(name)
+    reason = absence(device)
+    if reason is not None:
+        raise DeviceError(
+            f"--device {device} was requested but {reason}; "
+            "omit --device to pick the best available device, or use --device cpu"
+        )
+    return device
+
+
+def parse_device(name: str) -> torch.device:
+    """The torch device ``name`` names; refuses a name that is none, or one psa cannot use."""
     try:
         device = torch.device(name)
     except RuntimeError:
         raise DeviceError(
             f"unknown device {name!r}; use one of {', '.join(CHOICES)} (or cuda:N)"
         ) from None
-    if device.type == "cuda":
-        _require_cuda(device)
-    elif device.type == "mps":
-        if not _mps_available():
-            raise DeviceError(
-                "--device mps was requested but Apple MPS is not available on this machine; "
-                "omit --device to pick the best available device, or use --device cpu"
-            )
-    elif device.type != "cpu":
+    if device.type not in ("cpu", "cuda", "mps"):
         raise DeviceError(f"device {name!r} is not supported; use one of {', '.join(CHOICES)}")
     return device
 
 
-def _require_cuda(device: torch.device) -> None:
-    if not torch.cuda.is_available():
-        reason = (
-            "this torch build has no CUDA support"
-            if torch.version.cuda is None
-            else "no CUDA GPU is visible"
-        )
-        raise DeviceError(
-            f"--device {device} was requested but {reason}; "
-            "omit --device to pick the best available device, or use --device cpu"
-        )
-    count = torch.cuda.device_count()
-    if device.index is not None and device.index >= count:
-        raise DeviceError(
-            f"--device {device} was requested but only {count} CUDA device(s) exist "
-            f"(cuda:0 to cuda:{count - 1})"
-        )
+def absence(device: torch.device) -> str | None:
+    """Why this machine lacks ``device`` ("this torch build has no CUDA support"), or None
+    when it has it."""
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            if torch.version.cuda is None:
+                return "this torch build has no CUDA support"
+            return "no CUDA GPU is visible"
+        gpus = torch.cuda.device_count()
+        if device.index is not None and device.index >= gpus:
+            verb = "exists" if gpus == 1 else "exist"
+            return f"only {count(gpus, 'CUDA device')} {verb} ({_cuda_range(gpus)})"
+    elif device.type == "mps" and not _mps_available():
+        return "Apple MPS is not available on this machine"
+    return None
+
+
+def _cuda_range(gpus: int) -> str:
+    return "cuda:0" if gpus == 1 else f"cuda:0 to cuda:{gpus - 1}"
 
 
 def _mps_available() -> bool:

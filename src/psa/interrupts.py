@@ -16,6 +16,7 @@ from psa.errors import Interrupted
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _requeued = [False]  # whether a scheduler runs this stopped process again by itself
+_may_have_saved = [False]  # whether the command running may have saved work (see saving())
 
 
 def announce_requeue(requeued: bool) -> None:
@@ -29,6 +30,24 @@ def resume_hint() -> str:
     if _requeued[0]:
         return "the scheduler requeues this task and it resumes by itself (nothing to rerun)"
     return "rerun the same command to resume"
+
+
+def command_begins() -> None:
+    """A command starts: nothing of its own is on disk yet."""
+    _may_have_saved[0] = False
+
+
+def saving() -> None:
+    """From here on a stop may leave work of the running command on disk (a loop's commit, a
+    worker started), so its stop line no longer says that nothing was saved."""
+    _may_have_saved[0] = True
+
+
+def saved_nothing() -> bool:
+    """Whether the running command has certainly saved nothing: ``train`` and ``sweep`` save
+    their loops only inside :func:`held` sections, which mark it, and their workers and
+    launchers mark it before they start."""
+    return not _may_have_saved[0]
 
 
 @contextlib.contextmanager
@@ -46,7 +65,9 @@ def sigterm_stops() -> Iterator[None]:
 
 @contextlib.contextmanager
 def held() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM for the duration; a held signal stops the run right after."""
+    """Hold Ctrl-C and SIGTERM for the duration; a held signal stops the run right after. Work
+    is saved inside such sections, so entering one counts as :func:`saving`."""
+    saving()
     if threading.current_thread() is not threading.main_thread():
         yield
         return

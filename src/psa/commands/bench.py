@@ -24,6 +24,7 @@ from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.commands import bench_engines
 from psa.commands.bench_engines import COMPARED_ARCHS
+from psa.commands.console import print_table
 from psa.config import HYPERPARAMETER_NAMES, PRECISIONS, Hyperparameters, RunConfig
 from psa.data import DatasetError, MnistSplits, load_mnist
 from psa.device import DeviceError, resolve_device
@@ -128,8 +129,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def compare(args, archs, device, data: MnistSplits) -> dict:
     console = Console(highlight=False, soft_wrap=True)
-    if not console.is_terminal:
-        console.width = 140
     hyper = RunConfig.from_args(args).hyper
     rows = []
     for shape in archs:
@@ -150,7 +149,7 @@ def compare(args, archs, device, data: MnistSplits) -> dict:
         "threads": torch.get_num_threads(),
         **version_stamp(device),
     }
-    console.print(bench_engines.comparison_table(rows))
+    print_table(console, bench_engines.comparison_table(rows))
     write_text_atomically(args.output, json.dumps(report, indent=2) + "\n")
     console.print(f"Wrote {args.output}")
     return report
@@ -158,12 +157,10 @@ def compare(args, archs, device, data: MnistSplits) -> dict:
 
 def run(args, archs, ks, precisions, device, data: MnistSplits) -> dict:
     console = Console(highlight=False, soft_wrap=True)
-    if not console.is_terminal:
-        console.width = 140  # keep the table whole in logs and pipes
     peaks = {p: matmul_peak(device, p) for p in precisions}
     console.print(
         "Matmul peak (2048x2048): "
-        + ", ".join(f"{p} {gflops:.0f} GFLOP/s" for p, gflops in peaks.items())
+        + ", ".join(f"{p} {gflops_text(gflops)} GFLOP/s" for p, gflops in peaks.items())
     )
     rows = []
     steps_per_epoch = math.ceil(TRAIN_ROWS / args.batch_size)
@@ -194,7 +191,7 @@ def run(args, archs, ks, precisions, device, data: MnistSplits) -> dict:
         "threads": torch.get_num_threads(),
         **version_stamp(device),
     }
-    console.print(summary_table(rows))
+    print_table(console, summary_table(rows))
     write_text_atomically(args.output, json.dumps(report, indent=2) + "\n")
     console.print(f"Wrote {args.output}")
     return report
@@ -296,7 +293,7 @@ def _row(
         "precision": precision,
         "epoch_seconds": round(epoch_seconds, 4),
         "seconds_per_trial_epoch": round(per_trial, 4),
-        "gflops": round(flops / epoch_seconds / 1e9, 1),
+        "gflops": float(f"{flops / epoch_seconds / 1e9:.4g}"),  # 4 significant figures
         "fp32_floor_seconds_per_trial_epoch": round(floor, 4),
     }
 
@@ -304,8 +301,15 @@ def _row(
 def _line(row: dict) -> str:
     return (
         f"[{row['arch']}] {row['engine']} K={row['trials']} {row['precision']}: "
-        f"{row['seconds_per_trial_epoch']:.4f} s per trial-epoch, {row['gflops']:.0f} GFLOP/s"
+        f"{row['seconds_per_trial_epoch']:.4f} s per trial-epoch, {gflops_text(row['gflops'])} "
+        "GFLOP/s"
     )
+
+
+def gflops_text(gflops: float) -> str:
+    """GFLOP/s to 3 significant figures, whole from 100 up: 0.0484, 3.07, 42.1, 1234 (a small
+    network's rate is a fraction of one)."""
+    return f"{gflops:.0f}" if gflops >= 100 else f"{gflops:.3g}"
 
 
 def summary_table(rows: list[dict]) -> Table:
@@ -335,7 +339,7 @@ def summary_table(rows: list[dict]) -> Table:
             str(r["trials"]),
             r["precision"],
             f"{r['seconds_per_trial_epoch']:.4f}",
-            f"{r['gflops']:.0f}",
+            gflops_text(r["gflops"]),
             f"{r['fp32_floor_seconds_per_trial_epoch']:.4f}",
             ratio,
         )

@@ -5,9 +5,14 @@ validate and commit (the batch state a sweep saves every loop), and aten ops per
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import re
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 
 import torch
 from rich.table import Table
@@ -25,6 +30,12 @@ COMPARED_ARCHS = ("[4*17]", "[18*18]", "[1*1024]", "[2048*1]")
 ENGINES = {"previous": previous_engine, "flat": current_engine}
 GRID_TRIALS = 60  # six modes x ten trials of one architecture
 TRAIN_ROWS, VAL_ROWS = 50_000, 10_000
+# What kineto (torch.profiler's C++ side) writes straight to file descriptor 2 as a matter of
+# course: a line per stage, a line per start and stop, and, on a machine without CUDA, its probe
+# of the GPUs failing ("ERROR:... gpuGetDeviceCount failed with code 35").
+PROFILER_NOISE = re.compile(
+    r"(STAGE|USDT):\S+ \S+ \d+:\d+ \S+\] |ERROR:\S+ \S+ \d+:\d+ \S+\] gpuGetDeviceCount failed"
+)
 
 
 def sweep_k(network: Network, batch_size: int, device: torch.device) -> int:
@@ -69,10 +80,32 @@ def ops_per_step(engine, data: MnistSplits, batch: int) -> float:
     counts = []
     for steps in (2, 4):
         engine.data = _rows(data, steps * batch, 1000)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            engine._train_epoch(engine.loops_completed + 1)
-        counts.append(sum(1 for e in prof.events() if e.name.startswith("aten::")))
+        with quiet_profiler():
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                engine._train_epoch(engine.loops_completed + 1)
+            counts.append(sum(1 for e in prof.events() if e.name.startswith("aten::")))
     return (counts[1] - counts[0]) / 2
+
+
+@contextlib.contextmanager
+def quiet_profiler() -> Iterator[None]:
+    """Hold what the block writes to file descriptor 2 and pass on every line of it but the
+    profiler's routine noise (``PROFILER_NOISE``): a real error still reaches stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            for line in held.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if not PROFILER_NOISE.match(line):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
 
 
 def _validate_seconds(engine, data: MnistSplits) -> float:

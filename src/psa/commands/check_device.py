@@ -18,6 +18,7 @@ from psa.arch import ArchError, parse_key
 from psa.arguments import add_device_flag, positive_int
 from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
+from psa.commands.console import print_table
 from psa.costs import DEVICE_COSTS_DIR, device_costs_path
 from psa.device import DeviceError, resolve_device
 from psa.errors import UsageExit
@@ -89,12 +90,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_report(result: SelfCheck) -> None:
     console = Console(highlight=False, soft_wrap=True)
-    if not console.is_terminal:
-        console.width = 120
     settings = Table(title="Device and numerical settings", show_header=False)
     for key, value in result.environment.items():
         settings.add_row(key, "-" if value is None else str(value))
-    console.print(settings)
+    print_table(console, settings)
     checks = Table(title="Against the float64 CPU reference")
     for column in ("check", "network", "error", "tolerance", "unit", "result"):
         checks.add_column(column, justify="right" if column in ("error", "tolerance") else "left")
@@ -107,7 +106,7 @@ def print_report(result: SelfCheck) -> None:
             c.unit,
             "PASS" if c.passed else "FAIL",
         )
-    console.print(checks)
+    print_table(console, checks)
     if result.timings:
         speed = Table(title="Training speed at the sweep's K (a loop: 50,000 + 10,000 images)")
         for column in ("arch", "K", "steps timed", "s/step", "s/loop", "trial-epochs/s"):
@@ -121,7 +120,7 @@ def print_report(result: SelfCheck) -> None:
                 f"{t.seconds_per_loop:.1f}",
                 f"{t.trial_epochs_per_second:.2f}",
             )
-        console.print(speed)
+        print_table(console, speed)
         grid = result.as_json()["grid"]
         console.print(
             f"Paper grid ({grid['architectures']} architectures x {grid['trials_per_architecture']}"

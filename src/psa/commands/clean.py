@@ -10,6 +10,7 @@ from pathlib import Path
 from psa.checkpoint import DEFAULT_NAME
 from psa.cli import CommandParser
 from psa.errors import UsageError
+from psa.wording import count
 
 KEEP = frozenset({".gitkeep"})
 
@@ -83,7 +84,7 @@ def run(arguments: argparse.Namespace, prog: str = "clean") -> None:
     if arguments.dry_run:
         for target in targets:
             print(f"would delete {target}")
-        print(f"Dry run: {len(targets)} file(s) in {model_dir} left in place.")
+        print(f"Dry run: {count(len(targets), 'file')} in {model_dir} left in place.")
         return
     # --all deletes without asking, as upstream's clean-all; several other files are confirmed.
     ask = len(targets) > 1 and not arguments.all and not arguments.yes

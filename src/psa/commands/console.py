@@ -1,5 +1,6 @@
 """Terminal output of the training commands: rich tables and bars on a terminal, one plain
-line per meta-loop everywhere else (CI, SageMaker, pipes), in a format log parsers read.
+line per meta-loop everywhere else (CI, SageMaker, pipes), in a format log parsers read; tables
+there as plain aligned text.
 
 rich is imported only for a terminal: it is half a second of every other run's start-up.
 """
@@ -148,3 +149,30 @@ def architecture_table(network: Network) -> Table:
     table.add_section()
     table.add_row("", "total", "", "", "", f"{network.parameter_count():,}")
     return table
+
+
+def print_table(console: Console, table: Table) -> None:
+    """``table`` as rich draws it on a terminal; elsewhere (a pipe, a log, CI) as plain aligned
+    text, with no box characters for a reader or a parser to trip on."""
+    if console.is_terminal:
+        console.print(table)
+    else:
+        print(plain_table(table) + "\n", flush=True)  # a blank line ends it, as a border would
+
+
+def plain_table(table: Table) -> str:
+    """The title, then the header (when the table shows one) and each row on a line, the columns
+    two spaces apart, each aligned as the table aligns it."""
+    columns = [
+        ([str(column.header)] if table.show_header else []) + [str(cell) for cell in column.cells]
+        for column in table.columns
+    ]
+    widths = [max(len(text) for text in cells) for cells in columns]
+    lines = [str(table.title)] if table.title else []
+    for row in zip(*columns):
+        cells = [
+            text.rjust(width) if column.justify == "right" else text.ljust(width)
+            for text, width, column in zip(row, widths, table.columns)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)

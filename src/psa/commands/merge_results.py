@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--results-dir",
         type=Path,
         required=True,
-        help="the merged results dir (new, empty, or a previous merge's, whose records are kept)",
+        help="the merged results dir: new, empty, or a previous merge's (whose records are kept); "
+        "never a sweep's own",
     )
     parser.add_argument(
         "inputs", type=existing_path, nargs="+", metavar="DIR", help="results dirs to merge"
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> None:
             f"--results-dir {output} holds batches a sweep stopped mid-way (batches/); let that "
             "sweep finish or name another --results-dir"
         )
+    check_not_a_sweeps(ResultsStore(output))
     previous = output.is_dir() and bool(ResultsStore(output).record_files())
     if output.is_dir() and not previous and any(output.iterdir()):
         raise MergeError(
@@ -70,6 +72,22 @@ def run(args: argparse.Namespace) -> None:
     print(
         f"{len(merged.records)} trial records ({counts}; {merged.duplicates} exact duplicates "
         f"dropped) -> {output}"
+    )
+
+
+def check_not_a_sweeps(store: ResultsStore) -> None:
+    """The output may be a previous merge's, never a sweep's results dir (its batches' own record
+    files, which a merge never writes, mark it) nor the shipped set: a merge rewrites the dir's
+    trials.jsonl and tables, which are that sweep's."""
+    if store.is_shipped():
+        whose = "is the results set shipped with psa"
+    elif store.batch_record_files():
+        whose = "is a sweep's results dir (it holds records/), not a previous merge's"
+    else:
+        return
+    raise MergeError(
+        f"--results-dir {store.root} {whose}; give a new --results-dir and {store.root} as one "
+        "of the dirs to merge"
     )
 
 

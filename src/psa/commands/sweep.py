@@ -271,8 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     check_not_shipped(args)
     # Every shard a launcher starts runs with the one base seed settled here.
     if args.launcher is not None:
+        interrupts.saving()  # its tasks save; a stop's line cannot say that nothing was
         return launch(launch_options(args), runner.seeded(request_of(args)))
     if args.devices is not None:
+        interrupts.saving()
         return run_devices(runner.seeded(request_of(args)), args.devices, args.launcher_dir)
     if args.shards is not None:
         raise UsageError("--shards N needs --launcher local or slurm; or give --shard I/N")
@@ -322,6 +324,7 @@ class SweepPrinter:
         self.progress: Progress | None = None
         self.task = None
         self.stopped = False  # whether it printed a Stopped event's line
+        self.loops_saved = 0  # loops this run committed (LoopDone events)
 
     def __enter__(self) -> SweepPrinter:
         return self
@@ -373,6 +376,7 @@ class SweepPrinter:
                     f"({count(saved, 'loop')} saved)"
                 )
         elif isinstance(event, LoopDone):
+            self.loops_saved += 1
             if self.progress is not None:
                 self.progress.advance(self.task, len(event.started.batch.trials))
             if not console.is_terminal:
@@ -390,10 +394,13 @@ class SweepPrinter:
         elif isinstance(event, BatchLost):
             print(f"sweep: {event.reason}; leaving that batch to it", file=sys.stderr)
         elif isinstance(event, Stopped):
-            detail = (
+            saved = (
                 "finished trials are recorded and unfinished batches saved at their last "
-                f"completed loop; {interrupts.resume_hint()}"
+                "completed loop"
+                if self.loops_saved
+                else "no loop was completed and nothing was saved"
             )
+            detail = f"{saved}; {interrupts.resume_hint()}"
             print(stopped_line(running("sweep"), event.error, detail), file=sys.stderr)
             self.stopped = True
         elif isinstance(event, Finished):
@@ -442,7 +449,19 @@ def launch(options: slurm.LaunchOptions, request: SweepRequest) -> int:
     print(f"Watch: {command_hint('sweep')} --status --results-dir {results_dir}")
     if options.launcher == "slurm":
         return 0
-    return 1 if slurm.wait(jobs, print_shard_end) else 0
+    failed = slurm.wait(jobs, print_shard_end)
+    print(done_line(len(jobs) - failed, len(jobs), "shard", results_dir))
+    return 1 if failed else 0
+
+
+def done_line(finished: int, total: int, what: str, results_dir: Path) -> str:
+    """The last line of a sweep run as several shards here: how many finished, and where."""
+    if finished < total:
+        return (
+            f"Done: {finished} of {count(total, what)} finished; {command_hint('sweep')} "
+            f"--status --results-dir {results_dir} shows every batch"
+        )
+    return f"Done: {count(total, what)} finished in {results_dir}"
 
 
 def print_shard_end(ended: slurm.ShardEnded) -> None:
@@ -498,12 +517,7 @@ def run_devices(request: SweepRequest, names: tuple[str, ...], launcher_dir: Pat
             error = worker.error or f"exited with {worker.exit_code}"
             print(f"  {place}: {error} (log {worker.log})", file=sys.stderr)
     failed = sum(1 for code in codes if code)
-    print(
-        f"Done: {count_of - failed} of {count_of} workers finished; {command_hint('sweep')} "
-        f"--status --results-dir {results_dir} shows every batch"
-        if failed
-        else f"Done: {count_of} workers finished in {results_dir}"
-    )
+    print(done_line(count_of - failed, count_of, "worker", results_dir))
     return 0 if not any(codes) else 130 if 130 in codes else 1
 
 

@@ -37,12 +37,31 @@ class Worker:
 
 
 def parse_devices(text: str) -> tuple[str, ...]:
-    """``"cuda:0,cuda:1"`` -> the device names (each is checked when its worker resolves it);
-    raises ValueError when none is named."""
+    """``"cuda:0,cuda:1"`` -> the device names (:func:`check_present` checks them on this
+    machine); raises ValueError when none is named."""
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     if not names:
         raise ValueError(f"{text!r} names no device; give e.g. cuda:0,cuda:1")
     return names
+
+
+def check_present(names: tuple[str, ...]) -> None:
+    """Refuse, as the command line's error, a device name this machine lacks or torch does not
+    know: checked before any worker starts, where each such worker would only fail."""
+    from psa.device import DeviceError, absence, parse_device  # torch loads here
+
+    for name in names:
+        if name == "auto":
+            continue
+        try:
+            reason = absence(parse_device(name))
+        except DeviceError as error:
+            raise UsageError(f"--devices: {error}") from None
+        if reason is not None:
+            raise UsageError(
+                f"--devices names {name}, but {reason}; name only devices this machine has "
+                "(e.g. --devices cpu,cpu for two workers on the CPU)"
+            )
 
 
 def threads_per_worker(devices: tuple[str, ...]) -> int | None:
@@ -60,9 +79,11 @@ def log_folder(request: SweepRequest, launcher_dir: Path | None) -> Path:
 def workers(
     request: SweepRequest, devices: tuple[str, ...], launcher_dir: Path | None = None
 ) -> list[Worker]:
-    """The workers ``run_workers`` starts, in shard order (nothing is started)."""
+    """The workers ``run_workers`` starts, in shard order (nothing is started); refuses devices
+    this machine lacks."""
     if request.shard is not None:
         raise UsageError("--devices starts one shard per device itself; drop --shard/--launcher")
+    check_present(devices)
     threads = threads_per_worker(devices)
     folder = log_folder(request, launcher_dir)
     count = len(devices)
