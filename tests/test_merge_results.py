@@ -187,3 +187,69 @@ def test_a_missing_input_is_a_usage_error(tmp_path, capsys):
     assert refused.value.code == 2
     assert f"{missing} does not exist" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def move_out_and_link(path: Path, outside: Path) -> None:
+    """Move ``path`` to ``outside`` and leave a symlink to it in its place."""
+    outside.parent.mkdir(parents=True, exist_ok=True)
+    path.rename(outside)
+    path.symlink_to(outside)
+
+
+def test_merge_refuses_a_loop_log_symlinked_to_a_secret_outside_its_inputs(tmp_path, capsys):
+    secret = tmp_path / "home" / ".env"
+    secret.parent.mkdir()
+    secret.write_text("AWS_SECRET_ACCESS_KEY=do-not-leak\n")
+    a = results_dir(tmp_path / "a", [sweep_record("4*17", "none", 1, 90.0)])
+    log = a / "logs" / "4x17" / "none-t1.jsonl"
+    log.unlink()
+    log.symlink_to(secret)
+    out = tmp_path / "merged"
+    message = refuse(capsys, ["--results-dir", str(out), str(a)])
+    assert f"{log} leads by a symlink to {secret}, outside the dirs merged" in message
+    assert f"leave {a} out" in message
+    assert "do-not-leak" not in message
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "settings.json",
+        "plan.json",
+        "trials.jsonl",
+        "records/b1.jsonl",
+        "logs/4x17/none-t1.jsonl",
+        "logs/4x17",
+        "provenance/20250101T000000000000Z-abcdef.json",
+        "provenance/20250101T000000000000Z-abcdef.diff",
+    ],
+)
+def test_merge_refuses_every_kind_of_file_it_copies_symlinked_outside_its_inputs(
+    tmp_path, capsys, name
+):
+    a = results_dir(tmp_path / "a", [sweep_record("4*17", "none", 1, 90.0)])
+    (a / "plan.json").write_text("{}\n")
+    (a / "records").mkdir()
+    (a / "records" / "b1.jsonl").write_text(json.dumps(sweep_record("4*17", "full", 1, 91.0)))
+    (a / "provenance").mkdir()
+    (a / "provenance" / "20250101T000000000000Z-abcdef.json").write_text('{"id": "x"}\n')
+    (a / "provenance" / "20250101T000000000000Z-abcdef.diff").write_text("diff\n")
+    outside = tmp_path / "elsewhere" / "file"
+    move_out_and_link(a / name, outside)
+    out = tmp_path / "merged"
+    message = refuse(capsys, ["--results-dir", str(out), str(a)])
+    assert f"leads by a symlink to {outside}" in message and "outside the dirs merged" in message
+    assert not out.exists()
+
+
+def test_a_symlink_from_one_input_into_another_is_merged(tmp_path, capsys):
+    a = results_dir(tmp_path / "a", [sweep_record("4*17", "none", 1, 90.0)])
+    b = results_dir(tmp_path / "b", [sweep_record("4*17", "none", 2, 92.0)])
+    log = b / "logs" / "4x17" / "none-t2.jsonl"
+    move_out_and_link(log, a / "logs" / "4x17" / "kept-t2.jsonl")
+    out = tmp_path / "merged"
+    merge_results.main(["--results-dir", str(out), str(a), str(b)])
+    assert "2 trial records" in capsys.readouterr().out
+    copied = out / "logs" / "4x17" / "none-t2.jsonl"
+    assert not copied.is_symlink() and copied.read_bytes() == log.read_bytes()

@@ -4,10 +4,20 @@ runner, so each flag parses and reports errors the same way everywhere."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from psa.modes import MODES
 from psa.sweep.request import Shard, parse_shard
+
+# Bounds on counts that size what a command lists or allocates before its first step, far above
+# any grid a researcher runs (the paper's: 98 architectures x 6 modes x 10 trials x 100
+# meta-loops), so that a slip of the keyboard is a usage error instead of exhausted memory.
+MAX_TRIALS = 1_000  # trials per mode: every trial of the grid is listed before any runs
+MAX_TRIALS_TOGETHER = len(MODES) * MAX_TRIALS  # bench's K: the most a sweep's batch can hold
+MAX_SHARDS = 1_000  # shards or SageMaker jobs: each is planned in advance (a dry run previews each)
+MAX_TIMED_STEPS = 196  # check-device: an epoch's steps at batch 256, its images made in memory
+MAX_DPI = 1_200  # a figure's pixels are allocated at once: 2,400 dpi needs gigabytes
 
 
 def positive_int(text: str) -> int:
@@ -18,6 +28,34 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return value
+
+
+def bounded_int(most: int, what: str) -> Callable[[str], int]:
+    """A whole number from 1 to ``most``; above it, a usage error that names the bound, ``what``
+    it bounds and why."""
+
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > most:
+            raise argparse.ArgumentTypeError(
+                f"{value} is more than {most}, the most {what}; give at most {most}"
+            )
+        return value
+
+    parse.__name__ = "bounded_int"  # argparse names the type in some messages
+    return parse
+
+
+trial_count = bounded_int(
+    MAX_TRIALS,
+    "trials per mode psa runs (every trial is listed before the first one runs, and the paper "
+    "runs 10)",
+)
+shard_count = bounded_int(
+    MAX_SHARDS,
+    "shards psa splits a grid into (each is planned in advance, and SLURM's default array "
+    "limit is 1,001 tasks)",
+)
 
 
 def existing_path(text: str) -> Path:
@@ -69,8 +107,10 @@ def add_cuda_graph_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def argparse_shard(text: str) -> Shard:
-    """``--shard I/N``."""
+    """``--shard I/N``, N bounded as ``--shards`` is."""
     try:
-        return parse_shard(text)
+        shard = parse_shard(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    shard_count(str(shard.count))
+    return shard

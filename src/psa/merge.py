@@ -4,11 +4,14 @@ SageMaker jobs collected by sagemaker-results-parser.
 Every input must hold the same settings (from its settings.json, or else from what its records
 carry). A trial recorded in several inputs with the same numbers is one trial (the first input's
 record and loop log are kept); with different numbers it is a conflict and nothing is written.
-Inputs are only read, each through its results store.
+Inputs are only read, each through its results store, and none of them may hold a symlink out of
+the inputs among the files a merge reads: a shard from someone else could otherwise pull the
+merging user's files (``~/.aws/credentials``) into the merged dir.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from psa.config import ConfigError, RunConfig
 from psa.errors import PsaError
 from psa.modes import MODES
 from psa.store import ResultsFormatError, ResultsStore, StoreError, Trial
-from psa.store.provenance import copy_provenance
+from psa.store.provenance import copy_provenance, provenance_files
 from psa.store.tables import write_tables
 from psa.sweep.plan import PlanError, read_plan
 
@@ -123,8 +126,42 @@ def _describe(record: dict) -> str:
     return ", ".join(f"{key} {record.get(key)}" for key in OUTCOME_KEYS)
 
 
+def merged_files(store: ResultsStore) -> list[Path]:
+    """Every file of a results dir that a merge reads: its settings, plan, records, loop logs
+    and provenance files."""
+    return [
+        store.settings_path,
+        store.plan_path,
+        *store.record_files(),
+        *store.log_files(),
+        *provenance_files(store.root),
+    ]
+
+
+def refuse_links_out(paths: list[Path]) -> None:
+    """Raise MergeError for the first file a merge would read from ``paths`` that leads (by a
+    symlink, of the file or of a folder above it) out of every one of them."""
+    roots = [path.resolve() for path in paths]
+    for path in paths:
+        for file in merged_files(ResultsStore(path)):
+            if not os.path.lexists(file):
+                continue
+            try:
+                target = file.resolve()
+            except (OSError, RuntimeError):  # a symlink loop: nothing is read through it
+                continue
+            if not any(target.is_relative_to(root) for root in roots):
+                raise MergeError(
+                    f"{file} leads by a symlink to {target}, outside the dirs merged, and "
+                    "merge-results copies nothing from outside its inputs; put the file itself "
+                    f"there or leave {path} out"
+                )
+
+
 def merge(paths: list[Path]) -> Merged:
-    """Read and check every input; raises MergeError on mismatched settings or a conflict."""
+    """Read and check every input; raises MergeError on a symlink out of the inputs,
+    mismatched settings or a conflict."""
+    refuse_links_out(paths)
     sources = [read_source(path) for path in paths]
     first = sources[0]
     for source in sources[1:]:
@@ -201,4 +238,3 @@ def write_merged(merged: Merged, output: Path) -> None:
         store.write_plan(merged.plan_text)
     store.write_trials(merged.records)
     write_tables(store, merged.settings.model, merged.arch_order)
-

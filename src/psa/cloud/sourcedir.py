@@ -6,6 +6,10 @@ requirements.txt (only what the image lacks) and runs ``python train.py``; /opt/
 the script's directory, so ``import psa`` and ``importlib.metadata.version("psa")`` work without
 installing the package. The archive is byte-for-byte reproducible, so its content hash names its
 S3 key and an unchanged tree is uploaded once.
+
+It holds only what the job needs: in a git checkout the files git tracks (an untracked ``.env``
+or ``*.tmp`` stays home), elsewhere (an installed package) the module and data files by suffix,
+never a dotfile; and never a file reached by a symlink leading out of its folder.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
+import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +29,8 @@ import psa
 from psa.cloud.aws_setup import AwsSetup, SetupError
 
 ENTRY_POINT = "train.py"
+# What an installed package's folder contributes: its modules and data files, by suffix.
+PACKED_SUFFIXES = (".py", ".pyi", ".typed", ".json", ".txt")
 MNIST_FILES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -56,11 +64,65 @@ class Bundle:
         return f"{prefix}/source/{self.digest[:16]}/sourcedir.tar.gz"
 
 
+def tracked_files(folder: Path) -> list[str] | None:
+    """The files git tracks under ``folder`` (paths relative to it), or None outside a git
+    checkout or without git. ``git ls-files`` reads the index only: no network."""
+    try:
+        listed = subprocess.run(
+            ["git", "-C", str(folder), "ls-files", "-z", "--", "."],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if listed.returncode != 0:
+        return None
+    return [name for name in os.fsdecode(listed.stdout).split("\0") if name]
+
+
+def files_by_suffix(folder: Path) -> list[str]:
+    """The module and data files under ``folder`` (paths relative to it), by suffix; no dot
+    folder, __pycache__ or folder reached by a symlink is entered."""
+    names = []
+    for parent, folders, files in os.walk(folder):  # symlinked folders are not entered
+        folders[:] = [
+            name for name in folders if not name.startswith(".") and name != "__pycache__"
+        ]
+        base = Path(parent).relative_to(folder)
+        names += [
+            (base / name).as_posix() for name in files if Path(name).suffix in PACKED_SUFFIXES
+        ]
+    return names
+
+
+def packed_files(folder: Path, marker: str) -> list[tuple[str, Path]]:
+    """(name relative to ``folder``, path) of the files of ``folder`` the archive holds, sorted:
+    those git tracks when ``folder`` is part of a checkout that tracks its ``marker`` file, or
+    else those files_by_suffix finds; never a dotfile, and a symlink only to a file inside
+    ``folder``."""
+    root = folder.resolve()
+    tracked = tracked_files(root)
+    names = tracked if tracked is not None and marker in tracked else files_by_suffix(root)
+    return [
+        (name, root / name)
+        for name in sorted(names)
+        if not any(part.startswith(".") for part in Path(name).parts)
+        and _file_inside(root / name, root)
+    ]
+
+
+def _file_inside(path: Path, root: Path) -> bool:
+    try:
+        return path.is_file() and path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+
+
 def _package_files(package_dir: Path) -> list[tuple[str, bytes]]:
     return [
-        (f"psa/{path.relative_to(package_dir).as_posix()}", path.read_bytes())
-        for path in sorted(package_dir.rglob("*"))
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+        (f"psa/{name}", path.read_bytes())
+        for name, path in packed_files(package_dir, "__init__.py")
     ]
 
 
@@ -70,9 +132,9 @@ def _source_files(source_dir: Path) -> list[tuple[str, bytes]]:
             f"{source_dir} has no {ENTRY_POINT}: pass --source-dir pointing at aws/sagemaker"
         )
     return [
-        (path.name, path.read_bytes())
-        for path in sorted(source_dir.iterdir())
-        if path.is_file() and not path.name.startswith(".")
+        (name, path.read_bytes())
+        for name, path in packed_files(source_dir, ENTRY_POINT)
+        if "/" not in name  # the entry files only, as the image runs them from its top
     ]
 
 

@@ -19,7 +19,13 @@ from rich.table import Table
 from torch import nn
 
 from psa.arch import ArchError, parse_key
-from psa.arguments import add_device_flag, existing_path, positive_int
+from psa.arguments import (
+    MAX_TRIALS,
+    MAX_TRIALS_TOGETHER,
+    add_device_flag,
+    existing_path,
+    positive_int,
+)
 from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.commands import bench_engines
@@ -61,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--trials",
         default="1,6,60",
-        help="batch sizes K to time (K trials of the six modes, in lockstep)",
+        help="batch sizes K to time (K trials of the six modes, in lockstep), each at most "
+        f"{MAX_TRIALS_TOGETHER}",
     )
     parser.add_argument(
         "--precisions", default="fp32,bf16", help="comma-separated precisions to measure"
@@ -110,6 +117,11 @@ def main(argv: list[str] | None = None) -> None:
             "bench: --trials takes positive whole numbers and --precisions "
             f"{','.join(PRECISIONS)}, e.g. --trials 1,6,60 --precisions fp32,bf16"
         ) from None
+    if max(ks) > MAX_TRIALS_TOGETHER:
+        raise UsageExit(
+            f"bench: --trials: {max(ks)} is more than {MAX_TRIALS_TOGETHER}, the most trials a "
+            f"sweep trains together ({len(MODES)} modes x {MAX_TRIALS} trials); time fewer"
+        )
     if not archs:
         raise UsageExit(
             "bench: --archs lists no architecture; give L*W items, e.g. --archs 1*1024,4*17"

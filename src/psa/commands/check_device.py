@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from psa.arch import ArchError, parse_key
-from psa.arguments import add_device_flag, positive_int
+from psa.arguments import MAX_TIMED_STEPS, add_device_flag, bounded_int
 from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.commands.console import print_table
@@ -41,10 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--steps",
-        type=positive_int,
+        type=bounded_int(
+            MAX_TIMED_STEPS,
+            "steps check-device times: an epoch's at batch 256 (their images are made in memory "
+            "at once, twice over)",
+        ),
         default=TIMED_STEPS,
         help="training steps timed per architecture; a loop is extrapolated from them (with CUDA "
-        "graphs a loop of twice as many is timed too, for what a loop pays once)",
+        "graphs a loop of twice as many is timed too, for what a loop pays once); at most "
+        f"{MAX_TIMED_STEPS}, an epoch's",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON here")

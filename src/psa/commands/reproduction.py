@@ -12,7 +12,7 @@ import shlex
 from pathlib import Path
 
 from psa.arch import Arch, read_config_file
-from psa.arguments import existing_path, positive_int
+from psa.arguments import MAX_TRIALS, existing_path, positive_int, trial_count
 from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.errors import PsaError
@@ -77,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"where to write the script (default: {DEFAULT_OUTPUT})",
     )
     parser.add_argument(
-        "--trials", type=positive_int, default=10, help="trials per mode (default: 10)"
+        "--trials",
+        type=trial_count,
+        default=10,
+        help=f"trials per mode, at most {MAX_TRIALS} (default: 10)",
     )
     parser.add_argument(
         "--meta-loops", type=positive_int, default=100, help="meta-loops per trial (default: 100)"

@@ -11,7 +11,7 @@ from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 
 from psa.arch import ArchError, argparse_arch, read_config_file
-from psa.arguments import existing_path, mode_list, positive_int
+from psa.arguments import MAX_SHARDS, MAX_TRIALS, existing_path, mode_list, shard_count, trial_count
 from psa.cloud.aws import describe_error
 from psa.cloud.aws_setup import BY_NAME, DEFAULTS, AwsSetup, load_setup
 from psa.cloud.jobs import SEED, TRIALS, JobSpec, default_configs_path, plan_jobs
@@ -32,7 +32,12 @@ def add_grid_flags(parser: argparse.ArgumentParser) -> None:
         "--arch", type=argparse_arch, help='one architecture instead of --configs, e.g. "[4*17]"'
     )
     group.add_argument("--modes", type=mode_list, default=MODES, help=f"default: {','.join(MODES)}")
-    group.add_argument("--trials", type=positive_int, default=TRIALS, help=f"default: {TRIALS}")
+    group.add_argument(
+        "--trials",
+        type=trial_count,
+        default=TRIALS,
+        help=f"trials per mode, at most {MAX_TRIALS} (default: {TRIALS})",
+    )
     RunConfig.add_flags(
         group,
         seed_default=SEED,
@@ -48,11 +53,11 @@ def add_grid_flags(parser: argparse.ArgumentParser) -> None:
     )
     cut.add_argument(
         "--shards",
-        type=positive_int,
+        type=shard_count,
         default=None,
         metavar="N",
-        help="instead of --job-per: N jobs, job i running sweep --shard i/N of the whole grid "
-        "(its batch plan split as on a SLURM cluster)",
+        help=f"instead of --job-per: N jobs (at most {MAX_SHARDS}), job i running sweep "
+        "--shard i/N of the whole grid (its batch plan split as on a SLURM cluster)",
     )
 
 

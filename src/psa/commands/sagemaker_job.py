@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from psa.arch import ArchError, argparse_arch, parse_key
-from psa.arguments import argparse_shard, mode_list, positive_int
+from psa.arguments import argparse_shard, mode_list, trial_count
 from psa.atomic import write_text_atomically
 from psa.config import RunConfig
 from psa.modes import MODES
@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--shard", type=argparse_shard, help="the shard I/N of --archs to run")
     parser.add_argument("--modes", type=mode_list, default=MODES)
-    parser.add_argument("--trials", type=positive_int, required=True)
+    parser.add_argument("--trials", type=trial_count, required=True)
     # The run configuration, with the checks sagemaker-runner made before launching the job.
     RunConfig.add_flags(parser)
     return parser.parse_args(argv)

@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the CreateTrainingJob requests as JSON; contact nothing, upload nothing",
     )
+    parser.add_argument(
+        "--list-source-files",
+        action="store_true",
+        help="with --dry-run: print the name of every file the source archive holds, one per "
+        "line, instead of the requests",
+    )
     add_setup_flags(
         parser,
         (
@@ -87,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _dry_run(decisions: list[Decision], setup: AwsSetup, source_dir: Path) -> int:
+def _dry_run(decisions: list[Decision], setup: AwsSetup, source_dir: Path, list_files: bool) -> int:
     placeholders = {
         "role": "arn:aws:iam::<AWS_ACCOUNT_ID>:role/<AWS_SAGEMAKER_ROLE>",
         "region": "<AWS_REGION>",
@@ -100,10 +106,11 @@ def _dry_run(decisions: list[Decision], setup: AwsSetup, source_dir: Path) -> in
     bundle = build_bundle(source_dir)
     source_uri = f"s3://{setup.bucket}/{bundle.key(setup.prefix)}"
     requests = [training_request(d, setup, source_uri, dataset_uri(setup)) for d in decisions]
-    print(json.dumps(requests, indent=2))
+    print("\n".join(bundle.files) if list_files else json.dumps(requests, indent=2))
+    listed = "" if list_files else "; --list-source-files lists them"
     print(
         f"{PROG}: dry run: {len(requests)} job(s); sourcedir.tar.gz ({len(bundle.files)} files, "
-        f"{len(bundle.data):,} bytes) "
+        f"{len(bundle.data):,} bytes{listed}) "
         f"would go to {source_uri}; nothing was sent",
         file=sys.stderr,
     )
@@ -114,11 +121,14 @@ def _dry_run(decisions: list[Decision], setup: AwsSetup, source_dir: Path) -> in
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.list_source_files and not args.dry_run:
+        parser.error("--list-source-files lists the archive of a dry run; add --dry-run")
     specs = jobs_of(parser, args)
     setup = setup_of(args)
 
     if args.dry_run:
-        return _dry_run(decide(specs, {}, setup.job_prefix), setup, args.source_dir)
+        decisions = decide(specs, {}, setup.job_prefix)
+        return _dry_run(decisions, setup, args.source_dir, args.list_source_files)
 
     require(setup, "role", "region", "bucket")
     setup = replace(setup, role=setup.role_arn)

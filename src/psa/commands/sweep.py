@@ -22,12 +22,16 @@ from rich.progress import (
 from psa import interrupts
 from psa.arch import Arch, argparse_arch, read_config_file
 from psa.arguments import (
+    MAX_SHARDS,
+    MAX_TRIALS,
     add_cuda_graph_flag,
     add_device_flag,
     argparse_shard,
     existing_path,
     mode_list,
     positive_int,
+    shard_count,
+    trial_count,
 )
 from psa.cli import CommandParser, running
 from psa.cli import run as run_command
@@ -85,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
         help='run this architecture instead of --configs (repeatable), e.g. "[4*17]"',
     )
     parser.add_argument("--modes", type=mode_list, default=MODES, help="comma-separated modes")
-    parser.add_argument("--trials", type=positive_int, default=10, help="trials per mode")
+    parser.add_argument(
+        "--trials", type=trial_count, default=10, help=f"trials per mode (at most {MAX_TRIALS})"
+    )
     RunConfig.add_flags(
         parser,
         helps={
@@ -143,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=argparse_shard,
         default=None,
         metavar="I/N",
-        help="run only shard I of N of the batch plan (1 <= I <= N); shards may share one "
-        "--results-dir or use their own",
+        help=f"run only shard I of N of the batch plan (1 <= I <= N <= {MAX_SHARDS}); shards "
+        "may share one --results-dir or use their own",
     )
     scale.add_argument(
         "--status",
@@ -173,7 +179,11 @@ def add_launcher_flags(parser: argparse.ArgumentParser) -> None:
         help="run --shards N shards of this sweep as a SLURM job array, or as processes here",
     )
     group.add_argument(
-        "--shards", type=positive_int, default=None, metavar="N", help="number of shards"
+        "--shards",
+        type=shard_count,
+        default=None,
+        metavar="N",
+        help=f"number of shards (at most {MAX_SHARDS})",
     )
     group.add_argument("--partition", default=None, help="SLURM partition")
     group.add_argument("--account", default=None, help="SLURM account")

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from psa.arguments import MAX_DPI, bounded_int
 from psa.errors import PsaError
 
 FORMATS = ("png", "pdf", "svg")
@@ -171,7 +172,16 @@ def add_figure_flags(parser: argparse.ArgumentParser, labels_default: str | None
             default=None,
             help=f"label every point L*W (default: {labels_default})",
         )
-    parser.add_argument("--dpi", type=int, default=300, help="resolution of PNGs")
+    parser.add_argument(
+        "--dpi",
+        type=bounded_int(
+            MAX_DPI,
+            "dots per inch psa draws (the highest resolution journals ask for; a PNG's pixels "
+            "are held in memory at once)",
+        ),
+        default=300,
+        help=f"resolution of PNGs, at most {MAX_DPI}",
+    )
 
 
 def figure_options(args: argparse.Namespace, output_file: Path | None = None) -> FigureOptions:

@@ -79,13 +79,19 @@ def write_provenance_file(root: Path, name: str, data: bytes) -> None:
     write_bytes_atomically(Path(root) / name, data)
 
 
+def provenance_files(root: Path) -> list[Path]:
+    """The files named by a run id in a results or model dir's provenance folder
+    (``<run id>.json``, ``<run id>.diff``): what a merge copies."""
+    return sorted(path for path in provenance_dir(root).glob("*") if RUN_ID.match(path.stem))
+
+
 def copy_provenance(source: Path, target: Path) -> int:
     """Copy the provenance files ``target`` lacks from ``source`` (a merge keeps the runs its
     records name); the number copied."""
     copied = 0
-    for path in sorted(provenance_dir(source).glob("*")):
+    for path in provenance_files(source):
         destination = provenance_dir(target) / path.name
-        if RUN_ID.match(path.stem) and path.is_file() and not destination.exists():
+        if path.is_file() and not destination.exists():
             destination.parent.mkdir(parents=True, exist_ok=True)
             write_bytes_atomically(destination, path.read_bytes())
             copied += 1
