@@ -32,6 +32,7 @@ def metadata(**changes) -> dict:
         seed=1234,
         data_seed=5678,
         mode="none",
+        threads=1,
     )
     base.update(changes)
     return base

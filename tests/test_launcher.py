@@ -267,7 +267,7 @@ def test_a_finished_task_exits_0_whatever_signal_comes_after(tmp_path, repo_data
         from psa.sweep.slurm import ShardTask
         args = sweep.build_parser().parse_args({tiny_flags(results, repo_dataset)!r})
         request = sweep.request_of(args).for_shard(Shard(1, 1))
-        ShardTask(request, 1, printer=sweep.SweepPrinter)()
+        ShardTask(request, printer=sweep.SweepPrinter)()
         os.kill(os.getpid(), getattr(signal, "SIG" + sys.argv[1]))
         time.sleep(0.5)
         """
@@ -302,7 +302,7 @@ def test_a_task_warned_before_it_saved_a_loop_stops_being_requeued_after_five_ru
     assert STALLED_RUNS == 5
     args = sweep_command.build_parser().parse_args(tiny_flags(tmp_path / "r", repo_dataset))
     request = sweep_command.request_of(args).for_shard(Shard(1, 1))
-    task = ShardTask(request, 1, stalled=stalled)
+    task = ShardTask(request, stalled=stalled)
     before = signal.getsignal(signal.SIGUSR2)
     warn_when_started(lambda: signal.getsignal(signal.SIGUSR2) is not before)
     with pytest.raises((SystemExit, KeyboardInterrupt)) as raised:

@@ -98,12 +98,12 @@ def test_the_launchers_settle_one_seed_before_they_start_shards(tmp_path):
     request = SweepRequest(
         (parse_arch(ARCH),), ("none",), 1, RunConfig("resmlp", 1), tmp_path / "r", device="cpu"
     )
-    seeded = runner.seeded(request)
+    seeded = runner.settled(request)
     assert seeded.config.seed is not None
     assert seeded.for_shard(Shard(1, 2)).config.seed == seeded.for_shard(Shard(2, 2)).config.seed
     store = ResultsStore(tmp_path / "r")
     store.write_settings(RunConfig("resmlp", 1, 77).flat())
-    assert runner.seeded(request).config.seed == 77  # a rerun resumes the dir's seed
+    assert runner.settled(request).config.seed == 77  # a rerun resumes the dir's seed
 
 
 def sweep_argv(results: Path, data_dir: Path) -> list[str]:
@@ -176,3 +176,19 @@ def test_records_are_still_written_exactly_once(tmp_path):
         store.write_records("1x2-t1", [{**record, "trial": 2}])
     assert [json.loads(line) for line in path.read_text().splitlines()] == [record]
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left
+
+
+def test_a_rerun_with_another_thread_count_is_refused_and_one_without_keeps_it(
+    tmp_path, repo_dataset, capsys
+):
+    results = tmp_path / "R"
+    argv = sweep_argv(results, repo_dataset)
+    assert run_command("sweep", [*argv, "--threads", "2", "--dry-run"]) == 0
+    assert "2 torch threads a process" in capsys.readouterr().out
+    assert run_command("sweep", [*argv, "--threads", "2"]) == 0
+    assert "device cpu (2 threads)" in capsys.readouterr().out
+    assert json.loads((results / "settings.json").read_text())["threads"] == 2
+    assert run_command("sweep", [*argv, "--threads", "1"]) == 1
+    assert "threads 2 here vs 1 asked" in capsys.readouterr().err
+    assert run_command("sweep", argv) == 0  # without --threads: the dir's
+    assert "Nothing to run" in capsys.readouterr().out

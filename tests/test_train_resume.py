@@ -58,6 +58,8 @@ def copy_of(source: Path, target: Path) -> Path:
         (("--dropout", "0.1"), "dropout 0.2"),
         (("--precision", "bf16"), "precision 'fp32'"),
         (("--data-seed", "3"), "data_seed"),
+        # A matmul's bits may depend on the thread count: it is a setting like the others.
+        (("--threads", "2"), "threads 1"),
     ],
 )
 def test_a_resume_with_a_changed_setting_is_refused_and_changes_nothing(
@@ -156,3 +158,15 @@ def test_a_stopped_run_says_how_to_reach_the_loops_it_planned(
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "holds every completed meta-loop (2)" in last
     assert "rerun with --meta-loops 2 to reach the 4 planned" in last
+
+
+def test_the_thread_count_is_recorded_and_a_resume_without_the_flag_keeps_it(
+    tmp_path, repo_dataset, capsys
+):
+    model_dir = tmp_path / "m"
+    train.main(flags(model_dir, repo_dataset, "--meta-loops", "1", "--threads", "2"))
+    assert "(2 threads)" in capsys.readouterr().out
+    train.main(flags(model_dir, repo_dataset, "--meta-loops", "1"))
+    assert "(2 threads)" in capsys.readouterr().out
+    _, metadata = load_checkpoint(model_dir / DEFAULT_NAME)
+    assert metadata["threads"] == 2 and metadata["loops_completed"] == 2

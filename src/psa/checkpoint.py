@@ -58,6 +58,7 @@ def make_metadata(
     seed: int,
     data_seed: int,
     mode: str,
+    threads: int,
 ) -> dict[str, Any]:
     """Metadata of a fresh run: nothing trained yet, ``mode`` used from loop 1."""
     import torch
@@ -69,6 +70,7 @@ def make_metadata(
         "hyperparameters": dict(hyperparameters),
         "seed": seed,
         "data_seed": data_seed,
+        "threads": threads,
         "loops_completed": 0,
         "bounty": None,
         "bounty_loop": None,
@@ -103,6 +105,11 @@ def validate_metadata(metadata: Any) -> None:
         raise ValueError(f"hyperparameters lack {', '.join(missing)}")
     if metadata["loops_completed"] < 0:
         raise ValueError("loops_completed is negative")
+    threads = metadata.get("threads")  # absent in checkpoints written before it was recorded
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise ValueError(f"threads {threads!r} is not a thread count")
     for key in ("seed", "data_seed"):
         if not 0 <= metadata[key] < 2**63:
             raise ValueError(f"{key} {metadata[key]} is outside 0 to 2**63 - 1")

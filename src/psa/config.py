@@ -64,6 +64,21 @@ def _positive_int(value: Any) -> int:
     return value
 
 
+# Torch threads of a process unless --threads says otherwise: psa's choice (REPRODUCTION.md,
+# "Threads"). A network's ops are too small to share out, and a second thread spins at every op's
+# barrier whenever another process holds a core; a sweep gets its parallelism from processes.
+DEFAULT_THREADS = 1
+MOST_THREADS = 1024
+
+
+def _threads(value: Any) -> int | None:
+    if value is None:
+        return None
+    if _positive_int(value) > MOST_THREADS:
+        raise ConfigError(f"{value} is more than {MOST_THREADS}")
+    return value
+
+
 def _seed(value: Any) -> int | None:
     if value is None:
         return None
@@ -105,6 +120,14 @@ FLAGS = {
             int,
             "base seed of initialisation, ablation draws, dropout and batch order; drawn and "
             "recorded when omitted, and a rerun keeps the one stored",
+        ),
+        _Flag(
+            "threads",
+            _threads,
+            int,
+            f"torch threads of each process ({DEFAULT_THREADS} unless given: psa's choice, see "
+            "REPRODUCTION.md); part of the settings, since a matmul's bits may depend on it, so "
+            "a rerun keeps the one stored",
         ),
         _Flag("lr", _non_negative, float, "AdamW learning rate"),
         _Flag("batch_size", _positive_int, int, "training batch size"),
@@ -176,19 +199,23 @@ SETTINGS_KEYS = (
     "precision",
     "hidden_targets",
     "full_sampling",
+    "threads",
 )
-# Keys a settings file written before they existed may lack: they hold upstream's behaviour.
-OPTIONAL_SETTINGS = ("hidden_targets", "full_sampling")
+# Keys a settings file written before they existed may lack: they hold upstream's behaviour (a
+# missing thread count is unknown, and holds a rerun to none).
+OPTIONAL_SETTINGS = ("hidden_targets", "full_sampling", "threads")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What every trial of a run shares. ``seed`` is None until drawn or read from a results dir."""
+    """What every trial of a run shares. ``seed`` is None until drawn or read from a results dir,
+    ``threads`` None until settled (the results dir's, else DEFAULT_THREADS)."""
 
     model: str = "resmlp"
     meta_loops: int = 100
     seed: int | None = None
     hyper: Hyperparameters = field(default_factory=Hyperparameters)
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         _checked(self)
@@ -221,7 +248,7 @@ class RunConfig:
         values = {name: getattr(args, name, defaults[name]) for name in FLAGS}
         values.update(changes)
         hyper = Hyperparameters(**{name: values[name] for name in HYPERPARAMETER_NAMES})
-        return cls(values["model"], values["meta_loops"], values["seed"], hyper)
+        return cls(values["model"], values["meta_loops"], values["seed"], hyper, values["threads"])
 
     def flag_values(self) -> dict[str, str]:
         """Every flag (without dashes) and its value as text: ``from_args`` reads them back."""
@@ -229,14 +256,18 @@ class RunConfig:
         return {
             _flag(name)[2:]: repr(value) if isinstance(value, float) else str(value)
             for name in FLAGS
-            if (value := values[name]) is not None
+            if (value := values.get(name)) is not None
         }
 
     def flat(self) -> dict[str, Any]:
         """The settings file's object: every setting under its own name, in SETTINGS_KEYS order."""
         values = {"model": self.model, "meta_loops": self.meta_loops, "seed": self.seed}
         values.update({name: getattr(self.hyper, name) for name in HYPERPARAMETER_NAMES})
-        return {key: values[key] for key in SETTINGS_KEYS}
+        values["threads"] = self.threads
+        # A thread count not known (settings written before it was recorded) is left out.
+        return {
+            key: values[key] for key in SETTINGS_KEYS if values[key] is not None or key != "threads"
+        }
 
     @classmethod
     def from_flat(cls, data: Any) -> RunConfig:
@@ -249,15 +280,21 @@ class RunConfig:
         defaults = _field_defaults()
         values = {key: data.get(key, defaults[key]) for key in SETTINGS_KEYS}
         hyper = Hyperparameters(**{name: values[name] for name in HYPERPARAMETER_NAMES})
-        return cls(values["model"], values["meta_loops"], values["seed"], hyper)
+        return cls(values["model"], values["meta_loops"], values["seed"], hyper, values["threads"])
 
     def differences(self, asked: RunConfig) -> list[str]:
-        """``"lr 0.001 here vs 0.0001 asked"`` for every setting where ``asked`` differs."""
+        """``"lr 0.001 here vs 0.0001 asked"`` for every setting where ``asked`` differs (a
+        thread count that one side does not know is no difference)."""
         here, there = self.flat(), asked.flat()
         return [
-            f"{key} {here[key]!r} here vs {there[key]!r} asked"
-            for key in SETTINGS_KEYS
-            if here[key] != there[key]
+            f"{key} {here[key]!r} here vs {there[key]!r} asked" for key in self.differing(asked)
+        ]
+
+    def differing(self, other: RunConfig) -> list[str]:
+        """The settings keys whose values differ (a thread count one side lacks does not)."""
+        here, there = self.flat(), other.flat()
+        return [
+            key for key in SETTINGS_KEYS if key in here and key in there and here[key] != there[key]
         ]
 
 
@@ -265,6 +302,7 @@ def _field_defaults() -> dict[str, Any]:
     config, hyper = RunConfig(), Hyperparameters()
     values = {"model": config.model, "meta_loops": config.meta_loops, "seed": config.seed}
     values.update({name: getattr(hyper, name) for name in HYPERPARAMETER_NAMES})
+    values["threads"] = config.threads
     return values
 
 

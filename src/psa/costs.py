@@ -154,6 +154,12 @@ def model_for(device_model: str | None, directory: Path = DEVICE_COSTS_DIR) -> C
         ]
         if report["environment"]["device_model"] != device_model:
             return CPU_MODEL
+        spread = max((float(t.get("spread", 0.0)) for t in report["timings"]), default=0.0)
     except (OSError, ValueError, KeyError, TypeError):
         return CPU_MODEL
-    return CPU_MODEL.calibrated(timings, f"check-device figures of this device ({path})")
+    when = report.get("measured_at", "at an unrecorded time")
+    source = (
+        f"check-device figures of this device ({path}, measured {when}, repeated timings within "
+        f"{spread:.0%})"
+    )
+    return CPU_MODEL.calibrated(timings, source)

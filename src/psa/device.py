@@ -92,3 +92,14 @@ def _cuda_range(gpus: int) -> str:
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return backend is not None and backend.is_available()
+
+
+def set_threads(count: int | None) -> int:
+    """Give this process's torch ``count`` intra-op threads (None: DEFAULT_THREADS, psa's
+    choice); the count used, which runs print and record."""
+    from psa.config import DEFAULT_THREADS
+
+    count = DEFAULT_THREADS if count is None else count
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+    return count

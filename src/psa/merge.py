@@ -98,7 +98,7 @@ def read_source(path: Path) -> Source:
         )
     for record in records:
         own = settings_from_record(record)
-        if own is not None and own != settings:
+        if own is not None and own.differing(settings):  # records carry no thread count
             raise MergeError(
                 f"{path}: the record of {_label(record)} was made with other settings than "
                 f"its settings.json ({_difference(own, settings)}); repair that dir or leave "
@@ -113,9 +113,7 @@ def _label(record: dict) -> str:
 
 def _difference(a: RunConfig, b: RunConfig) -> str:
     left, right = a.flat(), b.flat()
-    return "; ".join(
-        f"{key} {left[key]!r} vs {right[key]!r}" for key in left if left[key] != right[key]
-    )
+    return "; ".join(f"{key} {left[key]!r} vs {right[key]!r}" for key in a.differing(b))
 
 
 def _outcome(record: dict) -> tuple:
@@ -165,7 +163,7 @@ def merge(paths: list[Path]) -> Merged:
     sources = [read_source(path) for path in paths]
     first = sources[0]
     for source in sources[1:]:
-        if source.settings != first.settings:
+        if source.settings.differing(first.settings):
             raise MergeError(
                 f"{source.store.root} holds other settings than {first.store.root} "
                 f"({_difference(source.settings, first.settings)}); merge only results of the "

@@ -20,6 +20,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -65,6 +66,10 @@ ACCURACY_TOLERANCE_IMAGES = 1  # a near-tie argmax may flip one validation image
 # Grid architectures timed by default: wide, square, deep narrow.
 TIMED_ARCHS = ("[1*1024]", "[18*18]", "[4*17]", "[64*4]")
 TIMED_STEPS = 6
+# Timings are stored only when they agree: two timings of the same steps within 25 %, and the
+# process on the CPU for 80 % of the wall time of each of its threads.
+MOST_SPREAD = 0.25
+LEAST_CPU_SHARE = 0.8
 GRID_TRIALS = 60  # six modes x ten trials per architecture
 GRID_LOOPS = 100
 
@@ -93,6 +98,11 @@ class Timing:
     steps_timed: int
     seconds_per_step: float
     seconds_per_loop: float  # one epoch of 50,000 images and validation on 10,000, K trials
+    # How far two timings of the same steps lay apart (relative), and the share of its threads'
+    # time the process got on the CPU (CPU time / wall time / threads): a busy machine shows in
+    # either, and its figures would skew every plan made by them.
+    spread: float = 0.0
+    cpu_share: float | None = None
 
     @property
     def trial_epochs_per_second(self) -> float:
@@ -106,14 +116,28 @@ class SelfCheck:
     timings: list[Timing] = field(default_factory=list)
     grid_hours: float | None = None  # projected hours of the paper grid on this device
     model: CostModel | None = None  # the cost model calibrated by the timings
+    measured_at: str = field(
+        default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    )
 
     @property
     def passed(self) -> bool:
         return all(c.passed for c in self.comparisons)
 
+    def load_signs(self) -> list[str]:
+        """What says the machine was busy while timing (empty when the timings can be trusted)."""
+        signs = []
+        for t in self.timings:
+            if t.spread > MOST_SPREAD:
+                signs.append(f"{t.arch}: two timings of the same steps {t.spread:.0%} apart")
+            if t.cpu_share is not None and t.cpu_share < LEAST_CPU_SHARE:
+                signs.append(f"{t.arch}: the process ran {t.cpu_share:.0%} of the time")
+        return signs
+
     def as_json(self) -> dict:
         return {
             "passed": self.passed,
+            "measured_at": self.measured_at,
             "environment": self.environment,
             "comparisons": [{**asdict(c), "passed": c.passed} for c in self.comparisons],
             "timings": [
@@ -380,7 +404,13 @@ def time_architecture(device: torch.device, key: str, steps: int = TIMED_STEPS) 
     ]
     engine = Engine(network, specs, hyper, data)
     engine.run_loop(ablate=False)  # warm-up: allocator, kernels, lazy imports
+    wall, cpu = time.perf_counter(), time.process_time()
+    first = engine.run_loop().train_seconds
     short = engine.run_loop().train_seconds
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    spread = abs(first - short) / max(min(first, short), 1e-9)
+    share = cpu / (wall * torch.get_num_threads()) if device.type == "cpu" else None
+    short = min(first, short)
     per_step, once, timed = short / steps, 0.0, steps
     if engine.cuda_graph:
         engine.data = longer
@@ -390,7 +420,7 @@ def time_architecture(device: torch.device, key: str, steps: int = TIMED_STEPS) 
     engine.evaluate(engine.params, data.val_x, data.val_y)
     validate = (time.perf_counter() - start) * VAL_ROWS / data.val_x.shape[0]
     loop = once + per_step * math.ceil(TRAIN_ROWS / hyper.batch_size) + validate
-    return Timing(network.arch.flag, trials, timed, per_step, loop)
+    return Timing(network.arch.flag, trials, timed, per_step, loop, spread, share)
 
 
 def sweep_batch_size(network, device: torch.device) -> int:

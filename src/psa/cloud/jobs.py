@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psa
 from psa.arch import Arch
 from psa.cloud.aws_setup import SetupError
-from psa.config import OPTIONAL_SETTINGS, Hyperparameters, RunConfig
+from psa.config import DEFAULT_THREADS, OPTIONAL_SETTINGS, Hyperparameters, RunConfig
 from psa.modes import MODES
 
 NAME_LIMIT = 63  # SageMaker training job names: [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}
@@ -71,9 +71,10 @@ class JobSpec:
             "trials": self.trials,
             **self.config.flat(),
         }
+        upstream = {**asdict(Hyperparameters()), "threads": DEFAULT_THREADS}
         for name in OPTIONAL_SETTINGS:
-            if identity[name] == getattr(Hyperparameters(), name):
-                del identity[name]
+            if identity.get(name, upstream[name]) == upstream[name]:
+                identity.pop(name, None)
         if self.shard:  # per-architecture jobs keep the names they always had
             identity.update(shard=self.shard, archs=[arch.key for arch in self.grid])
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()

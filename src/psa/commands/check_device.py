@@ -77,8 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(report, indent=2) + "\n"
     if args.output is not None:
         write_text_atomically(args.output, text)
-    if result.timings and result.passed and not args.no_save:
+    busy = result.load_signs()
+    if result.timings and result.passed and not args.no_save and not busy:
         write_text_atomically(device_costs_path(report["environment"]["device_model"]), text)
+    if busy:
+        print(
+            f"check-device: the machine looked busy while timing ({'; '.join(busy)}), so these "
+            f"timings were not stored and sweep plans by the figures it had; rerun check-device "
+            "on an idle machine to store this device's",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(report, indent=2))
     else:

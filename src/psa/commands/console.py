@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from psa.engine import LoopReport, TrialState
 from psa.model import Network
 from psa.store import schema
+from psa.wording import count
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -58,7 +59,8 @@ class TrainingDisplay:
             self.console.print(architecture_table(network))
         self.print(
             f"{network.model} {network.arch.flag} | {network.parameter_count():,} parameters"
-            f" | mode {args.ablation_mode} | device {self.device.type} | precision "
+            f" | mode {args.ablation_mode} | device {self.device.type}"
+            f" ({count(args.threads, 'thread')}) | precision "
             f"{args.precision} | seed {self.seeds.run} (data seed {self.seeds.data})"
         )
         self.print(f"Data ready in {data_seconds:.2f}s | checkpoint {checkpoint}")

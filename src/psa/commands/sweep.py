@@ -5,6 +5,7 @@ calls psa.sweep and prints what it reports."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +37,7 @@ from psa.arguments import (
 from psa.cli import CommandParser, running
 from psa.cli import run as run_command
 from psa.config import RunConfig
+from psa.costs import CostModel
 from psa.errors import UsageError, command_hint, exit_status, stopped_line
 from psa.model import build_network
 from psa.modes import MODES
@@ -200,7 +202,7 @@ def add_launcher_flags(parser: argparse.ArgumentParser) -> None:
         "--cpus-per-task",
         type=positive_int,
         default=None,
-        help="CPU cores of each task (its torch threads; local default: cores / N)",
+        help="CPU cores SLURM gives each task (its torch threads are --threads)",
     )
     group.add_argument(
         "--mem-per-task", type=positive_int, default=None, metavar="GB", help="memory of each task"
@@ -282,10 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     # Every shard a launcher starts runs with the one base seed settled here.
     if args.launcher is not None:
         interrupts.saving()  # its tasks save; a stop's line cannot say that nothing was
-        return launch(launch_options(args), runner.seeded(request_of(args)))
+        return launch(launch_options(args), runner.settled(request_of(args)))
     if args.devices is not None:
         interrupts.saving()
-        return run_devices(runner.seeded(request_of(args)), args.devices, args.launcher_dir)
+        return run_devices(runner.settled(request_of(args)), args.devices, args.launcher_dir)
     if args.shards is not None:
         raise UsageError("--shards N needs --launcher local or slurm; or give --shard I/N")
     if args.status:
@@ -352,7 +354,7 @@ class SweepPrinter:
         if isinstance(event, Planned):
             if event.plan is not None:
                 print_shard_line(console, event.plan, event.shard)
-            print_plan(console, list(event.batches), event.settings, event.finished)
+            print_plan(console, list(event.batches), event.settings, event.finished, event.model)
         elif isinstance(event, NothingToRun):
             whose = f"of shard {event.shard} " if event.shard else ""
             console.print(f"Nothing to run: every trial {whose}is recorded in {event.results_dir}.")
@@ -363,7 +365,8 @@ class SweepPrinter:
                 f"Sweep: {count(event.batches, 'batch')}, {count(event.trials, 'trial')}{copied} x "
                 f"{count(event.meta_loops, 'meta-loop')} "
                 f"({event.trial_loops} trial-loops left) | base seed {event.seed} | device "
-                f"{event.device} | results in {event.results_dir}{part}"
+                f"{event.device} ({count(event.threads, 'thread')}) | results in "
+                f"{event.results_dir}{part}"
             )
             self.progress = Progress(
                 TextColumn("{task.description}"),
@@ -649,12 +652,17 @@ def submission_lines(store: ResultsStore) -> list[str]:
     return lines
 
 
-def print_plan(console: Console, batches: list[Batch], settings: RunConfig, finished: int) -> None:
+def print_plan(
+    console: Console, batches: list[Batch], settings: RunConfig, finished: int, model: CostModel
+) -> None:
+    """The dry run's plan: every estimate in it (batch lines, total) by ``model``, the one the
+    batch plan's costs were made by."""
     left = sum(len(b.trials) * (settings.meta_loops - b.saved_loops) for b in batches)
     console.print(
         f"Plan: {count(sum(len(b.trials) for b in batches), 'trial')} to run "
         f"({finished} already recorded), {count(settings.meta_loops, 'meta-loop')} each "
-        f"({left} trial-loops left), model {settings.model}, base seed {settings.seed}"
+        f"({left} trial-loops left), model {settings.model}, base seed {settings.seed}, "
+        f"{count(settings.threads, 'torch thread')} a process"
     )
     twins = sum(len(b.twins) for b in batches)
     if twins:
@@ -669,7 +677,9 @@ def print_plan(console: Console, batches: list[Batch], settings: RunConfig, fini
     for key, group in by_arch.items():
         network = build_network(settings.model, key)
         seconds = [
-            estimate_seconds(network, len(b.trials), settings, settings.meta_loops - b.saved_loops)
+            estimate_seconds(
+                network, len(b.trials), settings, settings.meta_loops - b.saved_loops, model
+            )
             for b in group
         ]
         total_seconds += sum(seconds)
@@ -692,10 +702,17 @@ def print_plan(console: Console, batches: list[Batch], settings: RunConfig, fini
                 f"  {key.flag} K={len(batch.trials)} ({span('trial', indices)}"
                 f", modes {','.join(modes)}{copied}{resume}) ~{_duration(estimate)}"
             )
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    spread = ""
+    if cores and cores > 1 and len(batches) > 1:
+        spread = (
+            f"; ~{_duration(total_seconds / min(cores, len(batches)))} as "
+            f"{min(cores, len(batches))} single-thread workers on this machine's {cores} cores "
+            f"(--devices {','.join(['cpu'] * min(cores, len(batches)))})"
+        )
     console.print(
-        f"Estimated time: ~{_duration(total_seconds)} on one idle CPU core (psa.costs: a model "
-        "of the engine fitted on one core of this project's machine, within about 30 %; a busy "
-        "machine takes longer, a GPU far less; `check-device` measures this device)"
+        f"Estimated time: ~{_duration(total_seconds)} in one process, by {model.source} "
+        f"(within about 30 %; a busy machine takes longer){spread}"
     )
 
 

@@ -26,7 +26,7 @@ from psa.cli import run as run_command
 from psa.commands.console import TrainingDisplay
 from psa.config import HYPERPARAMETER_NAMES, Hyperparameters, RunConfig
 from psa.data import load_mnist
-from psa.device import resolve_device
+from psa.device import resolve_device, set_threads
 from psa.engine import FIRST_LOOP_EACH_SESSION, Engine, TrialSpec, TrialState
 from psa.errors import exit_status, stopped_line
 from psa.memory import check_fits
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Settings a resumed run keeps from its checkpoint: given again, they must be the same.
-KEPT_ON_RESUME = ("seed", "data_seed", *HYPERPARAMETER_NAMES)
+KEPT_ON_RESUME = ("seed", "data_seed", "threads", *HYPERPARAMETER_NAMES)
 _UNSET = object()
 
 
@@ -120,14 +120,17 @@ def main(argv: list[str] | None = None) -> None:
 
 def kept_settings(
     args: argparse.Namespace, given: set[str], metadata: dict, checkpoint: Path
-) -> tuple[int, int, Hyperparameters]:
-    """The seed, data seed and hyperparameters a resumed run continues with: the checkpoint's.
+) -> tuple[int, int, int | None, Hyperparameters]:
+    """The seed, data seed, torch threads and hyperparameters a resumed run continues with: the
+    checkpoint's.
     A flag given again with another value is refused, as sweep refuses a changed setting."""
     stored = {
         **asdict(Hyperparameters()),  # keys a checkpoint written before them lacks: upstream's
         **metadata["hyperparameters"],
         "seed": metadata["seed"],
         "data_seed": metadata["data_seed"],
+        # A checkpoint written before the count was recorded holds a resume to none.
+        "threads": metadata.get("threads", args.threads),
     }
     changed = [
         name for name in KEPT_ON_RESUME if name in given and getattr(args, name) != stored[name]
@@ -140,7 +143,7 @@ def kept_settings(
             f"{asked} to resume it, or give another --model-dir to start a run with them"
         )
     hyper = Hyperparameters(**{name: stored[name] for name in HYPERPARAMETER_NAMES})
-    return stored["seed"], stored["data_seed"], hyper
+    return stored["seed"], stored["data_seed"], stored["threads"], hyper
 
 
 def run(args: argparse.Namespace, given: set[str] = frozenset()) -> None:
@@ -155,8 +158,10 @@ def run(args: argparse.Namespace, given: set[str] = frozenset()) -> None:
         tensors, metadata = load_checkpoint(checkpoint)
         check_compatible(metadata, args.model, args.arch, checkpoint)
         check_tensors(tensors, network, checkpoint)
-        seed, data_seed, hyper = kept_settings(args, given, metadata, checkpoint)
-        vars(args).update(asdict(hyper), seed=seed, data_seed=data_seed)  # what the display shows
+        seed, data_seed, threads, hyper = kept_settings(args, given, metadata, checkpoint)
+        # What the display shows and the run records.
+        vars(args).update(asdict(hyper), seed=seed, data_seed=data_seed, threads=threads)
+    args.threads = set_threads(args.threads)
     check_fits(network, hyper.batch_size, 1, device)  # before anything is allocated
     if args.tensorboard:
         from psa.store import tensorboard
@@ -177,6 +182,7 @@ def run(args: argparse.Namespace, given: set[str] = frozenset()) -> None:
             seed=seeds.run,
             data_seed=seeds.data,
             mode=args.ablation_mode,
+            threads=args.threads,
         )
     else:
         seeds = run_seeds(seed, args.ablation_mode, data_seed)

@@ -64,14 +64,6 @@ def check_present(names: tuple[str, ...]) -> None:
             )
 
 
-def threads_per_worker(devices: tuple[str, ...]) -> int | None:
-    """Torch threads of a CPU worker: the cores shared out among the CPU workers."""
-    cpu_workers = sum(1 for name in devices if name.split(":")[0] == "cpu")
-    if not cpu_workers:
-        return None
-    return max(1, (os.cpu_count() or 1) // cpu_workers)
-
-
 def log_folder(request: SweepRequest, launcher_dir: Path | None) -> Path:
     return (launcher_dir or ResultsStore(request.results_dir).launcher_dir).absolute()
 
@@ -84,7 +76,7 @@ def workers(
     if request.shard is not None:
         raise UsageError("--devices starts one shard per device itself; drop --shard/--launcher")
     check_present(devices)
-    threads = threads_per_worker(devices)
+    threads = request.config.threads  # settled: every worker trains with the dir's count
     folder = log_folder(request, launcher_dir)
     count = len(devices)
     return [
@@ -103,7 +95,7 @@ def shard_request(request: SweepRequest, worker: Worker) -> SweepRequest:
     return request.for_shard(Shard(worker.index, worker.count), worker.device)
 
 
-def _work(request: SweepRequest, log: Path, threads: int | None, printer: Printer | None) -> None:
+def _work(request: SweepRequest, log: Path, printer: Printer | None) -> None:
     """A worker's body (a fresh interpreter): output to its log, then the shard's sweep. The log
     stays open to the end, so the exit's own message (a refusal's line) lands in it too."""
     descriptor = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
@@ -112,11 +104,7 @@ def _work(request: SweepRequest, log: Path, threads: int | None, printer: Printe
     os.close(descriptor)
     sys.stdout = open(1, "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115
-    import torch
-
-    if threads is not None:
-        torch.set_num_threads(threads)
-    with interrupts.sigterm_stops():
+    with interrupts.sigterm_stops():  # the sweep sets its torch threads from its settings
         run_reported(request, printer)
 
 
@@ -146,7 +134,7 @@ def run_workers(
     for worker in planned:
         process = context.Process(
             target=_work,
-            args=(shard_request(request, worker), worker.log, worker.threads, printer),
+            args=(shard_request(request, worker), worker.log, printer),
             name=f"psa-shard-{worker.index}",
         )
         process.start()

@@ -12,6 +12,7 @@ from psa.sweep.request import Shard
 
 if TYPE_CHECKING:
     from psa.config import RunConfig
+    from psa.costs import CostModel
     from psa.sweep.plan import Batch, Plan
 
 
@@ -24,6 +25,7 @@ class Planned:
     finished: int  # trials already recorded
     plan: Plan | None  # the stored or new batch plan; None when pending trials are planned anew
     shard: Shard | None
+    model: CostModel  # what the estimates are made by (this device's figures where stored)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Started:
     trial_loops: int  # trial-loops left to train
     seed: int
     device: str
+    threads: int  # torch threads of this process
     results_dir: Path
     shard: Shard | None
     plan_fingerprint: str | None

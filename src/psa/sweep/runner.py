@@ -11,14 +11,15 @@ from functools import partial
 import torch
 
 from psa import interrupts
-from psa.config import ConfigError, RunConfig
+from psa.config import DEFAULT_THREADS, ConfigError, RunConfig
+from psa.costs import model_for
 from psa.data import MnistSplits, load_mnist
-from psa.device import resolve_device
+from psa.device import resolve_device, set_threads
 from psa.engine import FIRST_LOOP_OF_RUN, Engine, LoopReport, TrialSpec
 from psa.errors import Unfinished, command_hint
 from psa.memory import check_fits
 from psa.model import Network, build_network, layout_description
-from psa.provenance import capture
+from psa.provenance import capture, device_model
 from psa.seeds import fresh_seed, run_seeds, trial_run_seed
 from psa.store import BatchState, Claim, ClaimLost, ResultsStore, StoreError, Trial
 from psa.store.provenance import recording
@@ -61,11 +62,12 @@ def run(request: SweepRequest, on_event: OnEvent = ignore) -> None:
         tensorboard.require()
     arch_order = [arch.key for arch in request.archs]
     store = ResultsStore(request.results_dir)
-    seed_drawn = request.config.seed is None
-    settings = seeded(request).config
+    asked = request.config
+    settings = settled(request).config
     device = resolve_device(request.device, request.matmul_precision)
     # Checked before anything else, so --dry-run refuses what the real run would refuse.
-    settings = check_results_dir(store, settings, seed_drawn) or settings
+    settings = check_results_dir(store, settings, asked) or settings
+    set_threads(settings.threads)
     wanted = Grid(tuple(arch_order), tuple(request.modes), request.trials)
     batch_plan = choose_plan(request, store, settings, device, wanted)
 
@@ -80,9 +82,10 @@ def run(request: SweepRequest, on_event: OnEvent = ignore) -> None:
         check_fits(network, settings.hyper.batch_size, size, device)
     finished = len(store.recorded_trials(settings.model)) if store.exists() else 0
     if request.dry_run:
-        on_event(Planned(tuple(batches), settings, finished, batch_plan, request.shard))
+        cost_model = model_for(device_model(device))
+        on_event(Planned(tuple(batches), settings, finished, batch_plan, request.shard, cost_model))
         return
-    settings = prepare_results_dir(store, settings, seed_drawn)
+    settings = prepare_results_dir(store, settings, asked)
     if batch_plan is not None:
         stored = store_plan(store, batch_plan)  # a concurrent shard's plan may have won
         if stored != batch_plan:
@@ -106,6 +109,7 @@ def run(request: SweepRequest, on_event: OnEvent = ignore) -> None:
             trial_loops=sum(len(b.trials) * (settings.meta_loops - b.saved_loops) for b in batches),
             seed=settings.seed,
             device=str(device),
+            threads=settings.threads,
             results_dir=request.results_dir,
             shard=request.shard,
             plan_fingerprint=batch_plan.fingerprint() if batch_plan is not None else None,
@@ -137,16 +141,20 @@ def run(request: SweepRequest, on_event: OnEvent = ignore) -> None:
     on_event(Finished(len(status.done), len(status.running), request.results_dir))
 
 
-def seeded(request: SweepRequest) -> SweepRequest:
-    """``request`` with its base seed settled: the one asked for, else the results dir's (a
-    rerun resumes it), else a fresh one. Launchers settle it before they dispatch shards, so
-    every shard of one launch has the same seed."""
-    if request.config.seed is not None:
-        return request
-    seed = stored_seed(ResultsStore(request.results_dir))
-    return replace(
-        request, config=replace(request.config, seed=fresh_seed() if seed is None else seed)
+def settled(request: SweepRequest) -> SweepRequest:
+    """``request`` with its base seed and thread count settled: those asked for, else the
+    results dir's (a rerun resumes with them), else a fresh seed and DEFAULT_THREADS. Launchers
+    settle them before they dispatch shards, so every shard of one launch has the same ones."""
+    config = request.config
+    stored = stored_settings(ResultsStore(request.results_dir))
+    seed = config.seed if config.seed is not None else stored.get("seed")
+    threads = config.threads if config.threads is not None else stored.get("threads")
+    settled_config = replace(
+        config,
+        seed=fresh_seed() if seed is None else seed,
+        threads=DEFAULT_THREADS if threads is None else threads,
     )
+    return replace(request, config=settled_config)
 
 
 def grid_trials(request: SweepRequest) -> list[Trial]:
@@ -185,11 +193,12 @@ def check_all_recorded(store: ResultsStore, model: str, trials: list[Trial]) -> 
 
 
 def check_results_dir(
-    store: ResultsStore, settings: RunConfig, seed_drawn: bool = False
+    store: ResultsStore, settings: RunConfig, asked: RunConfig | None = None
 ) -> RunConfig | None:
     """The settings of the sweep the store holds (None for a new dir), which must be
-    ``settings``: other settings are refused, but a seed this sweep drew gives way to the dir's
-    (a rerun without --seed, or a shard started together with another, runs with it)."""
+    ``settings``: other settings are refused, but what was not ``asked`` for (a seed this sweep
+    drew, the default thread count) gives way to the dir's: a rerun without --seed, or a shard
+    started together with another, runs with them."""
     try:
         stored = store.read_settings()
         if stored is None:
@@ -203,8 +212,10 @@ def check_results_dir(
             f"{store.settings_path} is not a sweep's settings ({error}); repair it or use "
             "another --results-dir"
         ) from None
-    if seed_drawn and held.seed is not None:
+    if asked is not None and asked.seed is None and held.seed is not None:
         settings = replace(settings, seed=held.seed)
+    if asked is not None and asked.threads is None and held.threads is not None:
+        settings = replace(settings, threads=held.threads)
     differences = held.differences(settings)
     if differences:
         raise SweepError(
@@ -215,24 +226,25 @@ def check_results_dir(
 
 
 def prepare_results_dir(
-    store: ResultsStore, settings: RunConfig, seed_drawn: bool = False
+    store: ResultsStore, settings: RunConfig, asked: RunConfig | None = None
 ) -> RunConfig:
     """The settings to run with, once the results dir holds them: a new dir's are published
     first-writer-wins (sweeps and shards may start together on it), and a sweep that lost the
     race runs with the winner's settings where they agree with its own (check_results_dir)."""
-    held = check_results_dir(store, settings, seed_drawn)
+    held = check_results_dir(store, settings, asked)
     if held is not None:
         return held
     store.write_settings_once(settings.flat())
-    return check_results_dir(store, settings, seed_drawn) or settings
+    return check_results_dir(store, settings, asked) or settings
 
 
-def stored_seed(store: ResultsStore) -> int | None:
-    """The base seed of an existing results dir, so a rerun without --seed resumes it."""
+def stored_settings(store: ResultsStore) -> dict:
+    """The settings.json object of an existing results dir ({} when there is none, or it is
+    unreadable: check_results_dir then says why)."""
     try:
-        return int((store.read_settings() or {})["seed"])
-    except (StoreError, KeyError, TypeError, ValueError):
-        return None
+        return store.read_settings() or {}
+    except StoreError:
+        return {}
 
 
 def drop_finished_batches(store: ResultsStore, arch, done: set[Trial]) -> None:

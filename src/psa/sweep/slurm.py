@@ -157,11 +157,8 @@ def build_executor(options: LaunchOptions, folder: Path):
 
 def tasks(options: LaunchOptions, request: SweepRequest, printer: Printer | None = None) -> list:
     """One task per shard, each holding its shard's request."""
-    threads = options.cpus_per_task
-    if threads is None and options.launcher == "local":
-        threads = max(1, (os.cpu_count() or 1) // options.shards)
     return [
-        ShardTask(request.for_shard(Shard(index, options.shards)), threads, printer=printer)
+        ShardTask(request.for_shard(Shard(index, options.shards)), printer=printer)
         for index in range(1, options.shards + 1)
     ]
 
@@ -396,21 +393,14 @@ class ShardTask:
     def __init__(
         self,
         request: SweepRequest,
-        threads: int | None = None,
         stalled: int = 0,
         printer: Printer | None = None,
     ):
-        self.request = request
-        self.threads = threads
+        self.request = request  # its settings hold the torch threads the sweep sets
         self.stalled = stalled  # runs in a row, before this one, that saved no progress
         self.printer = printer
 
     def __call__(self) -> int:
-        import torch
-
-        threads = os.environ.get("SLURM_CPUS_PER_TASK") or self.threads
-        if threads:
-            torch.set_num_threads(int(threads))
         start = shard_progress(self.request)
         warned: list[bool] = []  # whether this warning requeues the task
         requeue = signal.getsignal(signal.SIGUSR2)  # submitit's checkpoint-and-requeue handler
@@ -451,7 +441,7 @@ class ShardTask:
         """The same shard again: its progress lives in the results dir, not in this object."""
         from submitit.helpers import DelayedSubmission
 
-        return DelayedSubmission(ShardTask(self.request, self.threads, self.stalled, self.printer))
+        return DelayedSubmission(ShardTask(self.request, self.stalled, self.printer))
 
 
 def shard_progress(request: SweepRequest) -> int:
