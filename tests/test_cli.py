@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -312,6 +313,31 @@ def test_every_flag_has_help_and_shows_its_default_once(command, monkeypatch):
     assert [flag for flag, text in helps.items() if not text.strip()] == []
     assert {flag: text for flag, text in helps.items() if text.count("default") > 1} == {}
     assert "%(default)" not in parser.format_help()
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_a_flag_that_takes_no_value_shows_no_default(command, monkeypatch):
+    """A switch's default is its destination's value (True for --no-cuda-graph), which says
+    nothing about whether the switch is on; help that says so in words (``--labels``) may."""
+    parser = command_parser(command, monkeypatch)
+    formatter = parser._get_formatter()
+    switches = {
+        "/".join(action.option_strings): formatter._expand_help(action)
+        for action in parser._actions
+        if action.option_strings and action.nargs == 0 and action.help
+    }
+    shown = re.compile(r"\(default: (True|False|None)\)")
+    assert {flag: text for flag, text in switches.items() if shown.search(text)} == {}
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_no_cuda_graph_help_says_what_it_does_and_no_default(command, capsys):
+    with pytest.raises(SystemExit):
+        cli.run(command, ["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    described = help_text[help_text.index("--no-cuda-graph on CUDA") :].split(" --")[0]
+    assert "launch a training step's kernels one by one" in described
+    assert "default" not in described
 
 
 def _shipped_regimes(capsys, fmt: str) -> tuple[str, str]:

@@ -217,7 +217,9 @@ def __getattr__(attribute: str):
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends ``(default: X)`` to a flag's help unless the help already says its default."""
+    """Appends ``(default: X)`` to a flag's help unless the help already says its default. A flag
+    that takes no value shows none: its default is its destination's (``--no-cuda-graph``
+    stores False, so its default is True), not whether the flag is given."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
@@ -225,8 +227,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if (
             "default" in text
             or not action.option_strings
+            or action.nargs == 0
             or default is None
-            or default is False
             or default is argparse.SUPPRESS
         ):
             return text
