@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import psa
+from command_support import parser_of
 from psa import cli
 from psa.commands import sweep as sweep_command
 from psa.wording import count, span
@@ -121,6 +122,105 @@ def test_an_input_that_holds_nothing_usable_exits_1(command, argv, tmp_path, cap
     status, err, _ = status_of(command, filled(argv, tmp_path), capsys)
     assert status == 1, err
     assert err.startswith(f"{command}: ") and err.count("\n") == 1, err
+
+
+# A malformed value for each argparse type a flag of some command has. "x" for the numbers
+# RunConfig's flags take (lr, batch_size, ...: named after their field).
+MALFORMED_BY_TYPE = {
+    "positive_int": "0",
+    "int": "x",
+    "float": "x",
+    "existing_path": "{absent}",
+    "argparse_arch": "4x17",
+    "targets_flag": "4x17",
+    "mode_list": "nope",
+    "device_name": "gpu",
+    "device_list": "cuda:0,gpu",
+    "argparse_shard": "3/2",
+    "parse_size": "huge",
+    "_price": "m5=cheap",
+    **dict.fromkeys(("lr", "batch_size", "weight_decay", "dropout", "meta_loops", "seed"), "x"),
+}
+# Flags whose value is any text or any path to write: nothing there is malformed.
+FREE_TEXT = {
+    "--caption", "--label", "--model-root", "--partition", "--account", "--qos", "--sbatch",
+    "--setup", "--job", "--region", "--bucket", "--prefix", "--job-prefix", "--role",
+    "--account-id", "--instance-type", "--image-uri",
+}  # fmt: skip
+# Flags of free text that the command checks after parsing: the whole command line of a
+# malformed value, which reaches the check without doing any work.
+CHECKED_AFTER_PARSING = {
+    ("bench", "--archs"): ["--archs", "4x17", "--output", "{tmp}/bench.json"],
+    ("bench", "--trials"): ["--trials", "0", "--output", "{tmp}/bench.json"],
+    ("bench", "--precisions"): ["--precisions", "fp8", "--output", "{tmp}/bench.json"],
+    ("check-device", "--archs"): ["--archs", "4x17"],
+    ("compare-modes", "--modes"): ["--modes", "nope", "--trials-file", str(SHIPPED)],
+    ("results-value", "--where"): ["--results-dir", str(SHIPPED), "--where", "nope"],
+    ("results-value", "--column"): ["--results-dir", str(SHIPPED), "--column", "nope"],
+}
+
+
+def malformed_command_lines(command: str) -> dict[str, list[str]]:
+    """For each flag of ``command`` that takes a value which can be malformed: a command line
+    giving it one. A flag this cannot place fails the test, so a new flag is never unchecked."""
+    lines = {}
+    for action in parser_of(command)._actions:
+        flag = action.option_strings[-1] if action.option_strings else None
+        if flag is None or action.nargs == 0:
+            continue
+        kind = getattr(action.type, "__name__", None)
+        if (command, flag) in CHECKED_AFTER_PARSING:
+            lines[flag] = CHECKED_AFTER_PARSING[command, flag]
+        elif action.choices:
+            lines[flag] = [flag, "no-such-choice"]
+        elif kind in MALFORMED_BY_TYPE:
+            lines[flag] = [flag, MALFORMED_BY_TYPE[kind]]
+        else:
+            assert kind == "Path" or flag in FREE_TEXT, f"{command} {flag}: type {kind}"
+    return lines
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_a_malformed_value_of_any_flag_is_a_usage_error(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a value let through writes nothing into the checkout
+    wrong = {}
+    for flag, argv in malformed_command_lines(command).items():
+        status, err, _ = status_of(command, filled(argv, tmp_path), capsys)
+        line, value = err.strip(), filled(argv, tmp_path)[argv.index(flag) + 1]
+        about_it = flag in line or value in line  # not about another flag, or a missing one
+        if status != 2 or not line.startswith(f"{command}: ") or "\n" in line or not about_it:
+            wrong[flag] = (status, err[-300:])
+    assert wrong == {}
+
+
+def figure_commands() -> list[str]:
+    """The commands that write one figure to --output-file in a --format."""
+    found = []
+    for command in sorted(cli.COMMANDS):
+        flags = {
+            flag: action for action in parser_of(command)._actions for flag in action.option_strings
+        }
+        if "--output-file" in flags and "pdf" in (
+            flags.get("--format") and flags["--format"].choices or ()
+        ):
+            found.append(command)
+    return found
+
+
+def test_every_figure_command_refuses_a_format_other_than_its_output_files_as_a_usage_error(
+    tmp_path, capsys, monkeypatch
+):
+    commands = figure_commands()
+    assert len(commands) >= 3, commands
+    monkeypatch.chdir(ROOT)
+    for clash in (
+        ["--format", "pdf", "--output-file", "{tmp}/figure.png"],
+        ["--output-file", "{tmp}/figure.gif"],
+    ):
+        for command in commands:
+            status, err, _ = status_of(command, filled(clash, tmp_path), capsys)
+            assert status == 2 and err.startswith(f"{command}: ") and err.count("\n") == 1, err
+    assert not list(tmp_path.glob("figure*"))
 
 
 def test_tools_documents_the_exit_statuses():

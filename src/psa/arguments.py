@@ -4,10 +4,14 @@ runner, so each flag parses and reports errors the same way everywhere."""
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from psa.modes import MODES
 from psa.sweep.request import Shard, parse_shard
+
+# The device names psa.device resolves (whether this machine has one is checked there).
+DEVICE_NAME = re.compile(r"auto|(cpu|cuda|mps)(:[0-9]+)?")
 
 
 def positive_int(text: str) -> int:
@@ -28,6 +32,15 @@ def existing_path(text: str) -> Path:
     return path
 
 
+def device_name(text: str) -> str:
+    """``--device``: a malformed name (``gpu``) is a usage error, refused before anything loads."""
+    if not DEVICE_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps"
+        )
+    return text
+
+
 def mode_list(text: str) -> tuple[str, ...]:
     """``"none,full"`` -> the named modes in canonical order."""
     names = [name.strip() for name in text.split(",") if name.strip()]
@@ -44,6 +57,7 @@ def add_device_flag(parser: argparse.ArgumentParser) -> None:
     ``--matmul-precision``: float32 matmuls on CUDA, full fp32 unless asked."""
     parser.add_argument(
         "--device",
+        type=device_name,
         default="auto",
         metavar="DEVICE",
         help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps",

@@ -25,6 +25,7 @@ from psa.arguments import (
     add_cuda_graph_flag,
     add_device_flag,
     argparse_shard,
+    device_name,
     existing_path,
     mode_list,
     positive_int,
@@ -60,9 +61,10 @@ DEFAULT_RESULTS_DIR = Path("results/sweep")
 
 def device_list(text: str) -> tuple[str, ...]:
     try:
-        return devices.parse_devices(text)
+        names = devices.parse_devices(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    return tuple(device_name(name) for name in names)
 
 
 def build_parser() -> argparse.ArgumentParser:
