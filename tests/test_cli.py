@@ -493,3 +493,57 @@ def test_a_stop_that_comes_after_the_command_finished_leaves_its_exit_status():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert (done.returncode, done.stderr) == (3, "")
+
+
+def run_into_closed_pipe(
+    argv: list[str], tmp_path: Path, buffered: bool
+) -> subprocess.CompletedProcess:
+    """Run ``argv`` with stdout a pipe whose reader has already gone, as `| head -1` leaves it
+    once it has its line: every write to stdout meets a closed pipe, when it prints (unbuffered)
+    or when Python flushes its buffer at exit (buffered, the default for a pipe)."""
+    env = _env(tmp_path)
+    if buffered:
+        env.pop("PYTHONUNBUFFERED", None)
+    else:
+        env["PYTHONUNBUFFERED"] = "1"
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        return subprocess.run(
+            argv, stdout=writer, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+            timeout=120,
+        )  # fmt: skip
+    finally:
+        os.close(writer)
+
+
+# A console script of pyproject.toml: ``python -c ENTRY train --help`` runs psa.cli.train.
+ENTRY = "import sys; from psa import cli; entry = getattr(cli, sys.argv.pop(1)); sys.exit(entry())"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-m", "psa", "--help"],
+        ["-m", "psa", "train", "--help"],
+        ["-c", ENTRY, "train", "--help"],
+        ["-c", ENTRY, "clean", "--version"],
+        # about 90 kB of commands: the pipe breaks while the command prints, not at exit
+        ["-c", ENTRY, "generate_reproduction_tests", "--output", "{tmp}/run.sh"],
+        ["-m", "psa", "generate-reproduction-tests", "--output", "{tmp}/run.sh"],
+    ],
+    ids=" ".join,
+)
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_a_reader_that_goes_away_ends_the_command_quietly_with_status_141(argv, buffered, tmp_path):
+    argv = [part.replace("{tmp}", str(tmp_path)) for part in argv]
+    done = run_into_closed_pipe([sys.executable, *argv], tmp_path, buffered)
+    assert (done.returncode, done.stderr) == (141, "")
+
+
+def test_a_command_whose_stdout_stays_open_is_unaffected_by_the_closed_pipe_handling(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", ENTRY, "clean", "--version"],
+        capture_output=True, text=True, env=_env(tmp_path), cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.startswith("clean ")

@@ -2,7 +2,8 @@
 by a signal, the one table of exit statuses, and how those lines name another command.
 
 Exit statuses: 0 done; 1 a PsaError (bad input or a state to fix); 2 a usage error (the command
-line as given cannot run); 128 + the signal after a stop (130 Ctrl-C, 143 SIGTERM)."""
+line as given cannot run); 128 + the signal after a stop (130 Ctrl-C, 143 SIGTERM); 141 when
+stdout's reader went away (psa.cli.closed_output)."""
 
 from __future__ import annotations
 
