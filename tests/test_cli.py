@@ -399,6 +399,28 @@ def test_a_hint_names_a_command_as_the_user_runs_them(tmp_path, monkeypatch, cap
     assert "run `scripts/poetry run sweep` first" in err
 
 
+@pytest.mark.parametrize(
+    ("call", "remedy"),
+    [
+        (lambda: cli.run("train", ["--no-such-flag"]), "see `scripts/poetry run train --help`"),
+        (lambda: cli.psa(["train", "--arch", "4x17"]), "`scripts/poetry run psa train --help`"),
+        (lambda: cli.psa(["trian"]), "see `scripts/poetry run psa --help`"),
+        (lambda: cli.run("clean", ["--all", "x.safetensors"]), "`scripts/poetry run clean --help`"),
+    ],
+    ids=["train", "psa train", "psa", "clean"],
+)
+def test_a_usage_error_names_the_help_as_the_user_runs_the_command(
+    call, remedy, monkeypatch, capsys
+):
+    monkeypatch.setenv("PSA_RUN_PREFIX", "scripts/poetry run")
+    try:
+        status = call()
+    except SystemExit as done:
+        status = done.code
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and err.rstrip().endswith(remedy), err
+
+
 @pytest.mark.parametrize("fmt", ["csv", "json"])
 def test_compare_modes_keeps_its_format_alone_on_stdout(fmt, capsys):
     from psa.commands.report import compare_modes_main

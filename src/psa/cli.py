@@ -22,7 +22,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from psa.errors import Interrupted, PsaError, exit_status, stopped_line
+from psa.errors import Interrupted, PsaError, command_hint, exit_status, stopped_line
 
 # Console command -> "module:function" taking argv. An alias is one more row.
 COMMANDS = {
@@ -163,7 +163,9 @@ def _umbrella(argv: list[str]) -> int:
         print(version_text("psa"))
         return 0
     if argv[0] not in COMMANDS:
-        print(f"psa: unknown command {argv[0]!r}; see `psa --help`", file=sys.stderr)
+        print(
+            f"psa: unknown command {argv[0]!r}; see `{command_hint('psa')} --help`", file=sys.stderr
+        )
         return 2
     return run_to_status(argv[0], argv[1:], name=f"psa {argv[0]}")
 
@@ -302,7 +304,7 @@ class CommandParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         """One line ``<command>: <what is wrong>; <what to do>`` and exit status 2."""
-        remedy = "" if ";" in message else f"; see `{self.prog} --help`"
+        remedy = "" if ";" in message else f"; see `{command_hint(self.prog)} --help`"
         self.exit(2, f"{self.prog}: {message}{remedy}\n")
 
 

@@ -75,7 +75,7 @@ def install_hint(extra: str) -> str:
 
 
 def command_hint(command: str) -> str:
-    """How the user runs ``command``: ``scripts/poetry run clean`` under scripts/poetry, else
-    the bare name."""
+    """How the user runs ``command``, one of psa's or another of its environment's
+    (``tensorboard``): ``scripts/poetry run clean`` under scripts/poetry, else the bare name."""
     prefix = os.environ.get(PREFIX_VARIABLE, "").strip()
     return f"{prefix} {command}" if prefix else command

@@ -11,7 +11,7 @@ from pathlib import Path
 from psa.atomic import write_atomically
 from psa.checkpoint import DEFAULT_NAME
 from psa.cli import CommandParser
-from psa.errors import PsaError, UsageError, install_hint
+from psa.errors import PsaError, UsageError, command_hint, install_hint
 from psa.store import ResultsStore
 
 FORMATS = ("csv", "parquet")
@@ -94,7 +94,7 @@ def tensorboard_parser() -> argparse.ArgumentParser:
         description="Write TensorBoard event files of the loop logs: one run per "
         "<arch>/<mode>/t<trial>, scalars accuracy/validation, accuracy/lkg and promotion at step "
         "= meta-loop. Rerun after a resume or a merge: the runs are rebuilt from the logs. "
-        "View with: tensorboard --logdir DIR/tensorboard",
+        f"View with: {command_hint('tensorboard')} --logdir DIR/tensorboard",
     )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--results-dir", type=Path, help="a sweep's results dir")
@@ -120,7 +120,7 @@ def tensorboard_main(argv: list[str] | None = None) -> None:
     count = tensorboard.rebuild(root, runs)
     print(
         f"{count} runs in {root / tensorboard.TENSORBOARD_DIR}; view with: "
-        f"tensorboard --logdir {root / tensorboard.TENSORBOARD_DIR}"
+        f"{command_hint('tensorboard')} --logdir {root / tensorboard.TENSORBOARD_DIR}"
     )
 
 
