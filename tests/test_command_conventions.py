@@ -260,6 +260,95 @@ def test_add_to_shipped_lets_a_sweep_plan_into_a_shipped_set(capsys, tmp_path):
     assert status_of("sweep", [*argv, "--add-to-shipped"], capsys)[0] == 0
 
 
+# Every command that writes results, tables or figures, with a command line writing into
+# {shipped}, a folder holding SHIPPED.md; inputs are the real shipped set (only read).
+SHIPPED_WRITERS = [
+    ("sweep", ["--arch", "[2*8]", "--trials", "1", "--results-dir", "{shipped}", "--dry-run"]),
+    ("merge-results", ["--results-dir", "{shipped}", str(SHIPPED)]),
+    ("sagemaker-results-parser", ["--arch", "[2*8]", "--trials", "1", "--output-dir", "{shipped}"]),
+    ("sagemaker-get-training-logs", ["--job", "psa-job", "--output-dir", "{shipped}"]),
+    ("sagemaker-logs-parser", ["--logs-dir", str(SHIPPED), "--output-dir", "{shipped}"]),
+    ("export-results", ["--results-dir", str(SHIPPED), "--output-dir", "{shipped}"]),
+    ("export-tensorboard", ["--results-dir", "{shipped}"]),
+    ("classify-regimes", ["--trials-file", str(SHIPPED), "--output-file", "{shipped}/regimes.md"]),
+    ("make-architecture-table", ["--output-file", "{shipped}/architecture_table.tex"]),
+    ("make-trial-accuracy-table", ["--datafile", str(SHIPPED), "--output-file", "{shipped}/a.tex"]),
+    ("make-figure-design-space", ["--output-dir", "{shipped}"]),
+    ("make-design-space-figure", ["--output-file", "{shipped}/space.png"]),
+    ("make-figure-heatmaps", ["--trials-file", str(SHIPPED), "--output-dir", "{shipped}"]),
+    ("make-convergence-plots", ["--logs-dir", str(SHIPPED), "--output-dir", "{shipped}"]),
+    ("make-convergence-plots", ["--logs-dir", str(SHIPPED), "--output-file", "{shipped}/c.png"]),
+    ("compare-modes", ["--trials-file", str(SHIPPED), "--output-file", "{shipped}/compare.md"]),
+]
+# Commands whose --output is a file of another kind (a benchmark, a cost report, a script).
+OTHER_OUTPUTS = {
+    "bench", "check-device", "sagemaker-cost-estimator", "sagemaker-estimate-storage",
+    "generate-reproduction-tests",
+}  # fmt: skip
+
+
+def shipped_copy(tmp_path: Path) -> Path:
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "SHIPPED.md").write_text("a shipped set\n")
+    return shipped
+
+
+@pytest.mark.parametrize(
+    ("command", "argv"), SHIPPED_WRITERS, ids=[f"{c} {a[-2]}" for c, a in SHIPPED_WRITERS]
+)
+def test_writing_into_the_shipped_set_is_a_usage_error_without_add_to_shipped(
+    command, argv, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(ROOT)
+    shipped = shipped_copy(tmp_path)
+    argv = [arg.replace("{shipped}", str(shipped)) for arg in argv]
+    status, err, _ = status_of(command, argv, capsys)
+    assert status == 2 and err.startswith(f"{command}: ") and err.count("\n") == 1, err
+    assert "the results set shipped with psa" in err and "--add-to-shipped" in err
+    assert [path.name for path in shipped.iterdir()] == ["SHIPPED.md"]
+
+
+def test_every_command_that_writes_results_tables_or_figures_takes_add_to_shipped():
+    writers = {command for command, _ in SHIPPED_WRITERS}
+    for command in cli.COMMANDS:
+        flags = {flag for action in parser_of(command)._actions for flag in action.option_strings}
+        if flags & {"--output-dir", "--output-file"}:
+            assert command in writers, f"{command} writes outputs unchecked"
+        assert ("--add-to-shipped" in flags) == (command in writers), command
+    assert not writers & OTHER_OUTPUTS
+
+
+@pytest.mark.parametrize(
+    ("command", "argv"),
+    [
+        ("classify-regimes", ["--trials-file", str(SHIPPED), "--output-file", "{shipped}/r.md"]),
+        ("make-architecture-table", ["--output-file", "{shipped}/architecture_table.tex"]),
+        ("export-results", ["--results-dir", str(SHIPPED), "--output-dir", "{shipped}"]),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_add_to_shipped_lets_a_command_write_into_a_shipped_set(
+    command, argv, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(ROOT)
+    shipped = shipped_copy(tmp_path)
+    argv = [arg.replace("{shipped}", str(shipped)) for arg in argv]
+    status, err, _ = status_of(command, [*argv, "--add-to-shipped"], capsys)
+    assert status == 0, err
+    assert len(list(shipped.iterdir())) > 1
+
+
+def test_a_figure_written_elsewhere_is_no_write_into_the_shipped_default_output_dir(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(ROOT)  # where --output-dir's default, results/, is the shipped set
+    argv = ["--output-file", str(tmp_path / "space.png"), "--dpi", "40"]
+    status, err, _ = status_of("make-figure-design-space", argv, capsys)
+    assert status == 0, err
+    assert (tmp_path / "space.png").exists()
+
+
 def test_the_dry_run_estimate_states_its_assumptions_and_counts_in_english(capsys, tmp_path):
     argv = ["--arch", "[2*8]", "--trials", "1", "--modes", "none", "--meta-loops", "1"]
     argv += ["--seed", "1", "--results-dir", str(tmp_path / "r"), "--device", "cpu", "--dry-run"]

@@ -1,5 +1,5 @@
-"""Argument types and flags shared by the command lines of train, sweep, bench and the cloud
-runner, so each flag parses and reports errors the same way everywhere."""
+"""Argument types and flags shared by the command lines of train, sweep, bench, the reporting
+commands and the cloud runner, so each flag parses and reports errors the same way everywhere."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import argparse
 import re
 from pathlib import Path
 
+from psa.errors import UsageError
 from psa.modes import MODES
+from psa.store.results import SHIPPED_MARKER
 from psa.sweep.request import Shard, parse_shard
 
 # The device names psa.device resolves (whether this machine has one is checked there).
@@ -88,3 +90,41 @@ def argparse_shard(text: str) -> Shard:
         return parse_shard(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_shipped_flag(parser: argparse.ArgumentParser, flag: str) -> None:
+    """``--add-to-shipped``: the one way to let ``flag`` write into the shipped results set."""
+    parser.add_argument(
+        "--add-to-shipped",
+        action="store_true",
+        help=f"let {flag} write into the results set shipped with psa (results/, marked by "
+        f"{SHIPPED_MARKER}), as when remaking its tables and figures",
+    )
+
+
+def refuse_shipped(
+    flag: str,
+    path: Path | None,
+    add_to_shipped: bool,
+    *,
+    file: bool = False,
+    default: Path | None = None,
+) -> None:
+    """Every command that writes results, tables or figures writes into the results set shipped
+    with psa (a folder holding SHIPPED.md) only with ``--add-to-shipped``; otherwise this
+    raises a UsageError (exit 2) before anything is written. ``path`` is the folder ``flag``
+    names, or with ``file`` a file written into it; ``default`` is ``flag``'s own default."""
+    if path is None or add_to_shipped:
+        return
+    folder = path.parent if file else path
+    if not (folder / SHIPPED_MARKER).is_file():
+        return
+    where = f"{flag} {path} is in" if file else f"{flag} {path} is"
+    own = f"a {'file' if file else 'folder'} of your own" + (
+        f" (the default is {default})" if default else ""
+    )
+    raise UsageError(
+        f"{where} the results set shipped with psa ({SHIPPED_MARKER} in {folder}), which is "
+        f"written into only with --add-to-shipped; give {flag} {own}, or --add-to-shipped to "
+        "write into it"
+    )

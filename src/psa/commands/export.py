@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+from psa.arguments import add_shipped_flag, refuse_shipped
 from psa.atomic import write_atomically
 from psa.checkpoint import DEFAULT_NAME
 from psa.cli import CommandParser
@@ -53,11 +54,13 @@ def results_parser() -> argparse.ArgumentParser:
         help="where trials.<format>, loops.<format> and runs.<format> go (default: "
         "RESULTS_DIR/export)",
     )
+    add_shipped_flag(parser, "--output-dir")
     return parser
 
 
 def results_main(argv: list[str] | None = None) -> None:
     args = results_parser().parse_args(argv)
+    refuse_shipped("--output-dir", args.output_dir, args.add_to_shipped)
     from psa import results
 
     store = ResultsStore(args.results_dir)
@@ -99,11 +102,13 @@ def tensorboard_parser() -> argparse.ArgumentParser:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--results-dir", type=Path, help="a sweep's results dir")
     where.add_argument("--model-dir", type=Path, help="a train model dir (its run logs)")
+    add_shipped_flag(parser, "--results-dir")
     return parser
 
 
 def tensorboard_main(argv: list[str] | None = None) -> None:
     args = tensorboard_parser().parse_args(argv)
+    refuse_shipped("--results-dir", args.results_dir, args.add_to_shipped)
     from psa.store import tensorboard
 
     if args.results_dir is not None:
