@@ -451,6 +451,21 @@ def test_documented_examples_write_only_where_git_ignores_or_the_shipped_outputs
     assert not strays, "\n".join(strays)
 
 
+def test_a_tools_dry_run_comes_before_the_runs_into_its_results_dir():
+    """TOOLS.md's examples build on each other in the order given: a dry run after the real run
+    of its results dir would plan nothing ("0 trials to run") and show nothing of what it is for.
+    (REPRODUCTION.md's are alternative routes, not one sequence.)"""
+    late, written = [], set()
+    for _, command in (entry for entry in documented_commands() if entry[0] == "TOOLS.md"):
+        words = shlex.split(command)
+        target = words[words.index("--results-dir") + 1] if "--results-dir" in words else None
+        if "--dry-run" in words and target in written:
+            late.append(command)
+        elif "--dry-run" not in words and "--status" not in words and target:
+            written.add(target)
+    assert late == []
+
+
 def git_status() -> str:
     return subprocess.run(
         ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=all"],
