@@ -3,9 +3,12 @@ tests of how it refuses bad input."""
 
 from __future__ import annotations
 
+import argparse
+import importlib
 from collections.abc import Callable
+from unittest import mock
 
-from psa.cli import COMMANDS, run
+from psa.cli import COMMANDS, CommandParser, run
 
 
 def command_of(main: Callable) -> str:
@@ -27,3 +30,22 @@ def refusal(capsys, command: str | Callable, argv: list[str]) -> tuple[int, str]
     assert status not in (0, None), err
     assert "Traceback" not in err
     return status, err.strip().splitlines()[-1]
+
+
+class _Parsed(Exception):
+    """Raised in place of parsing, carrying the parser a command built."""
+
+
+def parser_of(command: str) -> argparse.ArgumentParser:
+    """The parser that console command ``command`` builds (nothing is parsed or run)."""
+
+    def capture(self, args=None, namespace=None):
+        raise _Parsed(self)
+
+    module, function = COMMANDS[command].split(":")
+    with mock.patch.object(CommandParser, "parse_args", capture):
+        try:
+            getattr(importlib.import_module(module), function)([])
+        except _Parsed as parsed:
+            return parsed.args[0]
+    raise AssertionError(f"{command} ran without parsing its command line")

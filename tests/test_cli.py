@@ -8,6 +8,7 @@ import importlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -354,6 +355,31 @@ def test_every_flag_has_help_and_shows_its_default_once(command, monkeypatch):
     assert "%(default)" not in parser.format_help()
 
 
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_a_flag_that_takes_no_value_shows_no_default(command, monkeypatch):
+    """A switch's default is its destination's value (True for --no-cuda-graph), which says
+    nothing about whether the switch is on; help that says so in words (``--labels``) may."""
+    parser = command_parser(command, monkeypatch)
+    formatter = parser._get_formatter()
+    switches = {
+        "/".join(action.option_strings): formatter._expand_help(action)
+        for action in parser._actions
+        if action.option_strings and action.nargs == 0 and action.help
+    }
+    shown = re.compile(r"\(default: (True|False|None)\)")
+    assert {flag: text for flag, text in switches.items() if shown.search(text)} == {}
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_no_cuda_graph_help_says_what_it_does_and_no_default(command, capsys):
+    with pytest.raises(SystemExit):
+        cli.run(command, ["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    described = help_text[help_text.index("--no-cuda-graph on CUDA") :].split(" --")[0]
+    assert "launch a training step's kernels one by one" in described
+    assert "default" not in described
+
+
 def _shipped_regimes(capsys, fmt: str) -> tuple[str, str]:
     from psa.commands.report import classify_regimes_main
 
@@ -411,6 +437,28 @@ def test_a_hint_names_a_command_as_the_user_runs_them(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err
     assert err.startswith("classify-regimes: --trials-file ") and err.count("\n") == 1
     assert "run `scripts/poetry run sweep` first" in err
+
+
+@pytest.mark.parametrize(
+    ("call", "remedy"),
+    [
+        (lambda: cli.run("train", ["--no-such-flag"]), "see `scripts/poetry run train --help`"),
+        (lambda: cli.psa(["train", "--arch", "4x17"]), "`scripts/poetry run psa train --help`"),
+        (lambda: cli.psa(["trian"]), "see `scripts/poetry run psa --help`"),
+        (lambda: cli.run("clean", ["--all", "x.safetensors"]), "`scripts/poetry run clean --help`"),
+    ],
+    ids=["train", "psa train", "psa", "clean"],
+)
+def test_a_usage_error_names_the_help_as_the_user_runs_the_command(
+    call, remedy, monkeypatch, capsys
+):
+    monkeypatch.setenv("PSA_RUN_PREFIX", "scripts/poetry run")
+    try:
+        status = call()
+    except SystemExit as done:
+        status = done.code
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and err.rstrip().endswith(remedy), err
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])
@@ -507,3 +555,57 @@ def test_a_stop_that_comes_after_the_command_finished_leaves_its_exit_status():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert (done.returncode, done.stderr) == (3, "")
+
+
+def run_into_closed_pipe(
+    argv: list[str], tmp_path: Path, buffered: bool
+) -> subprocess.CompletedProcess:
+    """Run ``argv`` with stdout a pipe whose reader has already gone, as `| head -1` leaves it
+    once it has its line: every write to stdout meets a closed pipe, when it prints (unbuffered)
+    or when Python flushes its buffer at exit (buffered, the default for a pipe)."""
+    env = _env(tmp_path)
+    if buffered:
+        env.pop("PYTHONUNBUFFERED", None)
+    else:
+        env["PYTHONUNBUFFERED"] = "1"
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        return subprocess.run(
+            argv, stdout=writer, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+            timeout=120,
+        )  # fmt: skip
+    finally:
+        os.close(writer)
+
+
+# A console script of pyproject.toml: ``python -c ENTRY train --help`` runs psa.cli.train.
+ENTRY = "import sys; from psa import cli; entry = getattr(cli, sys.argv.pop(1)); sys.exit(entry())"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-m", "psa", "--help"],
+        ["-m", "psa", "train", "--help"],
+        ["-c", ENTRY, "train", "--help"],
+        ["-c", ENTRY, "clean", "--version"],
+        # about 90 kB of commands: the pipe breaks while the command prints, not at exit
+        ["-c", ENTRY, "generate_reproduction_tests", "--output", "{tmp}/run.sh"],
+        ["-m", "psa", "generate-reproduction-tests", "--output", "{tmp}/run.sh"],
+    ],
+    ids=" ".join,
+)
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_a_reader_that_goes_away_ends_the_command_quietly_with_status_141(argv, buffered, tmp_path):
+    argv = [part.replace("{tmp}", str(tmp_path)) for part in argv]
+    done = run_into_closed_pipe([sys.executable, *argv], tmp_path, buffered)
+    assert (done.returncode, done.stderr) == (141, "")
+
+
+def test_a_command_whose_stdout_stays_open_is_unaffected_by_the_closed_pipe_handling(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", ENTRY, "clean", "--version"],
+        capture_output=True, text=True, env=_env(tmp_path), cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.startswith("clean ")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import psa
+from command_support import parser_of
 from psa import cli
 from psa.commands import sweep as sweep_command
 from psa.wording import count, span
@@ -123,9 +124,108 @@ def test_an_input_that_holds_nothing_usable_exits_1(command, argv, tmp_path, cap
     assert err.startswith(f"{command}: ") and err.count("\n") == 1, err
 
 
+# A malformed value for each argparse type a flag of some command has. "x" for the numbers
+# RunConfig's flags take (lr, batch_size, ...: named after their field).
+MALFORMED_BY_TYPE = {
+    "positive_int": "0",
+    "int": "x",
+    "float": "x",
+    "existing_path": "{absent}",
+    "argparse_arch": "4x17",
+    "targets_flag": "4x17",
+    "mode_list": "nope",
+    "device_name": "gpu",
+    "device_list": "cuda:0,gpu",
+    "argparse_shard": "3/2",
+    "parse_size": "huge",
+    "_price": "m5=cheap",
+    **dict.fromkeys(("lr", "batch_size", "weight_decay", "dropout", "meta_loops", "seed"), "x"),
+}
+# Flags whose value is any text or any path to write: nothing there is malformed.
+FREE_TEXT = {
+    "--caption", "--label", "--model-root", "--partition", "--account", "--qos", "--sbatch",
+    "--setup", "--job", "--region", "--bucket", "--prefix", "--job-prefix", "--role",
+    "--account-id", "--instance-type", "--image-uri",
+}  # fmt: skip
+# Flags of free text that the command checks after parsing: the whole command line of a
+# malformed value, which reaches the check without doing any work.
+CHECKED_AFTER_PARSING = {
+    ("bench", "--archs"): ["--archs", "4x17", "--output", "{tmp}/bench.json"],
+    ("bench", "--trials"): ["--trials", "0", "--output", "{tmp}/bench.json"],
+    ("bench", "--precisions"): ["--precisions", "fp8", "--output", "{tmp}/bench.json"],
+    ("check-device", "--archs"): ["--archs", "4x17"],
+    ("compare-modes", "--modes"): ["--modes", "nope", "--trials-file", str(SHIPPED)],
+    ("results-value", "--where"): ["--results-dir", str(SHIPPED), "--where", "nope"],
+    ("results-value", "--column"): ["--results-dir", str(SHIPPED), "--column", "nope"],
+}
+
+
+def malformed_command_lines(command: str) -> dict[str, list[str]]:
+    """For each flag of ``command`` that takes a value which can be malformed: a command line
+    giving it one. A flag this cannot place fails the test, so a new flag is never unchecked."""
+    lines = {}
+    for action in parser_of(command)._actions:
+        flag = action.option_strings[-1] if action.option_strings else None
+        if flag is None or action.nargs == 0:
+            continue
+        kind = getattr(action.type, "__name__", None)
+        if (command, flag) in CHECKED_AFTER_PARSING:
+            lines[flag] = CHECKED_AFTER_PARSING[command, flag]
+        elif action.choices:
+            lines[flag] = [flag, "no-such-choice"]
+        elif kind in MALFORMED_BY_TYPE:
+            lines[flag] = [flag, MALFORMED_BY_TYPE[kind]]
+        else:
+            assert kind == "Path" or flag in FREE_TEXT, f"{command} {flag}: type {kind}"
+    return lines
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_a_malformed_value_of_any_flag_is_a_usage_error(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a value let through writes nothing into the checkout
+    wrong = {}
+    for flag, argv in malformed_command_lines(command).items():
+        status, err, _ = status_of(command, filled(argv, tmp_path), capsys)
+        line, value = err.strip(), filled(argv, tmp_path)[argv.index(flag) + 1]
+        about_it = flag in line or value in line  # not about another flag, or a missing one
+        if status != 2 or not line.startswith(f"{command}: ") or "\n" in line or not about_it:
+            wrong[flag] = (status, err[-300:])
+    assert wrong == {}
+
+
+def figure_commands() -> list[str]:
+    """The commands that write one figure to --output-file in a --format."""
+    found = []
+    for command in sorted(cli.COMMANDS):
+        flags = {
+            flag: action for action in parser_of(command)._actions for flag in action.option_strings
+        }
+        if "--output-file" in flags and "pdf" in (
+            flags.get("--format") and flags["--format"].choices or ()
+        ):
+            found.append(command)
+    return found
+
+
+def test_every_figure_command_refuses_a_format_other_than_its_output_files_as_a_usage_error(
+    tmp_path, capsys, monkeypatch
+):
+    commands = figure_commands()
+    assert len(commands) >= 3, commands
+    monkeypatch.chdir(ROOT)
+    for clash in (
+        ["--format", "pdf", "--output-file", "{tmp}/figure.png"],
+        ["--output-file", "{tmp}/figure.gif"],
+    ):
+        for command in commands:
+            status, err, _ = status_of(command, filled(clash, tmp_path), capsys)
+            assert status == 2 and err.startswith(f"{command}: ") and err.count("\n") == 1, err
+    assert not list(tmp_path.glob("figure*"))
+
+
 def test_tools_documents_the_exit_statuses():
     tools = (ROOT / "TOOLS.md").read_text()
-    for status in ("| 0 |", "| 1 |", "| 2 |", "| 130, 143 |"):
+    for status in ("| 0 |", "| 1 |", "| 2 |", "| 130, 143 |", "| 141 |"):
         assert status in tools
 
 
@@ -158,6 +258,95 @@ def test_add_to_shipped_lets_a_sweep_plan_into_a_shipped_set(capsys, tmp_path):
     argv += ["--seed", "1", "--results-dir", str(shipped), "--device", "cpu", "--dry-run"]
     assert status_of("sweep", argv, capsys)[0] == 2
     assert status_of("sweep", [*argv, "--add-to-shipped"], capsys)[0] == 0
+
+
+# Every command that writes results, tables or figures, with a command line writing into
+# {shipped}, a folder holding SHIPPED.md; inputs are the real shipped set (only read).
+SHIPPED_WRITERS = [
+    ("sweep", ["--arch", "[2*8]", "--trials", "1", "--results-dir", "{shipped}", "--dry-run"]),
+    ("merge-results", ["--results-dir", "{shipped}", str(SHIPPED)]),
+    ("sagemaker-results-parser", ["--arch", "[2*8]", "--trials", "1", "--output-dir", "{shipped}"]),
+    ("sagemaker-get-training-logs", ["--job", "psa-job", "--output-dir", "{shipped}"]),
+    ("sagemaker-logs-parser", ["--logs-dir", str(SHIPPED), "--output-dir", "{shipped}"]),
+    ("export-results", ["--results-dir", str(SHIPPED), "--output-dir", "{shipped}"]),
+    ("export-tensorboard", ["--results-dir", "{shipped}"]),
+    ("classify-regimes", ["--trials-file", str(SHIPPED), "--output-file", "{shipped}/regimes.md"]),
+    ("make-architecture-table", ["--output-file", "{shipped}/architecture_table.tex"]),
+    ("make-trial-accuracy-table", ["--datafile", str(SHIPPED), "--output-file", "{shipped}/a.tex"]),
+    ("make-figure-design-space", ["--output-dir", "{shipped}"]),
+    ("make-design-space-figure", ["--output-file", "{shipped}/space.png"]),
+    ("make-figure-heatmaps", ["--trials-file", str(SHIPPED), "--output-dir", "{shipped}"]),
+    ("make-convergence-plots", ["--logs-dir", str(SHIPPED), "--output-dir", "{shipped}"]),
+    ("make-convergence-plots", ["--logs-dir", str(SHIPPED), "--output-file", "{shipped}/c.png"]),
+    ("compare-modes", ["--trials-file", str(SHIPPED), "--output-file", "{shipped}/compare.md"]),
+]
+# Commands whose --output is a file of another kind (a benchmark, a cost report, a script).
+OTHER_OUTPUTS = {
+    "bench", "check-device", "sagemaker-cost-estimator", "sagemaker-estimate-storage",
+    "generate-reproduction-tests",
+}  # fmt: skip
+
+
+def shipped_copy(tmp_path: Path) -> Path:
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "SHIPPED.md").write_text("a shipped set\n")
+    return shipped
+
+
+@pytest.mark.parametrize(
+    ("command", "argv"), SHIPPED_WRITERS, ids=[f"{c} {a[-2]}" for c, a in SHIPPED_WRITERS]
+)
+def test_writing_into_the_shipped_set_is_a_usage_error_without_add_to_shipped(
+    command, argv, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(ROOT)
+    shipped = shipped_copy(tmp_path)
+    argv = [arg.replace("{shipped}", str(shipped)) for arg in argv]
+    status, err, _ = status_of(command, argv, capsys)
+    assert status == 2 and err.startswith(f"{command}: ") and err.count("\n") == 1, err
+    assert "the results set shipped with psa" in err and "--add-to-shipped" in err
+    assert [path.name for path in shipped.iterdir()] == ["SHIPPED.md"]
+
+
+def test_every_command_that_writes_results_tables_or_figures_takes_add_to_shipped():
+    writers = {command for command, _ in SHIPPED_WRITERS}
+    for command in cli.COMMANDS:
+        flags = {flag for action in parser_of(command)._actions for flag in action.option_strings}
+        if flags & {"--output-dir", "--output-file"}:
+            assert command in writers, f"{command} writes outputs unchecked"
+        assert ("--add-to-shipped" in flags) == (command in writers), command
+    assert not writers & OTHER_OUTPUTS
+
+
+@pytest.mark.parametrize(
+    ("command", "argv"),
+    [
+        ("classify-regimes", ["--trials-file", str(SHIPPED), "--output-file", "{shipped}/r.md"]),
+        ("make-architecture-table", ["--output-file", "{shipped}/architecture_table.tex"]),
+        ("export-results", ["--results-dir", str(SHIPPED), "--output-dir", "{shipped}"]),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_add_to_shipped_lets_a_command_write_into_a_shipped_set(
+    command, argv, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(ROOT)
+    shipped = shipped_copy(tmp_path)
+    argv = [arg.replace("{shipped}", str(shipped)) for arg in argv]
+    status, err, _ = status_of(command, [*argv, "--add-to-shipped"], capsys)
+    assert status == 0, err
+    assert len(list(shipped.iterdir())) > 1
+
+
+def test_a_figure_written_elsewhere_is_no_write_into_the_shipped_default_output_dir(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(ROOT)  # where --output-dir's default, results/, is the shipped set
+    argv = ["--output-file", str(tmp_path / "space.png"), "--dpi", "40"]
+    status, err, _ = status_of("make-figure-design-space", argv, capsys)
+    assert status == 0, err
+    assert (tmp_path / "space.png").exists()
 
 
 def test_the_dry_run_estimate_states_its_assumptions_and_counts_in_english(capsys, tmp_path):
@@ -260,6 +449,21 @@ def test_documented_examples_write_only_where_git_ignores_or_the_shipped_outputs
             if ignored.returncode != 0:
                 strays.append(f"{doc}: {command} writes {path}")
     assert not strays, "\n".join(strays)
+
+
+def test_a_tools_dry_run_comes_before_the_runs_into_its_results_dir():
+    """TOOLS.md's examples build on each other in the order given: a dry run after the real run
+    of its results dir would plan nothing ("0 trials to run") and show nothing of what it is for.
+    (REPRODUCTION.md's are alternative routes, not one sequence.)"""
+    late, written = [], set()
+    for _, command in (entry for entry in documented_commands() if entry[0] == "TOOLS.md"):
+        words = shlex.split(command)
+        target = words[words.index("--results-dir") + 1] if "--results-dir" in words else None
+        if "--dry-run" in words and target in written:
+            late.append(command)
+        elif "--dry-run" not in words and "--status" not in words and target:
+            written.add(target)
+    assert late == []
 
 
 def git_status() -> str:

@@ -74,6 +74,23 @@ def test_classify_regimes_prints_a_table_and_counts(results, configs, capsys):
     assert "| Untrainable | 1 |" in out and "| Unknown | 1 |" in out
 
 
+@pytest.mark.parametrize("fmt", ["md", "csv", "json"])
+def test_classify_regimes_says_on_stderr_why_rows_are_unknown(results, configs, fmt, capsys):
+    lines = (results / "trials.jsonl").read_text().splitlines(keepends=True)
+    kept = [line for line in lines if not ('"2*2"' in line and '"mode": "full"' in line)]
+    assert len(kept) == len(lines) - 3
+    (results / "trials.jsonl").write_text("".join(kept))  # 2*2 now lacks its full trials
+    argv = ["--trials-file", str(results), "--config-file", str(configs[0]), "--format", fmt]
+    assert classify_regimes_main(argv) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+    assert notes == [
+        f"classify-regimes: note: 1 of the 3 architectures of {configs[0]} has no trials in "
+        f"{results}; it is listed as Unknown",
+        f"classify-regimes: note: 1 of the 3 architectures lacks the trials of some modes in "
+        f"{results}; it is listed as Unknown",
+    ]
+
+
 def test_classify_regimes_json_and_csv_from_a_trial_table(results, capsys):
     table = results / "psa_resmlp_trials.md"
     classify_regimes_main(["--trials-file", str(table), "--format", "json", "--zeror", "97"])

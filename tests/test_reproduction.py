@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import signal
 import subprocess
+import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -163,8 +167,10 @@ def test_the_first_failure_stops_the_script_and_names_the_command(generated):
     root = fake_repo(script, fail_on="2x4_full_t2/")
     finished = run_script(script, root)
     assert finished.returncode != 0
-    assert "stopped at the first failure" in finished.stderr
+    assert "stopped at the first failure; this command failed (exit 3): " in finished.stderr
     assert "--model-dir ./models/repro/2x4_full_t2/" in finished.stderr
+    pasted = finished.stderr.strip().split("(exit 3): ", 1)[1]
+    assert shlex.split(pasted)[:5] == ["scripts/poetry", "run", "train", "--arch", "[2*4]"]
     calls = (root / "calls.log").read_text().splitlines()
     assert "--model-dir ./models/repro/2x4_full_t2/" in calls[-1]
     assert len(calls) == len(MODES) + 4
@@ -236,3 +242,102 @@ def test_bad_counts_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as failed:
         reproduction.main(argv)
     assert failed.value.code == 2
+
+
+# Like train: creates its model dir and writes provenance/ there at once; on the trial matching
+# $PAUSE_ON it then waits (touching ./paused) until SIGINT ends it with status 130.
+TRAIN_THAT_PAUSES = """#!/usr/bin/env bash
+for a in "$@"; do [ "${p:-}" = --model-dir ] && dir=$a; p=$a; done
+mkdir -p "$dir/provenance" && printf '{}' > "$dir/provenance/run.json"
+printf '%s\\n' "$*" >> calls.log
+if [ -n "${PAUSE_ON:-}" ] && [[ $* == *"$PAUSE_ON"* ]]; then
+    sleep 60 >/dev/null 2>&1 &  # in the background, where bash runs it deaf to SIGINT
+    trap "kill $!; exit 130" INT
+    touch paused
+    wait
+fi
+"""
+
+
+def stop_with_ctrl_c(command: list[str], root: Path, env: dict, started: Path):
+    """Run ``command`` in its own process group, and once ``started`` exists send the group
+    SIGINT, as Ctrl-C in a terminal does; returns the finished process."""
+    process = subprocess.Popen(
+        command, cwd=root, env=env, start_new_session=True, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not started.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def test_ctrl_c_in_the_first_trial_or_a_later_one_and_a_rerun_finish_the_grid(generated):
+    script, _ = generated
+    root = fake_repo(script)
+    (root / "scripts" / "poetry").write_text(TRAIN_THAT_PAUSES)
+    env = {**os.environ}
+    for trial in ("2x4_none_t1/", "1x8-2x4_full_t2/"):  # the first trial, then a later one
+        (root / "paused").unlink(missing_ok=True)
+        stopped = stop_with_ctrl_c(
+            ["bash", str(script)], root, {**env, "PAUSE_ON": trial}, root / "paused"
+        )
+        assert stopped.returncode == 130, stopped.stderr
+        last = stopped.stderr.strip().splitlines()[-1]
+        assert last.startswith("run_reproduction.sh: stopped during: scripts/poetry run train ")
+        assert "failure" not in last and f"rerun: bash {script}" in last
+        during = shlex.split(last.split("stopped during: ", 1)[1].split(";")[0])
+        assert during[during.index("--model-dir") + 1] == f"./models/repro/{trial}"
+        assert during[during.index("--arch") + 1] in ("[2*4]", "[1*8, 2*4]")
+    finished = run_script(script, root)
+    assert finished.returncode == 0, finished.stderr
+    assert "all 36 runs finished" in finished.stdout
+    trials = sorted((root / "models" / "repro").iterdir())
+    assert len(trials) == 36 and all((dir / ".trial-finished").is_file() for dir in trials)
+    (root / "calls.log").unlink()
+    assert run_script(script, root).returncode == 0 and not (root / "calls.log").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_real_trains_and_reruns_finish_the_grid(tmp_path):
+    """The same with train itself (on the first rows of MNIST, but the full set in a trial to be
+    stopped, whose first loop takes seconds): stopped in the first trial, then in the fourth."""
+    configs = tmp_path / "configs.txt"
+    configs.write_text("1*8\n")
+    script = tmp_path / "repo" / "reproduction" / "run_reproduction.sh"
+    argv = ["--configs", str(configs), "--output", str(script), "--trials", "1"]
+    reproduction.main([*argv, "--meta-loops", "2"])
+    root = script.parent.parent
+    (root / "scripts").mkdir()
+    entry = Path(__file__).with_name("chaos_entry.py")
+    poetry = root / "scripts" / "poetry"
+    poetry.write_text(
+        "#!/usr/bin/env bash\nshift\n"
+        '[ -n "${SLOW_TRIAL:-}" ] && [[ $* == *"$SLOW_TRIAL"* ]] && unset PSA_CHAOS_SUBSET\n'
+        f'exec {shlex.quote(sys.executable)} {shlex.quote(str(entry))} "$@"\n'
+    )
+    poetry.chmod(0o755)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PSA_CHAOS_SUBSET": "1"}
+    env["PYTHONPATH"] = str(Path(reproduction.__file__).resolve().parents[2])
+    repro = root / "models" / "repro"
+    for trial in ("1x8_none_t1", "1x8_full_t1"):
+        stopped = stop_with_ctrl_c(
+            ["bash", str(script)],
+            root,
+            {**env, "SLOW_TRIAL": f"{trial}/"},
+            repro / trial / "provenance",
+        )
+        assert stopped.returncode == 130, stopped.stderr
+        assert "train: stopped by SIGINT" in stopped.stderr
+        assert "stopped during: scripts/poetry run train --arch '[1*8]'" in stopped.stderr
+    finished = run_script(script, root)
+    assert finished.returncode == 0, finished.stderr
+    assert "all 6 runs finished" in finished.stdout
+    for trial in repro.iterdir():
+        assert (trial / ".trial-finished").is_file()
+        # one run of 2 loops: the stopped run's files were cleared before the restart
+        [log] = trial.glob("mnist_lkg.*.jsonl")
+        assert len(log.read_text().splitlines()) == 2, trial

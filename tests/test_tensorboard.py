@@ -201,3 +201,21 @@ def test_without_tensorboard_installed_the_flag_is_refused_before_anything_is_wr
     assert not (target / TENSORBOARD_DIR).exists()
     if command != "export-tensorboard":
         assert not target.exists()
+
+
+def test_export_tensorboard_names_tensorboard_as_the_user_runs_commands(
+    tmp_path, monkeypatch, capsys
+):
+    """tensorboard is a command of psa's environment, reached as psa's commands are."""
+    shipped = Path(__file__).resolve().parents[1] / "results"
+    results = tmp_path / "results"
+    results.mkdir()
+    for name in ("settings.json", "trials.jsonl"):
+        shutil.copy(shipped / name, results / name)
+    shutil.copytree(shipped / "logs", results / "logs")
+    monkeypatch.setenv("PSA_RUN_PREFIX", "scripts/poetry run")
+    assert run("export-tensorboard", ["--results-dir", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith(
+        f"view with: scripts/poetry run tensorboard --logdir {results / TENSORBOARD_DIR}"
+    ), out

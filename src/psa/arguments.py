@@ -1,13 +1,16 @@
-"""Argument types and flags shared by the command lines of train, sweep, bench and the cloud
-runner, so each flag parses and reports errors the same way everywhere."""
+"""Argument types and flags shared by the command lines of train, sweep, bench, the reporting
+commands and the cloud runner, so each flag parses and reports errors the same way everywhere."""
 
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
 from pathlib import Path
 
+from psa.errors import UsageError
 from psa.modes import MODES
+from psa.store.results import SHIPPED_MARKER
 from psa.sweep.request import Shard, parse_shard
 
 # Bounds on counts that size what a command lists or allocates before its first step, far above
@@ -18,6 +21,9 @@ MAX_TRIALS_TOGETHER = len(MODES) * MAX_TRIALS  # bench's K: the most a sweep's b
 MAX_SHARDS = 1_000  # shards or SageMaker jobs: each is planned in advance (a dry run previews each)
 MAX_TIMED_STEPS = 196  # check-device: an epoch's steps at batch 256, its images made in memory
 MAX_DPI = 1_200  # a figure's pixels are allocated at once: 2,400 dpi needs gigabytes
+
+# The device names psa.device resolves (whether this machine has one is checked there).
+DEVICE_NAME = re.compile(r"auto|(cpu|cuda|mps)(:[0-9]+)?")
 
 
 def positive_int(text: str) -> int:
@@ -66,6 +72,15 @@ def existing_path(text: str) -> Path:
     return path
 
 
+def device_name(text: str) -> str:
+    """``--device``: a malformed name (``gpu``) is a usage error, refused before anything loads."""
+    if not DEVICE_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps"
+        )
+    return text
+
+
 def mode_list(text: str) -> tuple[str, ...]:
     """``"none,full"`` -> the named modes in canonical order."""
     names = [name.strip() for name in text.split(",") if name.strip()]
@@ -82,6 +97,7 @@ def add_device_flag(parser: argparse.ArgumentParser) -> None:
     ``--matmul-precision``: float32 matmuls on CUDA, full fp32 unless asked."""
     parser.add_argument(
         "--device",
+        type=device_name,
         default="auto",
         metavar="DEVICE",
         help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps",
@@ -114,3 +130,43 @@ def argparse_shard(text: str) -> Shard:
         raise argparse.ArgumentTypeError(str(error)) from None
     shard_count(str(shard.count))
     return shard
+
+
+
+
+def add_shipped_flag(parser: argparse.ArgumentParser, flag: str) -> None:
+    """``--add-to-shipped``: the one way to let ``flag`` write into the shipped results set."""
+    parser.add_argument(
+        "--add-to-shipped",
+        action="store_true",
+        help=f"let {flag} write into the results set shipped with psa (results/, marked by "
+        f"{SHIPPED_MARKER}), as when remaking its tables and figures",
+    )
+
+
+def refuse_shipped(
+    flag: str,
+    path: Path | None,
+    add_to_shipped: bool,
+    *,
+    file: bool = False,
+    default: Path | None = None,
+) -> None:
+    """Every command that writes results, tables or figures writes into the results set shipped
+    with psa (a folder holding SHIPPED.md) only with ``--add-to-shipped``; otherwise this
+    raises a UsageError (exit 2) before anything is written. ``path`` is the folder ``flag``
+    names, or with ``file`` a file written into it; ``default`` is ``flag``'s own default."""
+    if path is None or add_to_shipped:
+        return
+    folder = path.parent if file else path
+    if not (folder / SHIPPED_MARKER).is_file():
+        return
+    where = f"{flag} {path} is in" if file else f"{flag} {path} is"
+    own = f"a {'file' if file else 'folder'} of your own" + (
+        f" (the default is {default})" if default else ""
+    )
+    raise UsageError(
+        f"{where} the results set shipped with psa ({SHIPPED_MARKER} in {folder}), which is "
+        f"written into only with --add-to-shipped; give {flag} {own}, or --add-to-shipped to "
+        "write into it"
+    )

@@ -4,7 +4,8 @@
 makes Ctrl-C and SIGTERM end the command with one line and exit status 130 or 143, answers
 ``--version``, imports the command's module (torch, pandas or boto3 load only here) and calls its
 ``main(argv)``. The project's errors (:class:`psa.errors.PsaError`) that a command lets through
-become one line ``<command>: <what is wrong>; <what to do>`` on stderr and exit status 1.
+become one line ``<command>: <what is wrong>; <what to do>`` on stderr and exit status 1. A
+reader of stdout that goes away (``| head -1``) ends the command quietly with status 141.
 
 :class:`CommandParser` gives every command the same flags and messages: ``--version``, a usage
 error as one line (the usage block only for ``--help``), each default shown once, and the name the
@@ -16,12 +17,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import select
 import signal
 import sys
 from collections.abc import Sequence
 
 from psa import interrupts
-from psa.errors import Interrupted, PsaError, exit_status, os_error_line, stopped_line
+from psa.errors import Interrupted, PsaError, command_hint, exit_status, os_error_line, stopped_line
 
 # Console command -> "module:function" taking argv. An alias is one more row.
 COMMANDS = {
@@ -96,6 +98,8 @@ GROUPS = {
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # The commands that save their work as they go; stopped before they saved any, they say so.
 SAVING_COMMANDS = frozenset({"train", "sweep"})
+# A command whose stdout reader went away exits as one killed by SIGPIPE does in a shell.
+CLOSED_OUTPUT_STATUS = 128 + 13
 
 _running: str | None = None
 
@@ -130,9 +134,9 @@ def run(command: str, argv: Sequence[str], name: str | None = None) -> int:
         print(one_line(done.code), file=sys.stderr)
         return exit_status(done)
     except BrokenPipeError:
-        # The reader of stdout went away (`| head`): nothing left to say, and no traceback.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        if not stdout_closed():
+            raise
+        return closed_output()
     except OSError as error:
         # A full disk, a file where a folder is needed, no permission: one line, no traceback.
         print(f"{_running}: {one_line(os_error_line(error))}", file=sys.stderr)
@@ -156,6 +160,16 @@ def psa(argv: Sequence[str] | None = None) -> int:
     sweep``); ``psa --help`` lists them by group. The upstream names keep working on their own."""
     process = argv is None  # the console script, not a caller in this process
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        status = _umbrella(argv)
+    except BrokenPipeError:  # `psa --help | head -1`
+        if not stdout_closed():
+            raise
+        status = closed_output()
+    return finished_process(status) if process else status
+
+
+def _umbrella(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(umbrella_help())
         return 0 if argv else 2
@@ -165,13 +179,20 @@ def psa(argv: Sequence[str] | None = None) -> int:
         print(version_text("psa"))
         return 0
     if argv[0] not in COMMANDS:
-        print(f"psa: unknown command {argv[0]!r}; see `psa --help`", file=sys.stderr)
+        print(
+            f"psa: unknown command {argv[0]!r}; see `{command_hint('psa')} --help`", file=sys.stderr
+        )
         return 2
+    return run_to_status(argv[0], argv[1:], name=f"psa {argv[0]}")
+
+
+def run_to_status(command: str, argv: Sequence[str], name: str | None = None) -> int:
+    """:func:`run`, with the exits of a command's parser (``--help``, a usage error) as a
+    status too, so a console script flushes stdout itself before the process exits."""
     try:
-        status = run(argv[0], argv[1:], name=f"psa {argv[0]}")
-    except SystemExit as done:  # --help and usage errors of the subcommand's parser
+        return run(command, argv, name)
+    except SystemExit as done:
         return done.code if isinstance(done.code, int) else 0 if done.code is None else 1
-    return finished_process(status) if process else status
 
 
 def umbrella_help() -> str:
@@ -204,10 +225,35 @@ def one_line(message: str) -> str:
 def finished_process(status: int) -> int:
     """``status``, for a process whose command has finished and now exits: a stop arriving from
     here on changes nothing, where the restored default would end the process by the signal
-    (a -2 or -15 instead of the command's status)."""
+    (a -2 or -15 instead of the command's status). What stdout still buffers is written now,
+    so a reader that went away ends the process quietly (:func:`closed_output`), not with
+    Python's "Exception ignored ... BrokenPipeError" at exit."""
     for number in STOP_SIGNALS:
         signal.signal(number, signal.SIG_IGN)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return closed_output()
     return status
+
+
+def stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (`| head -1` read its line and left);
+    where the platform cannot tell, a broken pipe is taken to be stdout's."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+    except (AttributeError, OSError, ValueError):
+        return True
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def closed_output() -> int:
+    """End a command whose stdout reader went away as other command-line tools end: quietly,
+    with the status of a SIGPIPE (141). Stdout goes to /dev/null, so nothing still buffered can
+    fail again at exit."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return CLOSED_OUTPUT_STATUS
 
 
 def running(default: str) -> str:
@@ -226,14 +272,16 @@ def __getattr__(attribute: str):
         raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")
 
     def entry() -> int:
-        return finished_process(run(command, sys.argv[1:]))
+        return finished_process(run_to_status(command, sys.argv[1:]))
 
     entry.__name__ = attribute
     return entry
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends ``(default: X)`` to a flag's help unless the help already says its default."""
+    """Appends ``(default: X)`` to a flag's help unless the help already says its default. A flag
+    that takes no value shows none: its default is its destination's (``--no-cuda-graph``
+    stores False, so its default is True), not whether the flag is given."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
@@ -241,8 +289,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if (
             "default" in text
             or not action.option_strings
+            or action.nargs == 0
             or default is None
-            or default is False
             or default is argparse.SUPPRESS
         ):
             return text
@@ -265,9 +313,14 @@ class CommandParser(argparse.ArgumentParser):
             help="print the version (and the git revision of a checkout) and exit",
         )
 
+    def print_help(self, file=None):
+        """The help, where argparse's own would drop a write that fails (a closed pipe) and
+        exit 0; the entry layer ends such a command quietly with status 141."""
+        (file or sys.stdout).write(self.format_help())
+
     def error(self, message: str):
         """One line ``<command>: <what is wrong>; <what to do>`` and exit status 2."""
-        remedy = "" if ";" in message else f"; see `{self.prog} --help`"
+        remedy = "" if ";" in message else f"; see `{command_hint(self.prog)} --help`"
         self.exit(2, f"{self.prog}: {message}{remedy}\n")
 
 

@@ -3,7 +3,8 @@ by a signal, the one table of exit statuses, and how those lines name another co
 
 Exit statuses: 0 done; 1 a PsaError (bad input or a state to fix); 2 a usage error (the command
 line as given cannot run); 3 not finished (work this command was asked for is held by another
-worker, not done yet); 128 + the signal after a stop (130 Ctrl-C, 143 SIGTERM)."""
+worker, not done yet); 128 + the signal after a stop (130 Ctrl-C, 143 SIGTERM); 141 when
+stdout's reader went away (psa.cli.closed_output)."""
 
 from __future__ import annotations
 
@@ -84,8 +85,8 @@ def install_hint(extra: str) -> str:
 
 
 def command_hint(command: str) -> str:
-    """How the user runs ``command``: ``scripts/poetry run clean`` under scripts/poetry, else
-    the bare name."""
+    """How the user runs ``command``, one of psa's or another of its environment's
+    (``tensorboard``): ``scripts/poetry run clean`` under scripts/poetry, else the bare name."""
     prefix = os.environ.get(PREFIX_VARIABLE, "").strip()
     return f"{prefix} {command}" if prefix else command
 

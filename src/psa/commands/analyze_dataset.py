@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from psa.arguments import existing_path
+from psa.arguments import device_name, existing_path
 from psa.cli import CommandParser
 from psa.data import (
     NUM_CLASSES,
@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--device",
+        type=device_name,
         default=None,
-        help="device for --time-load: cpu, cuda, mps (default: best available)",
+        help="device for --time-load: cpu, cuda, cuda:N, mps (default: best available)",
     )
     return parser
 

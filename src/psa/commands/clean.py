@@ -9,7 +9,7 @@ from pathlib import Path
 
 from psa.checkpoint import DEFAULT_NAME
 from psa.cli import CommandParser
-from psa.errors import UsageError
+from psa.errors import UsageError, command_hint
 from psa.wording import count
 
 KEEP = frozenset({".gitkeep"})
@@ -74,7 +74,9 @@ def main_all(argv: list[str] | None = None) -> None:
 
 def run(arguments: argparse.Namespace, prog: str = "clean") -> None:
     if arguments.all and arguments.files:
-        raise UsageError(f"give either --all or FILE names, not both; see `{prog} --help`")
+        raise UsageError(
+            f"give either --all or FILE names, not both; see `{command_hint(prog)} --help`"
+        )
     model_dir = arguments.model_dir
     targets = select_targets(model_dir, arguments.files, arguments.all)
 

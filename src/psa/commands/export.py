@@ -8,10 +8,11 @@ import json
 import math
 from pathlib import Path
 
+from psa.arguments import add_shipped_flag, refuse_shipped
 from psa.atomic import write_atomically
 from psa.checkpoint import DEFAULT_NAME
 from psa.cli import CommandParser
-from psa.errors import PsaError, UsageError, install_hint
+from psa.errors import PsaError, UsageError, command_hint, install_hint
 from psa.store import ResultsStore
 
 FORMATS = ("csv", "parquet")
@@ -53,11 +54,13 @@ def results_parser() -> argparse.ArgumentParser:
         help="where trials.<format>, loops.<format> and runs.<format> go (default: "
         "RESULTS_DIR/export)",
     )
+    add_shipped_flag(parser, "--output-dir")
     return parser
 
 
 def results_main(argv: list[str] | None = None) -> None:
     args = results_parser().parse_args(argv)
+    refuse_shipped("--output-dir", args.output_dir, args.add_to_shipped)
     from psa import results
 
     store = ResultsStore(args.results_dir)
@@ -94,16 +97,18 @@ def tensorboard_parser() -> argparse.ArgumentParser:
         description="Write TensorBoard event files of the loop logs: one run per "
         "<arch>/<mode>/t<trial>, scalars accuracy/validation, accuracy/lkg and promotion at step "
         "= meta-loop. Rerun after a resume or a merge: the runs are rebuilt from the logs. "
-        "View with: tensorboard --logdir DIR/tensorboard",
+        f"View with: {command_hint('tensorboard')} --logdir DIR/tensorboard",
     )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--results-dir", type=Path, help="a sweep's results dir")
     where.add_argument("--model-dir", type=Path, help="a train model dir (its run logs)")
+    add_shipped_flag(parser, "--results-dir")
     return parser
 
 
 def tensorboard_main(argv: list[str] | None = None) -> None:
     args = tensorboard_parser().parse_args(argv)
+    refuse_shipped("--results-dir", args.results_dir, args.add_to_shipped)
     from psa.store import tensorboard
 
     if args.results_dir is not None:
@@ -120,7 +125,7 @@ def tensorboard_main(argv: list[str] | None = None) -> None:
     count = tensorboard.rebuild(root, runs)
     print(
         f"{count} runs in {root / tensorboard.TENSORBOARD_DIR}; view with: "
-        f"tensorboard --logdir {root / tensorboard.TENSORBOARD_DIR}"
+        f"{command_hint('tensorboard')} --logdir {root / tensorboard.TENSORBOARD_DIR}"
     )
 
 

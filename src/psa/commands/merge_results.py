@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from psa.arguments import existing_path
+from psa.arguments import add_shipped_flag, existing_path, refuse_shipped
 from psa.cli import CommandParser
 from psa.merge import MergeError, merge, write_merged
 from psa.provenance import capture
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the merged results dir: new, empty, or a previous merge's (whose records are kept); "
         "never a sweep's own",
     )
+    add_shipped_flag(parser, "--results-dir")
     parser.add_argument(
         "inputs", type=existing_path, nargs="+", metavar="DIR", help="results dirs to merge"
     )
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(args: argparse.Namespace) -> None:
     output: Path = args.results_dir
+    refuse_shipped("--results-dir", output, args.add_to_shipped)
     inputs: list[Path] = list(dict.fromkeys(args.inputs))
     for path in inputs:
         if not path.is_dir():

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from psa.arch import ArchError, parse_key, read_config_file
-from psa.arguments import existing_path
+from psa.arguments import add_shipped_flag, existing_path, refuse_shipped
 from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.config import MODELS
@@ -122,6 +122,7 @@ def _zeror(args: argparse.Namespace) -> float:
 def _run(parser: argparse.ArgumentParser, argv: list[str] | None, body: Callable) -> int:
     """Parse flags, run, and turn bad input into one line on stderr (no traceback)."""
     args = parser.parse_args(argv)
+    _refuse_shipped_output(args)
     try:
         body(args)
     except OSError as error:
@@ -130,6 +131,15 @@ def _run(parser: argparse.ArgumentParser, argv: list[str] | None, body: Callable
             f"cannot use{where}: {error.strerror or error}; check the path and its permissions"
         ) from None
     return 0
+
+
+def _refuse_shipped_output(args: argparse.Namespace) -> None:
+    """The output goes into the shipped results set only with --add-to-shipped: --output-file's
+    folder where one is given, else --output-dir's."""
+    if getattr(args, "output_file", None) is not None:
+        refuse_shipped("--output-file", args.output_file, args.add_to_shipped, file=True)
+    elif getattr(args, "output_dir", None) is not None:
+        refuse_shipped("--output-dir", args.output_dir, args.add_to_shipped)
 
 
 def _emit(text: str, output_file: Path | None) -> None:
@@ -216,6 +226,7 @@ def classify_regimes_main(argv: list[str] | None = None) -> int:
         help="markdown tables; or csv or json, alone on stdout (summaries go to stderr)",
     )
     parser.add_argument("--output-file", type=Path, default=None, help="write here, not stdout")
+    add_shipped_flag(parser, "--output-file")
 
     def body(args):
         from psa.report.regimes import classify_trials, regime_counts
@@ -228,8 +239,30 @@ def classify_regimes_main(argv: list[str] | None = None) -> int:
         _emit(text, args.output_file)
         if extra:
             sys.stderr.write(extra)
+        _note_missing_trials(parser, classified, args.trials_file, args.config_file)
 
     return _run(parser, argv, body)
+
+
+def _note_missing_trials(
+    parser: argparse.ArgumentParser, classified: pd.DataFrame, trials: Path, config: Path | None
+) -> None:
+    """Why rows are Unknown for want of trials, which the table says only row by row (98
+    configurations against the 20 architectures of the shipped set: 78 such rows)."""
+    trial_counts = classified[[f"{mode}_n" for mode in MODES]]
+    absent = int(trial_counts.eq(0).all(axis=1).sum())
+    partial = int(trial_counts.eq(0).any(axis=1).sum()) - absent
+    of_all = f"of the {len(classified)} architectures" + (f" of {config}" if config else "")
+    if absent:
+        verb, it = ("has", "it is") if absent == 1 else ("have", "they are")
+        _note(parser, f"{absent} {of_all} {verb} no trials in {trials}; {it} listed as Unknown")
+    if partial:
+        verb, it = ("lacks", "it is") if partial == 1 else ("lack", "they are")
+        _note(
+            parser,
+            f"{partial} of the {len(classified)} architectures {verb} the trials of some modes "
+            f"in {trials}; {it} listed as Unknown",
+        )
 
 
 def architecture_table_main(argv: list[str] | None = None) -> int:
@@ -255,6 +288,7 @@ def architecture_table_main(argv: list[str] | None = None) -> int:
         "--label", default="tab:architecture_parameters", help="LaTeX label of the table"
     )
     parser.add_argument("--output-file", type=Path, default=None, help="write here, not stdout")
+    add_shipped_flag(parser, "--output-file")
 
     def body(args):
         from psa.report.latex import architecture_table
@@ -292,6 +326,7 @@ def trial_accuracy_table_main(argv: list[str] | None = None) -> int:
         "--label", default="tab:results_summary_stats", help="LaTeX label of the table"
     )
     parser.add_argument("--output-file", type=Path, default=None, help="write here, not stdout")
+    add_shipped_flag(parser, "--output-file")
 
     def body(args):
         from psa.report.latex import default_accuracy_caption, trial_accuracy_table
@@ -344,6 +379,7 @@ def design_space_main(argv: list[str] | None = None) -> int:
     )
     _add_model(parser, inferred=False)
     add_figure_flags(parser, labels_default="on")
+    add_shipped_flag(parser, "--output-file or --output-dir")
 
     def body(args):
         from psa.report.design_space import design_space_figure, design_space_path
@@ -391,6 +427,7 @@ def heatmaps_main(argv: list[str] | None = None) -> int:
     )
     _add_correction(parser, "Ablation Effects' ")
     add_figure_flags(parser, labels_default="on for Parameter_Matching and Regimes")
+    add_shipped_flag(parser, "--output-dir")
 
     def body(args):
         from psa.report.heatmaps import heatmap_path, make_heatmaps
@@ -506,6 +543,7 @@ def convergence_main(argv: list[str] | None = None) -> int:
     )
     _add_zeror(parser)
     add_figure_flags(parser)
+    add_shipped_flag(parser, "--output-file or --output-dir")
 
     def body(args):
         from psa.report.convergence import (
@@ -579,6 +617,7 @@ def compare_modes_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--caption", default=None, help="LaTeX caption (default: from the data)")
     parser.add_argument("--label", default=DEFAULT_LABEL, help="LaTeX label")
     parser.add_argument("--output-file", type=Path, default=None, help="write here, not stdout")
+    add_shipped_flag(parser, "--output-file")
 
     def body(args):
         from psa.report.compare import compare_modes
@@ -599,9 +638,7 @@ def compare_modes_main(argv: list[str] | None = None) -> int:
             missing = [arch for arch in order if arch not in set(long["arch"])]
             if missing:
                 _note(parser, f"{len(missing)} architectures of {args.config_file} have no trials")
-        table = compare_modes(
-            long, is_paired(long), args.baseline, modes, args.correction, order
-        )
+        table = compare_modes(long, is_paired(long), args.baseline, modes, args.correction, order)
         _emit(render(table, args.format, args.caption, args.label), args.output_file)
 
     return _run(parser, argv, body)

@@ -2,7 +2,8 @@
 
 Prints the six commands of each architecture, then writes a bash script that runs every trial of
 every mode in its own model dir, seeded as ``sweep`` seeds it, and stops at the first failure
-naming the command that failed. (``sweep`` runs the same grid batched and resumable.)
+naming the command that failed. Stopped at any moment and rerun, the script goes on where it
+stopped. (``sweep`` runs the same grid batched and resumable at every loop.)
 """
 
 from __future__ import annotations
@@ -26,34 +27,65 @@ DEFAULT_SEED = 1234
 MODE_FLAGS = {"decay": ["--weight-decay", "1e-4"], "dropout": ["--dropout", "0.1"]}
 TRAIN = "scripts/poetry run train"
 FINISHED = ".trial-finished"
+STARTED = ".trial-started"
+# Bash functions of the script. ``quoted WORDS``: the words as one line safe to paste into a
+# shell. ``foreign DIR``: DIR holds files but no mark of this script, a run train would resume.
 # ``trial COMMAND``: run one trial's train command unless its model dir records it as finished
-# (with the same command); a dir a stop left unfinished is cleared and the trial restarts, since
-# train would add --meta-loops to the loops it holds.
-TRIAL_FUNCTION = [
-    "trial() {",
-    '    local dir="" previous="" word',
-    '    for word in "$@"; do',
-    '        if [ "$previous" = --model-dir ]; then dir=$word; fi',
-    "        previous=$word",
-    "    done",
-    f'    if [ -f "$dir/{FINISHED}" ]; then',
-    f'        if [ "$(cat "$dir/{FINISHED}")" = "$*" ]; then return 0; fi',
-    '        echo "run_reproduction.sh: $dir holds a finished trial of other settings; move it '
-    'away or delete it with: scripts/poetry run clean-all --model-dir $dir" >&2',
-    "        exit 1",
-    "    fi",
-    '    if [ -e "$dir" ]; then',
-    '        echo "run_reproduction.sh: restarting the unfinished trial in $dir"',
-    '        rm -rf -- "$dir"',
-    "    fi",
-    '    "$@" || {',
-    "        local status=$?",
-    '        echo "run_reproduction.sh: stopped at the first failure; this command failed: $*" >&2',
-    '        exit "$status"',
-    "    }",
-    f'    printf "%s\\n" "$*" > "$dir/{FINISHED}"',
-    "}",
-]
+# (with the same command). The dir is marked started before train writes into it, so a stop at
+# any moment leaves either no dir, an empty one, or a marked one; a marked dir left unfinished
+# is cleared (its mark kept) and the trial restarts, since train would add --meta-loops to the
+# loops it holds. The finished record is written whole or not at all.
+SCRIPT_FUNCTIONS = r"""quoted() {
+    local word line="" q="'\\''"
+    for word in "$@"; do
+        if [[ ! $word =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then word=\'${word//\'/$q}\'; fi
+        line+="${line:+ }$word"
+    done
+    printf '%s' "$line"
+}
+foreign() {
+    [ ! -e "$1/STARTED" ] && [ ! -e "$1/FINISHED" ] &&
+        [ -n "$(find "$1" -type f -print -quit 2>/dev/null)" ]
+}
+refuse_foreign() {
+    echo "run_reproduction.sh: $1 holds a run this script did not start, which train would \
+resume; move it away or delete it with: scripts/poetry run clean-all --model-dir $(quoted "$1")" >&2
+    exit 1
+}
+trial() {
+    local dir="" previous="" word status
+    for word in "$@"; do
+        if [ "$previous" = --model-dir ]; then dir=$word; fi
+        previous=$word
+    done
+    if [ -f "$dir/FINISHED" ]; then
+        if [ "$(cat "$dir/FINISHED")" = "$*" ]; then return 0; fi
+        echo "run_reproduction.sh: $dir holds a finished trial of other settings; move it away \
+or delete it with: scripts/poetry run clean-all --model-dir $(quoted "$dir")" >&2
+        exit 1
+    fi
+    if [ -e "$dir" ]; then
+        if foreign "$dir"; then refuse_foreign "$dir"; fi
+        echo "run_reproduction.sh: restarting the unfinished trial in $dir"
+        find "$dir" -mindepth 1 -maxdepth 1 ! -name STARTED -exec rm -rf -- {} +
+    fi
+    mkdir -p -- "$dir"
+    printf '%s\n' "$*" > "$dir/STARTED"
+    "$@" || {
+        status=$?
+        if [ "$status" -eq 130 ] || [ "$status" -eq 143 ]; then
+            echo "run_reproduction.sh: stopped during: $(quoted "$@"); to continue, rerun: \
+bash $(quoted "$0") (it skips the finished trials and restarts this one)" >&2
+        else
+            echo "run_reproduction.sh: stopped at the first failure; this command failed \
+(exit $status): $(quoted "$@")" >&2
+        fi
+        exit "$status"
+    }
+    printf '%s\n' "$*" > "$dir/FINISHED.tmp"
+    mv -f -- "$dir/FINISHED.tmp" "$dir/FINISHED"
+}
+""".replace("STARTED", STARTED).replace("FINISHED", FINISHED)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,20 +164,16 @@ def script_text(
         f"of {meta_loops} meta-loops.",
         "# Run it from the repository root. Each trial trains in its own model dir under "
         f"{model_root}; trial t of every mode uses the same --seed (paired design).",
-        "# Stopped (Ctrl-C, kill) and rerun, it skips the trials it finished and restarts the "
-        "one it stopped in.",
+        "# Stopped at any moment (Ctrl-C, kill) and rerun, it skips the trials it finished and "
+        "restarts the one it stopped in.",
         "set -euo pipefail",
         "trap 'echo \"run_reproduction.sh: stopped at the first failure; this command failed: "
         "$BASH_COMMAND\" >&2' ERR",
         f"if [ ! -x scripts/poetry ]; then {_fail('run this from the repository root')}; fi",
-        f'if [ -n "$(find {root} -type f -print -quit 2>/dev/null)" ] && '
-        f'[ -z "$(find {root} -name {FINISHED} -print -quit)" ]; then '
-        + _fail(
-            f"{model_root} holds a run this script did not start, which train would resume; "
-            f"move it away or delete it with: scripts/poetry run clean-all --model-dir {model_root}"
-        )
-        + "; fi",
-        *TRIAL_FUNCTION,
+        SCRIPT_FUNCTIONS.rstrip("\n"),
+        f"for entry in {root}/*; do",
+        '    if [ -e "$entry" ] && foreign "$entry"; then refuse_foreign "$entry"; fi',
+        "done",
         "",
     ]
     commands = [

@@ -93,6 +93,8 @@ def add_setup_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> 
     for name in names:
         field = BY_NAME[name]
         default = getattr(DEFAULTS, name)
+        if field.kind is bool and default is not None:
+            default = "on" if default else "off"
         shown = f" (default: {default})" if default is not None else ""
         text = f"{field.help}; {field.variable}{shown}"
         if field.kind is bool:

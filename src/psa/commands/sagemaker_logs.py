@@ -15,7 +15,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from psa.arguments import existing_path
+from psa.arguments import add_shipped_flag, existing_path, refuse_shipped
 from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.cloud.aws import client
@@ -48,6 +48,7 @@ def _download_parser() -> argparse.ArgumentParser:
         default=DEFAULT_LOGS_DIR,
         help=f"default: {DEFAULT_LOGS_DIR}; <job>/<stream>.log files and download_summary.json",
     )
+    add_shipped_flag(parser, "--output-dir")
     add_setup_flags(parser, ("region", "job_prefix"))
     return parser
 
@@ -55,6 +56,7 @@ def _download_parser() -> argparse.ArgumentParser:
 @aws_errors
 def download_main(argv: list[str] | None = None) -> int:
     args = _download_parser().parse_args(argv)
+    refuse_shipped("--output-dir", args.output_dir, args.add_to_shipped)
     setup = setup_of(args)
     require(setup, "region")
     jobs = list(args.job)
@@ -115,6 +117,7 @@ def _parse_parser() -> argparse.ArgumentParser:
         default=Path("results/sagemaker"),
         help="default: results/sagemaker (the results dir sagemaker-results-parser writes)",
     )
+    add_shipped_flag(parser, "--output-dir")
     parser.add_argument(
         "--model",
         choices=MODELS,
@@ -127,6 +130,7 @@ def _parse_parser() -> argparse.ArgumentParser:
 def parse_main(argv: list[str] | None = None) -> int:
     parser = _parse_parser()
     args = parser.parse_args(argv)
+    refuse_shipped("--output-dir", args.output_dir, args.add_to_shipped)
     if not args.logs_dir.is_dir():
         parser.error(
             f"logs dir {args.logs_dir} does not exist; run `{command_hint(DOWNLOAD_PROG)}` first"

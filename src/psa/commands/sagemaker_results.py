@@ -7,6 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from psa.arguments import add_shipped_flag, refuse_shipped
 from psa.cli import CommandParser
 from psa.cloud.aws import client
 from psa.cloud.aws_setup import require
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("results/sagemaker"),
         help="where the results dir is written (default: results/sagemaker)",
     )
+    add_shipped_flag(parser, "--output-dir")
     add_setup_flags(parser, ("region", "bucket", "prefix", "job_prefix"))
     return parser
 
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    refuse_shipped("--output-dir", args.output_dir, args.add_to_shipped)
     if args.naming == "upstream":
         args.job_per = "mode"
     specs = jobs_of(parser, args)

@@ -27,10 +27,13 @@ from psa.arguments import (
     MAX_TRIALS,
     add_cuda_graph_flag,
     add_device_flag,
+    add_shipped_flag,
     argparse_shard,
+    device_name,
     existing_path,
     mode_list,
     positive_int,
+    refuse_shipped,
     shard_count,
     trial_count,
 )
@@ -42,7 +45,6 @@ from psa.errors import UsageError, command_hint, exit_status, stopped_line
 from psa.model import build_network
 from psa.modes import MODES
 from psa.store import ResultsStore
-from psa.store.results import SHIPPED_MARKER
 from psa.sweep import Shard, SweepError, SweepRequest, devices, runner, slurm
 from psa.sweep.events import (
     BatchLost,
@@ -66,9 +68,10 @@ DEFAULT_RESULTS_DIR = Path("results/sweep")
 
 def device_list(text: str) -> tuple[str, ...]:
     try:
-        return devices.parse_devices(text)
+        names = devices.parse_devices(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    return tuple(device_name(name) for name in names)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,12 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_RESULTS_DIR,
         help="where trial records, loop logs, tables and saved batches go",
     )
-    parser.add_argument(
-        "--add-to-shipped",
-        action="store_true",
-        help="let --results-dir be the results set shipped with psa (results/, marked by "
-        "SHIPPED.md), adding this sweep's trials to it",
-    )
+    add_shipped_flag(parser, "--results-dir")
     add_device_flag(parser)
     add_cuda_graph_flag(parser)
     parser.add_argument(
@@ -313,13 +311,10 @@ def run(request: SweepRequest) -> None:
 
 def check_not_shipped(args: argparse.Namespace) -> None:
     """A run never adds to the shipped results set unless --add-to-shipped says so."""
-    if args.status or args.add_to_shipped or not ResultsStore(args.results_dir).is_shipped():
-        return
-    raise UsageError(
-        f"{args.results_dir} is the results set shipped with psa ({SHIPPED_MARKER} there), "
-        f"which a sweep does not add to; give a --results-dir of your own (the default is "
-        f"{DEFAULT_RESULTS_DIR}), or --add-to-shipped to add to it"
-    )
+    if not args.status:
+        refuse_shipped(
+            "--results-dir", args.results_dir, args.add_to_shipped, default=DEFAULT_RESULTS_DIR
+        )
 
 
 def preview_shard(request: SweepRequest, shard: Shard, device: str | None = None) -> None:

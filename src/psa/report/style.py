@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from psa.arguments import MAX_DPI, bounded_int
-from psa.errors import PsaError
+from psa.errors import PsaError, UsageError
 
 FORMATS = ("png", "pdf", "svg")
 SIZE_NAMES = ("column", "page")
@@ -56,6 +56,10 @@ class FigureError(PsaError, ValueError):
     """A figure that cannot be made as asked (format, size); the message says what to do."""
 
 
+class FigureFlagsError(FigureError, UsageError):
+    """Figure flags that cannot go together (``--format pdf --output-file fig.png``): exit 2."""
+
+
 def parse_size(text: str) -> str | tuple[float, float]:
     """``column``, ``page`` or ``W,H`` in inches (each above 0 and at most 40)."""
     value = text.strip().lower()
@@ -80,11 +84,11 @@ def figure_format(output_file: Path | None, fmt: str | None) -> str:
     """The format asked for by ``--format``, else by the output file's suffix, else PNG."""
     suffix = output_file.suffix.lower().lstrip(".") if output_file is not None else ""
     if suffix and suffix not in FORMATS:
-        raise FigureError(
+        raise FigureFlagsError(
             f"--output-file {output_file} has suffix .{suffix}; use .png, .pdf or .svg"
         )
     if fmt and suffix and fmt != suffix:
-        raise FigureError(
+        raise FigureFlagsError(
             f"--format {fmt} disagrees with --output-file {output_file}; drop one of them"
         )
     return fmt or suffix or "png"
