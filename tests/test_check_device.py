@@ -28,7 +28,8 @@ def test_the_cpu_matches_the_float64_reference_and_the_grid_is_projected(
     capsys, tmp_path, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
-    argv = ["--device", "cpu", "--archs", "4*17", "--steps", "2", "--json"]
+    # The machine running the tests is shared: store the figures whatever its load.
+    argv = ["--device", "cpu", "--archs", "4*17", "--steps", "2", "--json", "--store-when-busy"]
     status, out, err = check_device([*argv, "--output", str(tmp_path / "device.json")], capsys)
     assert status == 0, err
     report = json.loads(out)
@@ -142,3 +143,33 @@ def test_training_commands_take_the_matmul_precision_flag():
         parser = command.build_parser()
         assert parser.parse_args([]).matmul_precision == "highest"
         assert parser.parse_args(["--matmul-precision", "high"]).matmul_precision == "high"
+
+
+def busy_result(spread: float, cpu_share: float | None) -> selfcheck.SelfCheck:
+    timing = selfcheck.Timing("[4*17]", 60, 2, 0.01, 2.0, spread, cpu_share)
+    return selfcheck.SelfCheck({"device": "cpu", "device_model": "Test CPU"}, [], [timing])
+
+
+@pytest.mark.parametrize(
+    ("spread", "cpu_share", "sign"),
+    [(0.4, 1.0, "two timings of the same steps 40% apart"), (0.0, 0.5, "ran 50% of the time")],
+)
+def test_timings_taken_on_a_busy_machine_are_named_and_not_stored(
+    capsys, tmp_path, monkeypatch, spread, cpu_share, sign
+):
+    from psa.commands import check_device as command
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(command, "run_selfcheck", lambda *a, **k: busy_result(spread, cpu_share))
+    monkeypatch.setattr(command, "print_report", lambda result: None)
+    status, _, err = check_device(["--device", "cpu", "--archs", "4*17"], capsys)
+    assert status == 0
+    [line] = err.splitlines()
+    assert line.startswith("check-device: the machine looked busy while timing ([4*17]: ")
+    assert sign in line and "were not stored" in line
+    assert not (tmp_path / "results").exists()
+
+
+def test_consistent_timings_are_no_sign_of_load():
+    assert busy_result(0.1, 0.95).load_signs() == []
+    assert busy_result(0.1, None).load_signs() == []  # a GPU's process time says nothing

@@ -101,6 +101,28 @@ def test_a_sweep_on_a_device_with_stored_figures_plans_by_them(tmp_path, monkeyp
     assert plan_line().endswith("1 batch, ~17min")
 
 
+def test_a_dry_run_gives_one_estimate_by_the_figures_it_names(tmp_path, monkeypatch, capsys):
+    """Header, batch lines and total of a dry run agree, all by this device's stored figures,
+    and its last line names them (where, when measured, how far repeated timings lay apart)."""
+    import torch
+
+    from psa import cli
+    from psa.provenance import device_model
+
+    monkeypatch.chdir(tmp_path)
+    stored_figures(tmp_path / "results" / "devices", device_model(torch.device("cpu")), 1000.0)
+    argv = ["--arch", "[4*17]", "--trials", "10", "--meta-loops", "1", "--seed", "1"]
+    argv += ["--device", "cpu", "--results-dir", "r", "--dry-run", "--train-decay"]
+    assert cli.run("sweep", argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("Batch plan"))
+    [batch] = [line for line in lines if " K=" in line]
+    total = next(line for line in lines if line.startswith("Estimated time:"))
+    assert header.endswith("~17min") and batch.endswith("~17min")
+    assert total.startswith("Estimated time: ~17min in one process, by check-device figures of")
+    assert "measured " in total and "repeated timings within" in total
+
+
 def test_a_sweep_runs_its_costliest_batches_first(tmp_path, monkeypatch, capsys):
     from psa import cli
 

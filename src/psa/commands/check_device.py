@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"do not store the timings in {DEVICE_COSTS_DIR}/, where sweep plans this "
         "device's batches by them",
     )
+    parser.add_argument(
+        "--store-when-busy",
+        action="store_true",
+        help="store the timings even when the machine looked busy while timing (repeated "
+        "timings apart, or the process off the CPU); sweeps then plan by them",
+    )
     return parser
 
 
@@ -77,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(report, indent=2) + "\n"
     if args.output is not None:
         write_text_atomically(args.output, text)
-    busy = result.load_signs()
+    busy = [] if args.store_when_busy else result.load_signs()
     if result.timings and result.passed and not args.no_save and not busy:
         write_text_atomically(device_costs_path(report["environment"]["device_model"]), text)
     if busy:
