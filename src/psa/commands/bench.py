@@ -33,7 +33,7 @@ from psa.commands.bench_engines import COMPARED_ARCHS
 from psa.commands.console import print_table
 from psa.config import HYPERPARAMETER_NAMES, PRECISIONS, Hyperparameters, RunConfig
 from psa.data import DatasetError, MnistSplits, load_mnist
-from psa.device import DeviceError, resolve_device
+from psa.device import DeviceError, resolve_device, set_threads
 from psa.engine import Engine, TrialSpec
 from psa.errors import UsageExit
 from psa.model import Network, build_network
@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # The hyperparameters of the timed trials; --precisions varies the precision.
     RunConfig.add_flags(parser, [name for name in HYPERPARAMETER_NAMES if name != "precision"])
+    RunConfig.add_flags(parser, ["threads"])  # as a run of train or sweep would take them
     parser.add_argument(
         "--no-upstream",
         action="store_true",
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         raise UsageExit(
             "bench: --archs lists no architecture; give L*W items, e.g. --archs 1*1024,4*17"
         )
+    set_threads(args.threads)
     try:
         device = resolve_device(args.device, args.matmul_precision)
         data = load_mnist(args.data_dir, device)

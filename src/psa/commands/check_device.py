@@ -19,8 +19,9 @@ from psa.arguments import MAX_TIMED_STEPS, add_device_flag, bounded_int
 from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.commands.console import print_table
+from psa.config import RunConfig
 from psa.costs import DEVICE_COSTS_DIR, device_costs_path
-from psa.device import DeviceError, resolve_device
+from psa.device import DeviceError, resolve_device, set_threads
 from psa.errors import UsageExit
 from psa.selfcheck import TIMED_ARCHS, TIMED_STEPS, SelfCheck, run_selfcheck
 
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         "when a comparison fails.",
     )
     add_device_flag(parser)
+    # Timed with the threads a sweep takes, so the figures plan what a sweep will do.
+    RunConfig.add_flags(parser, ["threads"])
     parser.add_argument(
         "--archs",
         default=",".join(a.strip("[]") for a in TIMED_ARCHS),
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device, args.matmul_precision)
     except DeviceError as error:
         sys.exit(f"check-device: {error}")
+    set_threads(args.threads)
     result = run_selfcheck(device, archs, args.steps)
     report = result.as_json()
     text = json.dumps(report, indent=2) + "\n"
