@@ -92,8 +92,10 @@ def tensorboard_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog="export-tensorboard",
         description="Write TensorBoard event files of the loop logs: one run per "
-        "<arch>/<mode>/t<trial>, scalars accuracy/validation, accuracy/lkg and promotion at step "
-        "= meta-loop. Rerun after a resume or a merge: the runs are rebuilt from the logs. "
+        "<arch>/<mode>/t<trial> with the trial's HParams (arch, depth, width, parameters, model, "
+        "mode, trial, seeds.*, hyperparameters.*), scalars accuracy/validation, accuracy/lkg and "
+        "promotion at step = meta-loop, and accuracy/test at the last loop of a recorded trial. "
+        "Rerun after a resume or a merge: the runs are rebuilt from the logs and records. "
         "View with: tensorboard --logdir DIR/tensorboard",
     )
     where = parser.add_mutually_exclusive_group(required=True)
