@@ -100,7 +100,9 @@ def tensorboard_parser() -> argparse.ArgumentParser:
     )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--results-dir", type=Path, help="a sweep's results dir")
-    where.add_argument("--model-dir", type=Path, help="a train model dir (its run logs)")
+    where.add_argument(
+        "--model-dir", type=Path, help="a train model dir (its run logs and checkpoint)"
+    )
     return parser
 
 

@@ -94,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tensorboard",
         action="store_true",
-        help="write TensorBoard event files of the loops as they run, into "
-        "MODEL_DIR/tensorboard (the optional extra tensorboard)",
+        help="write TensorBoard event files of the loops as they run, with the run's HParams "
+        "and its final test accuracy, into MODEL_DIR/tensorboard (the optional extra "
+        "tensorboard)",
     )
     return parser
 
