@@ -95,13 +95,17 @@ def tensorboard_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog="export-tensorboard",
         description="Write TensorBoard event files of the loop logs: one run per "
-        "<arch>/<mode>/t<trial>, scalars accuracy/validation, accuracy/lkg and promotion at step "
-        "= meta-loop. Rerun after a resume or a merge: the runs are rebuilt from the logs. "
+        "<arch>/<mode>/t<trial> with the trial's HParams (arch, depth, width, parameters, model, "
+        "mode, trial, seeds.*, hyperparameters.*), scalars accuracy/validation, accuracy/lkg and "
+        "promotion at step = meta-loop, and accuracy/test at the last loop of a recorded trial. "
+        "Rerun after a resume or a merge: the runs are rebuilt from the logs and records. "
         f"View with: {command_hint('tensorboard')} --logdir DIR/tensorboard",
     )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--results-dir", type=Path, help="a sweep's results dir")
-    where.add_argument("--model-dir", type=Path, help="a train model dir (its run logs)")
+    where.add_argument(
+        "--model-dir", type=Path, help="a train model dir (its run logs and checkpoint)"
+    )
     add_shipped_flag(parser, "--results-dir")
     return parser
 

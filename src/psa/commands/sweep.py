@@ -140,8 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tensorboard",
         action="store_true",
-        help="write TensorBoard event files of the loops as they run, into "
-        "RESULTS_DIR/tensorboard (the optional extra tensorboard)",
+        help="write TensorBoard event files of the loops as they run, with each trial's "
+        "HParams and, once recorded, its test accuracy, into RESULTS_DIR/tensorboard (the "
+        "optional extra tensorboard)",
     )
     scale = parser.add_argument_group("scale-out")
     scale.add_argument(

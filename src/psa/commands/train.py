@@ -94,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tensorboard",
         action="store_true",
-        help="write TensorBoard event files of the loops as they run, into "
-        "MODEL_DIR/tensorboard (the optional extra tensorboard)",
+        help="write TensorBoard event files of the loops as they run, with the run's HParams "
+        "and its final test accuracy, into MODEL_DIR/tensorboard (the optional extra "
+        "tensorboard)",
     )
     return parser
 
@@ -219,7 +220,7 @@ def run(args: argparse.Namespace, given: set[str] = frozenset()) -> None:
             with display.progress(args.meta_loops) as advance:
                 # Lines of a loop the checkpoint does not hold (a kill between the two) go first.
                 repair_run_logs(model_dir, checkpoint, metadata["loops_completed"])
-                board = live_board(args, model_dir, checkpoint, network.arch)
+                board = live_board(args, model_dir, checkpoint, metadata)
                 for session_loop in range(1, args.meta_loops + 1):
                     report = engine.run_loop()
                     state = engine.state[0]
@@ -258,9 +259,10 @@ def run(args: argparse.Namespace, given: set[str] = frozenset()) -> None:
             if stream is not None:
                 stream.close()
     if stop is None:
-        display.finished(
-            engine.state[0], engine.test_accuracy()[0], metadata["loops_completed"], checkpoint
-        )
+        test = engine.test_accuracy()[0]
+        if board is not None:
+            board.append_test(test)
+        display.finished(engine.state[0], test, metadata["loops_completed"], checkpoint)
         return
     # The loop in flight is discarded: the summary is of what is on disk.
     if not checkpoint.exists():
@@ -268,9 +270,12 @@ def run(args: argparse.Namespace, given: set[str] = frozenset()) -> None:
     else:
         tensors, on_disk = load_checkpoint(checkpoint)
         engine.load_lkg(0, tensors)
+        test = engine.test_accuracy()[0]
+        if board is not None:  # its last loop is the checkpoint's: both are written together
+            board.append_test(test)
         display.finished(
             TrialState(on_disk["bounty"], on_disk["bounty_loop"]),
-            engine.test_accuracy()[0],
+            test,
             on_disk["loops_completed"],
             checkpoint,
         )
@@ -294,17 +299,19 @@ def continue_hint(completed: int, planned: int) -> str:
     )
 
 
-def live_board(args: argparse.Namespace, model_dir: Path, checkpoint: Path, arch):
+def live_board(args: argparse.Namespace, model_dir: Path, checkpoint: Path, metadata: dict):
     """With --tensorboard, the model dir's runs rebuilt from its (repaired) run logs and this
-    run's TensorBoard run, open for its loops; else None."""
+    run's TensorBoard run, open for its loops; else None. Their HParams are ``metadata``'s (the
+    checkpoint's, or this fresh run's)."""
     if not args.tensorboard:
         return None
     from psa.store import tensorboard
 
-    runs = tensorboard.model_dir_runs(model_dir, checkpoint)
+    runs = tensorboard.model_dir_runs(model_dir, checkpoint, metadata)
     tensorboard.rebuild(model_dir, runs)
-    key = (arch.slug, args.ablation_mode, 1)
-    return tensorboard.LiveRun(tensorboard.run_dir(model_dir, *key), runs.get(key, []))
+    key = (args.arch.slug, args.ablation_mode, 1)
+    kept = runs.get(key) or tensorboard.Run([], tensorboard.train_trial(metadata, key[1]))
+    return tensorboard.LiveRun(tensorboard.run_dir(model_dir, *key), kept)
 
 
 if __name__ == "__main__":

@@ -359,6 +359,10 @@ class BatchRunner:
             records += self._copy_twins(batch, records)
             store.write_records(batch.key, records)
             store.delete_batch(batch.key)
+        if self.tensorboard:  # the trials' runs, now with their recorded test accuracy
+            from psa.store import tensorboard
+
+            tensorboard.write_recorded(store, records)
 
     def _copy_twins(self, batch: Batch, records: list[dict]) -> list[dict]:
         """Write each twin's loop log as its none trial's, and return the twins' records: the
@@ -380,7 +384,8 @@ class BatchRunner:
         from psa.store import tensorboard
 
         folder = tensorboard.run_dir(self.store.root, trial.arch.slug, trial.mode, trial.index)
-        return tensorboard.LiveRun(folder, kept)
+        what = tensorboard.sweep_trial(self.settings, trial.arch.key, trial.mode, trial.index)
+        return tensorboard.LiveRun(folder, tensorboard.Run(kept, what))
 
     def _spec(self, trial: Trial) -> TrialSpec:
         seed = trial_run_seed(self.settings.seed, trial.index)
