@@ -140,6 +140,8 @@ MALFORMED_BY_TYPE = {
     "parse_size": "huge",
     "_price": "m5=cheap",
     **dict.fromkeys(("lr", "batch_size", "weight_decay", "dropout", "meta_loops", "seed"), "x"),
+    "threads": "0",
+    "bounded_int": "0",
 }
 # Flags whose value is any text or any path to write: nothing there is malformed.
 FREE_TEXT = {
@@ -356,7 +358,8 @@ def test_the_dry_run_estimate_states_its_assumptions_and_counts_in_english(capsy
     assert status == 0, err
     assert "Plan: 1 trial to run" in out and "1 meta-loop each" in out
     assert "(trial 1, modes none)" in out and "trials 1-1" not in out
-    assert "on one idle CPU core" in out and "a busy machine takes longer" in out
+    assert "in one process, by a model fitted to one core of an idle CPU" in out
+    assert "a busy machine takes longer" in out
 
 
 def test_counts_and_ranges_read_as_english():

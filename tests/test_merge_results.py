@@ -168,8 +168,9 @@ def test_a_sweeps_results_dir_or_the_shipped_set_is_refused_as_the_output(tmp_pa
     message = refuse(capsys, ["--results-dir", str(sweep), str(a)])
     assert f"--results-dir {sweep} is a sweep's results dir" in message
     assert "give a new --results-dir" in message
-    message = refuse(capsys, ["--results-dir", str(shipped), str(a)])
-    assert "is the results set shipped with psa" in message
+    # The shipped set is refused as every writer refuses it: a usage error (exit 2).
+    status, message = refusal(capsys, "merge-results", ["--results-dir", str(shipped), str(a)])
+    assert status == 2 and "the results set shipped with psa" in message
     assert snapshot(a, sweep, shipped) == before
     assert not (sweep / "provenance").exists() and not (shipped / "provenance").exists()
     # As an input, the sweep's dir merges; and a previous merge's dir takes more.

@@ -214,3 +214,14 @@ def read_config_file(path: str | Path) -> list[Arch]:
     if not configs:
         raise ArchError(f"configurations file {path} lists no architectures")
     return configs
+
+
+def shape(arch_key: str, model: str) -> dict:
+    """Depth, widest layer and parameter count of an architecture, as tables and TensorBoard
+    name them."""
+    arch = parse_key(arch_key)
+    return {
+        "depth": arch.depth,
+        "width": max(width for _, width in arch.stacks),
+        "parameters": arch.parameters(model),
+    }

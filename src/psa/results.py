@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from psa.arch import parse_key
+from psa.arch import parse_key, shape
 from psa.store import REQUIRED_LOG_KEYS, ResultsStore
 from psa.store.jsonlines import json_lines
 from psa.store.provenance import read_provenance
@@ -83,15 +83,6 @@ def read_export(folder: str | Path, format: str = "csv") -> Results:
     return Results(
         *(pd.read_csv(folder / f"{t.name}.csv", dtype=types[t.name]) for t in fields(Results))
     )
-
-
-def shape(arch_key: str, model: str) -> dict:
-    arch = parse_key(arch_key)
-    return {
-        "depth": arch.depth,
-        "width": max(width for _, width in arch.stacks),
-        "parameters": arch.parameters(model),
-    }
 
 
 def runs_table(store: ResultsStore) -> pd.DataFrame:

@@ -79,17 +79,14 @@ def run(args: argparse.Namespace) -> None:
 
 def check_not_a_sweeps(store: ResultsStore) -> None:
     """The output may be a previous merge's, never a sweep's results dir (its batches' own record
-    files, which a merge never writes, mark it) nor the shipped set: a merge rewrites the dir's
-    trials.jsonl and tables, which are that sweep's."""
-    if store.is_shipped():
-        whose = "is the results set shipped with psa"
-    elif store.batch_record_files():
-        whose = "is a sweep's results dir (it holds records/), not a previous merge's"
-    else:
+    files, which a merge never writes, mark it): a merge rewrites the dir's trials.jsonl and
+    tables, which are that sweep's. (The shipped set is refused as every writer refuses it,
+    unless --add-to-shipped.)"""
+    if not store.batch_record_files():
         return
     raise MergeError(
-        f"--results-dir {store.root} {whose}; give a new --results-dir and {store.root} as one "
-        "of the dirs to merge"
+        f"--results-dir {store.root} is a sweep's results dir (it holds records/), not a previous "
+        f"merge's; give a new --results-dir and {store.root} as one of the dirs to merge"
     )
 
 

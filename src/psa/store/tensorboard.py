@@ -29,7 +29,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from psa.arch import parse_key
+from psa.arch import parse_key, shape
 from psa.atomic import write_bytes_atomically
 from psa.config import Hyperparameters, RunConfig
 from psa.errors import PsaError, install_hint
@@ -99,8 +99,6 @@ def scalars(line: dict) -> dict[str, float]:
 def hparams(trial: dict) -> dict[str, float | str]:
     """A trial's HParams, named as the columns of export-results' trials table. Seeds are
     decimal strings: an HParams number is a float64, which would round the 63-bit ones."""
-    from psa.results import shape
-
     arch = parse_key(str(trial["arch"])).key
     values: dict[str, float | str] = {
         "arch": arch,
