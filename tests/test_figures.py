@@ -12,6 +12,7 @@ from matplotlib.colors import to_hex
 from matplotlib.text import Annotation, Text
 from scipy import stats as scipy_stats
 
+from documented import assert_printed, quoted
 from psa.arch import parse_arch, parse_key, read_config_file
 from psa.modes import MODES
 from psa.report import convergence as convergence_module
@@ -639,6 +640,8 @@ def test_the_paper_grids_ablation_effects_labels_most_points_and_names_the_rest(
     assert note.startswith(f"{len(left)} of {len(csv)} point labels left out for want of room")
     for mode, group in left.groupby("mode", sort=False):
         assert f"{mode} - none: {', '.join(group['arch'])}" in note
+    line = f"make-figure-heatmaps: note: Ablation_Effects: {note}"  # as the command prints it
+    assert_printed(quoted("TOOLS.md", "make-figure-heatmaps: note: Ablation_Effects:"), line)
     assert figure_note(drawn[path]).get_text() == (
         f"{len(left)} points not labelled for want of room (their CSV rows have an empty label)"
     )
