@@ -12,6 +12,7 @@ from matplotlib.colors import to_hex
 from matplotlib.text import Annotation, Text
 from scipy import stats as scipy_stats
 
+from documented import assert_printed, quoted
 from psa.arch import parse_arch, parse_key, read_config_file
 from psa.modes import MODES
 from psa.report import convergence as convergence_module
@@ -38,7 +39,7 @@ from psa.report.heatmaps import (
 )
 from psa.report.plotting import SIZED_AREAS, area_scale
 from psa.report.regimes import classify_trials
-from psa.report.style import FigureError, FigureOptions
+from psa.report.style import FigureOptions
 from psa.store import ResultsFormatError
 from schemas import long_form, loop_record
 
@@ -51,7 +52,6 @@ NONE_TRIALS = [90.0, 92.0, 94.0, 96.0, 98.0]
 CONFIGS = [parse_key(key) for key in ("1*64", "4*4", "18*18", "64*1", "2*2", "8*8")]
 CONFIGS.append(parse_arch("[4*4, 2*8]"))
 MIRRORS = [parse_arch("[64*1]")]
-
 
 
 SHIFT = [0.4, 0.5, 0.6, 0.5, 0.5]  # a steady paired gain hidden in a wide spread
@@ -537,6 +537,116 @@ def test_the_crowded_diagonal_fans_out_with_leader_lines(tmp_path, drawn):
     assert_no_overlap(label_boxes(drawn[path]))
 
 
+def crosses(segment, box, margin=0.5):
+    """Whether the segment ((x0, y0), (x1, y1)) passes through the inside of ``box`` shrunk by
+    ``margin`` display units (Liang-Barsky clipping)."""
+    (x0, y0), (x1, y1) = segment
+    low, high = 0.0, 1.0
+    for start, delta, near, far in (
+        (x0, x1 - x0, box.x0 + margin, box.x1 - margin),
+        (y0, y1 - y0, box.y0 + margin, box.y1 - margin),
+    ):
+        if delta == 0:
+            if not near < start < far:
+                return False
+            continue
+        t0, t1 = sorted(((near - start) / delta, (far - start) / delta))
+        low, high = max(low, t0), min(high, t1)
+    return low < high
+
+
+def figure_note(figure):
+    """The note under a figure that names (or counts) the points left unlabelled."""
+    (note,) = [text for text in figure.texts if "not labelled" in text.get_text().lower()]
+    return note
+
+
+def assert_labels_and_leaders_keep_clear(figure):
+    """No label box overlaps another; no leader line passes through another label's box, or
+    through a marker but its own point's (and those overlapping it, which no line avoids)."""
+    renderer = figure.canvas.get_renderer()
+    figure.draw(renderer)
+    assert_labels_read_as_their_points(figure)
+    for ax in figure.axes:
+        labels = [text for text in ax.texts if isinstance(text, Annotation)]
+        boxes = [Text.get_window_extent(text, renderer) for text in labels]
+        assert_no_overlap(boxes)
+        for text in labels:
+            if text.arrow_patch is None:
+                continue
+            line = text.arrow_patch.get_path().vertices
+            for other, box in zip(labels, boxes, strict=True):
+                if other is text:
+                    continue
+                for segment in zip(line, line[1:], strict=False):
+                    assert not crosses(segment, box), (
+                        f"the leader line of {text.get_text()} crosses the label {other.get_text()}"
+                    )
+
+
+def test_leader_lines_cross_no_label_on_the_design_space_at_print_size(tmp_path, drawn):
+    """The 6*6 leader line once ran through the 5*5 label, and the fan's lines to its second
+    and later columns clipped the labels beside them."""
+    configs = read_config_file(REPRODUCTION / "configurations.txt")
+    path = tmp_path / "space.png"
+    data = design_space_figure(configs, path, options=FigureOptions(dpi=100))
+    assert (data["label"] == data["arch"]).all()
+    assert_labels_and_leaders_keep_clear(drawn[path])
+
+
+def test_leader_lines_cross_no_label_on_the_shipped_ablation_effects(tmp_path, drawn):
+    """The 1*2 label once sat on the leader line of 1*1 in every panel."""
+    from psa.report.inputs import read_trials
+
+    long = read_trials(SHIPPED, "resmlp")
+    configs = read_config_file(SHIPPED / "configurations.txt")
+    table = architecture_summary(design_points(configs), long)
+    path = tmp_path / "effects.png"
+    data = heatmap_ablation_effects(table, long, path, "resmlp", FigureOptions(dpi=100))
+    assert (data["label"] == data["arch"]).all()
+    assert_labels_and_leaders_keep_clear(drawn[path])
+
+
+def test_leader_lines_cross_no_label_on_the_paper_grids_parameter_matching(tmp_path, drawn):
+    configs = read_config_file(REPRODUCTION / "configurations.txt")
+    mirrors = {arch.key for arch in read_config_file(REPRODUCTION / "asymmetric.txt")}
+    path = tmp_path / "matching.png"
+    options = FigureOptions(dpi=100)
+    data = heatmap_parameter_matching(design_points(configs), mirrors, path, "resmlp", options)
+    assert (data["label"] == data["arch"]).all()
+    assert_labels_and_leaders_keep_clear(drawn[path])
+
+
+def test_the_paper_grids_ablation_effects_labels_most_points_and_names_the_rest(tmp_path, drawn):
+    """With the 98 configurations the three panels once had no room for every label at page
+    size, and then showed none ("no room to label 2*30")."""
+    from psa.report.inputs import read_trials
+
+    long = read_trials(SHIPPED, "resmlp")
+    configs = read_config_file(REPRODUCTION / "configurations.txt")
+    table = architecture_summary(design_points(configs), long)
+    path = tmp_path / "effects.png"
+    data = heatmap_ablation_effects(table, long, path, "resmlp", FigureOptions(dpi=100))
+    csv = pd.read_csv(path.with_suffix(".csv"), keep_default_na=False, na_values=[""])
+    labelled = csv["label"].fillna("") != ""
+    assert (
+        labelled.sum() > len(csv) / 2
+        and (csv.loc[labelled, "label"] == csv.loc[labelled, "arch"]).all()
+    )
+    assert drawn_labels(drawn[path]) == sorted(csv.loc[labelled, "label"])
+    assert_labels_and_leaders_keep_clear(drawn[path])
+    left = csv[~labelled]
+    note = data.attrs["note"]
+    assert note.startswith(f"{len(left)} of {len(csv)} point labels left out for want of room")
+    for mode, group in left.groupby("mode", sort=False):
+        assert f"{mode} - none: {', '.join(group['arch'])}" in note
+    line = f"make-figure-heatmaps: note: Ablation_Effects: {note}"  # as the command prints it
+    assert_printed(quoted("TOOLS.md", "make-figure-heatmaps: note: Ablation_Effects:"), line)
+    assert figure_note(drawn[path]).get_text() == (
+        f"{len(left)} points not labelled for want of room (their CSV rows have an empty label)"
+    )
+
+
 def test_pdf_and_svg_are_real_vector_files(tmp_path):
     pdf, svg = tmp_path / "space.pdf", tmp_path / "space.svg"
     design_space_figure(CONFIGS, pdf, options=FigureOptions(fmt="pdf"))
@@ -630,18 +740,42 @@ def test_tall_convergence_figures_split_into_pages_of_a_text_blocks_height(
     assert shown == keys
 
 
-def test_default_labels_that_do_not_fit_are_left_out_with_a_note(tmp_path, drawn):
+def test_labels_that_do_not_fit_are_left_out_and_named_under_the_figure(tmp_path, drawn):
+    """At column size the 98 configurations' Parameter Matching once had no labels at all."""
     configs = read_config_file(REPRODUCTION / "configurations.txt")
     points = design_points(configs)
-    path = tmp_path / "matching.png"
-    column = FigureOptions(size="column", dpi=DPI)
-    data = heatmap_parameter_matching(points, set(), path, "resmlp", column)
-    assert data.attrs["note"].startswith("drawn without point labels: no room to label")
-    assert not drawn_labels(drawn[path]) and not data["label"].any()
-    explicit = FigureOptions(size="column", labels=True, dpi=DPI)
-    with pytest.raises(FigureError, match="use a larger --size or --no-labels"):
-        heatmap_parameter_matching(points, set(), tmp_path / "labelled.png", "resmlp", explicit)
-    assert not (tmp_path / "labelled.png").exists()
+    for labels in (None, True):  # the figure's default, and --labels
+        path = tmp_path / f"matching-{labels}.png"
+        options = FigureOptions(size="column", labels=labels, dpi=100)
+        data = heatmap_parameter_matching(points, set(), path, "resmlp", options)
+        left = data.loc[data["label"] == "", "arch"]
+        assert 0 < len(left) < len(data)
+        assert drawn_labels(drawn[path]) == sorted(data.loc[data["label"] != "", "arch"])
+        assert data.attrs["note"] == (
+            f"{len(left)} of {len(data)} point labels left out for want of room at this size "
+            f"({', '.join(left)}); a larger --size fits more"
+        )
+        assert_labels_and_leaders_keep_clear(drawn[path])
+        note = figure_note(drawn[path])
+        assert note.get_text().startswith(f"{len(left)} points not labelled for want of room")
+        renderer = drawn[path].canvas.get_renderer()
+        below = note.get_window_extent(renderer)
+        assert all(
+            below.y1 <= ax.get_tightbbox(renderer).y0 for ax in drawn[path].axes
+        )  # the note keeps clear of the plots, their axis labels and legends
+        assert all(
+            below.y1 <= legend.get_window_extent(renderer).y0 for legend in drawn[path].legends
+        )
+
+
+def test_a_short_list_of_unlabelled_points_is_named_under_the_figure(tmp_path, drawn):
+    configs = read_config_file(REPRODUCTION / "configurations.txt")
+    path = tmp_path / "space.png"
+    data = design_space_figure(configs, path, options=FigureOptions(size=(5.0, 4.5), dpi=100))
+    left = list(data.loc[data["label"] == "", "arch"])
+    assert 0 < len(left) <= 12
+    note = " ".join(figure_note(drawn[path]).get_text().split())
+    assert note == f"Not labelled for want of room: {', '.join(left)}"
 
 
 def test_colorblind_convergence_uses_the_palettes_lines_and_regime_badges(

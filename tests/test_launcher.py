@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shlex
 import signal
 import stat
 import subprocess
@@ -21,6 +22,13 @@ import pytest
 
 pytest.importorskip("submitit")
 
+from documented import (  # noqa: E402
+    assert_block_printed,
+    assert_printed,
+    doc_text,
+    quoted,
+    quoted_block,
+)
 from psa.cli import run as run_command  # noqa: E402
 from psa.commands import sweep as sweep_command  # noqa: E402
 from psa.sweep import Shard  # noqa: E402
@@ -29,14 +37,14 @@ from psa.sweep.slurm import STALLED_RUNS, ShardTask  # noqa: E402
 JOB = "4242"
 
 
-def stand_ins(folder: Path) -> Path:
+def stand_ins(folder: Path, job: str = JOB) -> Path:
     """``sbatch`` that keeps the script it is given and answers as SLURM does; ``srun`` that
     only has to exist (submitit looks for it to tell it is on a cluster)."""
     folder.mkdir()
     record = folder / "sbatch-script.sh"
     (folder / "sbatch").write_text(
         f'#!/bin/sh\ncp "$1" {record}\necho "$@" > {folder / "sbatch-argv"}\n'
-        f'echo "Submitted batch job {JOB}"\n'
+        f'echo "Submitted batch job {job}"\n'
     )
     (folder / "srun").write_text("#!/bin/sh\nexit 1\n")
     for name in ("sbatch", "srun"):
@@ -248,6 +256,7 @@ def test_a_workers_refusal_reaches_the_terminal_as_its_one_line_and_a_summary_en
         log = results.absolute() / "launcher" / f"worker-{index}-of-2.log"
         [line] = [line for line in errors if line.startswith(f"  shard {index}/2 on cpu: ")]
         assert "sweep: " in line and "settings.json" in line and line.endswith(f"(log {log})")
+        assert_printed(quoted("REPRODUCTION.md", "shard 2/4 on cuda:1: sweep:"), line)
         text = log.read_text()
         assert "UnboundLocalError" not in text and "lost sys.stderr" not in text
     assert "Done: 0 of 2 workers finished" in done.stdout
@@ -309,12 +318,95 @@ def test_a_task_warned_before_it_saved_a_loop_stops_being_requeued_after_five_ru
         task()
     assert task.stalled == stalled + 1
     if stalled + 1 < STALLED_RUNS:  # requeued (by submitit, which is absent here)
-        assert not isinstance(raised.value, SystemExit) or not isinstance(
-            raised.value.code, str
-        )
+        assert not isinstance(raised.value, SystemExit) or not isinstance(raised.value.code, str)
     else:
         assert raised.value.code == (
             "sweep: shard 1/1 was warned of its end 5 runs in a row before it saved a loop; not "
             "requeued: give a longer --time-limit and rerun the same command"
         )
+        assert_printed(quoted("REPRODUCTION.md", "sweep: shard 3/10 was warned"), raised.value.code)
     assert signal.getsignal(signal.SIGUSR2) is before
+
+
+# REPRODUCTION.md's SLURM walk-through, its commands as written but for a one-architecture grid
+# (what they print of the launch does not depend on the grid) and the results dir.
+SUBMIT = (
+    "scripts/poetry run sweep --trials 10 --meta-loops 100 --seed 1234 --results-dir "
+    "/shared/psa/paper --launcher slurm --shards 10 --partition gpu --gpus-per-task 1 "
+    "--cpus-per-task 4 --mem-per-task 16 --time-limit 240"
+)
+DOCUMENTED_DIR = "/shared/psa/paper"
+
+
+def walkthrough(command: str, results: Path, *extra: str) -> list[str]:
+    assert f"       {command}" in doc_text("REPRODUCTION.md").splitlines(), command
+    words = shlex.split(command.replace(DOCUMENTED_DIR, str(results)))
+    return [*words[3:], "--arch", "[4*17]", "--device", "cpu", *extra]
+
+
+def at(results: Path, block: list[str]) -> list[str]:
+    return [line.replace(DOCUMENTED_DIR, str(results)) for line in block]
+
+
+def test_the_documented_slurm_dry_run_prints_the_documented_line_and_sbatch_script(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here: a dry run does not need one
+    results = tmp_path / "paper"
+    assert run_command("sweep", walkthrough(f"{SUBMIT} --dry-run", results)) in (0, None)
+    out = capsys.readouterr().out.replace(sys.executable, "<python>")
+    line = quoted("REPRODUCTION.md", "Dry run: would submit this sbatch script")
+    assert_printed(line, out, figures=False)
+    assert_block_printed(at(results, quoted_block("REPRODUCTION.md", "#!/bin/bash")), out, False)
+
+
+def test_the_documented_slurm_submission_prints_the_documented_lines(tmp_path, monkeypatch, capsys):
+    stand_ins(tmp_path / "bin", job="123456")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setenv("PSA_RUN_PREFIX", "scripts/poetry run")
+    results = tmp_path / "paper"
+    assert run_command("sweep", walkthrough(SUBMIT, results)) in (0, None)
+    block = quoted_block("REPRODUCTION.md", "Submitted SLURM job array")
+    assert_block_printed(at(results, block), capsys.readouterr().out, figures=False)
+
+
+def refusing_stand_ins(folder: Path) -> None:
+    """``sinfo`` of one partition, debug, of 2-CPU nodes without GPUs; ``sbatch`` that refuses
+    what SLURM refuses of REPRODUCTION.md's examples."""
+    stand_ins(folder)
+    (folder / "sinfo").write_text('#!/bin/sh\necho "debug*|2|7000|(null)"\n')
+    (folder / "sbatch").write_text(
+        "#!/bin/sh\n"  # submitit hands it the script, which holds the #SBATCH options
+        'if grep -q -- --nosuchopt "$1"; then\n'
+        "  echo \"sbatch: unrecognized option '--nosuchopt=1'\" >&2\n"
+        'else\n  echo "sbatch: error: invalid partition specified: gpu2" >&2\nfi\nexit 1\n'
+    )
+    for name in ("sinfo", "sbatch"):
+        (folder / name).chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("extra", "refused"),
+    [
+        (["--partition", "gpu2"], "sweep: the submission failed: sbatch: error: invalid partition"),
+        (["--sbatch", "nosuchopt=1"], "sweep: the submission failed: sbatch: unrecognized option"),
+        (["--partition", "debug", "--cpus-per-task", "8"], "sweep: --cpus-per-task 8 is more"),
+        (["--partition", "debug", "--gpus-per-task", "1"], "sweep: --gpus-per-task 1 is more"),
+    ],
+)
+def test_what_slurm_refuses_is_the_line_reproduction_quotes(
+    tmp_path, monkeypatch, capsys, repo_dataset, extra, refused
+):
+    refusing_stand_ins(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    argv = tiny_flags(tmp_path / "results", repo_dataset, "--launcher", "slurm", "--shards", "2")
+    line = refusal([*argv, *extra], capsys)
+    [documented] = [
+        text.strip()
+        for text in doc_text("REPRODUCTION.md").splitlines()
+        if text.strip().startswith(refused)
+    ]
+    assert line == documented
+    if "gpu2" in extra:  # TOOLS.md quotes it too
+        assert quoted("TOOLS.md", "sweep: the submission failed") == line
+    assert not (tmp_path / "results").exists()

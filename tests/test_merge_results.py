@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from command_support import refusal
+from documented import quoted
 from psa.commands import merge_results
 from psa.config import RunConfig
 from psa.report.inputs import read_summary_markdown, read_trials_markdown
@@ -107,6 +108,9 @@ def test_other_settings_are_refused_in_one_line_and_nothing_is_written(
     out = tmp_path / "merged"
     message = refuse(capsys, ["--results-dir", str(out), str(a), str(b)])
     assert "other settings" in message and difference in message and str(b) in message
+    if "lr" in change:  # as REPRODUCTION.md quotes it for its shards' dirs
+        named = message.replace(str(b), "results/shard-b").replace(str(a), "results/shard-a")
+        assert quoted("REPRODUCTION.md", "results/shard-b holds other settings") in named
     assert snapshot(a, b) == before
     assert not out.exists()
 

@@ -177,6 +177,23 @@ def test_figure_commands_write_their_files_with_a_csv_each(results, configs, tmp
     assert sorted(printed) == sorted(str(out / name) for name in names)
 
 
+def test_a_figure_with_labels_it_had_no_room_for_names_them_on_stderr(tmp_path, capsys):
+    """The 98 configurations at column size were once drawn without any label."""
+    import pandas as pd
+
+    target = tmp_path / "d.png"
+    argv = ["--config-file", "reproduction/configurations.txt", "--output-file", str(target)]
+    assert design_space_main([*argv, "--size", "column", "--labels", "--dpi", "40"]) == 0
+    err = capsys.readouterr().err.strip()
+    drawn = pd.read_csv(target.with_suffix(".csv"), keep_default_na=False)
+    left = drawn.loc[drawn["label"] == "", "arch"]
+    assert 0 < len(left) < len(drawn) and "\n" not in err
+    assert err == (
+        f"make-figure-design-space: note: {len(left)} of {len(drawn)} point labels left out for "
+        f"want of room at this size ({', '.join(left)}); a larger --size fits more"
+    )
+
+
 def test_the_output_suffix_or_format_flag_picks_the_file_format(results, configs, tmp_path):
     out = tmp_path / "figures"
     design_space_main(["--config-file", str(configs[0]), "--output-file", str(out / "d.pdf")])

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from command_support import refusal
+from documented import assert_printed, quoted
 from psa.checkpoint import DEFAULT_NAME, load_checkpoint
 from psa.commands import train
 from schemas import LOOP_LOG_KEYS
@@ -297,6 +298,8 @@ def test_ctrl_c_stops_cleanly_and_reports_the_bounty_and_test_accuracy(
         f"({done}); rerun with --meta-loops {200 - done} to reach the 200 planned (the same "
         "command runs its --meta-loops again, from the checkpoint's loops on)"
     )
+    if stop == signal.SIGINT:
+        assert_printed(quoted("TOOLS.md", "train: stopped by SIGINT; the LKG"), err)
     assert "Interrupted" not in out
     bounty = [line for line in out.splitlines() if line.startswith("Final Bounty")]
     assert len(bounty) == 1

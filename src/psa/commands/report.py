@@ -426,7 +426,9 @@ def heatmaps_main(argv: list[str] | None = None) -> int:
         "--alpha", type=float, default=0.05, help="significance level of the ablation tests"
     )
     _add_correction(parser, "Ablation Effects' ")
-    add_figure_flags(parser, labels_default="on for Parameter_Matching and Regimes")
+    add_figure_flags(
+        parser, labels_default="on for Ablation_Effects, Parameter_Matching and Regimes"
+    )
     add_shipped_flag(parser, "--output-dir")
 
     def body(args):

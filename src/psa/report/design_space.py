@@ -11,7 +11,7 @@ from matplotlib.patches import Rectangle
 
 from psa.arch import Arch
 from psa.report.heatmaps import design_points
-from psa.report.labels import label_or_note
+from psa.report.labels import Panel, label_panels
 from psa.report.palettes import palette
 from psa.report.plotting import POINT_AREA, area_scale, design_axes, new_figure, save_figure
 from psa.report.style import FigureOptions, axis_limits, print_style
@@ -70,6 +70,7 @@ def design_space_figure(
             )
         ax.scatter(data["depth"], data["width"], s=data["size"], c=colour, zorder=4)
         if labelled:
-            data = label_or_note(ax, data, options)
+            panel = Panel(ax, np.arange(len(data)))
+            data = label_panels(figure, data, options.label_points, [panel])
         save_figure(figure, path, options, data)
     return data

@@ -26,7 +26,7 @@ from psa.arch import Arch
 from psa.modes import ABLATIVE_MODES, MODES
 from psa.report.compare import compare_modes
 from psa.report.inputs import is_paired
-from psa.report.labels import label_or_note, place_labels
+from psa.report.labels import Panel, label_panels
 from psa.report.palettes import Palette, palette
 from psa.report.plotting import (
     CLASS_AREA,
@@ -49,7 +49,7 @@ from psa.report.regimes import (
     classify_trials,
     is_untrainable,
 )
-from psa.report.style import FigureError, FigureOptions, axis_limits, print_style
+from psa.report.style import FigureOptions, axis_limits, label_points, print_style
 from psa.store.tables import mode_statistics, model_title
 
 HEATMAP_NAMES = (
@@ -141,7 +141,8 @@ class _Map:
         figure_legend(self.figure, draw_points(self.ax, data), columns)
         data = data.assign(label=data["arch"] if labelled else "")
         if labelled:
-            data = label_or_note(self.ax, data, self.options)
+            panel = Panel(self.ax, np.arange(len(data)))
+            data = label_panels(self.figure, data, self.options.label_points, [panel])
         save_figure(self.figure, path, self.options, data)
         return data
 
@@ -246,7 +247,10 @@ def heatmap_ablation_effects(
             "neutral": (colours.neutral, "black", "o", "No significant difference"),
             "no-spread": (colours.neutral, "black", "D", "Identical to none in every trial"),
             "untrainable": (
-                colours.untrainable, "black", colours.untrainable_marker, "Untrainable"
+                colours.untrainable,
+                "black",
+                colours.untrainable_marker,
+                "Untrainable",
             ),
             "too-few-trials": ("#757575", "none", "x", "Fewer than 2 trials"),
             "missing": ("none", "#9E9E9E", "o", "No results"),
@@ -302,7 +306,12 @@ def heatmap_ablation_effects(
         else:
             figure_legend(figure, handles + sizes, columns=3 if columns == 1 else 4)
         if labelled:
-            data = _label_panels(axes, data, options)
+            panels = [
+                Panel(ax, np.flatnonzero(data["mode"] == mode), f"{mode} - none")
+                for ax, mode in zip(axes, ABLATIVE_MODES, strict=True)
+            ]
+            # Each panel is about a column wide: its labels are a column's size.
+            data = label_panels(figure, data, label_points(width / columns), panels)
         save_figure(figure, path, options, data)
     return data
 
@@ -316,22 +325,6 @@ def _panel_grid(width: float, height: float) -> tuple[int, int]:
     if width >= height * 2.5:
         return 1, len(ABLATIVE_MODES)
     return 2, 2
-
-
-def _label_panels(axes, data: pd.DataFrame, options: FigureOptions) -> pd.DataFrame:
-    """Label every panel's points, or (labels being only the default) none, with a note."""
-    drawn = []
-    try:
-        for ax, mode in zip(axes, ABLATIVE_MODES, strict=True):
-            drawn += place_labels(ax, data[data["mode"] == mode], options.label_points)
-    except FigureError as error:
-        if options.labels:
-            raise
-        for annotation in drawn:
-            annotation.remove()
-        data = data.assign(label="")
-        data.attrs["note"] = f"drawn without point labels: {error}"
-    return data
 
 
 def heatmap_instability(

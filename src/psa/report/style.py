@@ -116,11 +116,15 @@ class FigureOptions:
 
     @property
     def label_points(self) -> float:
-        narrow = self.inches("map")[0] < SIZES["page"]["map"][0]
-        return LABEL_POINTS["column" if narrow else "page"]
+        return label_points(self.inches("map")[0])
 
     def show_labels(self, default: bool) -> bool:
         return default if self.labels is None else self.labels
+
+
+def label_points(width_inches: float) -> float:
+    """The point labels' font size on a plot ``width_inches`` wide: a column's below a page."""
+    return LABEL_POINTS["column" if width_inches < SIZES["page"]["map"][0] else "page"]
 
 
 @contextmanager
@@ -174,7 +178,8 @@ def add_figure_flags(parser: argparse.ArgumentParser, labels_default: str | None
             "--labels",
             action=argparse.BooleanOptionalAction,
             default=None,
-            help=f"label every point L*W (default: {labels_default})",
+            help=f"label the points L*W, as many as fit; a note names the rest "
+            f"(default: {labels_default})",
         )
     parser.add_argument(
         "--dpi",
