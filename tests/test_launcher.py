@@ -256,7 +256,7 @@ def test_a_workers_refusal_reaches_the_terminal_as_its_one_line_and_a_summary_en
         log = results.absolute() / "launcher" / f"worker-{index}-of-2.log"
         [line] = [line for line in errors if line.startswith(f"  shard {index}/2 on cpu: ")]
         assert "sweep: " in line and "settings.json" in line and line.endswith(f"(log {log})")
-        assert_printed(quoted("REPRODUCTION.md", "shard 2/4 on cuda:1: sweep:"), line)
+        assert_printed(quoted("REPRODUCTION.md", "shard 2/4 on <device>: sweep:"), line)
         text = log.read_text()
         assert "UnboundLocalError" not in text and "lost sys.stderr" not in text
     assert "Done: 0 of 2 workers finished" in done.stdout
