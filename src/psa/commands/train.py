@@ -123,8 +123,8 @@ def kept_settings(
     args: argparse.Namespace, given: set[str], metadata: dict, checkpoint: Path
 ) -> tuple[int, int, int | None, Hyperparameters]:
     """The seed, data seed, torch threads and hyperparameters a resumed run continues with: the
-    checkpoint's.
-    A flag given again with another value is refused, as sweep refuses a changed setting."""
+    checkpoint's. A flag given again with another value is refused, as sweep refuses a changed
+    setting."""
     stored = {
         **asdict(Hyperparameters()),  # keys a checkpoint written before them lacks: upstream's
         **metadata["hyperparameters"],
@@ -163,6 +163,8 @@ def run(args: argparse.Namespace, given: set[str] = frozenset()) -> None:
         # What the display shows and the run records.
         vars(args).update(asdict(hyper), seed=seed, data_seed=data_seed, threads=threads)
     args.threads = set_threads(args.threads)
+    if metadata is not None:
+        metadata.setdefault("threads", args.threads)  # recorded from this run on
     check_fits(network, hyper.batch_size, 1, device)  # before anything is allocated
     if args.tensorboard:
         from psa.store import tensorboard
