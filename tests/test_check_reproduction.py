@@ -71,10 +71,69 @@ def test_a_claim_whose_command_fails_is_a_failed_claim_with_the_reason(tmp_path,
         '[[claim]]\nname = "program"\nstatement = "a program prints 2"\n'
         f'command = "{sys.executable} -c \\"print(2)\\""\nexpected = 2\ntolerance = 0\n'
     )
-    assert run("check-reproduction", ["--results-dir", str(SHIPPED), "--claims", str(claims)]) == 1
+    argv = ["--results-dir", str(SHIPPED), "--claims", str(claims), "--allow-programs"]
+    assert run("check-reproduction", argv) == 1
     out = capsys.readouterr().out
     assert "FAIL  no-such-arch: [9*9] exists: the command failed (" in out and "keeps no row" in out
     assert "PASS  program: a program prints 2: 2 (expected 2 ± 0)" in out
+
+
+def program_claim(command: str) -> str:
+    return (
+        '[[claim]]\nname = "trials"\nstatement = "360 trials"\n'
+        'command = "psa results-value --results-dir {results_dir} --stat count"\n'
+        "expected = 360\ntolerance = 0\n"
+        f'[[claim]]\nname = "program"\nstatement = "it prints 1"\ncommand = "{command}"\n'
+        "expected = 1\ntolerance = 0\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "command, named",
+    [
+        ('sh -c \\"touch {marker}; echo 1\\"', "'sh'"),
+        ("psa clean --all {marker}", "'clean'"),
+        ("psa sweep --arch [1*1] --trials 1 --meta-loops 1 --results-dir {marker}", "'sweep'"),
+    ],
+)
+def test_a_claims_file_that_runs_a_program_is_refused_before_any_claim_runs(
+    tmp_path, capsys, command, named
+):
+    marker = tmp_path / "marker"
+    if "clean" in command:  # clean would delete it
+        marker.write_text("kept")
+    claims = tmp_path / "claims.toml"
+    claims.write_text(program_claim(command.replace("{marker}", str(marker))))
+    assert run("check-reproduction", ["--results-dir", str(SHIPPED), "--claims", str(claims)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert f"claim 'program' runs {named}, not one of psa's queries" in captured.err
+    assert "--allow-programs" in captured.err
+    assert marker.exists() == ("clean" in command)
+
+
+def test_allow_programs_runs_a_program_claim(tmp_path, capsys):
+    marker = tmp_path / "marker"
+    claims = tmp_path / "claims.toml"
+    claims.write_text(program_claim(f'sh -c \\"touch {marker}; echo 1\\"'))
+    argv = ["--results-dir", str(SHIPPED), "--claims", str(claims), "--allow-programs"]
+    assert run("check-reproduction", argv) == 0
+    assert marker.exists() and "2 of 2 claims pass" in capsys.readouterr().out
+
+
+def test_a_query_claim_cannot_run_code_through_its_where(tmp_path, capsys):
+    marker = tmp_path / "marker"
+    claims = tmp_path / "claims.toml"
+    where = f"@Path('{marker}').write_text('x') > 0"
+    claims.write_text(
+        '[[claim]]\nname = "sneaky"\nstatement = "a query"\n'
+        f'command = "psa results-value --results-dir {{results_dir}} --where \\"{where}\\""\n'
+        "expected = 1\ntolerance = 0\n"
+    )
+    assert run("check-reproduction", ["--results-dir", str(SHIPPED), "--claims", str(claims)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  sneaky" in out and "may only compare columns with values" in out
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize(

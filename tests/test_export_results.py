@@ -103,6 +103,9 @@ def test_results_value_prints_a_statistic_of_the_rows_a_query_keeps(swept, capsy
         (["--column", "nope"], "has no column 'nope'"),
         (["--where", "arch ==="], "is not a query"),
         (["--where", "arch == 'x'"], "keeps no row"),
+        (["--where", "arch.str.len() > 3"], "remove its Call"),
+        (["--where", "mode.__class__ == 1"], "remove its Attribute"),
+        (["--where", "@open('x', 'w') == 1"], "remove its Call"),
     ],
 )
 def test_results_value_refuses_a_bad_request_in_one_line(swept, capsys, argv, message):

@@ -10,8 +10,10 @@ A claims file is TOML, one ``[[claim]]`` table per claim:
     tolerance = 0.01
 
 ``command`` is a command line whose standard output ends with the claimed value; ``{results_dir}``
-stands for the results dir being checked. A psa command (``psa results-value``, or its own name)
-runs in this process; anything else runs as a program, without a shell. A claim passes when
+stands for the results dir being checked. A claims file is data: its commands are psa's queries
+(``QUERY_COMMANDS``, which only read), run in this process. Any other command, psa's own (``sweep``,
+``clean``) or another program, runs only with ``--allow-programs`` (psa's in this process, others
+without a shell); without it the file is refused before any claim runs. A claim passes when
 ``|value - expected| <= tolerance``; a command that fails is a failed claim.
 """
 
@@ -31,6 +33,9 @@ from pathlib import Path
 
 from psa.cli import COMMANDS, CommandParser, one_line
 from psa.errors import PsaError, UsageError
+
+# The commands a claim may name without --allow-programs: they read and print, and nothing else.
+QUERY_COMMANDS = ("results-value", "analyze-dataset")
 
 
 class ClaimsError(PsaError):
@@ -59,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         required=True,
         help="the claims file (TOML), e.g. reproduction/claims/shipped.toml",
+    )
+    parser.add_argument(
+        "--allow-programs",
+        action="store_true",
+        help="also run claims whose command is not one of psa's queries ("
+        + ", ".join(QUERY_COMMANDS)
+        + "): another psa command or any program; read the claims file first",
     )
     return parser
 
@@ -99,13 +111,35 @@ def read_claims(path: Path) -> list[Claim]:
     return claims
 
 
+def command_words(command: str) -> list[str]:
+    """A claim's command line as words, ``psa`` dropped from the front."""
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return []
+    return argv[1:] if argv[:1] == ["psa"] else argv
+
+
+def refuse_programs(claims: list[Claim], path: Path) -> None:
+    """Refuse a claims file with a claim that is not a psa query, before any claim runs."""
+    for claim in claims:
+        argv = command_words(claim.command)
+        if not argv or argv[0] not in QUERY_COMMANDS:
+            ran = repr(argv[0]) if argv else "nothing"
+            raise ClaimsError(
+                f"{path}: claim {claim.name!r} runs {ran}, not one of psa's queries "
+                f"({', '.join(QUERY_COMMANDS)}); read the claims file, and rerun with "
+                "--allow-programs only if you trust every command in it"
+            )
+
+
 def evaluate(claim: Claim, results_dir: Path) -> float:
     """The value ``claim``'s command prints for ``results_dir``; PsaError if it gives none."""
     text = claim.command.replace("{results_dir}", shlex.quote(str(results_dir)))
-    argv = shlex.split(text)
-    if argv[:1] == ["psa"]:
-        argv = argv[1:]
-    if argv and argv[0] in COMMANDS:
+    argv = command_words(text)
+    if not argv:
+        raise PsaError(f"its command {claim.command!r} is not a command line")
+    if argv[0] in COMMANDS:
         out = run_in_process(argv)
     else:
         try:
@@ -140,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.results_dir.is_dir():
         raise UsageError(f"--results-dir {args.results_dir} does not exist; give a results dir")
     claims = read_claims(args.claims)
+    if not args.allow_programs:
+        refuse_programs(claims, args.claims)
     failed = []
     for claim in claims:
         try:

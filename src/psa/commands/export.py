@@ -4,8 +4,10 @@ TensorBoard runs, and as one number."""
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
+import re
 from pathlib import Path
 
 from psa.atomic import write_atomically
@@ -16,6 +18,16 @@ from psa.store import ResultsStore
 
 FORMATS = ("csv", "parquet")
 STATS = ("mean", "std", "min", "max", "median", "sum", "count", "first")
+# What a --where query may hold: columns compared with values, combined with and/or/not and
+# arithmetic. pandas evaluates calls, attributes and @variables too, which would let a query (one
+# in a claims file from elsewhere, say) run code.
+QUERY_NODES = (
+    ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd,
+    ast.BinOp, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow,
+    ast.Compare, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn,
+    ast.Name, ast.Load, ast.Constant, ast.List, ast.Tuple,
+)  # fmt: skip
+BACKQUOTED = re.compile(r"`[^`]*`")
 
 
 class ExportError(PsaError):
@@ -168,13 +180,30 @@ def cached_table(store: ResultsStore, table: str):
     return _tables[key]
 
 
+def refuse_code_in_query(where: str, table: str) -> None:
+    """UsageError unless ``where`` only compares columns with values (QUERY_NODES)."""
+    # pandas reads @name as a variable of the caller: parsed without the @, it is a plain name.
+    plain = BACKQUOTED.sub("column", where).replace("@", "")
+    try:
+        tree = ast.parse(plain.strip(), mode="eval")
+    except SyntaxError:
+        return  # pandas names what is wrong with it
+    found = next((node for node in ast.walk(tree) if not isinstance(node, QUERY_NODES)), None)
+    if found is not None:
+        raise UsageError(
+            f"--where {where!r} is not a query of the {table} table: it may only compare "
+            f"columns with values (and, or, not, in, arithmetic); remove its {type(found).__name__}"
+        )
+
+
 def compute_value(args: argparse.Namespace) -> float:
     store = ResultsStore(args.results_dir)
     existing_results_dir(store, "read")
     frame = cached_table(store, args.table)
     if args.where:
+        refuse_code_in_query(args.where, args.table)
         try:
-            frame = frame.query(args.where, engine="python")
+            frame = frame.query(args.where, engine="python", local_dict={}, global_dict={})
         except Exception as error:  # pandas raises many kinds for a bad expression
             raise UsageError(
                 f"--where {args.where!r} is not a query of the {args.table} "
