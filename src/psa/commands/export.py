@@ -10,6 +10,8 @@ import math
 import re
 from pathlib import Path
 
+import pandas as pd
+
 from psa.atomic import write_atomically
 from psa.checkpoint import DEFAULT_NAME
 from psa.cli import CommandParser
@@ -18,6 +20,7 @@ from psa.store import ResultsStore
 
 FORMATS = ("csv", "parquet")
 STATS = ("mean", "std", "min", "max", "median", "sum", "count", "first")
+TABLES = ("trials", "loops", "summary")
 # What a --where query may hold: columns compared with values, combined with and/or/not and
 # arithmetic. pandas evaluates calls, attributes and @variables too, which would let a query (one
 # in a claims file from elsewhere, say) run code.
@@ -139,12 +142,18 @@ def tensorboard_main(argv: list[str] | None = None) -> None:
 def value_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog="results-value",
-        description="Print one number computed from a results dir's tables (as "
-        "psa.results.load returns them): a statistic of a column over the rows a filter keeps. "
-        "check-reproduction's claims use it.",
+        description="Print one value computed from a results dir's tables (as "
+        "psa.results.load and psa.results.summary return them): a statistic of a column over "
+        "the rows a filter keeps. check-reproduction's claims use it.",
     )
     parser.add_argument("--results-dir", type=Path, required=True, help="the results dir to read")
-    parser.add_argument("--table", choices=("trials", "loops"), default="trials", help="the table")
+    parser.add_argument(
+        "--table",
+        choices=TABLES,
+        default="trials",
+        help="trials, loops, or summary (per arch and mode: n, mean, std, min, max of the "
+        "validation bounty, and the arch's regime)",
+    )
     parser.add_argument(
         "--where",
         default=None,
@@ -152,7 +161,20 @@ def value_parser() -> argparse.ArgumentParser:
         "(backquote names with dots: `hyperparameters.lr`); default: every row",
     )
     parser.add_argument("--column", default="val_bounty", help="the column")
-    parser.add_argument("--stat", choices=STATS, default="mean", help="the statistic")
+    parser.add_argument(
+        "--stat",
+        choices=STATS,
+        default="mean",
+        help="the statistic; first prints the first kept row's value, a word where it is one",
+    )
+    parser.add_argument(
+        "--ddof",
+        type=int,
+        choices=(0, 1),
+        default=0,
+        help="delta degrees of freedom of --stat std and of the summary table's std: 0 the "
+        "population std, as psa's tables (default), 1 the sample std, as pandas'",
+    )
     return parser
 
 
@@ -164,11 +186,13 @@ def value_main(argv: list[str] | None = None) -> None:
 _tables: dict[tuple, object] = {}  # (dir, table, its files' sizes and times) -> the table
 
 
-def cached_table(store: ResultsStore, table: str):
+def cached_table(store: ResultsStore, table: str, ddof: int = 0):
     """A table of the dir, read once per process while its files stay as they are (the claims
     of check-reproduction ask one dir many times)."""
     from psa import results
 
+    if table == "summary":
+        return results.summary(cached_table(store, "trials"), ddof=ddof)
     files = store.log_files() if table == "loops" else store.record_files()
     files += sorted((store.root / "provenance").glob("*.json"))
     signature = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
@@ -196,10 +220,10 @@ def refuse_code_in_query(where: str, table: str) -> None:
         )
 
 
-def compute_value(args: argparse.Namespace) -> float:
+def compute_value(args: argparse.Namespace) -> float | str:
     store = ResultsStore(args.results_dir)
     existing_results_dir(store, "read")
-    frame = cached_table(store, args.table)
+    frame = cached_table(store, args.table, args.ddof)
     if args.where:
         refuse_code_in_query(args.where, args.table)
         try:
@@ -220,9 +244,28 @@ def compute_value(args: argparse.Namespace) -> float:
     if column.empty:
         raise UsageError(f"--where {args.where!r} keeps no row of the {args.table} table")
     if args.stat == "first":
-        return float(column.iloc[0])
-    return float(getattr(column.astype(float), args.stat)())
+        return plain_value(column.iloc[0])
+    try:
+        numbers = column.astype(float)
+    except (TypeError, ValueError):
+        raise UsageError(
+            f"column {args.column!r} holds words; only --stat count or first reads it"
+        ) from None
+    if args.stat == "std":
+        return float(numbers.std(ddof=args.ddof))
+    return float(getattr(numbers, args.stat)())
 
 
-def format_value(value: float) -> str:
+def plain_value(value) -> float | str:
+    """A table cell as a number (NaN when empty), or as the word it is."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return math.nan
+    if isinstance(value, str):
+        return value
+    return float(value)
+
+
+def format_value(value: float | str) -> str:
+    if isinstance(value, str):
+        return value
     return "nan" if math.isnan(value) else f"{value:.10g}"
