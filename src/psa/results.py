@@ -21,6 +21,8 @@ truth values ``boolean``. A record field psa does not know (written by a later v
 as a column after them. ``load`` of several dirs concatenates their tables with a first column
 ``source``, the dir as given. ``summary(frame, ddof=0)`` gives mean, std, n, min and max per
 architecture and mode, and each architecture's regime; the tables psa writes use it.
+``comparisons(frame)`` tests each mode against ``none`` per architecture (compare-modes'
+table); psa.integrity checks records against loop logs and digests a table's values.
 """
 
 from __future__ import annotations
@@ -196,6 +198,20 @@ def summary(
     table.attrs.update(frame.attrs)
     table.attrs["ddof"] = ddof
     return table
+
+
+def comparisons(
+    frame: pd.DataFrame, baseline: str = "none", correction: str = "holm"
+) -> pd.DataFrame:
+    """Each mode against ``baseline`` per architecture, as compare-modes prints it
+    (psa.report.compare.COLUMNS): the paired t-test for psa's paired trials, Welch's otherwise,
+    p adjusted over every comparison of ``frame`` (``correction``: holm, bh or none)."""
+    from psa.report.compare import compare_modes
+    from psa.store.records import records_are_paired
+
+    long = frame.rename(columns={"val_bounty": "accuracy"})[["arch", "trial", "mode", "accuracy"]]
+    long = long.astype({"trial": int, "accuracy": float})
+    return compare_modes(long, records_are_paired(frame), baseline, correction=correction)
 
 
 def typed(frame: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:

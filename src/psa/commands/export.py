@@ -20,7 +20,8 @@ from psa.store import ResultsStore
 
 FORMATS = ("csv", "parquet")
 STATS = ("mean", "std", "min", "max", "median", "sum", "count", "first")
-TABLES = ("trials", "loops", "summary")
+STATS = (*STATS, "digest")
+TABLES = ("trials", "loops", "summary", "comparisons", "integrity")
 # What a --where query may hold: columns compared with values, combined with and/or/not and
 # arithmetic. pandas evaluates calls, attributes and @variables too, which would let a query (one
 # in a claims file from elsewhere, say) run code.
@@ -151,8 +152,10 @@ def value_parser() -> argparse.ArgumentParser:
         "--table",
         choices=TABLES,
         default="trials",
-        help="trials, loops, or summary (per arch and mode: n, mean, std, min, max of the "
-        "validation bounty, and the arch's regime)",
+        help="trials, loops, summary (per arch and mode: n, mean, std, min, max of the "
+        "validation bounty, and the arch's regime), comparisons (each mode against none per "
+        "arch, as compare-modes) or integrity (per trial: whether its record agrees with its "
+        "complete, consistent loop log)",
     )
     parser.add_argument(
         "--where",
@@ -160,12 +163,17 @@ def value_parser() -> argparse.ArgumentParser:
         help="a pandas query keeping rows, e.g. \"arch == '4*17' and mode == 'none'\" "
         "(backquote names with dots: `hyperparameters.lr`); default: every row",
     )
-    parser.add_argument("--column", default="val_bounty", help="the column")
+    parser.add_argument(
+        "--column",
+        default="val_bounty",
+        help="the column; for --stat digest, comma-separated columns",
+    )
     parser.add_argument(
         "--stat",
         choices=STATS,
         default="mean",
-        help="the statistic; first prints the first kept row's value, a word where it is one",
+        help="the statistic; first prints the first kept row's value, a word where it is one; "
+        "digest the SHA-256 of the columns' values over the kept rows (in any row order)",
     )
     parser.add_argument(
         "--ddof",
@@ -193,6 +201,12 @@ def cached_table(store: ResultsStore, table: str, ddof: int = 0):
 
     if table == "summary":
         return results.summary(cached_table(store, "trials"), ddof=ddof)
+    if table == "comparisons":
+        return results.comparisons(cached_table(store, "trials"))
+    if table == "integrity":
+        from psa.integrity import integrity
+
+        return integrity(cached_table(store, "trials"), cached_table(store, "loops"))
     files = store.log_files() if table == "loops" else store.record_files()
     files += sorted((store.root / "provenance").glob("*.json"))
     signature = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
@@ -233,11 +247,17 @@ def compute_value(args: argparse.Namespace) -> float | str:
                 f"--where {args.where!r} is not a query of the {args.table} "
                 f"table ({type(error).__name__}: {error})"
             ) from None
-    if args.column not in frame.columns:
+    columns = args.column.split(",") if args.stat == "digest" else [args.column]
+    missing = [name for name in columns if name not in frame.columns]
+    if missing:
         raise UsageError(
-            f"the {args.table} table has no column {args.column!r}; its columns are "
+            f"the {args.table} table has no column {missing[0]!r}; its columns are "
             f"{', '.join(map(str, frame.columns))}"
         )
+    if args.stat == "digest":
+        from psa.integrity import digest
+
+        return digest(frame, columns)
     column = frame[args.column]
     if args.stat == "count":
         return float(column.count())
