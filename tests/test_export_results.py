@@ -194,6 +194,16 @@ def test_load_of_several_dirs_names_each_rows_source():
         psa.results.load(SHIPPED, fp32, SHIPPED)
 
 
+def tables_with_twins(folder: Path) -> psa.results.Results:
+    """The tables of a dir whose decay records are copies of their none twins (sweep's own)."""
+    folder.mkdir()
+    records = ResultsStore(SHIPPED).records()[:2]
+    twin = {**records[0], "mode": "decay", "twin_of": "none", "twin_reason": "factor is 1.0"}
+    lines = [records[0], twin]
+    (folder / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return psa.results.load(folder)
+
+
 def test_the_tables_have_their_fixed_columns_whatever_the_dir_holds(swept, tmp_path):
     empty = psa.results.load(tmp_path)
     for source in (psa.results.load(SHIPPED), psa.results.load(swept), empty):
@@ -201,6 +211,9 @@ def test_the_tables_have_their_fixed_columns_whatever_the_dir_holds(swept, tmp_p
         assert source.loops.dtypes.astype(str).to_dict() == psa.results.LOOP_TYPES
         assert source.runs.dtypes.astype(str).to_dict() == psa.results.RUN_TYPES
     assert set(psa.results.PROVENANCE_TYPES) == set(psa.provenance.FIELDS)
+    twins = tables_with_twins(tmp_path / "twins")
+    assert twins.trials.dtypes.astype(str).to_dict() == psa.results.TRIAL_TYPES
+    assert twins.trials["twin_of"].eq("none").sum() == twins.trials["mode"].eq("decay").sum() > 0
     shipped = psa.results.load(SHIPPED)
     assert shipped.trials["provenance.host"].isna().all()  # logged before provenance existed
     neurons = shipped.loops["ablation_neuron"]
@@ -211,7 +224,7 @@ def test_the_tables_have_their_fixed_columns_whatever_the_dir_holds(swept, tmp_p
 def test_export_writes_integers_as_integers_and_absent_values_empty(tmp_path, capsys):
     argv = ["--results-dir", str(SHIPPED), "--output-dir", str(tmp_path)]
     assert run("export-results", argv) == 0
-    assert "trials.csv: 360 rows, 59 columns" in capsys.readouterr().out
+    assert "trials.csv: 360 rows, 61 columns" in capsys.readouterr().out
     header, *rows = (tmp_path / "loops.csv").read_text().splitlines()
     assert header.split(",")[11:13] == ["ablation_layer", "ablation_neuron"]
     targets = [row.split(",")[11:13] for row in rows]

@@ -77,6 +77,8 @@ TRIAL_TYPES = {
     "hyperparameters.precision": STR,
     "hyperparameters.hidden_targets": STR,
     "hyperparameters.full_sampling": STR,
+    "twin_of": STR,  # a decay trial copied from its none twin (psa.sweep.plan.twin_reason)
+    "twin_reason": STR,
     "provenance": STR,
 }
 # The type of each field of a provenance file (psa.provenance.FIELDS): the runs table's columns,
