@@ -51,3 +51,34 @@ def test_missing_data_is_one_line_on_stderr_and_a_non_zero_exit(tmp_path, monkey
     monkeypatch.setattr(MNIST, "download", offline)
     message = refusal(capsys, analyze_dataset.main, ["--data-dir", str(tmp_path)])[1]
     assert message.startswith("analyze-dataset: ") and "is missing" in message
+
+
+@pytest.mark.parametrize(
+    "path, printed",
+    [
+        ("split_validation.zeror_accuracy", "11.02"),
+        ("split_validation.class_counts.1", "1102"),
+        ("split_train.total_samples", "50000"),
+        ("full_test.zeror_class", "1"),
+    ],
+)
+def test_value_prints_one_number_of_the_report(capsys, path, printed):
+    analyze_dataset.main(["--data-dir", str(REPO_DATASET), "--value", path])
+    assert capsys.readouterr().out == printed + "\n"
+
+
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        (
+            "split_test.total_samples",
+            "the report has no 'split_test'; it has full_train, full_test",
+        ),
+        ("full_test.class_counts", "is a table, not a number; add one of 0, 1, 2"),
+        ("full_test.name", "full_test has no 'name'"),
+    ],
+)
+def test_value_names_what_the_report_holds(capsys, path, message):
+    argv = ["--data-dir", str(REPO_DATASET), "--value", path]
+    status, line = refusal(capsys, analyze_dataset.main, argv)
+    assert status == 2 and message in line

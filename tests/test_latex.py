@@ -76,7 +76,8 @@ def test_trial_accuracy_table_bolds_winners_and_names_ties():
     )
     check_golden("trial_accuracy_table.tex", text)
     assert skipped == ["2*2"]
-    assert r"\caption{My caption}" in text and r"\label{tab:mine} \\" in text
+    caption = r"\caption{My caption. Std is the population standard deviation over the trials"
+    assert caption + " (ddof=0).}" in text and r"\label{tab:mine} \\" in text
     rows = [line for line in text.splitlines() if line.startswith("$")]
     assert rows[0].startswith("$18*18$") and rows[1].startswith("$1*2048$")
     assert " & N/A & " in rows[0] and rows[0].endswith(r"\texttt{hidden} \\")

@@ -160,7 +160,7 @@ def test_trial_table_round_trips_every_cell(cells, paired):
     assert len(long) == 6 * len({(a, t) for a, _, t in cells})
 
 
-def test_summary_reports_population_statistics_and_real_parameter_count():
+def test_summary_reports_population_statistics_says_so_and_real_parameter_count():
     values = [90.0, 92.0, 97.0]
     records = [record("18*18", "none", t, v) for t, v in enumerate(values, start=1)]
     records.append(record("18*18", "full", 1, 50.0))
@@ -168,6 +168,9 @@ def test_summary_reports_population_statistics_and_real_parameter_count():
         records, arch_order=["18*18"], errors={("18*18", "hidden"): "NO_JOB_FOUND"}
     )
     lines = text.splitlines()
+    assert lines[2] == (
+        "## Statistical Summary: Std is the population standard deviation over the trials (ddof=0)."
+    )
     assert "Results Shape {18*18} Parameters {26,632}" in lines
     std = np.std(values, ddof=0)
     assert f"* None: Mean=93.00% | Std={std:.2f}% | Min=90.00% | Max=97.00% (n=3)" in lines

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -156,9 +157,34 @@ def test_trial_accuracy_table_from_summary_and_records_agree(results, configs, c
     assert rows[0].endswith(r"\texttt{output} \\")
     assert rows[1].startswith("$2*2$") and "Tie: " in rows[1]
     assert "1 architectures of" in from_summary.err
-    assert r"\caption{C}" in from_records and r"\label{L} \\" in from_records
+    assert r"\caption{C. Std is the population standard deviation" in from_records
+    assert r"\label{L} \\" in from_records
     trial_accuracy_table_main(["--datafile", str(results / "trials.jsonl"), *order])
     assert "over 3 Trials of 3 Meta-Loops for ResMLP" in capsys.readouterr().out
+
+
+def test_trial_accuracy_table_states_the_std_it_shows_and_takes_the_sample_one(
+    results, configs, capsys
+):
+    order = ["--order", str(configs[0])]
+    trial_accuracy_table_main(["--datafile", str(results), *order])
+    population = capsys.readouterr().out
+    trial_accuracy_table_main(["--datafile", str(results), *order, "--ddof", "1"])
+    sample = capsys.readouterr().out
+    assert "Std is the population standard deviation over the trials (ddof=0).}" in population
+    assert "Std is the sample standard deviation over the trials (ddof=1).}" in sample
+    # Three trials: the sample std is sqrt(3/2) times the population one, the means are equal.
+    cell = re.compile(r"\$(?:\\mathbf\{)?([0-9.]+) \\pm ([0-9.]+)")
+    pairs = zip(cell.findall(population), cell.findall(sample), strict=True)
+    for (mean0, std0), (mean1, std1) in pairs:
+        assert mean0 == mean1
+        assert float(std1) == pytest.approx(float(std0) * 1.5**0.5, abs=0.011)
+
+
+def test_trial_accuracy_table_refuses_the_sample_std_of_a_summary(results, configs, capsys):
+    argv = ["--datafile", str(results / "psa_resmlp_summary.md"), "--order", str(configs[0])]
+    status, line = refusal(capsys, trial_accuracy_table_main, [*argv, "--ddof", "1"])
+    assert status == 2 and "whose stds are population ones (ddof=0)" in line
 
 
 def test_figure_commands_write_their_files_with_a_csv_each(results, configs, tmp_path, capsys):

@@ -4,9 +4,13 @@ TensorBoard runs, and as one number."""
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
+import re
 from pathlib import Path
+
+import pandas as pd
 
 from psa.arguments import add_shipped_flag, refuse_shipped
 from psa.atomic import write_atomically
@@ -17,6 +21,18 @@ from psa.store import ResultsStore
 
 FORMATS = ("csv", "parquet")
 STATS = ("mean", "std", "min", "max", "median", "sum", "count", "first")
+STATS = (*STATS, "digest")
+TABLES = ("trials", "loops", "summary", "comparisons", "integrity")
+# What a --where query may hold: columns compared with values, combined with and/or/not and
+# arithmetic. pandas evaluates calls, attributes and @variables too, which would let a query (one
+# in a claims file from elsewhere, say) run code.
+QUERY_NODES = (
+    ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd,
+    ast.BinOp, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow,
+    ast.Compare, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn,
+    ast.Name, ast.Load, ast.Constant, ast.List, ast.Tuple,
+)  # fmt: skip
+BACKQUOTED = re.compile(r"`[^`]*`")
 
 
 class ExportError(PsaError):
@@ -136,20 +152,46 @@ def tensorboard_main(argv: list[str] | None = None) -> None:
 def value_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog="results-value",
-        description="Print one number computed from a results dir's tables (as "
-        "psa.results.load returns them): a statistic of a column over the rows a filter keeps. "
-        "check-reproduction's claims use it.",
+        description="Print one value computed from a results dir's tables (as "
+        "psa.results.load and psa.results.summary return them): a statistic of a column over "
+        "the rows a filter keeps. check-reproduction's claims use it.",
     )
     parser.add_argument("--results-dir", type=Path, required=True, help="the results dir to read")
-    parser.add_argument("--table", choices=("trials", "loops"), default="trials", help="the table")
+    parser.add_argument(
+        "--table",
+        choices=TABLES,
+        default="trials",
+        help="trials, loops, summary (per arch and mode: n, mean, std, min, max of the "
+        "validation bounty, and the arch's regime), comparisons (each mode against none per "
+        "arch, as compare-modes) or integrity (per trial: whether its record agrees with its "
+        "complete, consistent loop log)",
+    )
     parser.add_argument(
         "--where",
         default=None,
         help="a pandas query keeping rows, e.g. \"arch == '4*17' and mode == 'none'\" "
         "(backquote names with dots: `hyperparameters.lr`); default: every row",
     )
-    parser.add_argument("--column", default="val_bounty", help="the column")
-    parser.add_argument("--stat", choices=STATS, default="mean", help="the statistic")
+    parser.add_argument(
+        "--column",
+        default="val_bounty",
+        help="the column; for --stat digest, comma-separated columns",
+    )
+    parser.add_argument(
+        "--stat",
+        choices=STATS,
+        default="mean",
+        help="the statistic; first prints the first kept row's value, a word where it is one; "
+        "digest the SHA-256 of the columns' values over the kept rows (in any row order)",
+    )
+    parser.add_argument(
+        "--ddof",
+        type=int,
+        choices=(0, 1),
+        default=0,
+        help="delta degrees of freedom of --stat std and of the summary table's std: 0 the "
+        "population std, as psa's tables (default), 1 the sample std, as pandas'",
+    )
     return parser
 
 
@@ -161,11 +203,19 @@ def value_main(argv: list[str] | None = None) -> None:
 _tables: dict[tuple, object] = {}  # (dir, table, its files' sizes and times) -> the table
 
 
-def cached_table(store: ResultsStore, table: str):
+def cached_table(store: ResultsStore, table: str, ddof: int = 0):
     """A table of the dir, read once per process while its files stay as they are (the claims
     of check-reproduction ask one dir many times)."""
     from psa import results
 
+    if table == "summary":
+        return results.summary(cached_table(store, "trials"), ddof=ddof)
+    if table == "comparisons":
+        return results.comparisons(cached_table(store, "trials"))
+    if table == "integrity":
+        from psa.integrity import integrity
+
+        return integrity(cached_table(store, "trials"), cached_table(store, "loops"))
     files = store.log_files() if table == "loops" else store.record_files()
     files += sorted((store.root / "provenance").glob("*.json"))
     signature = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
@@ -177,32 +227,74 @@ def cached_table(store: ResultsStore, table: str):
     return _tables[key]
 
 
-def compute_value(args: argparse.Namespace) -> float:
+def refuse_code_in_query(where: str, table: str) -> None:
+    """UsageError unless ``where`` only compares columns with values (QUERY_NODES)."""
+    # pandas reads @name as a variable of the caller: parsed without the @, it is a plain name.
+    plain = BACKQUOTED.sub("column", where).replace("@", "")
+    try:
+        tree = ast.parse(plain.strip(), mode="eval")
+    except SyntaxError:
+        return  # pandas names what is wrong with it
+    found = next((node for node in ast.walk(tree) if not isinstance(node, QUERY_NODES)), None)
+    if found is not None:
+        raise UsageError(
+            f"--where {where!r} is not a query of the {table} table: it may only compare "
+            f"columns with values (and, or, not, in, arithmetic); remove its {type(found).__name__}"
+        )
+
+
+def compute_value(args: argparse.Namespace) -> float | str:
     store = ResultsStore(args.results_dir)
     existing_results_dir(store, "read")
-    frame = cached_table(store, args.table)
+    frame = cached_table(store, args.table, args.ddof)
     if args.where:
+        refuse_code_in_query(args.where, args.table)
         try:
-            frame = frame.query(args.where, engine="python")
+            frame = frame.query(args.where, engine="python", local_dict={}, global_dict={})
         except Exception as error:  # pandas raises many kinds for a bad expression
             raise UsageError(
                 f"--where {args.where!r} is not a query of the {args.table} "
                 f"table ({type(error).__name__}: {error})"
             ) from None
-    if args.column not in frame.columns:
+    columns = args.column.split(",") if args.stat == "digest" else [args.column]
+    missing = [name for name in columns if name not in frame.columns]
+    if missing:
         raise UsageError(
-            f"the {args.table} table has no column {args.column!r}; its columns are "
+            f"the {args.table} table has no column {missing[0]!r}; its columns are "
             f"{', '.join(map(str, frame.columns))}"
         )
+    if args.stat == "digest":
+        from psa.integrity import digest
+
+        return digest(frame, columns)
     column = frame[args.column]
     if args.stat == "count":
         return float(column.count())
     if column.empty:
         raise UsageError(f"--where {args.where!r} keeps no row of the {args.table} table")
     if args.stat == "first":
-        return float(column.iloc[0])
-    return float(getattr(column.astype(float), args.stat)())
+        return plain_value(column.iloc[0])
+    try:
+        numbers = column.astype(float)
+    except (TypeError, ValueError):
+        raise UsageError(
+            f"column {args.column!r} holds words; only --stat count or first reads it"
+        ) from None
+    if args.stat == "std":
+        return float(numbers.std(ddof=args.ddof))
+    return float(getattr(numbers, args.stat)())
 
 
-def format_value(value: float) -> str:
+def plain_value(value) -> float | str:
+    """A table cell as a number (NaN when empty), or as the word it is."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return math.nan
+    if isinstance(value, str):
+        return value
+    return float(value)
+
+
+def format_value(value: float | str) -> str:
+    if isinstance(value, str):
+        return value
     return "nan" if math.isnan(value) else f"{value:.10g}"

@@ -22,9 +22,9 @@ from psa.arguments import add_shipped_flag, existing_path, refuse_shipped
 from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.config import MODELS
-from psa.errors import PsaError, command_hint
+from psa.errors import PsaError, UsageError, command_hint
 from psa.modes import MODES
-from psa.report.inputs import read_mode_statistics, read_trials
+from psa.report.inputs import is_summary_file, read_mode_statistics, read_trials
 from psa.report.style import add_figure_flags, figure_options
 from psa.store import ResultsFormatError, ResultsStore, summary_name
 
@@ -325,17 +325,34 @@ def trial_accuracy_table_main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--label", default="tab:results_summary_stats", help="LaTeX label of the table"
     )
+    parser.add_argument(
+        "--ddof",
+        type=int,
+        choices=(0, 1),
+        default=0,
+        help="the std's delta degrees of freedom: 0 the population std (upstream's), 1 the "
+        "sample std (pandas'); the caption's last sentence says which (default: 0)",
+    )
     parser.add_argument("--output-file", type=Path, default=None, help="write here, not stdout")
     add_shipped_flag(parser, "--output-file")
 
     def body(args):
+        from psa import results
         from psa.report.latex import default_accuracy_caption, trial_accuracy_table
 
         datafile = args.datafile or RESULTS_DIR / summary_name(args.model or "resmlp")
         hint = f"run `{command_hint('sweep')}` first or pass --datafile"
         _require_file(parser, datafile, "--datafile", hint)
         args.model = _resolve_model(datafile, args.model)
-        stats = read_mode_statistics(datafile, args.model)
+        if not is_summary_file(datafile):
+            stats = results.summary(read_trials(datafile, args.model), ddof=args.ddof)
+        elif args.ddof == 0:
+            stats = read_mode_statistics(datafile, args.model)
+        else:
+            raise UsageError(
+                f"--datafile {datafile} is a summary, whose stds are population ones (ddof=0); "
+                f"give its trial table, trials.jsonl or results dir for --ddof {args.ddof}"
+            )
         order = _config_archs(args.order)
         extra = [arch for arch in dict.fromkeys(stats["arch"]) if arch not in order]
         if extra:
@@ -343,7 +360,7 @@ def trial_accuracy_table_main(argv: list[str] | None = None) -> int:
         caption = args.caption or default_accuracy_caption(
             args.model, stats, stats.attrs.get("meta_loops")
         )
-        text, skipped = trial_accuracy_table(stats, order + extra, caption, args.label)
+        text, skipped = trial_accuracy_table(stats, order + extra, caption, args.label, args.ddof)
         if skipped:
             _note(parser, f"{len(skipped)} architectures of {args.order} have no results")
         _emit(text, args.output_file)

@@ -237,6 +237,14 @@ def wide_trials(long: pd.DataFrame, arch: str) -> pd.DataFrame:
     return table.reindex(columns=list(MODES)).sort_index()
 
 
+def is_summary_file(source: str | Path) -> bool:
+    """Whether ``source`` is a summary markdown file (its statistics are already computed)."""
+    path = Path(source)
+    if not path.is_file() or path.suffix == ".jsonl":
+        return False
+    return any(line.startswith("Results Shape {") for line in _read_text(path).splitlines())
+
+
 def read_mode_statistics(source: str | Path, model: str | None = None) -> pd.DataFrame:
     """Per (arch, mode) mean, std, min, max, n from a summary, a trial table or trial records.
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from psa.arch import Arch
 from psa.modes import MODES
-from psa.store.tables import model_title
+from psa.store.tables import model_title, std_sentence
 
 WINNER_TOLERANCE = Decimal("0.01")  # a mode within this of the row's best mean shares the win
 DEFAULT_ARCHITECTURE_LABEL = "tab:architecture_parameters"
@@ -83,13 +83,17 @@ def trial_accuracy_table(
     order: Iterable[str],
     caption: str,
     label: str = DEFAULT_ACCURACY_LABEL,
+    ddof: int = 0,
 ) -> tuple[str, list[str]]:
     """A ``longtable`` of mean +- std per mode and the winner, one row per architecture.
 
-    ``stats`` has columns arch, mode, mean, std (numeric modes only). Winners are the modes whose
-    printed mean is within 0.01 of the row's best; their cells are bold and several are a tie.
-    Returns the LaTeX and the architectures of ``order`` skipped for lack of data.
+    ``stats`` has columns arch, mode, mean, std (numeric modes only; psa.results.summary's), the
+    std of delta degrees of freedom ``ddof``, which the caption's last sentence states. Winners
+    are the modes whose printed mean is within 0.01 of the row's best; their cells are bold and
+    several are a tie. Returns the LaTeX and the architectures of ``order`` skipped for lack of
+    data.
     """
+    caption = f"{caption.rstrip().rstrip('.')}. {std_sentence(ddof)}"
     heading = (
         r"\textbf{Architecture} & "
         + " & ".join(rf"\textbf{{{mode}}}" for mode in MODES)

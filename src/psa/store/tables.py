@@ -33,6 +33,17 @@ MODEL_TITLES = {"resmlp": "ResMLP", "mlp": "SimpleMLP"}
 SUMMARY_COLUMNS = ["arch", "parameters", "mode", "mean", "std", "min", "max", "n", "status"]
 
 
+def std_words(ddof: int) -> str:
+    """Which std a table shows, in words: ``population standard deviation (ddof=0)``."""
+    kind = {0: "population ", 1: "sample "}.get(ddof, "")
+    return f"{kind}standard deviation over the trials (ddof={ddof})"
+
+
+def std_sentence(ddof: int) -> str:
+    """The sentence a table's caption ends with, saying which std it shows."""
+    return f"Std is the {std_words(ddof)}."
+
+
 def model_title(model: str) -> str:
     """``ResMLP`` or ``SimpleMLP``: the titles and figure-file prefixes of a model."""
     try:
@@ -97,8 +108,10 @@ def write_trials_markdown(
     return write_text_atomically(path, render_trials_markdown(records, model, arch_order, paired))
 
 
-def mode_statistics(long: pd.DataFrame) -> pd.DataFrame:
-    """Per (arch, mode): mean, population std (ddof=0), min, max and n of the numeric accuracies."""
+def mode_statistics(long: pd.DataFrame, ddof: int = 0) -> pd.DataFrame:
+    """Per (arch, mode): mean, std, min, max and n of the numeric accuracies. The std is the
+    population one (ddof=0, as upstream's numpy) unless ``ddof`` says otherwise; NaN for
+    n <= ddof."""
     numeric = long.dropna(subset=["accuracy"])
     columns = ["arch", "mode", "mean", "std", "min", "max", "n"]
     if numeric.empty:
@@ -106,7 +119,7 @@ def mode_statistics(long: pd.DataFrame) -> pd.DataFrame:
     grouped = numeric.groupby(["arch", "mode"], sort=False)["accuracy"]
     stats = grouped.agg(
         mean="mean",
-        std=lambda values: float(np.std(values, ddof=0)),
+        std=lambda values: float(np.std(values, ddof=ddof)) if len(values) > ddof else np.nan,
         min="min",
         max="max",
         n="size",
@@ -133,7 +146,7 @@ def render_summary_markdown(
     archs = _arch_order(frame, arch_order)
     archs += [arch for arch, _ in errors if arch not in archs]
     lines = [f"# Persistent Stochastic Ablation - {model_title(model)} Results Summary", ""]
-    lines += ["## Statistical Summary", ""]
+    lines += [f"## Statistical Summary: {std_sentence(0)}", ""]
     for arch in archs:
         parameters = parse_key(arch).parameters(model)
         lines.append(f"Results Shape {{{arch}}} Parameters {{{parameters:,}}}")
