@@ -156,6 +156,7 @@ CHECKED_AFTER_PARSING = {
     ("bench", "--trials"): ["--trials", "0", "--output", "{tmp}/bench.json"],
     ("bench", "--precisions"): ["--precisions", "fp8", "--output", "{tmp}/bench.json"],
     ("check-device", "--archs"): ["--archs", "4x17"],
+    ("analyze-dataset", "--value"): ["--value", "nope.zeror_accuracy"],
     ("compare-modes", "--modes"): ["--modes", "nope", "--trials-file", str(SHIPPED)],
     ("results-value", "--where"): ["--results-dir", str(SHIPPED), "--where", "nope"],
     ("results-value", "--column"): ["--results-dir", str(SHIPPED), "--column", "nope"],
