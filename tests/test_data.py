@@ -39,7 +39,7 @@ def shipped_copy(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def no_download(monkeypatch):
-    """Fail torchvision's download the way an offline machine does, without touching the network."""
+    """Record (and fail) any torchvision download of MNIST, without touching the network."""
     calls = []
 
     def refuse(self):
@@ -138,8 +138,7 @@ def test_a_malformed_idx_file_is_refused_in_one_line_naming_it(tmp_path, content
 
 def test_loading_the_shipped_mnist_imports_no_torchvision():
     code = (
-        "import sys; from psa import data; data.load_mnist(); "
-        "print('torchvision' in sys.modules)"
+        "import sys; from psa import data; data.load_mnist(); print('torchvision' in sys.modules)"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
@@ -220,12 +219,13 @@ def test_a_corrupted_raw_file_without_its_archive_is_refused_with_a_remedy(
     assert no_download == []
 
 
-def test_missing_files_fall_back_to_download_and_report_its_failure(tmp_path, no_download):
-    with pytest.raises(
-        data.DatasetError, match=r"train-images-idx3-ubyte\.gz is missing.*download"
-    ):
+def test_missing_mnist_is_refused_naming_where_to_put_it_without_a_download(tmp_path, no_download):
+    with pytest.raises(data.DatasetError) as refused:
         data.load_mnist(tmp_path)
-    assert no_download == [str(tmp_path)]
+    message = str(refused.value)
+    assert message.startswith(f"{tmp_path}/train-images-idx3-ubyte.gz is missing")
+    assert f"in {tmp_path}, or pass --data-dir" in message and "\n" not in message
+    assert no_download == [] and not (tmp_path / "MNIST").exists()
 
 
 def test_raw_files_alone_are_enough(shipped_copy, no_download):

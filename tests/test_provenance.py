@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,7 +45,9 @@ ALWAYS = {
     "cudnn_benchmark",
     "cuda_matmul_allow_tf32",
     "cudnn_allow_tf32",
+    "packages",
 }
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -93,7 +99,8 @@ def test_a_new_train_run_logs_name_one_complete_provenance(tmp_path, repo_datase
 
 
 def test_a_dirty_checkout_saves_its_diff_and_its_hash(tmp_path, monkeypatch):
-    monkeypatch.setattr(provenance, "_git_state", lambda: ("0" * 40, "diff --git a/x b/x\n"))
+    dirty = provenance.GitState("0" * 40, "diff --git a/x b/x\n")
+    monkeypatch.setattr(provenance, "_git_state", lambda: dirty)
     run = provenance.capture()
     assert run.fields["git_dirty"] is True and run.fields["git_diff_file"] == f"{run.id}.diff"
     from psa.store.provenance import write_provenance
@@ -122,3 +129,98 @@ def test_a_stopped_run_is_marked_stopped(tmp_path):
         raise KeyboardInterrupt
     stored = json.loads((tmp_path / "provenance" / f"{run.id}.json").read_text())
     assert stored["outcome"] == "stopped" and stored["ended"]
+
+
+def test_provenance_records_every_installed_distribution_and_its_version():
+    import numpy
+    import torch
+
+    import psa
+
+    listed = provenance.capture().fields["packages"].splitlines()
+    packages = dict(line.split("==", 1) for line in listed)
+    assert packages["torch"] == torch.__version__.split("+")[0]  # without the CUDA build label
+    assert packages["numpy"] == numpy.__version__
+    assert packages["persistent-stochastic-ablation"] == psa.__version__
+    assert list(packages) == sorted(packages, key=str.lower) and len(packages) == len(listed)
+
+
+def test_a_run_under_python_m_psa_records_the_command_as_typed(monkeypatch):
+    args = ["train", "--arch", "[4*17]", "--model-dir", "my models"]
+    monkeypatch.setattr(sys, "argv", ["/checkout/src/psa/__main__.py", *args])
+    monkeypatch.setattr(sys, "orig_argv", ["python3", "-X", "utf8", "-m", "psa", *args])
+    expected = "python3 -X utf8 -m psa train --arch '[4*17]' --model-dir 'my models'"
+    assert provenance.capture().fields["command"] == expected
+
+
+def test_a_console_script_run_records_its_name_and_quoted_arguments(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/train", "--arch", "[4*17]", "--seed", "1"])
+    assert provenance.capture().fields["command"] == "train --arch '[4*17]' --seed 1"
+
+
+@pytest.mark.slow
+def test_the_recorded_command_of_python_m_psa_train_reruns_as_written(tmp_path, repo_dataset):
+    models = tmp_path / "my models"
+    argv = [sys.executable, "-m", "psa", "train", "--arch", "[1*4]", "--meta-loops", "1"]
+    argv += ["--seed", "3", "--device", "cpu", "--model-dir", str(models)]
+    argv += ["--data-dir", str(repo_dataset)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    [run] = read_provenance(models).values()
+    assert run["command"] == shlex.join(argv)
+    again = shlex.split(run["command"])
+    rerun = subprocess.run(again, cwd=run["cwd"], env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(read_provenance(models)) == 2
+
+
+def git(root: Path, *args: str) -> None:
+    identity = ["-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", *identity, *args], cwd=root, check=True, capture_output=True)
+
+
+@pytest.fixture
+def checkout(tmp_path, monkeypatch) -> Path:
+    """A committed src/ layout checkout that provenance takes for psa's."""
+    root = tmp_path / "checkout"
+    (root / "src" / "psa").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[project]\n")
+    (root / "src" / "psa" / "__init__.py").write_text("")
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "start")
+    monkeypatch.setattr(provenance, "_checkout_root", lambda: root)
+    return root
+
+
+def test_new_files_under_src_get_one_warning_line_saying_which_the_saved_diff_holds(
+    checkout, tmp_path, capsys
+):
+    from psa.store.provenance import recording
+
+    (checkout / "src" / "psa" / "staged.py").write_text("staged = 1\n")
+    git(checkout, "add", "src/psa/staged.py")
+    (checkout / "src" / "psa" / "scratch.py").write_text("scratch = 2\n")
+    (checkout / "notes.md").write_text("not under src/\n")
+    run = provenance.capture()
+    assert "b/src/psa/staged.py" in run.diff and "scratch.py" not in run.diff
+    assert run.fields["git_untracked"] == "src/psa/scratch.py"
+    with recording(tmp_path / "out", run):
+        pass
+    assert capsys.readouterr().err == (
+        "psa: warning: files under src/ that the commit lacks (staged, in the saved diff: "
+        "src/psa/staged.py; untracked, not in the saved diff: src/psa/scratch.py); commit them "
+        "so the provenance names the source that ran\n"
+    )
+
+
+def test_a_committed_source_gets_no_warning(checkout, tmp_path, capsys):
+    from psa.store.provenance import recording
+
+    (checkout / "notes.md").write_text("untracked, but not under src/\n")
+    run = provenance.capture()
+    with recording(tmp_path / "out", run):
+        pass
+    assert capsys.readouterr().err == "" and run.fields["git_untracked"] is None
+    assert run.fields["git_dirty"] is False

@@ -3,8 +3,8 @@
 The project ships the four IDX files gzip-compressed in ``dataset/``. On first use they are
 decompressed into torchvision's standard layout (``<data_dir>/MNIST/raw/<name>``), checked
 against the SHA-256 below, and only then read: an IDX file is a short big-endian header and
-the raw bytes, which numpy reads directly (torchvision is imported only to download MNIST when
-neither the shipped nor the raw files exist). A small
+the raw bytes, which numpy reads directly. MNIST is never downloaded: a data dir that holds
+neither the shipped nor the raw files is refused in one line that says where to put them. A small
 stamp file remembers the size, inode and modification time of each verified file so later runs
 skip re-hashing 47 MB; any rewrite of a file changes its stamp and triggers a full check again.
 """
@@ -119,10 +119,7 @@ def materialise(data_dir: str | Path) -> Path:
     if all(_stamped(stamp, raw / name) for name in MNIST_FILES):
         return data_dir
 
-    if not all(
-        (raw / name).is_file() or _shipped(data_dir, name).is_file() for name in MNIST_FILES
-    ):
-        _download(data_dir)
+    _require_files(data_dir)
 
     verified = {}
     for name in MNIST_FILES:
@@ -130,7 +127,8 @@ def materialise(data_dir: str | Path) -> Path:
         if not _stamped(stamp, target) and not _matches(target, name):
             if not shipped.is_file():
                 remedy = (
-                    f"delete it and rerun to download MNIST, or put {shipped.name} in {data_dir}"
+                    f"delete it and put {shipped.name} (in the repository's dataset/) in "
+                    f"{data_dir}, or pass --data-dir naming a folder that holds MNIST"
                 )
                 raise DatasetError(_corrupt_message(target, name, remedy))
             _decompress(shipped, target, name)
@@ -307,24 +305,19 @@ def _decompress(shipped: Path, target: Path, name: str) -> None:
         ) from None
 
 
-def _download(data_dir: Path) -> None:
-    """Last resort when neither the shipped .gz nor the raw file exists: torchvision's download."""
+def _require_files(data_dir: Path) -> None:
+    """Refuse a data dir that lacks one of the four files, shipped or raw: never a download."""
     missing = [
         _shipped(data_dir, name)
         for name in MNIST_FILES
         if not (raw_dir(data_dir) / name).is_file() and not _shipped(data_dir, name).is_file()
     ]
-    try:
-        from torchvision.datasets import MNIST
-
-        MNIST(str(data_dir), train=True, download=True)
-    except Exception as error:  # any network or archive failure means MNIST is unavailable
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(":")
+    if missing:
         raise DatasetError(
-            f"{missing[0]} is missing and downloading MNIST failed ({reason}); "
-            f"restore the shipped files with `git checkout -- {data_dir}` "
-            f"or pass --data-dir pointing at a folder that holds them"
-        ) from None
+            f"{missing[0]} is missing (MNIST is never downloaded); put the four MNIST .gz files "
+            f"of the repository's dataset/ in {data_dir}, or pass --data-dir naming a folder "
+            "that holds them"
+        )
 
 
 def _corrupt_message(path: Path, name: str, remedy: str) -> str:

@@ -1,16 +1,18 @@
 """What a command run was: captured once per run that writes into a results dir or a model dir.
 
-``settings.json`` keeps what a rerun must match; a provenance keeps what was: the command line,
-when it ran, on what machine and software, with which numerical settings, from which source.
-The store writes it to ``provenance/<id>.json`` (and a dirty checkout's diff to
-``provenance/<id>.diff``); trial records and loop-log lines carry only its ``id``. A resumed
-sweep spans several runs: a trial record names the run that recorded it (finished the trial), and
-each loop-log line the run that computed that loop.
+``settings.json`` keeps what a rerun must match; a provenance keeps what was: the command line
+(as it reruns), when it ran, on what machine and software (every installed distribution and its
+version), with which numerical settings, from which source. The store writes it to
+``provenance/<id>.json`` (and a dirty checkout's diff to ``provenance/<id>.diff``); trial records
+and loop-log lines carry only its ``id``. A resumed sweep spans several runs: a trial record names
+the run that recorded it (finished the trial), and each loop-log line the run that computed that
+loop.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import os
 import platform
 import secrets
@@ -54,15 +56,45 @@ FIELDS = (
     "git_dirty",
     "git_diff_sha256",
     "git_diff_file",
+    "git_untracked",
+    "packages",
 )
+
+
+@dataclass(frozen=True)
+class GitState:
+    """A checkout's commit, ``git diff HEAD`` when tracked files differ from it (staged new files
+    included), and the files under src/ that no commit holds: staged new ones, which that diff
+    holds, and untracked ones, which it does not."""
+
+    revision: str | None = None
+    diff: str | None = None
+    staged_new: tuple[str, ...] = ()
+    untracked: tuple[str, ...] = ()
+
+    def warning(self) -> str | None:
+        """One line on the files under src/ that the commit lacks, or None when there are none."""
+        parts = []
+        if self.staged_new:
+            parts.append(f"staged, in the saved diff: {_named(self.staged_new)}")
+        if self.untracked:
+            parts.append(f"untracked, not in the saved diff: {_named(self.untracked)}")
+        if not parts:
+            return None
+        return (
+            f"psa: warning: files under src/ that the commit lacks ({'; '.join(parts)}); "
+            "commit them so the provenance names the source that ran"
+        )
 
 
 @dataclass
 class Provenance:
-    """One command run's provenance: ``fields`` (keys FIELDS) and a dirty checkout's diff."""
+    """One command run's provenance: ``fields`` (keys FIELDS), a dirty checkout's diff, and the
+    warning to print when files under src/ are not committed."""
 
     fields: dict
     diff: str | None = field(default=None, repr=False)
+    source_warning: str | None = field(default=None, repr=False)
 
     @property
     def id(self) -> str:
@@ -85,11 +117,12 @@ def capture(device=None) -> Provenance:
     but the CPU's name."""
     import numpy
 
-    revision, diff = _git_state()
+    git = _git_state()
+    revision, diff = git.revision, git.diff
     run_id = new_id()
     fields = {
         "id": run_id,
-        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command_line(),
         "cwd": os.getcwd(),
         "started": _now(),
         "ended": None,
@@ -105,8 +138,36 @@ def capture(device=None) -> Provenance:
         "git_dirty": None if revision is None else diff is not None,
         "git_diff_sha256": None if diff is None else _sha256(diff.encode()),
         "git_diff_file": None if diff is None else f"{run_id}.diff",
+        "git_untracked": "\n".join(git.untracked) or None,
+        "packages": installed_packages(),
     }
-    return Provenance({key: fields[key] for key in FIELDS}, diff)
+    return Provenance({key: fields[key] for key in FIELDS}, diff, git.warning())
+
+
+def command_line() -> str:
+    """This process's command line as it reruns, each argument quoted for a POSIX shell: the
+    console script's name and its arguments, or under ``python -m psa`` the interpreter and its
+    options as they were typed (``python -m psa train …``)."""
+    if Path(sys.argv[0]).name == "__main__.py":
+        typed = sys.orig_argv[: len(sys.orig_argv) - len(sys.argv) + 1]
+        return shlex.join([*typed, *sys.argv[1:]])
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def installed_packages() -> str:
+    """Every distribution this interpreter can import, ``name==version`` one a line (as pip
+    freeze writes them, sorted by name); the first one found wins, as for an import."""
+    found: dict[str, str] = {}
+    for distribution in importlib.metadata.distributions():
+        name = distribution.metadata["Name"]
+        if name and name.lower() not in found:
+            found[name.lower()] = f"{name}=={distribution.version}"
+    return "\n".join(found[key] for key in sorted(found))
+
+
+def _named(paths: tuple[str, ...], shown: int = 3) -> str:
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return ", ".join(paths[:shown]) + more
 
 
 TORCH_FIELDS = FIELDS[FIELDS.index("torch_version") : FIELDS.index("poetry_lock_sha256")]
@@ -154,17 +215,29 @@ def _lock_hash() -> str | None:
     return _sha256(lock.read_bytes()) if lock and lock.is_file() else None
 
 
-def _git_state() -> tuple[str | None, str | None]:
-    """The checkout's full commit and, when tracked files differ from it, ``git diff HEAD``."""
+# Files the index adds to HEAD, named relative to the checkout (not the enclosing repository).
+NEW_IN_INDEX = ("diff", "--cached", "--relative", "--name-only", "--diff-filter=A", "-z")
+
+
+def _git_state() -> GitState:
+    """The checkout's full commit, ``git diff HEAD`` when tracked files differ from it, and the
+    new files under src/ (staged, untracked); an empty state outside a checkout or without git."""
     root = _checkout_root()
     if root is None:
-        return None, None
+        return GitState()
     try:
         commit = _git(root, "rev-parse", "HEAD").strip()
         diff = _git(root, "diff", "HEAD", "--no-color", "--no-ext-diff", "--binary")
+        staged_new = _git(root, *NEW_IN_INDEX, "HEAD", "--", "src")
+        untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z", "--", "src")
     except (OSError, subprocess.SubprocessError):
-        return None, None
-    return commit, (diff or None)
+        return GitState()
+    return GitState(commit, diff or None, _paths(staged_new), _paths(untracked))
+
+
+def _paths(listed: str) -> tuple[str, ...]:
+    """The paths of a NUL-separated git listing, sorted."""
+    return tuple(sorted(path for path in listed.split("\0") if path))
 
 
 def _git(root: Path, *args: str) -> str:

@@ -430,13 +430,11 @@ def sweep_batch_size(network, device: torch.device) -> int:
 
 
 def grid_archs() -> list[str]:
-    """The paper grid's 98 architectures (the shipped reproduction/configurations.txt)."""
+    """The paper grid's 98 architectures (the package's reproduction/configurations.txt)."""
     from psa.arch import read_config_file
+    from psa.reproduction import PAPER_GRID
 
-    path = Path(__file__).resolve().parents[2] / "reproduction" / "configurations.txt"
-    if path.is_file():
-        return [arch.flag for arch in read_config_file(path)]
-    return list(TIMED_ARCHS)
+    return [arch.flag for arch in read_config_file(PAPER_GRID)]
 
 
 def project_grid_seconds(device: torch.device, timings: list[Timing]) -> float:

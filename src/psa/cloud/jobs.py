@@ -15,7 +15,6 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import psa
 from psa.arch import Arch
 from psa.cloud.aws_setup import SetupError
 from psa.config import DEFAULT_THREADS, OPTIONAL_SETTINGS, Hyperparameters, RunConfig
@@ -27,12 +26,6 @@ HASH_LENGTH = 8
 
 TRIALS = 10
 SEED = 1234  # fixed, unlike sweep's drawn seed, so a rerun of the runner finds its own jobs
-
-
-def default_configs_path() -> Path:
-    """reproduction/configurations.txt of this checkout, found from the package, not the CWD."""
-    in_checkout = Path(psa.__file__).resolve().parents[2] / "reproduction" / "configurations.txt"
-    return in_checkout if in_checkout.is_file() else Path("reproduction/configurations.txt")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from psa import reproduction
 from psa.arch import ArchError, parse_key, read_config_file
 from psa.arguments import add_shipped_flag, existing_path, refuse_shipped
 from psa.atomic import write_text_atomically
@@ -29,8 +30,11 @@ from psa.report.style import add_figure_flags, figure_options
 from psa.store import ResultsFormatError, ResultsStore, summary_name
 
 RESULTS_DIR = Path("results")
-CONFIGURATIONS = Path("reproduction/configurations.txt")
-ASYMMETRIC = Path("reproduction/asymmetric.txt")
+# The paper's grid and its asymmetric architectures: the package's copies, so an installed psa
+# has them too.
+CONFIGURATIONS = reproduction.PAPER_GRID
+ASYMMETRIC = reproduction.ASYMMETRIC
+GRID_DEFAULT = f"default: the paper's grid, {reproduction.PAPER_GRID_NAME}"
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -274,13 +278,14 @@ def architecture_table_main(argv: list[str] | None = None) -> int:
         "--config-file",
         type=existing_path,
         default=CONFIGURATIONS,
-        help="configurations, one per line",
+        help=f"configurations, one per line ({GRID_DEFAULT})",
     )
     parser.add_argument(
         "--asymmetric-file",
         type=existing_path,
         default=ASYMMETRIC,
-        help="configurations labelled Asymmetric (the rest are Matched)",
+        help="configurations labelled Asymmetric (the rest are Matched; "
+        f"default: {reproduction.ASYMMETRIC_NAME})",
     )
     _add_model(parser, inferred=False)
     parser.add_argument("--caption", default=None, help="table caption (default: by model)")
@@ -318,7 +323,7 @@ def trial_accuracy_table_main(argv: list[str] | None = None) -> int:
         "--order",
         type=existing_path,
         default=CONFIGURATIONS,
-        help="configurations file giving row order",
+        help=f"configurations file giving row order ({GRID_DEFAULT})",
     )
     _add_model(parser)
     parser.add_argument("--caption", default=None, help="table caption (default: from the data)")
@@ -388,7 +393,10 @@ def _written(path: Path) -> None:
 def design_space_main(argv: list[str] | None = None) -> int:
     parser = _parser("make-figure-design-space", "Draw the tested design space (depth x width).")
     parser.add_argument(
-        "--config-file", type=existing_path, default=CONFIGURATIONS, help="configurations to draw"
+        "--config-file",
+        type=existing_path,
+        default=CONFIGURATIONS,
+        help=f"configurations to draw ({GRID_DEFAULT})",
     )
     _output_file(parser)
     parser.add_argument(
@@ -426,13 +434,14 @@ def heatmaps_main(argv: list[str] | None = None) -> int:
         "--config-file",
         type=existing_path,
         default=CONFIGURATIONS,
-        help="architectures to place (single-stack L*W)",
+        help=f"architectures to place (single-stack L*W; {GRID_DEFAULT})",
     )
     parser.add_argument(
         "--asymmetric-file",
         type=existing_path,
         default=ASYMMETRIC,
-        help="architectures drawn as triangles in Parameter Matching",
+        help="architectures drawn as triangles in Parameter Matching "
+        f"(default: {reproduction.ASYMMETRIC_NAME})",
     )
     parser.add_argument(
         "--output-dir", type=Path, default=RESULTS_DIR, help="folder the PNGs are written to"

@@ -18,9 +18,10 @@ from psa.atomic import write_text_atomically
 from psa.cli import CommandParser
 from psa.errors import PsaError
 from psa.modes import MODES
+from psa.reproduction import PAPER_GRID, PAPER_GRID_NAME
 from psa.seeds import trial_run_seed
 
-DEFAULT_CONFIGS = Path("reproduction/configurations.txt")
+DEFAULT_CONFIGS = PAPER_GRID
 DEFAULT_OUTPUT = Path("reproduction/run_reproduction.sh")
 DEFAULT_MODEL_ROOT = "./models/repro"
 DEFAULT_SEED = 1234
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--configs",
         type=existing_path,
         default=DEFAULT_CONFIGS,
-        help=f"one L*W per line, # comments (default: {DEFAULT_CONFIGS})",
+        help=f"one L*W per line, # comments (default: the paper's grid, {PAPER_GRID_NAME})",
     )
     parser.add_argument(
         "--output",

@@ -14,10 +14,11 @@ from psa.arch import ArchError, argparse_arch, read_config_file
 from psa.arguments import MAX_SHARDS, MAX_TRIALS, existing_path, mode_list, shard_count, trial_count
 from psa.cloud.aws import describe_error
 from psa.cloud.aws_setup import BY_NAME, DEFAULTS, AwsSetup, load_setup
-from psa.cloud.jobs import SEED, TRIALS, JobSpec, default_configs_path, plan_jobs
+from psa.cloud.jobs import SEED, TRIALS, JobSpec, plan_jobs
 from psa.config import RunConfig
 from psa.errors import PsaError
 from psa.modes import MODES
+from psa.reproduction import PAPER_GRID, PAPER_GRID_NAME
 
 
 def add_grid_flags(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +27,7 @@ def add_grid_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--configs",
         type=existing_path,
-        help="one L*W per line (default: reproduction/configurations.txt of this checkout)",
+        help=f"one L*W per line (default: the paper's grid, {PAPER_GRID_NAME})",
     )
     group.add_argument(
         "--arch", type=argparse_arch, help='one architecture instead of --configs, e.g. "[4*17]"'
@@ -66,9 +67,7 @@ def jobs_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[J
     error."""
     try:
         archs = (
-            [args.arch]
-            if args.arch is not None
-            else read_config_file(args.configs or default_configs_path())
+            [args.arch] if args.arch is not None else read_config_file(args.configs or PAPER_GRID)
         )
     except ArchError as error:
         parser.error(str(error))

@@ -44,6 +44,7 @@ from psa.costs import CostModel
 from psa.errors import UsageError, command_hint, exit_status, stopped_line
 from psa.model import build_network
 from psa.modes import MODES
+from psa.reproduction import PAPER_GRID, PAPER_GRID_NAME
 from psa.store import ResultsStore
 from psa.sweep import Shard, SweepError, SweepRequest, devices, runner, slurm
 from psa.sweep.events import (
@@ -83,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--configs",
         type=existing_path,
-        default=Path("reproduction/configurations.txt"),
-        help="one L*W architecture per line",
+        default=PAPER_GRID,
+        help=f"one L*W architecture per line (default: the paper's grid, {PAPER_GRID_NAME})",
     )
     parser.add_argument(
         "--arch",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,8 +39,11 @@ def write_provenance(root: Path, provenance) -> Path:
 @contextmanager
 def recording(root: Path, provenance) -> Iterator:
     """Write ``provenance`` into ``root`` now and again when the block ends, marked finished,
-    stopped (a signal, or the exit status 130/143 a stopped command ends with) or failed."""
+    stopped (a signal, or the exit status 130/143 a stopped command ends with) or failed. Files
+    under src/ that the commit lacks get their one warning line on stderr as the run starts."""
     write_provenance(root, provenance)
+    if provenance.source_warning:
+        print(provenance.source_warning, file=sys.stderr)
     outcome = "failed"
     try:
         yield provenance
