@@ -413,7 +413,13 @@ def test_two_sweeps_at_once_on_one_dir_split_the_work(reference, tmp_path, repo_
     results = tmp_path / "results"
     runs = [start_sweep(results, repo_dataset, tmp_path / f"f{n}") for n in range(2)]
     outcomes = [run.finish() for run in runs]
-    assert [status for status, _, _ in outcomes] == [0, 0], [err for _, _, err in outcomes]
+    # The sweep that ends last is done (0); one that ends while the other still holds a batch
+    # is not (3, saying so in one line), since a trial it was asked for is not recorded yet.
+    statuses = sorted(status for status, _, _ in outcomes)
+    assert statuses in ([0, 0], [0, 3]), [err for _, _, err in outcomes]
+    for status, out, err in outcomes:
+        if status == 3:
+            assert "Done:" not in out and "held by another worker's claim" in err
     assert_consistent(results)
     ran = [len(re.findall(r"loop 1/", out)) for _, out, _ in outcomes]
     # Every batch ran in exactly one of them: its first loop was printed once in all.
