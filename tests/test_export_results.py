@@ -224,7 +224,7 @@ def test_the_tables_have_their_fixed_columns_whatever_the_dir_holds(swept, tmp_p
 def test_export_writes_integers_as_integers_and_absent_values_empty(tmp_path, capsys):
     argv = ["--results-dir", str(SHIPPED), "--output-dir", str(tmp_path)]
     assert run("export-results", argv) == 0
-    assert "trials.csv: 360 rows, 61 columns" in capsys.readouterr().out
+    assert "trials.csv: 360 rows, 63 columns" in capsys.readouterr().out
     header, *rows = (tmp_path / "loops.csv").read_text().splitlines()
     assert header.split(",")[11:13] == ["ablation_layer", "ablation_neuron"]
     targets = [row.split(",")[11:13] for row in rows]

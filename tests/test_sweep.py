@@ -36,7 +36,7 @@ ARCHS = ("[1*8]", "[2*4]")
 KEYS = ("1*8", "2*4")
 TRIALS, LOOPS, SEED = 2, 3, 11
 # What a default sweep with LOOPS meta-loops and SEED stores in settings.json.
-DEFAULT_SETTINGS = RunConfig("resmlp", LOOPS, SEED)
+DEFAULT_SETTINGS = RunConfig("resmlp", LOOPS, SEED, threads=1)
 
 
 def sweep_flags(results_dir: Path, data_dir: Path, *extra: str) -> list[str]:
