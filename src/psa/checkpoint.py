@@ -192,10 +192,9 @@ def check_tensors(tensors: dict[str, torch.Tensor], network: Network, path: str 
     (its metadata names that architecture, so the file was altered or mixed up)."""
     import torch
 
-    expected = {}
-    for spec in network.linears:
-        expected[f"{spec.name}.weight"] = (spec.out_features, spec.in_features)
-        expected[f"{spec.name}.bias"] = (spec.out_features,)
+    from psa.model import upstream_shapes
+
+    expected = upstream_shapes(network)
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     misshaped = sorted(

@@ -267,7 +267,7 @@ class StackedParameters:
 
     def load_state_dict(self, network: Network, trial: int, state: dict[str, torch.Tensor]):
         """Put an upstream-named state dict into one trial's slice; shapes must match exactly."""
-        expected = {f"{s.name}.{part}" for s in network.linears for part in ("weight", "bias")}
+        expected = set(upstream_shapes(network))
         if set(state) != expected:
             missing, unexpected = expected - set(state), set(state) - expected
             raise ValueError(
@@ -286,6 +286,16 @@ class StackedParameters:
                             f"{network.model} {network.arch.flag} needs {tuple(target.shape)}"
                         )
                     target.copy_(tensor)
+
+
+def upstream_shapes(network: Network) -> dict[str, tuple[int, ...]]:
+    """The shape of each tensor of a trial's state dict under upstream's names (nn.Linear's
+    weight is out x in)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in network.linears:
+        shapes[f"{spec.name}.weight"] = (spec.out_features, spec.in_features)
+        shapes[f"{spec.name}.bias"] = (spec.out_features,)
+    return shapes
 
 
 def init_parameters(
