@@ -44,8 +44,8 @@ from psa.store.provenance import read_provenance
 from psa.store.tables import mode_statistics, std_sentence  # noqa: F401 (psa.results API)
 
 INT, FLOAT, BOOL, STR = "Int64", "float64", "boolean", "str"
-# Every column of a trials table, in order, with its type.
-TRIAL_TYPES = {
+# The columns that name a trial, first in both the trials and the loops table.
+KEY_TYPES = {
     "arch": STR,
     "depth": INT,
     "width": INT,
@@ -53,6 +53,10 @@ TRIAL_TYPES = {
     "model": STR,
     "mode": STR,
     "trial": INT,
+}
+# Every column of a trials table, in order, with its type.
+TRIAL_TYPES = {
+    **KEY_TYPES,
     "paired": BOOL,
     "meta_loops": INT,
     "loops_run": INT,
@@ -100,13 +104,7 @@ PROVENANCE_TYPES = {
 RUN_TYPES = {field: PROVENANCE_TYPES[field] for field in PROVENANCE_FIELDS}
 TRIAL_TYPES |= {f"provenance.{f}": t for f, t in RUN_TYPES.items() if f != "id"}
 LOOP_TYPES = {
-    "arch": STR,
-    "depth": INT,
-    "width": INT,
-    "parameters": INT,
-    "model": STR,
-    "mode": STR,
-    "trial": INT,
+    **KEY_TYPES,
     "loop": INT,
     "val_accuracy": FLOAT,
     "lkg_accuracy": FLOAT,
